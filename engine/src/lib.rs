@@ -1,0 +1,1 @@
+//! The conduit server engine (see README for status).

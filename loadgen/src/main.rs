@@ -1,0 +1,2 @@
+//! The conduit load generator (see README for status).
+fn main() {}
