@@ -203,7 +203,11 @@ impl FrameDecoder {
             self.buf.compact();
         }
         if self.buf.end == self.buf.capacity() {
-            let want = (self.buf.len() + MIN_READ_BYTES).min(self.max_buffer_bytes());
+            // Grow geometrically so a caller feeding a long stream pays amortised O(1).
+            let len = self.buf.len();
+            let want = (len + MIN_READ_BYTES)
+                .max(len * 2)
+                .min(self.max_buffer_bytes());
             self.buf.reserve_frame(want);
         }
         self.buf.spare()

@@ -13,7 +13,7 @@ fn dump(spec: &str) -> Vec<u8> {
     while !rest.is_empty() {
         if let Some(r) = rest.strip_prefix('"') {
             let end = r.find('"').expect("closing quote");
-            out.extend_from_slice(r[..end].as_bytes());
+            out.extend_from_slice(&r.as_bytes()[..end]);
             rest = r[end + 1..].trim_start();
         } else {
             let end = rest.find(char::is_whitespace).unwrap_or(rest.len());

@@ -1,0 +1,100 @@
+//! The cross-shard bus: what one shard (or any thread) asks of another.
+//!
+//! Each shard has one bounded inbound channel. Messages from one sender to one shard
+//! arrive in send order, which is what makes broadcasts from one sender reach every
+//! receiver in order. flume's async receive parks the shard's executor and is woken by
+//! the sender (glommio wakers are thread-safe), so an idle shard does not poll.
+
+use std::sync::Arc;
+
+use ahash::AHashSet;
+use bytes::Bytes;
+use conduit_protocol::native::{self, ValueTree};
+use conduit_protocol::{v1, Codec, Value};
+
+use crate::id::ConnectionId;
+
+/// One message frame encoded once per codec, shared by every receiver.
+#[derive(Clone, Debug)]
+pub(crate) struct Frames {
+    pub v1: Bytes,
+    /// `None` only if the name cannot go on the native wire (over 255 bytes).
+    pub native: Option<Bytes>,
+}
+
+impl Frames {
+    /// MESSAGE `name` with `data`, in both codecs, stamped `timestamp_ms`.
+    pub fn message(name: &str, data: &Value, timestamp_ms: u64) -> Frames {
+        Frames {
+            v1: v1::Encoder::new(timestamp_ms).message(name, data),
+            native: native::Encoder::new(timestamp_ms)
+                .message(name, &ValueTree::from_value(data))
+                .ok(),
+        }
+    }
+
+    /// The frame for a connection speaking `codec`.
+    pub fn for_codec(&self, codec: Codec) -> Option<&Bytes> {
+        match codec {
+            Codec::V1 => Some(&self.v1),
+            Codec::Native => self.native.as_ref(),
+        }
+    }
+}
+
+/// Which connections a broadcast goes to: `include` (all when `None`) minus `exclude`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Filter {
+    pub include: Option<AHashSet<ConnectionId>>,
+    pub exclude: AHashSet<ConnectionId>,
+}
+
+impl Filter {
+    pub fn admits(&self, id: ConnectionId) -> bool {
+        !self.exclude.contains(&id) && self.include.as_ref().is_none_or(|s| s.contains(&id))
+    }
+}
+
+/// Lifecycle steps the control thread drives every shard through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// Run `on_startup` hooks (shard 0 only).
+    RunStartupHooks,
+    /// Start the accept loop.
+    StartAccepting,
+    /// Stop accepting and drop the listener.
+    StopAccepting,
+    /// Run `on_shutdown` hooks (shard 0 only).
+    RunShutdownHooks,
+    /// Close every connection, flushing queues up to the drain timeout.
+    Drain,
+    /// Leave the executor.
+    Exit,
+}
+
+/// A request to a shard.
+pub(crate) enum BusMsg {
+    /// Queue `frames` to every admitted authenticated connection; reply with the count.
+    Broadcast {
+        frames: Arc<Frames>,
+        filter: Arc<Filter>,
+        reply: flume::Sender<usize>,
+    },
+    /// Queue `frames` to one connection; reply whether it was queued.
+    Send {
+        to: ConnectionId,
+        frames: Arc<Frames>,
+        reply: flume::Sender<bool>,
+    },
+    /// Close one connection after queueing an optional last message.
+    Kick {
+        to: ConnectionId,
+        last: Option<Arc<Frames>>,
+        reply: flume::Sender<bool>,
+    },
+    /// A lifecycle step; the reply carries the step's outcome.
+    Control {
+        step: Control,
+        reply: crossbeam_channel::Sender<Result<(), String>>,
+    },
+}

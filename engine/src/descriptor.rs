@@ -1,0 +1,361 @@
+//! `ServerDescriptor`: every setting of a server, with netconduit's fields and defaults
+//! plus the limits a thread-per-core engine needs. Every limit is named here.
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// What to do with a connection whose outbound queue passes its byte limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SlowConsumerPolicy {
+    /// Close it with a reason; counted and logged. Nothing else slows down.
+    #[default]
+    Disconnect,
+    /// Drop the frame that did not fit and keep the connection (for feeds where the
+    /// latest state matters more than every update).
+    DropNewest,
+}
+
+/// Configuration of a [`Server`](crate::Server), named as in netconduit's
+/// `ServerDescriptor` where netconduit has the setting.
+///
+/// ```
+/// use conduit::ServerDescriptor;
+/// let d = ServerDescriptor::new("secret").port(0).name("ChatServer");
+/// assert_eq!(d.host, "0.0.0.0");
+/// assert_eq!(d.max_connections, 1000);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerDescriptor {
+    /// IP address to bind to. Default `"0.0.0.0"`.
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (see [`Server::port`](crate::Server::port)).
+    /// Default 8080.
+    pub port: u16,
+    /// The password clients must prove. Required, non-empty.
+    pub password: String,
+    /// Time a new connection has to authenticate before it is closed. Default 30 s.
+    pub auth_timeout: Duration,
+    /// Most connections at once, across all shards (authenticating ones included).
+    /// Connection N+1 is refused with a reason. Default 1000.
+    pub max_connections: usize,
+    /// Socket send and receive buffer size in bytes (SO_SNDBUF / SO_RCVBUF).
+    /// Default 65536.
+    pub buffer_size: usize,
+    /// A connection idle this long is pinged. Default 30 s.
+    pub heartbeat_interval: Duration,
+    /// A connection silent this long is closed. Must exceed the interval. Default 90 s.
+    pub heartbeat_timeout: Duration,
+    /// Server identifier, sent to clients at login. Default `"Server"`.
+    pub name: String,
+    /// Number of shards (one pinned executor each). Default: the CPUs this process may
+    /// run on.
+    pub shards: usize,
+    /// Largest frame payload accepted, in bytes; checked before any buffer grows.
+    /// Default 1 MiB.
+    pub max_frame_bytes: u32,
+    /// Receive buffer a connection starts with, in bytes. Default 4096.
+    pub recv_buffer_bytes: usize,
+    /// Bytes a connection may have queued for sending before it is a slow consumer.
+    /// Default 4 MiB.
+    pub max_outbound_bytes: usize,
+    /// What happens to a slow consumer. Default: disconnect.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Most bytes one vectored write gathers. Default 256 KiB.
+    pub max_write_batch_bytes: usize,
+    /// On stop, how long queued frames may take to flush before sockets close.
+    /// Default 5 s.
+    pub drain_timeout: Duration,
+    /// Accept netconduit-v1 (MessagePack) clients. Default true.
+    pub allow_v1: bool,
+    /// Accept native (rkyv) clients. Default true.
+    pub allow_native: bool,
+    /// Pause after a wrong password before the failure is sent and the socket closed
+    /// (brute-force brake). Default 200 ms.
+    pub auth_failure_delay: Duration,
+    /// netconduit-v1 only: after AUTH_SUCCESS, other frames wait this long, because the
+    /// stock netconduit client drops frames that share a read with AUTH_SUCCESS.
+    /// Default 5 ms.
+    pub v1_post_auth_delay: Duration,
+    /// Deepest nesting accepted in a payload. Default 64.
+    pub max_payload_depth: usize,
+    /// Most values in one payload. Default 262 144.
+    pub max_payload_values: usize,
+    /// Capacity of each shard's inbound bus channel (broadcasts, sends and kicks from
+    /// other shards or threads). Default 4096.
+    pub bus_capacity: usize,
+    /// Most connections being refused at once (each gets a reason frame if it speaks
+    /// within the auth timeout); beyond it, excess connections are closed at once.
+    /// Default 64.
+    pub max_refusals_in_flight: usize,
+    /// Scheduler time slice of each shard; heartbeats and I/O are never held up by a
+    /// busy task for longer. Default 10 ms.
+    pub preempt_timer: Duration,
+}
+
+impl ServerDescriptor {
+    /// A descriptor with every default and the given password.
+    pub fn new(password: impl Into<String>) -> ServerDescriptor {
+        ServerDescriptor {
+            host: "0.0.0.0".to_owned(),
+            port: 8080,
+            password: password.into(),
+            auth_timeout: Duration::from_secs(30),
+            max_connections: 1000,
+            buffer_size: 65536,
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(90),
+            name: "Server".to_owned(),
+            shards: default_shards(),
+            max_frame_bytes: 1024 * 1024,
+            recv_buffer_bytes: 4096,
+            max_outbound_bytes: 4 * 1024 * 1024,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+            max_write_batch_bytes: 256 * 1024,
+            drain_timeout: Duration::from_secs(5),
+            allow_v1: true,
+            allow_native: true,
+            auth_failure_delay: Duration::from_millis(200),
+            v1_post_auth_delay: Duration::from_millis(5),
+            max_payload_depth: 64,
+            max_payload_values: 262_144,
+            bus_capacity: 4096,
+            max_refusals_in_flight: 64,
+            preempt_timer: Duration::from_millis(10),
+        }
+    }
+
+    /// Sets `host`.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+    /// Sets `port`.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+    /// Sets `name`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+    /// Sets `auth_timeout`.
+    pub fn auth_timeout(mut self, d: Duration) -> Self {
+        self.auth_timeout = d;
+        self
+    }
+    /// Sets `max_connections`.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+    /// Sets `buffer_size`.
+    pub fn buffer_size(mut self, n: usize) -> Self {
+        self.buffer_size = n;
+        self
+    }
+    /// Sets `heartbeat_interval` and `heartbeat_timeout`.
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.heartbeat_timeout = timeout;
+        self
+    }
+    /// Sets `shards`.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = n;
+        self
+    }
+    /// Sets `max_frame_bytes`.
+    pub fn max_frame_bytes(mut self, n: u32) -> Self {
+        self.max_frame_bytes = n;
+        self
+    }
+    /// Sets `max_outbound_bytes`.
+    pub fn max_outbound_bytes(mut self, n: usize) -> Self {
+        self.max_outbound_bytes = n;
+        self
+    }
+    /// Sets `slow_consumer`.
+    pub fn slow_consumer(mut self, p: SlowConsumerPolicy) -> Self {
+        self.slow_consumer = p;
+        self
+    }
+    /// Sets `drain_timeout`.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain_timeout = d;
+        self
+    }
+    /// Sets `auth_failure_delay`.
+    pub fn auth_failure_delay(mut self, d: Duration) -> Self {
+        self.auth_failure_delay = d;
+        self
+    }
+    /// Sets `allow_v1`.
+    pub fn allow_v1(mut self, yes: bool) -> Self {
+        self.allow_v1 = yes;
+        self
+    }
+    /// Sets `allow_native`.
+    pub fn allow_native(mut self, yes: bool) -> Self {
+        self.allow_native = yes;
+        self
+    }
+
+    /// Checks every field; the first problem found is returned as
+    /// [`Error::Config`](crate::Error::Config) naming the field.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &'static str, problem: String| Err(Error::Config { field, problem });
+        if self.password.is_empty() {
+            return bad("password", "must not be empty".into());
+        }
+        if self.host.parse::<std::net::IpAddr>().is_err() {
+            return bad("host", format!("{:?} is not an IP address", self.host));
+        }
+        if self.auth_timeout.is_zero() {
+            return bad("auth_timeout", "must be greater than zero".into());
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1".into());
+        }
+        if self.buffer_size < 1024 {
+            return bad(
+                "buffer_size",
+                format!("{} is below 1024 bytes", self.buffer_size),
+            );
+        }
+        if self.heartbeat_interval.is_zero() {
+            return bad("heartbeat_interval", "must be greater than zero".into());
+        }
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return bad(
+                "heartbeat_timeout",
+                format!(
+                    "{:?} must exceed heartbeat_interval {:?}",
+                    self.heartbeat_timeout, self.heartbeat_interval
+                ),
+            );
+        }
+        if self.shards == 0 {
+            return bad("shards", "must be at least 1".into());
+        }
+        if self.shards > crate::id::MAX_SHARDS {
+            return bad(
+                "shards",
+                format!(
+                    "{} exceeds the maximum of {}",
+                    self.shards,
+                    crate::id::MAX_SHARDS
+                ),
+            );
+        }
+        if self.max_frame_bytes < 64 {
+            return bad("max_frame_bytes", "must be at least 64".into());
+        }
+        if self.recv_buffer_bytes < 64 {
+            return bad("recv_buffer_bytes", "must be at least 64".into());
+        }
+        if self.max_outbound_bytes < self.max_frame_bytes as usize {
+            return bad(
+                "max_outbound_bytes",
+                "must hold at least one frame of max_frame_bytes".into(),
+            );
+        }
+        if self.max_write_batch_bytes == 0 {
+            return bad("max_write_batch_bytes", "must be greater than zero".into());
+        }
+        if !self.allow_v1 && !self.allow_native {
+            return bad("allow_v1", "at least one codec must be allowed".into());
+        }
+        if self.max_payload_depth == 0 || self.max_payload_values == 0 {
+            return bad(
+                "max_payload_depth",
+                "payload limits must be at least 1".into(),
+            );
+        }
+        if self.bus_capacity == 0 {
+            return bad("bus_capacity", "must be at least 1".into());
+        }
+        if self.preempt_timer.is_zero() || self.preempt_timer > Duration::from_millis(100) {
+            return bad("preempt_timer", "must be between 0 and 100 ms".into());
+        }
+        Ok(())
+    }
+}
+
+/// The number of CPUs this process may run on (its affinity mask), at least 1.
+pub fn default_shards() -> usize {
+    allowed_cpus().len().max(1)
+}
+
+/// The CPUs this process may run on, from its affinity mask.
+pub fn allowed_cpus() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .unwrap_or_else(|| vec![0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_guide() {
+        let d = ServerDescriptor::new("secret");
+        assert_eq!(d.host, "0.0.0.0");
+        assert_eq!(d.port, 8080);
+        assert_eq!(d.auth_timeout, Duration::from_secs(30));
+        assert_eq!(d.max_connections, 1000);
+        assert_eq!(d.buffer_size, 65536);
+        assert_eq!(d.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(d.heartbeat_timeout, Duration::from_secs(90));
+        assert_eq!(d.name, "Server");
+        assert!(d.shards >= 1);
+        assert!(d.validate().is_ok());
+    }
+
+    fn field_of(d: ServerDescriptor) -> &'static str {
+        match d.validate() {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        let ok = || ServerDescriptor::new("pw");
+        assert_eq!(field_of(ServerDescriptor::new("")), "password");
+        assert_eq!(field_of(ok().host("localhost:1")), "host");
+        assert_eq!(field_of(ok().auth_timeout(Duration::ZERO)), "auth_timeout");
+        assert_eq!(field_of(ok().max_connections(0)), "max_connections");
+        assert_eq!(field_of(ok().buffer_size(10)), "buffer_size");
+        assert_eq!(
+            field_of(ok().heartbeat(Duration::ZERO, Duration::from_secs(1))),
+            "heartbeat_interval"
+        );
+        assert_eq!(
+            field_of(ok().heartbeat(Duration::from_secs(5), Duration::from_secs(5))),
+            "heartbeat_timeout"
+        );
+        assert_eq!(
+            field_of(ok().heartbeat(Duration::from_secs(5), Duration::from_secs(3))),
+            "heartbeat_timeout"
+        );
+        assert_eq!(field_of(ok().shards(0)), "shards");
+        assert_eq!(field_of(ok().shards(100_000)), "shards");
+        assert_eq!(field_of(ok().max_frame_bytes(1)), "max_frame_bytes");
+        assert_eq!(field_of(ok().max_outbound_bytes(10)), "max_outbound_bytes");
+        assert_eq!(
+            field_of(ok().allow_v1(false).allow_native(false)),
+            "allow_v1"
+        );
+        let mut d = ok();
+        d.bus_capacity = 0;
+        assert_eq!(field_of(d), "bus_capacity");
+        let mut d = ok();
+        d.preempt_timer = Duration::ZERO;
+        assert_eq!(field_of(d), "preempt_timer");
+    }
+}

@@ -1,0 +1,47 @@
+//! The engine's one error type.
+
+use conduit_protocol::WireError;
+
+/// Everything that can go wrong in the engine, separated into the caller's misuse
+/// (`Config`, `NotRunning`, …), the environment (`Runtime`, `Io`) and the peer's
+/// misbehaviour (`Wire`, `Auth`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A descriptor field is invalid.
+    #[error("invalid server setting `{field}`: {problem}")]
+    Config {
+        /// The field's name.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The machine cannot run the engine (io_uring missing, locked-memory limit too
+    /// low, …). The message says what to raise and how.
+    #[error("cannot start the engine: {0}")]
+    Runtime(String),
+    /// An operating-system I/O error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer sent something the protocol does not allow.
+    #[error("protocol error: {0}")]
+    Wire(#[from] WireError),
+    /// Authentication failed.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The server is not running (or already stopping).
+    #[error("server is not running")]
+    NotRunning,
+    /// `run` was called on a server that is already running.
+    #[error("server is already running")]
+    AlreadyRunning,
+    /// The connection is gone.
+    #[error("connection closed")]
+    Closed,
+    /// A connection's outbound queue is full.
+    #[error("outbound queue full ({0} bytes queued)")]
+    QueueFull(usize),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,293 @@
+//! What the application registers: RPC methods, message handlers and lifecycle hooks.
+//!
+//! Handlers are registered once (`Fn + Send + Sync + 'static`) and run on every shard;
+//! the futures they return run on the shard that owns the connection and need not be
+//! `Send`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use conduit_protocol::v1::codes;
+use conduit_protocol::Value;
+
+use crate::connection::Connection;
+use crate::server::Server;
+
+/// A boxed future that stays on its shard.
+pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
+
+/// What a message handler may return: `()` for no reply, or a value sent back to the
+/// sender as `<type>_response`.
+pub trait IntoReply {
+    /// The reply, if any.
+    fn into_reply(self) -> Option<Value>;
+}
+
+impl IntoReply for () {
+    fn into_reply(self) -> Option<Value> {
+        None
+    }
+}
+
+impl IntoReply for Value {
+    fn into_reply(self) -> Option<Value> {
+        Some(self)
+    }
+}
+
+impl<T: Into<Value>> IntoReply for Option<T> {
+    fn into_reply(self) -> Option<Value> {
+        self.map(Into::into)
+    }
+}
+
+/// An RPC failure as the client sees it: a code and a message (netconduit's codes: 4000
+/// unknown method, 2000 validation, 1001 any other failure), with optional details.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RpcError {
+    /// netconduit error code.
+    pub code: i64,
+    /// Human-readable text.
+    pub message: String,
+    /// Structured details (e.g. every validation violation).
+    pub details: Option<Value>,
+    /// Whether the dispatcher prefixes the message with `Error in <method>: `, as
+    /// netconduit does for exceptions raised by a handler.
+    pub(crate) in_method: bool,
+}
+
+impl RpcError {
+    /// An error sent exactly as given.
+    pub fn new(code: i64, message: impl Into<String>) -> RpcError {
+        RpcError {
+            code,
+            message: message.into(),
+            details: None,
+            in_method: false,
+        }
+    }
+
+    /// A handler failure (code 1001); the client sees `Error in <method>: <message>`.
+    pub fn failed(message: impl std::fmt::Display) -> RpcError {
+        RpcError {
+            code: codes::INTERNAL,
+            message: message.to_string(),
+            details: None,
+            in_method: true,
+        }
+    }
+
+    /// An argument problem (code 2000).
+    pub fn validation(message: impl Into<String>, details: Option<Value>) -> RpcError {
+        RpcError {
+            code: codes::VALIDATION,
+            message: message.into(),
+            details,
+            in_method: false,
+        }
+    }
+
+    /// Attaches details.
+    pub fn with_details(mut self, details: Value) -> RpcError {
+        self.details = Some(details);
+        self
+    }
+
+    /// The text the client receives for a call to `method`.
+    pub fn wire_message(&self, method: &str) -> String {
+        if self.in_method {
+            format!("Error in {method}: {}", self.message)
+        } else {
+            self.message.clone()
+        }
+    }
+}
+
+impl From<&str> for RpcError {
+    fn from(s: &str) -> RpcError {
+        RpcError::failed(s)
+    }
+}
+
+impl From<String> for RpcError {
+    fn from(s: String) -> RpcError {
+        RpcError::failed(s)
+    }
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (code {})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+/// One parameter of an RPC method, as `listall` describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamInfo {
+    /// Parameter name.
+    pub name: String,
+    /// Type name in netconduit's (Python's) spelling: `int`, `str`, `float`, `bool`,
+    /// `dict`, `list`, …
+    pub type_name: String,
+    /// Whether the caller must pass it.
+    pub required: bool,
+    /// Its default when optional.
+    pub default: Option<Value>,
+}
+
+/// How `listall` describes an RPC method.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RpcInfo {
+    /// Method name.
+    pub name: String,
+    /// Its documentation.
+    pub description: String,
+    /// Its parameters, in order.
+    pub params: Vec<ParamInfo>,
+    /// Return type name (`Any` when unknown).
+    pub return_type: String,
+}
+
+impl RpcInfo {
+    /// A method named `name`, no parameters, return type `Any`.
+    pub fn new(name: impl Into<String>) -> RpcInfo {
+        RpcInfo {
+            name: name.into(),
+            description: String::new(),
+            params: Vec::new(),
+            return_type: "Any".into(),
+        }
+    }
+
+    /// Sets the description.
+    pub fn doc(mut self, text: impl Into<String>) -> RpcInfo {
+        self.description = text.into();
+        self
+    }
+
+    /// Adds a required parameter.
+    pub fn param(mut self, name: impl Into<String>, type_name: impl Into<String>) -> RpcInfo {
+        self.params.push(ParamInfo {
+            name: name.into(),
+            type_name: type_name.into(),
+            required: true,
+            default: None,
+        });
+        self
+    }
+
+    /// Adds an optional parameter with its default.
+    pub fn optional(
+        mut self,
+        name: impl Into<String>,
+        type_name: impl Into<String>,
+        default: impl Into<Value>,
+    ) -> RpcInfo {
+        self.params.push(ParamInfo {
+            name: name.into(),
+            type_name: type_name.into(),
+            required: false,
+            default: Some(default.into()),
+        });
+        self
+    }
+
+    /// Sets the return type name.
+    pub fn returns(mut self, type_name: impl Into<String>) -> RpcInfo {
+        self.return_type = type_name.into();
+        self
+    }
+}
+
+/// The caller's side of an RPC: who called, and with what.
+#[derive(Clone, Debug)]
+pub struct RpcCall {
+    /// The calling connection.
+    pub connection: Connection,
+    /// The method called.
+    pub method: String,
+    /// The arguments (a map of name to value).
+    pub params: Value,
+}
+
+impl RpcCall {
+    /// The server.
+    pub fn server(&self) -> &Server {
+        self.connection.server()
+    }
+}
+
+pub(crate) type MessageFn =
+    Arc<dyn Fn(Connection, Value) -> LocalBoxFuture<Option<Value>> + Send + Sync>;
+pub(crate) type RpcFn =
+    Arc<dyn Fn(RpcCall) -> LocalBoxFuture<Result<Value, RpcError>> + Send + Sync>;
+pub(crate) type ServerHook = Arc<dyn Fn(Server) -> LocalBoxFuture<()> + Send + Sync>;
+pub(crate) type ConnHook = Arc<dyn Fn(Connection) -> LocalBoxFuture<()> + Send + Sync>;
+
+/// A registered RPC method.
+#[derive(Clone)]
+pub(crate) struct RpcEntry {
+    pub info: RpcInfo,
+    pub call: RpcFn,
+}
+
+/// Everything registered on a server. Frozen (shared read-only) while it runs.
+#[derive(Default, Clone)]
+pub(crate) struct Registry {
+    pub messages: AHashMap<String, Vec<MessageFn>>,
+    pub rpcs: AHashMap<String, RpcEntry>,
+    /// Registration order, for `listall`.
+    pub rpc_order: Vec<String>,
+    pub on_startup: Vec<ServerHook>,
+    pub on_shutdown: Vec<ServerHook>,
+    pub on_connect: Vec<ConnHook>,
+    pub on_disconnect: Vec<ConnHook>,
+}
+
+impl Registry {
+    /// `listall`'s data in netconduit's shape: `{methods: [{name, description,
+    /// parameters, return_type, requires_auth}], count}`, in registration order.
+    pub fn listall(&self) -> Value {
+        let methods: Vec<Value> = self
+            .rpc_order
+            .iter()
+            .filter_map(|name| self.rpcs.get(name))
+            .map(|e| {
+                let params = Value::Map(
+                    e.info
+                        .params
+                        .iter()
+                        .map(|p| (p.name.clone(), Value::from(p.type_name.as_str())))
+                        .collect(),
+                );
+                let detail: Vec<Value> = e
+                    .info
+                    .params
+                    .iter()
+                    .map(|p| {
+                        Value::map()
+                            .with("name", p.name.as_str())
+                            .with("type", p.type_name.as_str())
+                            .with("required", p.required)
+                            .with("default", p.default.clone().unwrap_or(Value::Nil))
+                    })
+                    .collect();
+                Value::map()
+                    .with("name", e.info.name.as_str())
+                    .with("description", e.info.description.as_str())
+                    .with("parameters", params)
+                    .with("return_type", e.info.return_type.as_str())
+                    .with("requires_auth", true)
+                    .with("params", Value::Array(detail))
+            })
+            .collect();
+        let count = methods.len();
+        Value::map()
+            .with("methods", Value::Array(methods))
+            .with("count", count)
+    }
+}

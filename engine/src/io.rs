@@ -1,0 +1,129 @@
+//! Socket glue: one TCP stream shared by a connection's reader and writer tasks, and the
+//! writer's gathered (vectored) write.
+//!
+//! glommio's `TcpStream` has no split and its `poll_write_vectored` writes only the first
+//! buffer, so the writer gathers with `sendmsg` on the raw fd itself and falls back to
+//! glommio's write (which waits for writability) only when the socket is full.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes};
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+/// The stream, shared by the reader and writer task of one connection. Each borrow lasts
+/// for a single poll, so the two never conflict (they wait on separate readiness).
+#[derive(Clone)]
+pub struct SharedStream(Rc<RefCell<TcpStream>>);
+
+/// Most buffers one gathered write passes to the kernel (Linux allows 1024); they live
+/// on the stack, so no write allocates.
+pub const MAX_IOVECS: usize = 64;
+
+impl SharedStream {
+    /// Wraps an accepted stream.
+    pub fn new(stream: TcpStream) -> SharedStream {
+        SharedStream(Rc::new(RefCell::new(stream)))
+    }
+
+    /// Applies the socket options of a server connection.
+    pub fn configure(&self, buffer_size: usize) -> io::Result<()> {
+        let s = self.0.borrow();
+        s.set_nodelay(true).map_err(io::Error::from)?;
+        let sock = socket2::SockRef::from(&*s);
+        sock.set_send_buffer_size(buffer_size)?;
+        sock.set_recv_buffer_size(buffer_size)?;
+        Ok(())
+    }
+
+    /// Reads into `buf`; 0 means the peer closed.
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)).await
+    }
+
+    /// Writes some of `buf`, waiting for the socket to accept at least one byte.
+    pub async fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
+        poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)).await
+    }
+
+    /// Writes all of `buf`.
+    pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.write_some(buf).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Writes every frame of `batch`, gathering them into as few syscalls as the socket
+    /// allows, and empties `batch`.
+    pub async fn write_batch(&self, batch: &mut Vec<Bytes>) -> io::Result<()> {
+        let mut first = 0;
+        while first < batch.len() {
+            let sent = {
+                let s = self.0.borrow();
+                let sock = socket2::SockRef::from(&*s);
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut count = 0;
+                for (slot, frame) in slices.iter_mut().zip(&batch[first..]) {
+                    *slot = IoSlice::new(frame);
+                    count += 1;
+                }
+                sock.send_vectored_with_flags(
+                    &slices[..count],
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            let mut n = match sent {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Full socket: let glommio wait for room, writing what fits.
+                    self.write_some(&batch[first]).await?
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => return Err(e),
+            };
+            while n > 0 && first < batch.len() {
+                let len = batch[first].len();
+                if n >= len {
+                    n -= len;
+                    first += 1;
+                } else {
+                    batch[first].advance(n);
+                    n = 0;
+                }
+            }
+        }
+        batch.clear();
+        Ok(())
+    }
+
+    /// Closes the write side (the peer reads EOF once queued bytes are through).
+    pub async fn shutdown_write(&self) {
+        let r = poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)).await;
+        if let Err(e) = r {
+            tracing::trace!("shutdown(write): {e}");
+        }
+    }
+
+    /// Shuts both directions at once, waking a reader blocked on this socket.
+    pub fn shutdown_both(&self) {
+        let s = self.0.borrow();
+        if let Err(e) = socket2::SockRef::from(&*s).shutdown(Shutdown::Both) {
+            tracing::trace!("shutdown(both): {e}");
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.0.borrow().peer_addr().map_err(io::Error::from)
+    }
+}

@@ -1,0 +1,193 @@
+//! A connection's outbound queue: shared frames waiting for the writer, bounded in
+//! bytes, and the single-waiter notification the writer sleeps on.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+
+/// Wakes one waiting task on the same thread. Notifications are sticky: a notify with
+/// nobody waiting is seen by the next wait.
+#[derive(Debug, Default)]
+pub struct LocalNotify {
+    notified: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl LocalNotify {
+    /// Wakes the waiter (or lets the next wait return at once).
+    pub fn notify(&self) {
+        self.notified.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once [`notify`](Self::notify) has been called since the last wait.
+    pub fn wait(&self) -> Notified<'_> {
+        Notified(self)
+    }
+}
+
+/// Future returned by [`LocalNotify::wait`].
+#[derive(Debug)]
+pub struct Notified<'a>(&'a LocalNotify);
+
+impl Future for Notified<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.notified.replace(false) {
+            return Poll::Ready(());
+        }
+        let mut slot = self.0.waker.borrow_mut();
+        match slot.as_ref() {
+            // Keep the stored waker when it would wake the same task: no clone per poll.
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+/// Result of queueing a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Queued.
+    Queued,
+    /// Did not fit under the byte limit; not queued.
+    Full,
+    /// The connection is closing; not queued.
+    Closed,
+}
+
+/// Frames waiting to be written, with their byte count.
+#[derive(Debug)]
+pub struct Outbound {
+    frames: RefCell<VecDeque<Bytes>>,
+    queued_bytes: Cell<usize>,
+    /// Most bytes that may wait here (the slow-consumer limit).
+    limit_bytes: usize,
+    /// No more frames are accepted once set.
+    closed: Cell<bool>,
+    /// Wakes the writer.
+    pub ready: LocalNotify,
+}
+
+impl Outbound {
+    /// An empty queue holding at most `limit_bytes`.
+    pub fn new(limit_bytes: usize) -> Outbound {
+        Outbound {
+            frames: RefCell::new(VecDeque::new()),
+            queued_bytes: Cell::new(0),
+            limit_bytes,
+            closed: Cell::new(false),
+            ready: LocalNotify::default(),
+        }
+    }
+
+    /// Queues `frame` if it fits under the limit.
+    pub fn push(&self, frame: Bytes) -> Push {
+        if self.closed.get() {
+            return Push::Closed;
+        }
+        let queued = self.queued_bytes.get();
+        if queued + frame.len() > self.limit_bytes {
+            return Push::Full;
+        }
+        self.queued_bytes.set(queued + frame.len());
+        let was_empty = {
+            let mut q = self.frames.borrow_mut();
+            let was_empty = q.is_empty();
+            q.push_back(frame);
+            was_empty
+        };
+        if was_empty {
+            self.ready.notify();
+        }
+        Push::Queued
+    }
+
+    /// Stops accepting frames; the writer drains what is queued, then stops.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.ready.notify();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Bytes waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.get()
+    }
+
+    /// Moves queued frames into `batch`, up to about `max_bytes` (at least one frame).
+    pub fn take_batch(&self, batch: &mut Vec<Bytes>, max_bytes: usize) {
+        let mut q = self.frames.borrow_mut();
+        let mut taken = 0;
+        while let Some(f) = q.front() {
+            if taken > 0 && taken + f.len() > max_bytes {
+                break;
+            }
+            taken += f.len();
+            if let Some(f) = q.pop_front() {
+                batch.push(f);
+            }
+        }
+        self.queued_bytes.set(self.queued_bytes.get() - taken);
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.frames.borrow().is_empty()
+    }
+
+    /// Drops everything queued (the connection is gone).
+    pub fn clear(&self) {
+        self.frames.borrow_mut().clear();
+        self.queued_bytes.set(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_and_batches() {
+        let q = Outbound::new(10);
+        assert_eq!(q.push(Bytes::from_static(b"abcd")), Push::Queued);
+        assert_eq!(q.push(Bytes::from_static(b"efgh")), Push::Queued);
+        assert_eq!(q.push(Bytes::from_static(b"ijk")), Push::Full);
+        assert_eq!(q.queued_bytes(), 8);
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, 5);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(q.queued_bytes(), 4);
+        q.take_batch(&mut batch, 100);
+        assert_eq!(batch.len(), 2);
+        assert!(q.is_empty());
+        q.close();
+        assert_eq!(q.push(Bytes::from_static(b"x")), Push::Closed);
+    }
+
+    #[test]
+    fn notify_is_sticky() {
+        let n = LocalNotify::default();
+        n.notify();
+        let waker = futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| {
+            Poll::Ready(cx.waker().clone())
+        }));
+        let mut cx = Context::from_waker(&waker);
+        let mut w = n.wait();
+        assert_eq!(Pin::new(&mut w).poll(&mut cx), Poll::Ready(()));
+        let mut w = n.wait();
+        assert_eq!(Pin::new(&mut w).poll(&mut cx), Poll::Pending);
+    }
+}
