@@ -53,3 +53,9 @@ pub mod rt {
         crate::shard::spawn_detached(fut);
     }
 }
+
+/// Drives a future to completion on the calling (non-shard) thread: for calling
+/// `broadcast`, `send_message` and friends from plain threads.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    futures_lite::future::block_on(fut)
+}

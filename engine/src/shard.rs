@@ -58,6 +58,8 @@ pub(crate) struct LocalConn {
     close_requested: LocalNotify,
     /// Position in the shard's dense list of authenticated connections.
     slot: Cell<usize>,
+    /// Whether the connect hooks started; the disconnect hooks run only if they did.
+    hooks_started: Cell<bool>,
 }
 
 impl LocalConn {
@@ -495,6 +497,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         close: RefCell::new(None),
         close_requested: LocalNotify::default(),
         slot: Cell::new(usize::MAX),
+        hooks_started: Cell::new(false),
     });
     shard.pool.borrow_mut().insert(id, conn.clone());
     tracing::debug!(conn = %id, %peer, "accepted");
@@ -553,7 +556,12 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             meta: conn.meta.clone(),
             server: shard.server.clone(),
         };
-        for hook in shard.registry.on_disconnect.clone() {
+        let hooks = if conn.hooks_started.get() {
+            shard.registry.on_disconnect.clone()
+        } else {
+            Vec::new()
+        };
+        for hook in hooks {
             if AssertUnwindSafe(hook(handle.clone()))
                 .catch_unwind()
                 .await
@@ -670,9 +678,8 @@ async fn act(
             Some(reason)
         }
         Action::Authenticated { reply, client_name } => {
-            if conn.stream.write_all(&reply).await.is_err() {
-                return Some(CloseReason::Io("write failed".into()));
-            }
+            // Counted before the client can see AUTH_SUCCESS, so a client that logged in
+            // is always in `connection_count`.
             let codec = conn.core.borrow().codec().unwrap_or(Codec::V1);
             conn.meta.set_authenticated(codec);
             shard.add_authed(conn);
@@ -682,6 +689,10 @@ async fn act(
                 .stats()
                 .connections
                 .fetch_add(1, Ordering::AcqRel);
+            if conn.stream.write_all(&reply).await.is_err() {
+                return Some(CloseReason::Io("write failed".into()));
+            }
+            conn.hooks_started.set(true);
             tracing::info!(conn = %conn.meta.id, peer = %conn.meta.peer_addr, ?codec, client = ?client_name, "authenticated");
             let delay = match codec {
                 Codec::V1 => Some(shard.desc().v1_post_auth_delay).filter(|d| !d.is_zero()),

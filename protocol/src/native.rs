@@ -64,6 +64,7 @@ impl<T> NativeArchived for T where T: Portable + for<'a> CheckBytes<HighValidato
 /// server:                         AUTH_SUCCESS Accepted{HMAC(password, "server" | …)} or AUTH_FAILURE
 /// ```
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
 pub enum AuthStep {
     /// The client opens the handshake.
     Hello(Hello),
@@ -75,6 +76,7 @@ pub enum AuthStep {
 
 /// The client's opening of the native handshake.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
 pub struct Hello {
     /// Fresh random bytes chosen by the client.
     pub client_nonce: [u8; NONCE_LEN],
@@ -86,6 +88,7 @@ pub struct Hello {
 
 /// Payload of a native `AUTH_SUCCESS`.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
 pub struct AuthAccepted {
     /// Proves to the client that the server knows the password too.
     pub server_proof: [u8; 32],
@@ -99,6 +102,7 @@ pub struct AuthAccepted {
 
 /// Payload of `AUTH_FAILURE` and `CLOSE` frames.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
 pub struct Reason {
     /// Why; a short, stable text.
     pub reason: String,
@@ -106,6 +110,7 @@ pub struct Reason {
 
 /// Payload of a native `RPC_ERROR`.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[rkyv(derive(Debug))]
 pub struct RpcFailure {
     /// netconduit's error code (4000 unknown method, 2000 validation, 1001 internal …).
     pub code: u32,
@@ -117,6 +122,7 @@ pub struct RpcFailure {
 
 /// One node of a [`ValueTree`].
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[rkyv(derive(Debug))]
 pub enum Node {
     /// nil
     Nil,
@@ -140,6 +146,7 @@ pub enum Node {
 
 /// A [`Value`] flattened into pre-order nodes, the native form of dynamic data.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[rkyv(derive(Debug))]
 pub struct ValueTree {
     /// Nodes in pre-order; node 0 is the root.
     pub nodes: Vec<Node>,
