@@ -196,6 +196,18 @@ impl RpcInfo {
         self
     }
 
+    /// Records that every parameter is one struct's fields (`#[flatten]` /
+    /// `#[validate]`); `listall` shows it as one parameter named `params`.
+    pub fn flattened(mut self, type_name: impl Into<String>) -> RpcInfo {
+        self.params.push(ParamInfo {
+            name: "params".into(),
+            type_name: type_name.into(),
+            required: true,
+            default: None,
+        });
+        self
+    }
+
     /// Sets the return type name.
     pub fn returns(mut self, type_name: impl Into<String>) -> RpcInfo {
         self.return_type = type_name.into();
@@ -228,12 +240,67 @@ pub(crate) type RpcFn =
 pub(crate) type ServerHook = Arc<dyn Fn(Server) -> LocalBoxFuture<()> + Send + Sync>;
 pub(crate) type ConnHook = Arc<dyn Fn(Connection) -> LocalBoxFuture<()> + Send + Sync>;
 
-/// A registered RPC method.
+/// An RPC method ready to register: what `listall` says of it, and how to call it.
+/// `#[rpc]` functions return one; [`RpcMethod::new`] builds one by hand.
 #[derive(Clone)]
-pub(crate) struct RpcEntry {
-    pub info: RpcInfo,
-    pub call: RpcFn,
+pub struct RpcMethod {
+    pub(crate) info: RpcInfo,
+    pub(crate) call: RpcFn,
 }
+
+impl RpcMethod {
+    /// A method described by `info` and run by `handler`.
+    pub fn new<F, Fut>(info: RpcInfo, handler: F) -> RpcMethod
+    where
+        F: Fn(RpcCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, RpcError>> + 'static,
+    {
+        RpcMethod {
+            info,
+            call: Arc::new(move |c| Box::pin(handler(c))),
+        }
+    }
+
+    /// What `listall` says of it.
+    pub fn info(&self) -> &RpcInfo {
+        &self.info
+    }
+
+    /// Runs the method for `call` (what the dispatcher does, minus the wire).
+    pub fn call(&self, call: RpcCall) -> LocalBoxFuture<Result<Value, RpcError>> {
+        (self.call)(call)
+    }
+}
+
+impl std::fmt::Debug for RpcMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcMethod")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// Anything [`Server::rpc`](crate::Server::rpc) accepts: an [`RpcMethod`], or an
+/// `#[rpc]` function itself.
+pub trait IntoRpcMethod {
+    /// The method.
+    fn into_rpc_method(self) -> RpcMethod;
+}
+
+impl IntoRpcMethod for RpcMethod {
+    fn into_rpc_method(self) -> RpcMethod {
+        self
+    }
+}
+
+impl<F: FnOnce() -> RpcMethod> IntoRpcMethod for F {
+    fn into_rpc_method(self) -> RpcMethod {
+        self()
+    }
+}
+
+/// A registered RPC method.
+pub(crate) type RpcEntry = RpcMethod;
 
 /// Everything registered on a server. Frozen (shared read-only) while it runs.
 #[derive(Default, Clone)]

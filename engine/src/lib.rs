@@ -17,6 +17,7 @@
 //! * `bus` — cross-shard broadcast, direct send and kick.
 //! * [`handlers`] — registration types: RPC info and errors, reply conversion.
 
+pub mod args;
 pub mod bus;
 mod connection;
 pub mod core;
@@ -35,7 +36,8 @@ pub use conduit_protocol::{Codec, Value};
 pub use connection::Connection;
 pub use descriptor::{ServerDescriptor, SlowConsumerPolicy};
 pub use error::{Error, Result};
-pub use handlers::{IntoReply, ParamInfo, RpcCall, RpcError, RpcInfo};
+pub use conduit_macros::rpc;
+pub use handlers::{IntoReply, IntoRpcMethod, ParamInfo, RpcCall, RpcError, RpcInfo, RpcMethod};
 pub use id::{ConnectionId, ParseIdError};
 pub use server::{Broadcast, Running, Server};
 

@@ -17,7 +17,9 @@ use crate::connection::{ConnMeta, Connection};
 use crate::core::CoreConfig;
 use crate::descriptor::{allowed_cpus, ServerDescriptor};
 use crate::error::{Error, Result};
-use crate::handlers::{IntoReply, LocalBoxFuture, Registry, RpcCall, RpcEntry, RpcError, RpcInfo};
+use crate::handlers::{
+    IntoReply, IntoRpcMethod, LocalBoxFuture, Registry, RpcCall, RpcError, RpcInfo,
+};
 use crate::id::ConnectionId;
 use crate::{preflight, shard};
 
@@ -179,6 +181,18 @@ impl Server {
 
     // ---- registration -------------------------------------------------------------
 
+    /// Registers an RPC method: an `#[rpc]` function (`server.rpc(add)`) or an
+    /// [`RpcMethod`](crate::RpcMethod). Registering a name again replaces it.
+    /// Registrations take effect at the next `run`/`start`.
+    pub fn rpc(&self, method: impl IntoRpcMethod) {
+        let m = method.into_rpc_method();
+        let name = m.info.name.clone();
+        let mut r = self.registry();
+        if r.rpcs.insert(name.clone(), m).is_none() {
+            r.rpc_order.push(name);
+        }
+    }
+
     /// Registers an RPC method described by `info`; `handler` receives the call (its
     /// connection and its parameter map). Registering a name again replaces it.
     /// Registrations take effect at the next `run`/`start`.
@@ -189,20 +203,10 @@ impl Server {
         T: Into<Value>,
         E: Into<RpcError>,
     {
-        let name = info.name.clone();
-        let call = Arc::new(
-            move |c: RpcCall| -> LocalBoxFuture<std::result::Result<Value, RpcError>> {
-                let fut = handler(c);
-                Box::pin(async move { fut.await.map(Into::into).map_err(Into::into) })
-            },
-        );
-        let mut r = self.registry();
-        if r.rpcs
-            .insert(name.clone(), RpcEntry { info, call })
-            .is_none()
-        {
-            r.rpc_order.push(name);
-        }
+        self.rpc(crate::RpcMethod::new(info, move |c| {
+            let fut = handler(c);
+            async move { fut.await.map(Into::into).map_err(Into::into) }
+        }));
     }
 
     /// Registers a handler for messages of type `name` (netconduit's `@server.on`).

@@ -278,6 +278,106 @@ impl<T: Into<Value>> FromIterator<T> for Value {
     }
 }
 
+#[cfg(feature = "serde")]
+mod serde_impl {
+    use super::Value;
+    use serde::de::{self, MapAccess, SeqAccess, Visitor};
+    use serde::ser::{SerializeMap, SerializeSeq};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    impl Serialize for Value {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self {
+                Value::Nil => s.serialize_unit(),
+                Value::Bool(b) => s.serialize_bool(*b),
+                Value::Int(i) => s.serialize_i64(*i),
+                Value::UInt(u) => s.serialize_u64(*u),
+                Value::Float(f) => s.serialize_f64(*f),
+                Value::Str(v) => s.serialize_str(v),
+                Value::Bin(b) => s.serialize_bytes(b),
+                Value::Array(items) => {
+                    let mut seq = s.serialize_seq(Some(items.len()))?;
+                    for i in items {
+                        seq.serialize_element(i)?;
+                    }
+                    seq.end()
+                }
+                Value::Map(entries) => {
+                    let mut map = s.serialize_map(Some(entries.len()))?;
+                    for (k, v) in entries {
+                        map.serialize_entry(k, v)?;
+                    }
+                    map.end()
+                }
+            }
+        }
+    }
+
+    struct ValueVisitor;
+
+    impl<'de> Visitor<'de> for ValueVisitor {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any MessagePack-like value")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Int(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+            Ok(Value::Float(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::Str(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+            Ok(Value::Str(v))
+        }
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
+            Ok(Value::Bin(v.to_vec()))
+        }
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Value, E> {
+            Ok(Value::Bin(v))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+            Ok(Value::Nil)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+            Ok(Value::Nil)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            Value::deserialize(d)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            // The hint comes from the input: cap it so a lying length allocates little.
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+            while let Some(v) = seq.next_element()? {
+                items.push(v);
+            }
+            Ok(Value::Array(items))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1024));
+            while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                entries.push((k, v));
+            }
+            Ok(Value::Map(entries))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Value {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(ValueVisitor)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

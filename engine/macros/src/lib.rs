@@ -1,0 +1,288 @@
+//! `#[rpc]`: turns an `async fn` into a conduit RPC method whose parameter names and
+//! types are its schema. See `conduit::rpc` for the user-facing documentation.
+
+use proc_macro::TokenStream;
+use proc_macro2::TokenStream as Tokens;
+use quote::{format_ident, quote};
+use syn::{
+    parse_macro_input, spanned::Spanned, Attribute, Expr, FnArg, GenericArgument, ItemFn, Pat,
+    PathArguments, ReturnType, Type,
+};
+
+/// Marks an `async fn` as an RPC method. Expands to a function of the same name that
+/// returns a `conduit::RpcMethod`; register it with `server.rpc(name)`.
+#[proc_macro_attribute]
+pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let func = parse_macro_input!(item as ItemFn);
+    let rename = if attr.is_empty() {
+        None
+    } else {
+        match syn::parse::<syn::LitStr>(attr) {
+            Ok(lit) => Some(lit.value()),
+            Err(e) => return e.to_compile_error().into(),
+        }
+    };
+    match expand(func, rename) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// What a parameter of the user's function is.
+enum Param {
+    /// The calling connection (`Connection`), passed by value.
+    Connection,
+    /// The whole call (`RpcCall`), passed by value.
+    Call,
+    /// A named argument taken from the parameter map.
+    Named {
+        name: String,
+        ty: Type,
+        default: Option<Expr>,
+        optional: bool,
+    },
+    /// The whole parameter map as one struct (`#[flatten]`), validated with garde when
+    /// marked `#[validate]`.
+    Flatten { ty: Type, validate: bool },
+}
+
+fn last_ident(ty: &Type) -> Option<String> {
+    match ty {
+        Type::Path(p) => p.path.segments.last().map(|s| s.ident.to_string()),
+        Type::Reference(r) => last_ident(&r.elem),
+        _ => None,
+    }
+}
+
+fn generic_arg(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    let seg = p.path.segments.last()?;
+    let PathArguments::AngleBracketed(args) = &seg.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|a| match a {
+        GenericArgument::Type(t) => Some(t),
+        _ => None,
+    })
+}
+
+/// netconduit (Python) spelling of a Rust type, for `listall`.
+fn python_name(ty: &Type) -> String {
+    let Some(id) = last_ident(ty) else {
+        return match ty {
+            Type::Tuple(t) if t.elems.is_empty() => "None".into(),
+            Type::Tuple(_) | Type::Array(_) | Type::Slice(_) => "list".into(),
+            _ => "Any".into(),
+        };
+    };
+    match id.as_str() {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128" | "isize"
+        | "usize" => "int".into(),
+        "f32" | "f64" => "float".into(),
+        "bool" => "bool".into(),
+        "String" | "str" | "char" => "str".into(),
+        "Vec" | "VecDeque" | "HashSet" | "BTreeSet" => "list".into(),
+        "HashMap" | "BTreeMap" | "AHashMap" => "dict".into(),
+        "Value" => "Any".into(),
+        "Option" => generic_arg(ty).map_or_else(|| "Any".into(), python_name),
+        "Result" => generic_arg(ty).map_or_else(|| "Any".into(), python_name),
+        other => other.to_owned(),
+    }
+}
+
+fn doc_text(attrs: &[Attribute]) -> String {
+    let mut lines = Vec::new();
+    for a in attrs {
+        if !a.path().is_ident("doc") {
+            continue;
+        }
+        if let syn::Meta::NameValue(nv) = &a.meta {
+            if let Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) = &nv.value
+            {
+                lines.push(s.value().trim().to_owned());
+            }
+        }
+    }
+    lines.join("\n").trim().to_owned()
+}
+
+fn expand(mut func: ItemFn, rename: Option<String>) -> syn::Result<Tokens> {
+    if func.sig.asyncness.is_none() {
+        return Err(syn::Error::new(
+            func.sig.span(),
+            "#[rpc] needs an `async fn`",
+        ));
+    }
+    let fn_name = func.sig.ident.clone();
+    let method = rename.unwrap_or_else(|| fn_name.to_string());
+    let doc = doc_text(&func.attrs);
+    let vis = func.vis.clone();
+
+    let mut params = Vec::new();
+    for arg in func.sig.inputs.iter_mut() {
+        let FnArg::Typed(pt) = arg else {
+            return Err(syn::Error::new(arg.span(), "#[rpc] methods take no `self`"));
+        };
+        let mut default = None;
+        let mut flatten = false;
+        let mut validate = false;
+        let mut keep = Vec::new();
+        for a in pt.attrs.drain(..) {
+            if a.path().is_ident("default") {
+                default = Some(a.parse_args::<Expr>()?);
+            } else if a.path().is_ident("flatten") {
+                flatten = true;
+            } else if a.path().is_ident("validate") {
+                flatten = true;
+                validate = true;
+            } else {
+                keep.push(a);
+            }
+        }
+        pt.attrs = keep;
+        let ty = (*pt.ty).clone();
+        let ident = last_ident(&ty);
+        let param = if ident.as_deref() == Some("Connection") {
+            Param::Connection
+        } else if ident.as_deref() == Some("RpcCall") {
+            Param::Call
+        } else if flatten {
+            Param::Flatten { ty, validate }
+        } else {
+            let Pat::Ident(pi) = &*pt.pat else {
+                return Err(syn::Error::new(
+                    pt.pat.span(),
+                    "#[rpc] parameters must be plain names",
+                ));
+            };
+            let optional = ident.as_deref() == Some("Option");
+            Param::Named {
+                name: pi.ident.to_string().trim_start_matches("r#").to_owned(),
+                ty,
+                default,
+                optional,
+            }
+        };
+        params.push(param);
+    }
+
+    let (returns_result, ret_name) = match &func.sig.output {
+        ReturnType::Default => (false, "None".to_owned()),
+        ReturnType::Type(_, ty) => (last_ident(ty).as_deref() == Some("Result"), python_name(ty)),
+    };
+
+    // listall info.
+    let mut info = quote! {
+        ::conduit::RpcInfo::new(#method).doc(#doc).returns(#ret_name)
+    };
+    for p in &params {
+        match p {
+            Param::Named {
+                name,
+                ty,
+                default,
+                optional,
+            } => {
+                let tn = python_name(ty);
+                info = match (default, optional) {
+                    (Some(d), _) => quote! {
+                        #info.optional(#name, #tn, ::conduit::args::default_value(&(#d)))
+                    },
+                    (None, true) => quote! { #info.optional(#name, #tn, ::conduit::Value::Nil) },
+                    (None, false) => quote! { #info.param(#name, #tn) },
+                };
+            }
+            Param::Flatten { ty, .. } => {
+                let tn = python_name(ty);
+                info = quote! { #info.flattened(#tn) };
+            }
+            Param::Connection | Param::Call => {}
+        }
+    }
+
+    // Argument extraction.
+    let mut extract = Vec::new();
+    let mut pass = Vec::new();
+    let mut checks = Vec::new();
+    let mut bound = Vec::new();
+    for (i, p) in params.iter().enumerate() {
+        let var = format_ident!("__arg{}", i);
+        match p {
+            Param::Connection => pass.push(quote! { __call.connection.clone() }),
+            Param::Call => pass.push(quote! { __call.clone() }),
+            Param::Named {
+                name,
+                ty,
+                default,
+                optional,
+            } => {
+                let get = match (default, optional) {
+                    (Some(d), _) => quote! { __args.optional::<#ty>(#name, || #d) },
+                    (None, true) => {
+                        quote! { __args.optional::<#ty>(#name, || ::core::option::Option::None) }
+                    }
+                    (None, false) => quote! { __args.required::<#ty>(#name) },
+                };
+                extract.push(quote! { let #var: ::core::option::Option<#ty> = #get; });
+                checks.push(quote! { ::core::option::Option::Some(#var) });
+                bound.push(var.clone());
+                pass.push(quote! { #var });
+            }
+            Param::Flatten { ty, validate } => {
+                let get = if *validate {
+                    quote! { __args.flatten_validated::<#ty>() }
+                } else {
+                    quote! { __args.flatten::<#ty>() }
+                };
+                extract.push(quote! { let #var: ::core::option::Option<#ty> = #get; });
+                checks.push(quote! { ::core::option::Option::Some(#var) });
+                bound.push(var.clone());
+                pass.push(quote! { #var });
+            }
+        }
+    }
+
+    let impl_name = format_ident!("__conduit_rpc_{}", fn_name);
+    func.sig.ident = impl_name.clone();
+    func.vis = syn::Visibility::Inherited;
+    let outer_attrs: Vec<&Attribute> = func
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc") || a.path().is_ident("cfg"))
+        .collect();
+
+    let unpack = if bound.is_empty() {
+        quote! {}
+    } else {
+        quote! {
+            let (#(#checks,)*) = (#(#bound,)*) else {
+                return ::core::result::Result::Err(__args.into_error());
+            };
+        }
+    };
+    let convert = if returns_result {
+        quote! { ::conduit::args::result_value(__out) }
+    } else {
+        quote! { ::conduit::args::plain_value(__out) }
+    };
+
+    Ok(quote! {
+        #(#outer_attrs)*
+        #vis fn #fn_name() -> ::conduit::RpcMethod {
+            #[allow(clippy::all, clippy::pedantic, missing_docs)]
+            #func
+
+            ::conduit::RpcMethod::new(#info, |__call: ::conduit::RpcCall| async move {
+                let mut __args = ::conduit::args::Args::new(&__call)?;
+                #(#extract)*
+                __args.finish()?;
+                #unpack
+                let __out = #impl_name(#(#pass),*).await;
+                #convert
+            })
+        }
+    })
+}

@@ -1,0 +1,390 @@
+//! RPC methods with validated arguments, the built-in `listall`, and message handlers
+//! with replies, over real sockets in both codecs (the Server Guide's examples).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use conduit::{rpc, Connection, RpcError, Server, Value};
+use conduit_protocol::{Codec, FrameKind};
+use conduit_tests::{start, test_descriptor, TestClient};
+use serde::{Deserialize, Serialize};
+
+const PW: &str = "secret";
+
+/// Echo back the message.
+#[rpc]
+async fn echo(message: String) -> String {
+    message
+}
+
+/// Add two numbers.
+#[rpc]
+async fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+/// Create a new user.
+#[rpc]
+async fn create_user(
+    username: String,
+    email: String,
+    age: i64,
+    #[default(true)] active: bool,
+) -> Value {
+    Value::map()
+        .with("id", 1)
+        .with("username", username)
+        .with("email", email)
+        .with("age", age)
+        .with("active", active)
+}
+
+#[derive(Deserialize, garde::Validate)]
+struct CreateUserRequest {
+    #[garde(length(min = 3, max = 30))]
+    username: String,
+    #[garde(email)]
+    email: String,
+    #[garde(range(min = 0, max = 150))]
+    age: i64,
+    #[serde(default)]
+    #[garde(skip)]
+    roles: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct UserResponse {
+    id: i64,
+    username: String,
+    email: String,
+    roles: Vec<String>,
+}
+
+/// Pydantic-style: the whole parameter map is one validated struct.
+#[rpc]
+async fn create_user_model(#[validate] request: CreateUserRequest) -> UserResponse {
+    UserResponse {
+        id: 7,
+        username: request.username,
+        email: request.email,
+        roles: request.roles,
+    }
+}
+
+/// Divide a by b.
+#[rpc]
+async fn divide(a: f64, b: f64) -> Result<f64, RpcError> {
+    if b == 0.0 {
+        return Err("Cannot divide by zero".into());
+    }
+    Ok(a / b)
+}
+
+#[rpc]
+async fn get_user(user_id: i64) -> Result<Value, RpcError> {
+    Err(RpcError::failed(format!("'User {user_id} not found'")))
+}
+
+#[rpc]
+async fn percent(p: u8) -> u8 {
+    p
+}
+
+#[rpc]
+async fn boom() -> i64 {
+    panic!("handler bug")
+}
+
+/// Needs the caller.
+#[rpc]
+async fn whoami(conn: Connection, #[default(String::from("anon"))] label: String) -> Value {
+    Value::map()
+        .with("id", conn.id().to_string())
+        .with("label", label)
+}
+
+#[rpc("renamed.method")]
+async fn renamed() {}
+
+fn server() -> Server {
+    let server = Server::new(test_descriptor(PW)).unwrap();
+    server.rpc(echo);
+    server.rpc(add);
+    server.rpc(create_user);
+    server.rpc(create_user_model);
+    server.rpc(divide);
+    server.rpc(get_user);
+    server.rpc(percent);
+    server.rpc(boom);
+    server.rpc(whoami);
+    server.rpc(renamed);
+    server.on("chat", |_client, data: Value| async move {
+        assert!(data.get("message").is_some());
+        Value::map().with("sent", true)
+    });
+    server.on("quiet", |_client, _data| async move {});
+    server
+}
+
+fn ok(reply: &Value) -> &Value {
+    assert_eq!(reply.get("success"), Some(&Value::Bool(true)), "{reply}");
+    reply.get("data").unwrap()
+}
+
+fn failed(reply: &Value) -> (i64, String, Value) {
+    assert_eq!(reply.get("success"), Some(&Value::Bool(false)), "{reply}");
+    (
+        reply.get("code").and_then(Value::as_i64).unwrap(),
+        reply
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_owned(),
+        reply.get("details").cloned().unwrap_or(Value::Nil),
+    )
+}
+
+fn error_fields(details: &Value) -> Vec<(String, String)> {
+    details
+        .get("errors")
+        .and_then(Value::as_array)
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e.get("field").and_then(Value::as_str).unwrap().to_owned(),
+                e.get("type").and_then(Value::as_str).unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn calls_validation_and_errors_in_both_codecs() {
+    let server = server();
+    let (running, addr) = start(&server);
+    for codec in [Codec::V1, Codec::Native] {
+        let mut c = TestClient::login(addr, codec, PW);
+        let args = |pairs: &[(&str, Value)]| Value::from_pairs(pairs.iter().cloned());
+
+        assert_eq!(
+            ok(&c
+                .rpc("add", &args(&[("a", 2.into()), ("b", 3.into())]))
+                .unwrap()),
+            &Value::Int(5)
+        );
+        assert_eq!(
+            ok(&c.rpc("echo", &args(&[("message", "hi".into())])).unwrap()),
+            &Value::from("hi")
+        );
+
+        // Wrong type, missing and unexpected arguments: all reported, connection stays.
+        let (code, msg, details) = failed(
+            &c.rpc("add", &args(&[("a", "x".into()), ("c", 1.into())]))
+                .unwrap(),
+        );
+        assert_eq!(code, 2000);
+        assert!(msg.starts_with("Validation error in add"), "{msg}");
+        let fields = error_fields(&details);
+        assert!(
+            fields.contains(&("a".into(), "type_error".into())),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&("b".into(), "missing".into())),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&("c".into(), "unexpected".into())),
+            "{fields:?}"
+        );
+        // Out of range for the declared type.
+        let (code, _, details) = failed(&c.rpc("percent", &args(&[("p", 300.into())])).unwrap());
+        assert_eq!(code, 2000);
+        assert_eq!(error_fields(&details), [("p".into(), "value_error".into())]);
+
+        // Defaults.
+        let user = c
+            .rpc(
+                "create_user",
+                &args(&[
+                    ("username", "ann".into()),
+                    ("email", "a@b.io".into()),
+                    ("age", 30.into()),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(ok(&user).get("active"), Some(&Value::Bool(true)));
+
+        // Every constraint of the validated struct violated at once.
+        let (code, msg, details) = failed(
+            &c.rpc(
+                "create_user_model",
+                &args(&[
+                    ("username", "ab".into()),
+                    ("email", "nope".into()),
+                    ("age", 200.into()),
+                ]),
+            )
+            .unwrap(),
+        );
+        assert_eq!(code, 2000);
+        assert!(msg.starts_with("Validation error in create_user_model"));
+        let mut fields: Vec<String> = error_fields(&details).into_iter().map(|f| f.0).collect();
+        fields.sort();
+        assert_eq!(fields, ["age", "email", "username"]);
+        let good = c
+            .rpc(
+                "create_user_model",
+                &args(&[
+                    ("username", "alice".into()),
+                    ("email", "alice@example.com".into()),
+                    ("age", 30.into()),
+                    ("roles", Value::from_iter(["admin"])),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(ok(&good).get("roles"), Some(&Value::from_iter(["admin"])));
+
+        // Handler errors, as netconduit words them.
+        let (code, msg, _) = failed(
+            &c.rpc("divide", &args(&[("a", 1.0.into()), ("b", 0.0.into())]))
+                .unwrap(),
+        );
+        assert_eq!(
+            (code, msg.as_str()),
+            (1001, "Error in divide: Cannot divide by zero")
+        );
+        assert_eq!(
+            ok(&c
+                .rpc("divide", &args(&[("a", 1.0.into()), ("b", 4.0.into())]))
+                .unwrap()),
+            &Value::Float(0.25)
+        );
+        let (code, msg, _) = failed(
+            &c.rpc("get_user", &args(&[("user_id", 999.into())]))
+                .unwrap(),
+        );
+        assert_eq!(
+            (code, msg.as_str()),
+            (1001, "Error in get_user: 'User 999 not found'")
+        );
+
+        // Unknown method.
+        let (code, msg, _) = failed(&c.rpc("nope", &Value::map()).unwrap());
+        assert_eq!((code, msg.as_str()), (4000, "RPC method not found: nope"));
+
+        // Caller context and renamed methods.
+        let me = c.rpc("whoami", &Value::map()).unwrap();
+        assert_eq!(ok(&me).get("label"), Some(&Value::from("anon")));
+        assert_eq!(
+            ok(&c.rpc("renamed.method", &Value::map()).unwrap()),
+            &Value::Nil
+        );
+    }
+    running.stop().unwrap();
+}
+
+#[test]
+fn a_panicking_handler_is_isolated() {
+    let server = server();
+    let (running, addr) = start(&server);
+    let mut a = TestClient::login(addr, Codec::V1, PW);
+    let mut b = TestClient::login(addr, Codec::Native, PW);
+    let (code, msg, _) = failed(&a.rpc("boom", &Value::map()).unwrap());
+    assert_eq!(code, 1001);
+    assert!(msg.starts_with("Error in boom"), "{msg}");
+    let (code, _, _) = failed(&b.rpc("boom", &Value::map()).unwrap());
+    assert_eq!(code, 1001);
+    let two = Value::map().with("a", 1).with("b", 1);
+    assert_eq!(ok(&a.rpc("add", &two).unwrap()), &Value::Int(2));
+    assert_eq!(ok(&b.rpc("add", &two).unwrap()), &Value::Int(2));
+    let mut c = TestClient::login(addr, Codec::V1, PW);
+    assert_eq!(ok(&c.rpc("add", &two).unwrap()), &Value::Int(2));
+    running.stop().unwrap();
+}
+
+#[test]
+fn listall_describes_every_method_in_registration_order() {
+    let server = server();
+    let (running, addr) = start(&server);
+    for codec in [Codec::V1, Codec::Native] {
+        let mut c = TestClient::login(addr, codec, PW);
+        let data = ok(&c.rpc("listall", &Value::map()).unwrap()).clone();
+        let methods = data.get("methods").and_then(Value::as_array).unwrap();
+        assert_eq!(data.get("count"), Some(&Value::Int(methods.len() as i64)));
+        let names: Vec<&str> = methods
+            .iter()
+            .map(|m| m.get("name").and_then(Value::as_str).unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "echo",
+                "add",
+                "create_user",
+                "create_user_model",
+                "divide",
+                "get_user",
+                "percent",
+                "boom",
+                "whoami",
+                "renamed.method"
+            ]
+        );
+        let echo = &methods[0];
+        assert_eq!(
+            echo.get("description"),
+            Some(&Value::from("Echo back the message."))
+        );
+        assert_eq!(
+            echo.get("parameters"),
+            Some(&Value::map().with("message", "str"))
+        );
+        assert_eq!(echo.get("return_type"), Some(&Value::from("str")));
+        assert_eq!(echo.get("requires_auth"), Some(&Value::Bool(true)));
+        let add = &methods[1];
+        assert_eq!(
+            add.get("parameters"),
+            Some(&Value::map().with("a", "int").with("b", "int"))
+        );
+        assert_eq!(add.get("return_type"), Some(&Value::from("int")));
+        let create = &methods[2];
+        let params = create.get("params").and_then(Value::as_array).unwrap();
+        let active = &params[3];
+        assert_eq!(active.get("name"), Some(&Value::from("active")));
+        assert_eq!(active.get("required"), Some(&Value::Bool(false)));
+        assert_eq!(active.get("default"), Some(&Value::Bool(true)));
+        assert_eq!(methods[4].get("return_type"), Some(&Value::from("float")));
+        assert_eq!(
+            methods[3].get("return_type"),
+            Some(&Value::from("UserResponse"))
+        );
+        // The caller-context parameter is not an argument.
+        assert_eq!(
+            methods[8].get("parameters"),
+            Some(&Value::map().with("label", "str"))
+        );
+    }
+    running.stop().unwrap();
+}
+
+#[test]
+fn message_handlers_reply_as_type_response() {
+    let server = server();
+    let (running, addr) = start(&server);
+    for codec in [Codec::V1, Codec::Native] {
+        let mut c = TestClient::login(addr, codec, PW);
+        c.send_message("chat", &Value::map().with("message", "hi"))
+            .unwrap();
+        let (name, data) = c.next_message().unwrap();
+        assert_eq!(name, "chat_response");
+        assert_eq!(data, Value::map().with("sent", true));
+        // No reply from a handler returning (), nor for an unknown type: the PONG to a
+        // PING sent after them is the next frame.
+        c.send_message("quiet", &Value::map()).unwrap();
+        c.send_message("no_such_type", &Value::map()).unwrap();
+        c.ping().unwrap();
+        assert_eq!(c.next_frame().unwrap().header.kind, FrameKind::Pong);
+    }
+    running.stop().unwrap();
+}
