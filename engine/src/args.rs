@@ -42,6 +42,24 @@ pub fn result_value<T: Serialize, E: Into<RpcError>>(r: Result<T, E>) -> Result<
     r.map_err(Into::into).and_then(plain_value)
 }
 
+/// A parameter an `#[rpc]` method takes from the call's context rather than from its
+/// arguments.
+pub trait FromCall: Sized {
+    /// Extracts it.
+    fn from_call(call: &RpcCall) -> Result<Self, RpcError>;
+}
+
+impl<T: Send + Sync + 'static> FromCall for crate::State<T> {
+    fn from_call(call: &RpcCall) -> Result<Self, RpcError> {
+        call.server().state::<T>().ok_or_else(|| {
+            RpcError::failed(format!(
+                "no state of type {} is managed by this server",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
 /// One argument problem.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FieldError {

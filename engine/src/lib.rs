@@ -37,7 +37,9 @@ pub use connection::Connection;
 pub use descriptor::{ServerDescriptor, SlowConsumerPolicy};
 pub use error::{Error, Result};
 pub use conduit_macros::rpc;
-pub use handlers::{IntoReply, IntoRpcMethod, ParamInfo, RpcCall, RpcError, RpcInfo, RpcMethod};
+pub use handlers::{
+    IntoReply, IntoRpcMethod, ParamInfo, RpcCall, RpcError, RpcInfo, RpcMethod, State,
+};
 pub use id::{ConnectionId, ParseIdError};
 pub use server::{Broadcast, Running, Server};
 
@@ -57,7 +59,9 @@ pub mod rt {
 }
 
 /// Drives a future to completion on the calling (non-shard) thread: for calling
-/// `broadcast`, `send_message` and friends from plain threads.
-pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    futures_lite::future::block_on(fut)
+/// `broadcast`, `send_message` and friends from plain threads. Takes anything
+/// awaitable, so a [`Broadcast`] needs no `.into_future()`:
+/// `conduit::block_on(server.broadcast("news", data).exclude([id]))`.
+pub fn block_on<F: std::future::IntoFuture>(fut: F) -> F::Output {
+    futures_lite::future::block_on(fut.into_future())
 }

@@ -278,6 +278,26 @@ impl Server {
             .push(Arc::new(move |c| Box::pin(hook(c))));
     }
 
+    /// Makes `value` available to every handler as [`State<T>`](crate::State), by type
+    /// (`server.state::<T>()`, or a `State<T>` parameter of an `#[rpc]` method).
+    /// Registering a type again replaces it.
+    pub fn manage<T: Send + Sync + 'static>(&self, value: T) {
+        self.registry()
+            .states
+            .insert(std::any::TypeId::of::<T>(), Arc::new(value));
+    }
+
+    /// The state of type `T` registered with [`manage`](Self::manage).
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<crate::State<T>> {
+        let id = std::any::TypeId::of::<T>();
+        let any = match shard::current_for(self) {
+            // On a shard: the frozen registry, no lock.
+            Some(s) => s.registry.states.get(&id).cloned(),
+            None => self.registry().states.get(&id).cloned(),
+        }?;
+        any.downcast::<T>().ok().map(crate::State)
+    }
+
     // ---- state ---------------------------------------------------------------------
 
     /// Whether the server is running (between startup and the end of shutdown).

@@ -82,7 +82,7 @@ pub(crate) struct Shard {
     pub index: usize,
     pub server: Server,
     pub rt: Arc<Runtime>,
-    registry: Arc<Registry>,
+    pub registry: Arc<Registry>,
     core_config: Arc<CoreConfig>,
     /// Every connection of this shard, authenticated or not.
     pool: RefCell<AHashMap<ConnectionId, Rc<LocalConn>>>,

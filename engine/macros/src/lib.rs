@@ -34,6 +34,8 @@ enum Param {
     Connection,
     /// The whole call (`RpcCall`), passed by value.
     Call,
+    /// Application state (`State<T>`).
+    State(Type),
     /// A named argument taken from the parameter map.
     Named {
         name: String,
@@ -149,6 +151,8 @@ fn expand(mut func: ItemFn, rename: Option<String>) -> syn::Result<Tokens> {
             Param::Connection
         } else if ident.as_deref() == Some("RpcCall") {
             Param::Call
+        } else if ident.as_deref() == Some("State") {
+            Param::State(ty)
         } else if flatten {
             Param::Flatten { ty, validate }
         } else {
@@ -199,7 +203,7 @@ fn expand(mut func: ItemFn, rename: Option<String>) -> syn::Result<Tokens> {
                 let tn = python_name(ty);
                 info = quote! { #info.flattened(#tn) };
             }
-            Param::Connection | Param::Call => {}
+            Param::Connection | Param::Call | Param::State(_) => {}
         }
     }
 
@@ -213,6 +217,12 @@ fn expand(mut func: ItemFn, rename: Option<String>) -> syn::Result<Tokens> {
         match p {
             Param::Connection => pass.push(quote! { __call.connection.clone() }),
             Param::Call => pass.push(quote! { __call.clone() }),
+            Param::State(ty) => {
+                extract.push(quote! {
+                    let #var: #ty = <#ty as ::conduit::args::FromCall>::from_call(&__call)?;
+                });
+                pass.push(quote! { #var });
+            }
             Param::Named {
                 name,
                 ty,

@@ -1,0 +1,164 @@
+//! The Server Guide's "Complete Example": a chat server with usernames, chat messages,
+//! name changes and join/leave events.
+//!
+//! `cargo run --release --example chat_server` (port 8080, password `chat_secret`;
+//! `PORT` overrides). Try it with two `chat_client`s.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use conduit::{rpc, Connection, ConnectionId, Server, ServerDescriptor, State, Value};
+
+#[path = "common/mod.rs"]
+mod common;
+
+/// client id → username.
+#[derive(Default)]
+pub struct Users(Mutex<HashMap<ConnectionId, String>>);
+
+impl Users {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<ConnectionId, String>) -> R) -> R {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut map)
+    }
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+// === RPC Methods ===
+
+/// Set the caller's username.
+#[rpc]
+async fn set_username(conn: Connection, users: State<Users>, username: String) -> Value {
+    users.with(|u| u.insert(conn.id(), username.clone()));
+    Value::map().with("set", true).with("username", username)
+}
+
+/// List the usernames online.
+#[rpc]
+async fn get_users(users: State<Users>) -> Vec<String> {
+    users.with(|u| u.values().cloned().collect())
+}
+
+/// Count the users online.
+#[rpc]
+async fn get_user_count(users: State<Users>) -> usize {
+    users.with(|u| u.len())
+}
+
+fn users(server: &Server) -> State<Users> {
+    server
+        .state::<Users>()
+        .unwrap_or_else(|| State::new(Users::default()))
+}
+
+/// Builds the server (used by `main` and by the tests).
+pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
+    let server = Server::new(desc)?;
+    server.manage(Users::default());
+    server.rpc(set_username);
+    server.rpc(get_users);
+    server.rpc(get_user_count);
+
+    // === Message Handlers ===
+
+    server.on("chat", |client, data: Value| async move {
+        let srv = client.server();
+        let username = users(srv).with(|u| u.get(&client.id()).cloned());
+        let message = data.get("message").and_then(Value::as_str).unwrap_or("");
+        srv.broadcast(
+            "chat",
+            Value::map()
+                .with("from", username.unwrap_or_else(|| "Anonymous".into()))
+                .with("message", message)
+                .with("time", now()),
+        )
+        .exclude([client.id()])
+        .await;
+        Value::map().with("sent", true)
+    });
+
+    server.on("set_name", |client, data: Value| async move {
+        let srv = client.server();
+        let username = data
+            .get("username")
+            .and_then(Value::as_str)
+            .unwrap_or("Anonymous")
+            .to_owned();
+        let old = users(srv).with(|u| u.insert(client.id(), username.clone()));
+        if let Some(old) = old {
+            srv.broadcast(
+                "name_change",
+                Value::map().with("old", old).with("new", username.as_str()),
+            )
+            .await;
+        }
+        Value::map().with("username", username)
+    });
+
+    // === Lifecycle ===
+
+    server.on_startup(|srv| async move {
+        tracing::info!("Chat server running on {}", srv.address());
+    });
+
+    server.on_client_connect(|conn| async move {
+        let srv = conn.server();
+        let name = format!("User_{}", &conn.id().short()[..4]);
+        let count = users(srv).with(|u| {
+            u.insert(conn.id(), name.clone());
+            u.len()
+        });
+        tracing::info!("[+] {name} joined ({count} online)");
+        let _ = conn
+            .send_message(
+                "welcome",
+                Value::map()
+                    .with("client_id", conn.id().to_string())
+                    .with("username", name.as_str())
+                    .with("clients", count),
+            )
+            .await;
+        srv.broadcast(
+            "user_joined",
+            Value::map().with("username", name).with("count", count),
+        )
+        .exclude([conn.id()])
+        .await;
+    });
+
+    server.on_client_disconnect(|conn| async move {
+        let srv = conn.server();
+        let (name, count) = users(srv).with(|u| {
+            let name = u.remove(&conn.id()).unwrap_or_else(|| "Unknown".into());
+            (name, u.len())
+        });
+        tracing::info!("[-] {name} left ({count} online)");
+        srv.broadcast(
+            "user_left",
+            Value::map().with("username", name).with("count", count),
+        )
+        .await;
+    });
+    Ok(server)
+}
+
+// === Run ===
+
+#[allow(dead_code)]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    common::init_logging();
+    let desc = ServerDescriptor::new("chat_secret")
+        .host("0.0.0.0")
+        .port(common::port(8080))
+        .name("ChatServer");
+    build(desc)?.run()?;
+    Ok(())
+}

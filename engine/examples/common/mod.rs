@@ -1,0 +1,18 @@
+//! Shared by the examples: logging and the listening port.
+
+/// Logs to stderr; `RUST_LOG` overrides the level (default `info`).
+#[allow(dead_code)]
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+/// The port from `PORT` (0 picks a free one), or `default`.
+#[allow(dead_code)]
+pub fn port(default: u16) -> u16 {
+    std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(default)
+}

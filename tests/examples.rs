@@ -1,0 +1,334 @@
+//! Every example of `engine/examples/`, started in-process from its own source on port
+//! 0 and driven over real sockets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::duplicate_mod, dead_code)]
+
+use std::time::Duration;
+
+use conduit::{ServerDescriptor, Value};
+use conduit_protocol::Codec;
+use conduit_tests::{start, TestClient};
+
+#[path = "../engine/examples/background_tasks.rs"]
+mod background_tasks;
+#[path = "../engine/examples/basic_server.rs"]
+mod basic_server;
+#[path = "../engine/examples/chat_server.rs"]
+mod chat_server;
+#[path = "../engine/examples/game_server.rs"]
+mod game_server;
+#[path = "../engine/examples/shutdown.rs"]
+mod shutdown;
+#[path = "../engine/examples/typed_rpc.rs"]
+mod typed_rpc;
+
+fn desc(password: &str) -> ServerDescriptor {
+    conduit_tests::test_descriptor(password)
+}
+
+fn data(reply: Value) -> Value {
+    assert_eq!(reply.get("success"), Some(&Value::Bool(true)), "{reply}");
+    reply.get("data").cloned().unwrap()
+}
+
+fn error(reply: Value) -> (i64, String) {
+    assert_eq!(reply.get("success"), Some(&Value::Bool(false)), "{reply}");
+    (
+        reply.get("code").and_then(Value::as_i64).unwrap(),
+        reply
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_owned(),
+    )
+}
+
+fn args(pairs: &[(&str, Value)]) -> Value {
+    Value::from_pairs(pairs.iter().cloned())
+}
+
+#[test]
+fn basic_server() {
+    let server = basic_server::build(desc("secret")).unwrap();
+    let (running, addr) = start(&server);
+    let mut c = TestClient::login(addr, Codec::V1, "secret");
+    assert_eq!(
+        data(
+            c.rpc("echo", &args(&[("message", "hello".into())]))
+                .unwrap()
+        ),
+        Value::from("hello")
+    );
+    assert_eq!(
+        data(
+            c.rpc("add", &args(&[("a", 2.into()), ("b", 3.into())]))
+                .unwrap()
+        ),
+        Value::Int(5)
+    );
+    let status = data(c.rpc("get_status", &Value::map()).unwrap());
+    assert_eq!(status.get("status"), Some(&Value::from("online")));
+    assert_eq!(status.get("clients"), Some(&Value::Int(1)));
+    assert!(status.get("uptime").and_then(Value::as_f64).unwrap() >= 0.0);
+    running.stop().unwrap();
+}
+
+#[test]
+fn typed_rpc() {
+    let server = typed_rpc::build(desc("secret")).unwrap();
+    let (running, addr) = start(&server);
+    let mut c = TestClient::login(addr, Codec::Native, "secret");
+    let user = data(
+        c.rpc(
+            "create_user",
+            &args(&[
+                ("username", "ann".into()),
+                ("email", "ann@x.io".into()),
+                ("age", 41.into()),
+            ]),
+        )
+        .unwrap(),
+    );
+    assert_eq!(user.get("active"), Some(&Value::Bool(true)));
+    let id = user.get("id").and_then(Value::as_i64).unwrap();
+    let found = data(c.rpc("get_user", &args(&[("user_id", id.into())])).unwrap());
+    assert_eq!(found.get("username"), Some(&Value::from("ann")));
+    let (code, msg) = error(
+        c.rpc("get_user", &args(&[("user_id", 999.into())]))
+            .unwrap(),
+    );
+    assert_eq!(
+        (code, msg.as_str()),
+        (1001, "Error in get_user: 'User 999 not found'")
+    );
+    let (code, msg) = error(
+        c.rpc(
+            "create_user_model",
+            &args(&[
+                ("username", "x".into()),
+                ("email", "bad".into()),
+                ("age", (-1).into()),
+            ]),
+        )
+        .unwrap(),
+    );
+    assert_eq!(code, 2000);
+    assert!(
+        msg.contains("username") && msg.contains("email") && msg.contains("age"),
+        "{msg}"
+    );
+    let made = data(
+        c.rpc(
+            "create_user_model",
+            &args(&[
+                ("username", "bob".into()),
+                ("email", "bob@example.com".into()),
+                ("age", 30.into()),
+                ("roles", Value::from_iter(["admin", "dev"])),
+            ]),
+        )
+        .unwrap(),
+    );
+    assert_eq!(made.get("roles"), Some(&Value::from_iter(["admin", "dev"])));
+    let (code, msg) = error(
+        c.rpc("divide", &args(&[("a", 1.into()), ("b", 0.into())]))
+            .unwrap(),
+    );
+    assert_eq!(
+        (code, msg.as_str()),
+        (1001, "Error in divide: Cannot divide by zero")
+    );
+    running.stop().unwrap();
+}
+
+#[test]
+fn chat_server_three_clients() {
+    let server = chat_server::build(desc("chat_secret").name("ChatServer")).unwrap();
+    let (running, addr) = start(&server);
+    let mut a = TestClient::login(addr, Codec::V1, "chat_secret");
+    let (name, welcome_a) = a.next_message().unwrap();
+    assert_eq!(name, "welcome");
+    let a_name = welcome_a
+        .get("username")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    assert!(a_name.starts_with("User_"));
+
+    let mut b = TestClient::login(addr, Codec::Native, "chat_secret");
+    let (_, welcome_b) = b.next_message().unwrap();
+    let b_name = welcome_b
+        .get("username")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    let (name, joined) = a.next_message().unwrap();
+    assert_eq!(name, "user_joined");
+    assert_eq!(
+        joined,
+        Value::map()
+            .with("username", b_name.as_str())
+            .with("count", 2)
+    );
+
+    let mut c = TestClient::login(addr, Codec::V1, "chat_secret");
+    let (_, welcome_c) = c.next_message().unwrap();
+    let c_name = welcome_c
+        .get("username")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    for x in [&mut a, &mut b] {
+        let (name, joined) = x.next_message().unwrap();
+        assert_eq!(name, "user_joined");
+        assert_eq!(joined.get("username"), Some(&Value::from(c_name.as_str())));
+        assert_eq!(joined.get("count"), Some(&Value::Int(3)));
+    }
+
+    // A chats: B and C get it, A gets only its reply.
+    a.send_message("chat", &Value::map().with("message", "hi"))
+        .unwrap();
+    let (name, reply) = a.next_message().unwrap();
+    assert_eq!(
+        (name.as_str(), reply),
+        ("chat_response", Value::map().with("sent", true))
+    );
+    for x in [&mut b, &mut c] {
+        let (name, msg) = x.next_message().unwrap();
+        assert_eq!(name, "chat");
+        assert_eq!(msg.get("from"), Some(&Value::from(a_name.as_str())));
+        assert_eq!(msg.get("message"), Some(&Value::from("hi")));
+        assert!(msg.get("time").and_then(Value::as_f64).unwrap() > 1.0e9);
+    }
+
+    // A renames: everyone (A too) sees name_change; A also gets its reply.
+    a.send_message("set_name", &Value::map().with("username", "alice"))
+        .unwrap();
+    for x in [&mut a, &mut b, &mut c] {
+        let (name, change) = x.next_message().unwrap();
+        assert_eq!(name, "name_change");
+        assert_eq!(
+            change,
+            Value::map()
+                .with("old", a_name.as_str())
+                .with("new", "alice")
+        );
+    }
+    let (name, reply) = a.next_message().unwrap();
+    assert_eq!(
+        (name.as_str(), reply),
+        ("set_name_response", Value::map().with("username", "alice"))
+    );
+
+    // RPCs.
+    let set = data(
+        b.rpc("set_username", &args(&[("username", "bob".into())]))
+            .unwrap(),
+    );
+    assert_eq!(set, Value::map().with("set", true).with("username", "bob"));
+    assert_eq!(
+        data(a.rpc("get_user_count", &Value::map()).unwrap()),
+        Value::Int(3)
+    );
+    let mut users: Vec<String> = data(a.rpc("get_users", &Value::map()).unwrap())
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    users.sort();
+    let mut want = vec!["alice".to_owned(), "bob".to_owned(), c_name.clone()];
+    want.sort();
+    assert_eq!(users, want);
+
+    // C leaves: A and B hear it.
+    drop(c);
+    for x in [&mut a, &mut b] {
+        let (name, left) = x.next_message().unwrap();
+        assert_eq!(name, "user_left");
+        assert_eq!(
+            left,
+            Value::map()
+                .with("username", c_name.as_str())
+                .with("count", 2)
+        );
+    }
+    running.stop().unwrap();
+}
+
+#[test]
+fn game_server() {
+    let server = game_server::build(desc("secret")).unwrap();
+    let (running, addr) = start(&server);
+    let mut p1 = TestClient::login(addr, Codec::Native, "secret");
+    let mut p2 = TestClient::login(addr, Codec::V1, "secret");
+    p1.send_message("player_move", &Value::map().with("x", 3).with("y", 4))
+        .unwrap();
+    let (name, moved) = p2.next_message().unwrap();
+    assert_eq!(name, "player_moved");
+    assert_eq!(moved.get("x"), Some(&Value::Float(3.0)));
+    assert_eq!(
+        moved.get("player_id").and_then(Value::as_str).map(str::len),
+        Some(8)
+    );
+    p2.send_message("player_attack", &Value::map().with("target_id", "abc"))
+        .unwrap();
+    for p in [&mut p1, &mut p2] {
+        let (name, attack) = p.next_message().unwrap();
+        assert_eq!(name, "attack");
+        let dmg = attack.get("damage").and_then(Value::as_i64).unwrap();
+        assert!((10..20).contains(&dmg));
+    }
+    p1.send_message("chat", &Value::map().with("message", "gg"))
+        .unwrap();
+    for p in [&mut p1, &mut p2] {
+        let (name, chat) = p.next_message().unwrap();
+        assert_eq!(name, "chat");
+        assert_eq!(chat.get("message"), Some(&Value::from("gg")));
+        assert!(chat
+            .get("from")
+            .and_then(Value::as_str)
+            .unwrap()
+            .starts_with("Player_"));
+    }
+    running.stop().unwrap();
+}
+
+#[test]
+fn background_tasks_broadcast_status() {
+    let server = background_tasks::build(desc("secret"), Duration::from_millis(50)).unwrap();
+    let (running, addr) = start(&server);
+    let mut c = TestClient::login(addr, Codec::V1, "secret");
+    for _ in 0..2 {
+        let (name, status) = c.next_message().unwrap();
+        assert_eq!(name, "server_status");
+        assert_eq!(status.get("clients"), Some(&Value::Int(1)));
+    }
+    running.stop().unwrap();
+}
+
+#[test]
+fn shutdown_from_a_handler_tells_everyone_and_closes() {
+    let server = shutdown::build(desc("secret")).unwrap();
+    let (running, addr) = start(&server);
+    let mut admin = TestClient::login(addr, Codec::V1, "secret");
+    let mut other = TestClient::login(addr, Codec::Native, "secret");
+    admin.send_message("admin_stop", &Value::map()).unwrap();
+    running.wait().unwrap();
+    assert!(!server.is_running());
+    for c in [&mut admin, &mut other] {
+        let names: Vec<String> = c
+            .expect_closed()
+            .into_iter()
+            .filter(|f| f.header.kind == conduit_protocol::FrameKind::Message)
+            .map(|f| match c.codec {
+                Codec::V1 => match f.v1() {
+                    conduit_protocol::v1::V1Payload::Message { name, .. } => name,
+                    _ => unreachable!(),
+                },
+                Codec::Native => f.native_routed().0,
+            })
+            .collect();
+        assert!(names.contains(&"server_shutdown".to_owned()), "{names:?}");
+    }
+}
