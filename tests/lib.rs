@@ -240,6 +240,23 @@ impl TestClient {
         })
     }
 
+    /// Calls `method` with a native body of any archivable type (for methods that read
+    /// their arguments in place); returns what [`rpc`](Self::rpc) returns.
+    pub fn rpc_native_body<T: native::NativeBody>(
+        &mut self,
+        method: &str,
+        body: &T,
+    ) -> io::Result<Value> {
+        assert_eq!(self.codec, Codec::Native);
+        let corr = self.next_corr;
+        self.next_corr += 1;
+        let frame = native::Encoder::new(0)
+            .rpc_request(corr, method, body)
+            .unwrap();
+        self.send_raw(&frame)?;
+        self.read_reply(corr)
+    }
+
     /// Calls `method`; returns v1's inner envelope, or for native `{success, data}` /
     /// `{success: false, error, code, details}` built from the native reply.
     pub fn rpc(&mut self, method: &str, params: &Value) -> io::Result<Value> {
@@ -252,6 +269,10 @@ impl TestClient {
                 .unwrap(),
         };
         self.send_raw(&frame)?;
+        self.read_reply(corr)
+    }
+
+    fn read_reply(&mut self, corr: u64) -> io::Result<Value> {
         loop {
             let f = self.next_app_frame()?;
             if !matches!(f.header.kind, FrameKind::RpcResponse | FrameKind::RpcError) {

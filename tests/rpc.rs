@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use conduit::{rpc, Connection, RpcError, Server, Value};
+use conduit::{rpc, Connection, RpcError, RpcInfo, RpcMethod, Server, Value};
 use conduit_protocol::{Codec, FrameKind};
 use conduit_tests::{start, test_descriptor, TestClient};
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,32 @@ async fn whoami(conn: Connection, #[default(String::from("anon"))] label: String
         .with("label", label)
 }
 
+/// A request read in place by native callers.
+#[derive(Deserialize, rkyv::Archive, rkyv::Serialize)]
+struct Move {
+    x: i32,
+    y: i32,
+    name: String,
+}
+
+fn move_method() -> RpcMethod {
+    RpcMethod::archived::<Move, _, _, _>(
+        RpcInfo::new("move")
+            .param("x", "int")
+            .param("y", "int")
+            .param("name", "str")
+            .returns("dict"),
+        |_call, m: &ArchivedMove| {
+            if m.name.as_str().is_empty() {
+                return Err(RpcError::failed("name must not be empty"));
+            }
+            Ok(Value::map()
+                .with("sum", m.x.to_native() + m.y.to_native())
+                .with("name", m.name.as_str()))
+        },
+    )
+}
+
 #[rpc("renamed.method")]
 async fn renamed() {}
 
@@ -117,6 +143,7 @@ fn server() -> Server {
     server.rpc(boom);
     server.rpc(whoami);
     server.rpc(renamed);
+    server.rpc(move_method());
     server.on("chat", |_client, data: Value| async move {
         assert!(data.get("message").is_some());
         Value::map().with("sent", true)
@@ -328,7 +355,8 @@ fn listall_describes_every_method_in_registration_order() {
                 "percent",
                 "boom",
                 "whoami",
-                "renamed.method"
+                "renamed.method",
+                "move"
             ]
         );
         let echo = &methods[0];
@@ -383,6 +411,82 @@ fn message_handlers_reply_as_type_response() {
         // PING sent after them is the next frame.
         c.send_message("quiet", &Value::map()).unwrap();
         c.send_message("no_such_type", &Value::map()).unwrap();
+        c.ping().unwrap();
+        assert_eq!(c.next_frame().unwrap().header.kind, FrameKind::Pong);
+    }
+    running.stop().unwrap();
+}
+
+#[test]
+fn archived_handlers_read_native_arguments_in_place_and_serve_v1_too() {
+    let server = server();
+    let (running, addr) = start(&server);
+    let mut n = TestClient::login(addr, Codec::Native, PW);
+    let reply = n
+        .rpc_native_body(
+            "move",
+            &Move {
+                x: 2,
+                y: 40,
+                name: "p1".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(ok(&reply), &Value::map().with("sum", 42).with("name", "p1"));
+    let (code, msg, _) = failed(
+        &n.rpc_native_body(
+            "move",
+            &Move {
+                x: 0,
+                y: 0,
+                name: String::new(),
+            },
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        (code, msg.as_str()),
+        (1001, "Error in move: name must not be empty")
+    );
+    // Bytes that are not a Move archive are a validation error, not a crash.
+    let (code, _, _) = failed(&n.rpc_native_body("move", &7u64).unwrap());
+    assert_eq!(code, 2000);
+    // netconduit-v1 callers pass a map; it is converted once.
+    let mut v = TestClient::login(addr, Codec::V1, PW);
+    let reply = v
+        .rpc(
+            "move",
+            &Value::map().with("x", 1).with("y", 2).with("name", "p2"),
+        )
+        .unwrap();
+    assert_eq!(ok(&reply), &Value::map().with("sum", 3).with("name", "p2"));
+    let (code, _, _) = failed(&v.rpc("move", &Value::map().with("x", "bad")).unwrap());
+    assert_eq!(code, 2000);
+    running.stop().unwrap();
+}
+
+#[test]
+fn typed_message_handlers() {
+    #[derive(Deserialize)]
+    struct Chat {
+        message: String,
+    }
+    let server = Server::new(test_descriptor(PW)).unwrap();
+    server.on_typed("chat", |_c, chat: Chat| async move {
+        Value::map().with("echo", chat.message)
+    });
+    let (running, addr) = start(&server);
+    for codec in [Codec::V1, Codec::Native] {
+        let mut c = TestClient::login(addr, codec, PW);
+        c.send_message("chat", &Value::map().with("message", "yo"))
+            .unwrap();
+        assert_eq!(
+            c.next_message().unwrap(),
+            ("chat_response".to_owned(), Value::map().with("echo", "yo"))
+        );
+        // Data that does not fit: no reply, connection stays.
+        c.send_message("chat", &Value::map().with("nope", 1))
+            .unwrap();
         c.ping().unwrap();
         assert_eq!(c.next_frame().unwrap().header.kind, FrameKind::Pong);
     }

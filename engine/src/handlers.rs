@@ -246,7 +246,21 @@ pub(crate) type ConnHook = Arc<dyn Fn(Connection) -> LocalBoxFuture<()> + Send +
 pub struct RpcMethod {
     pub(crate) info: RpcInfo,
     pub(crate) call: RpcFn,
+    /// Set for methods that read native arguments in place (see
+    /// [`RpcMethod::archived`]); `call` then serves only direct calls.
+    pub(crate) archived: Option<ArchivedFn>,
 }
+
+/// The arguments of a call to an archived method, as they arrived.
+pub(crate) enum RawArgs<'a> {
+    /// A native archive in the receive buffer.
+    Native(&'a [u8]),
+    /// Already decoded (netconduit-v1 callers).
+    Value(Value),
+}
+
+pub(crate) type ArchivedFn =
+    Arc<dyn for<'a> Fn(&RpcCall, RawArgs<'a>) -> Result<Value, RpcError> + Send + Sync>;
 
 impl RpcMethod {
     /// A method described by `info` and run by `handler`.
@@ -258,6 +272,78 @@ impl RpcMethod {
         RpcMethod {
             info,
             call: Arc::new(move |c| Box::pin(handler(c))),
+            archived: None,
+        }
+    }
+
+    /// A method whose native callers' arguments are read **in place**: `handler` gets
+    /// the archived form `&A::Archived` straight from the receive buffer, validated but
+    /// not copied or deserialized. Prefer it for large or hot requests from Rust
+    /// clients (bulk state updates, game ticks) where decoding would dominate; the
+    /// handler is synchronous because it borrows the receive buffer, so copy out what
+    /// you need to keep. netconduit-v1 callers still work: their map is deserialized
+    /// into `A` and archived once for the call.
+    pub fn archived<A, F, R, E>(info: RpcInfo, handler: F) -> RpcMethod
+    where
+        A: serde::de::DeserializeOwned
+            + rkyv::Archive
+            + for<'b> rkyv::Serialize<
+                rkyv::api::high::HighSerializer<
+                    rkyv::util::AlignedVec,
+                    rkyv::ser::allocator::ArenaHandle<'b>,
+                    rkyv::rancor::Error,
+                >,
+            >,
+        A::Archived: conduit_protocol::native::NativeArchived,
+        F: Fn(&RpcCall, &A::Archived) -> Result<R, E> + Send + Sync + 'static,
+        R: serde::Serialize,
+        E: Into<RpcError>,
+    {
+        let handler = Arc::new(handler);
+        let method = info.name.clone();
+        let bad_args = move |why: String| {
+            RpcError::validation(
+                format!("Validation error in {method}: {why}"),
+                Some(Value::map().with(
+                    "errors",
+                    Value::Array(vec![Value::map()
+                        .with("field", "params")
+                        .with("message", why)
+                        .with("type", "value_error")]),
+                )),
+            )
+        };
+        let run = {
+            let handler = handler.clone();
+            move |call: &RpcCall, raw: RawArgs<'_>| -> Result<Value, RpcError> {
+                let out = match raw {
+                    RawArgs::Native(bytes) => {
+                        let archived = conduit_protocol::native::access::<A::Archived>(bytes)
+                            .map_err(|e| bad_args(e.to_string()))?;
+                        handler(call, archived)
+                    }
+                    RawArgs::Value(v) => {
+                        let a: A = crate::args::from_value(v).map_err(&bad_args)?;
+                        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&a)
+                            .map_err(|e| RpcError::failed(e.to_string()))?;
+                        let archived = conduit_protocol::native::access::<A::Archived>(&bytes)
+                            .map_err(|e| RpcError::failed(e.to_string()))?;
+                        handler(call, archived)
+                    }
+                };
+                crate::args::result_value(out)
+            }
+        };
+        let run: ArchivedFn = Arc::new(run);
+        let direct = run.clone();
+        RpcMethod {
+            info,
+            call: Arc::new(move |c: RpcCall| {
+                let params = c.params.clone();
+                let r = direct(&c, RawArgs::Value(params));
+                Box::pin(async move { r })
+            }),
+            archived: Some(run),
         }
     }
 

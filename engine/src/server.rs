@@ -232,6 +232,34 @@ impl Server {
             .push(h);
     }
 
+    /// Registers a handler for messages of type `name` whose data is a typed struct
+    /// (any `Deserialize` type). Data that does not fit is logged and dropped without a
+    /// reply, as netconduit does with a handler that raises.
+    pub fn on_typed<T, F, Fut, R>(&self, name: &str, handler: F)
+    where
+        T: serde::de::DeserializeOwned + 'static,
+        F: Fn(Connection, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: IntoReply,
+    {
+        let msg_name = name.to_owned();
+        self.on(name, move |c: Connection, v: Value| {
+            let call = match crate::args::from_value::<T>(v) {
+                Ok(t) => Some(handler(c, t)),
+                Err(e) => {
+                    tracing::warn!(message = %msg_name, "message data does not fit the handler: {e}");
+                    None
+                }
+            };
+            async move {
+                match call {
+                    Some(f) => f.await.into_reply(),
+                    None => None,
+                }
+            }
+        });
+    }
+
     /// Runs `hook` once every shard listens, before any connection is accepted.
     pub fn on_startup<F, Fut>(&self, hook: F)
     where

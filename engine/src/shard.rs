@@ -25,7 +25,7 @@ use crate::bus::{BusMsg, Control, Filter, Frames};
 use crate::connection::{ConnMeta, Connection};
 use crate::core::{Action, Body, CloseReason, ConnCore, CoreConfig, TickAction};
 use crate::descriptor::SlowConsumerPolicy;
-use crate::handlers::{Registry, RpcCall, RpcError};
+use crate::handlers::{RawArgs, Registry, RpcCall, RpcError};
 use crate::id::ConnectionId;
 use crate::io::SharedStream;
 use crate::outbound::{LocalNotify, Outbound, Push};
@@ -815,6 +815,28 @@ async fn dispatch_rpc(
                 codes::METHOD_NOT_FOUND,
                 format!("RPC method not found: {m}"),
             )),
+            Some(entry) if entry.archived.is_some() => {
+                let call = RpcCall {
+                    connection: handle(shard, conn),
+                    method: m.to_owned(),
+                    params: Value::Nil,
+                };
+                let raw = match body {
+                    Body::Native(bytes) => RawArgs::Native(bytes),
+                    Body::Value(v) => RawArgs::Value(v),
+                };
+                let run = entry
+                    .archived
+                    .as_ref()
+                    .map(|f| std::panic::catch_unwind(AssertUnwindSafe(|| f(&call, raw))));
+                match run {
+                    Some(Ok(r)) => r,
+                    _ => {
+                        tracing::error!(conn = %conn.meta.id, method = m, "RPC handler panicked");
+                        Err(RpcError::failed("internal error (handler panicked)"))
+                    }
+                }
+            }
             Some(entry) => match body.into_value(limits) {
                 Err(e) => return Some(CloseReason::Protocol(e.close_reason())),
                 Ok(params) => {
