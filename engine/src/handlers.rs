@@ -227,6 +227,24 @@ pub struct RpcCall {
 }
 
 impl RpcCall {
+    /// A call with no client behind it: for unit tests of handlers and in-process
+    /// benchmarks. Its connection reports itself as not connected, and sends to it fail.
+    pub fn standalone(server: &Server, method: impl Into<String>, params: Value) -> RpcCall {
+        let meta = crate::connection::ConnMeta::new(
+            crate::id::ConnectionId::from_u64(0),
+            std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        );
+        meta.set_closed();
+        RpcCall {
+            connection: Connection {
+                meta: Arc::new(meta),
+                server: server.clone(),
+            },
+            method: method.into(),
+            params,
+        }
+    }
+
     /// The server.
     pub fn server(&self) -> &Server {
         self.connection.server()
@@ -350,6 +368,19 @@ impl RpcMethod {
     /// What `listall` says of it.
     pub fn info(&self) -> &RpcInfo {
         &self.info
+    }
+
+    /// Runs an [`archived`](Self::archived) method on a native argument archive read in
+    /// place (what the dispatcher does for native callers, minus the wire). Other
+    /// methods answer with a validation error.
+    pub fn call_archived(&self, call: &RpcCall, archive: &[u8]) -> Result<Value, RpcError> {
+        match &self.archived {
+            Some(f) => f(call, RawArgs::Native(archive)),
+            None => Err(RpcError::validation(
+                format!("{} does not take archived arguments", self.info.name),
+                None,
+            )),
+        }
     }
 
     /// Runs the method for `call` (what the dispatcher does, minus the wire).
