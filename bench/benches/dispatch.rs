@@ -43,6 +43,7 @@ fn dispatch(c: &mut Criterion) {
     let archived_frame = native::Encoder::new(0)
         .rpc_request(1, "add_archived", &AddArgs { a: 2, b: 3 })
         .unwrap();
+    // One decoder per codec: a decoder fixes its codec at the first frame.
     let mut dec = FrameDecoder::new(DecoderLimits::default());
     let mut g = c.benchmark_group("dispatch_add");
 
@@ -61,6 +62,7 @@ fn dispatch(c: &mut Criterion) {
         })
     });
 
+    let mut dec = FrameDecoder::new(DecoderLimits::default());
     g.bench_function("native", |b| {
         b.iter(|| {
             dec.feed(black_box(&native_frame));
@@ -80,6 +82,7 @@ fn dispatch(c: &mut Criterion) {
         })
     });
 
+    let mut dec = FrameDecoder::new(DecoderLimits::default());
     g.bench_function("native_archived", |b| {
         b.iter(|| {
             dec.feed(black_box(&archived_frame));
