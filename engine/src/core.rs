@@ -440,3 +440,237 @@ impl ConnCore {
         TickAction::None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conduit_protocol::native::{ArchivedAuthAccepted, AuthStep, Hello, ValueTree};
+    use conduit_protocol::{DecoderLimits, FrameDecoder};
+
+    fn config() -> Arc<CoreConfig> {
+        Arc::new(CoreConfig {
+            password: "pw".into(),
+            v1_password_hash: auth::v1_password_hash("pw"),
+            server_name: "S".into(),
+            auth_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(3),
+            value_limits: ValueLimits::default(),
+            v1_limits: V1Limits::default(),
+        })
+    }
+
+    fn core(t0: Instant) -> ConnCore {
+        ConnCore::new(
+            config(),
+            ConnectionId::from_u64(9),
+            [5; 32],
+            "ab".repeat(64),
+            t0,
+        )
+    }
+
+    /// Feeds one encoded frame to the core, returning the action's kind and any frame.
+    fn feed(core: &mut ConnCore, bytes: &[u8], now: Instant) -> (String, Option<Bytes>) {
+        let mut d = FrameDecoder::new(DecoderLimits::default());
+        d.feed(bytes);
+        let f = d.next_frame().unwrap().unwrap();
+        match core.on_frame(f, now) {
+            Action::None => ("none".into(), None),
+            Action::Reply(b) => ("reply".into(), Some(b)),
+            Action::Authenticated { reply, .. } => ("authenticated".into(), Some(reply)),
+            Action::Refuse { reply, .. } => ("refuse".into(), Some(reply)),
+            Action::Message { name, .. } => (format!("message {name}"), None),
+            Action::Rpc { method, .. } => (format!("rpc {method:?}"), None),
+            Action::Close { reply, reason } => (format!("close {reason:?}"), reply),
+        }
+    }
+
+    fn v1_login(core: &mut ConnCore, now: Instant) {
+        let hash = auth::v1_password_hash("pw");
+        let (kind, _) = feed(
+            core,
+            &v1::Encoder::new(0).auth_request(&hash, "c", "1"),
+            now,
+        );
+        assert_eq!(kind, "authenticated");
+    }
+
+    #[test]
+    fn v1_login_and_wrong_password() {
+        let t0 = Instant::now();
+        let mut c = core(t0);
+        v1_login(&mut c, t0);
+        assert!(c.is_authenticated());
+        let mut c = core(t0);
+        let bad = v1::Encoder::new(0).auth_request("00", "c", "1");
+        assert_eq!(feed(&mut c, &bad, t0).0, "refuse");
+        assert!(!c.is_authenticated());
+    }
+
+    #[test]
+    fn native_challenge_response() {
+        let t0 = Instant::now();
+        let mut c = core(t0);
+        let enc = native::Encoder::new(0);
+        let hello = AuthStep::Hello(Hello {
+            client_nonce: [1; 32],
+            client_name: "c".into(),
+            client_version: "1".into(),
+        });
+        let (kind, challenge) = feed(&mut c, &enc.auth_step(&hello).unwrap(), t0);
+        assert_eq!(kind, "reply");
+        assert!(challenge.is_some());
+        // A proof for another server nonce (a replayed handshake) fails.
+        let replayed = auth::client_proof(b"pw", &[6; 32], &[1; 32]);
+        let mut c2 = core(t0);
+        feed(&mut c2, &enc.auth_step(&hello).unwrap(), t0);
+        assert_eq!(
+            feed(
+                &mut c2,
+                &enc.auth_step(&AuthStep::Proof(replayed)).unwrap(),
+                t0
+            )
+            .0,
+            "refuse"
+        );
+        let proof = auth::client_proof(b"pw", &[5; 32], &[1; 32]);
+        let (kind, ok) = feed(&mut c, &enc.auth_step(&AuthStep::Proof(proof)).unwrap(), t0);
+        assert_eq!(kind, "authenticated");
+        let ok = ok.unwrap();
+        let mut d = FrameDecoder::new(DecoderLimits::default());
+        d.feed(&ok);
+        let f = d.next_frame().unwrap().unwrap();
+        let acc = native::access::<ArchivedAuthAccepted>(f.payload).unwrap();
+        assert_eq!(acc.connection_id.to_native(), 9);
+        assert!(auth::verify_server_proof(
+            b"pw",
+            &[5; 32],
+            &[1; 32],
+            &acc.server_proof
+        ));
+    }
+
+    #[test]
+    fn handshake_steps_out_of_order_close() {
+        let t0 = Instant::now();
+        let enc = native::Encoder::new(0);
+        let mut c = core(t0);
+        let proof = AuthStep::Proof([0; 32]);
+        assert!(feed(&mut c, &enc.auth_step(&proof).unwrap(), t0)
+            .0
+            .starts_with("close"));
+    }
+
+    #[test]
+    fn frames_before_auth_close_and_after_auth_dispatch() {
+        let t0 = Instant::now();
+        let mut c = core(t0);
+        let msg = v1::Encoder::new(0).message("chat", &Value::map());
+        assert!(feed(&mut c, &msg, t0)
+            .0
+            .starts_with("close NotAuthenticated"));
+        let mut c = core(t0);
+        v1_login(&mut c, t0);
+        assert_eq!(feed(&mut c, &msg, t0).0, "message chat");
+        let rpc = v1::Encoder::new(0).rpc_request(3, "add", &Value::map());
+        assert_eq!(feed(&mut c, &rpc, t0).0, "rpc Some(\"add\")");
+        let ping = v1::Encoder::new(0).empty(FrameKind::Ping);
+        assert_eq!(feed(&mut c, &ping, t0).0, "reply");
+        // A second login and unused frame types are ignored.
+        let again = v1::Encoder::new(0).auth_request("x", "c", "1");
+        assert_eq!(feed(&mut c, &again, t0).0, "none");
+        // A MESSAGE whose payload is not a map is ignored, as netconduit does.
+        let odd = v1::Encoder::new(0).frame(FrameKind::Message, 0, |o| o.push(0x05));
+        assert_eq!(feed(&mut c, &odd, t0).0, "none");
+    }
+
+    #[test]
+    fn heartbeat_schedule() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut c = core(t0);
+        // Before login: only the auth deadline matters.
+        assert_eq!(c.on_tick(t0 + s(4)), TickAction::None);
+        assert_eq!(
+            c.on_tick(t0 + s(5)),
+            TickAction::Close(CloseReason::AuthTimeout)
+        );
+        let mut c = core(t0);
+        v1_login(&mut c, t0);
+        assert_eq!(c.on_tick(t0 + Duration::from_millis(999)), TickAction::None);
+        assert!(matches!(c.on_tick(t0 + s(1)), TickAction::Ping(_)));
+        // One ping per interval, not one per tick.
+        assert_eq!(
+            c.on_tick(t0 + Duration::from_millis(1500)),
+            TickAction::None
+        );
+        assert!(matches!(c.on_tick(t0 + s(2)), TickAction::Ping(_)));
+        // Any frame is life.
+        let pong = v1::Encoder::new(0).empty(FrameKind::Pong);
+        feed(&mut c, &pong, t0 + Duration::from_millis(2500));
+        assert_eq!(
+            c.on_tick(t0 + s(5)),
+            TickAction::Ping(c.empty_frame(FrameKind::Ping))
+        );
+        assert_eq!(
+            c.on_tick(t0 + Duration::from_millis(5500)),
+            TickAction::Close(CloseReason::HeartbeatTimeout)
+        );
+    }
+
+    #[test]
+    fn native_body_limits_apply() {
+        let t0 = Instant::now();
+        let mut c = core(t0);
+        let enc = native::Encoder::new(0);
+        let mut nested = Value::Nil;
+        for _ in 0..100 {
+            nested = Value::Array(vec![nested]);
+        }
+        let deep = enc.message("m", &ValueTree::from_value(&nested)).unwrap();
+        let mut d = FrameDecoder::new(DecoderLimits::default());
+        d.feed(&deep);
+        let f = d.next_frame().unwrap().unwrap();
+        match c.on_frame(f, t0) {
+            Action::Close { .. } => {} // not logged in yet
+            other => panic!("{other:?}"),
+        }
+        let body = Body::Native(&deep[40..]);
+        assert!(body.into_value(ValueLimits::default()).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// No sequence of frames, valid or not, makes the core panic; it stays
+        /// unauthenticated unless a correct login happened.
+        #[test]
+        fn arbitrary_frame_sequences_never_panic(
+            frames in proptest::collection::vec(
+                (1u16..=16, proptest::prelude::any::<bool>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)),
+                0..20,
+            ),
+        ) {
+            let t0 = Instant::now();
+            let mut c = core(t0);
+            for (i, (kind, native_codec, mut body)) in frames.into_iter().enumerate() {
+                let codec = if native_codec { Codec::Native } else { Codec::V1 };
+                if native_codec {
+                    body.resize(body.len().next_multiple_of(8), 0);
+                }
+                let mut h = conduit_protocol::Header::new(codec, FrameKind::from_code(kind).unwrap());
+                h.length = body.len() as u32;
+                let mut bytes = h.encode().to_vec();
+                bytes.extend_from_slice(&body);
+                let mut d = FrameDecoder::new(DecoderLimits::default());
+                d.feed(&bytes);
+                if let Ok(Some(f)) = d.next_frame() {
+                    let _ = c.on_frame(f, t0 + Duration::from_millis(i as u64));
+                }
+                let _ = c.on_tick(t0 + Duration::from_millis(i as u64 * 300));
+                proptest::prop_assert!(!c.is_authenticated());
+            }
+        }
+    }
+}
