@@ -1,7 +1,12 @@
 //! Every example of `engine/examples/`, started in-process from its own source on port
 //! 0 and driven over real sockets.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::duplicate_mod, dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::duplicate_mod,
+    dead_code
+)]
 
 use std::time::Duration;
 
@@ -13,6 +18,8 @@ use conduit_tests::{start, TestClient};
 mod background_tasks;
 #[path = "../engine/examples/basic_server.rs"]
 mod basic_server;
+#[path = "../engine/examples/chat_client.rs"]
+mod chat_client;
 #[path = "../engine/examples/chat_server.rs"]
 mod chat_server;
 #[path = "../engine/examples/game_server.rs"]
@@ -331,4 +338,49 @@ fn shutdown_from_a_handler_tells_everyone_and_closes() {
             .collect();
         assert!(names.contains(&"server_shutdown".to_owned()), "{names:?}");
     }
+}
+
+#[test]
+fn chat_client_talks_to_chat_server() {
+    use std::sync::{Arc, Mutex};
+    let server = chat_server::build(desc("chat_secret")).unwrap();
+    let (running, addr) = start(&server);
+    let mut watcher = TestClient::login(addr, Codec::V1, "chat_secret");
+    assert_eq!(watcher.next_message().unwrap().0, "welcome");
+
+    let screen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let shown: chat_client::Screen = screen.clone();
+    let input = std::io::Cursor::new("hello\n/users\n/name carol\n/quit\n");
+    let desc = conduit::ClientDescriptor::new("chat_secret").addr(addr);
+    chat_client::run(desc, Some("alice"), input, shown).unwrap();
+
+    let mut seen = Vec::new();
+    while seen.last().map(|(n, _): &(String, Value)| n.as_str()) != Some("user_left") {
+        seen.push(watcher.next_message().unwrap());
+    }
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "user_joined",
+            "name_change",
+            "chat",
+            "name_change",
+            "user_left"
+        ]
+    );
+    assert_eq!(seen[2].1.get("from"), Some(&Value::from("alice")));
+    assert_eq!(seen[2].1.get("message"), Some(&Value::from("hello")));
+    assert_eq!(
+        seen[3].1,
+        Value::map().with("old", "alice").with("new", "carol")
+    );
+    assert_eq!(seen[4].1.get("username"), Some(&Value::from("carol")));
+
+    let out = String::from_utf8(screen.lock().unwrap().clone()).unwrap();
+    assert!(out.contains("* welcome, you are User_"), "{out}");
+    assert!(out.contains("* online: ["), "{out}");
+    assert!(out.contains("alice"), "{out}");
+    assert!(out.contains("* you are now carol"), "{out}");
+    running.stop().unwrap();
 }

@@ -19,6 +19,7 @@
 
 pub mod args;
 pub mod bus;
+pub mod client;
 mod connection;
 pub mod core;
 pub mod descriptor;
@@ -31,6 +32,7 @@ mod preflight;
 mod server;
 mod shard;
 
+pub use client::{Client, ClientDescriptor, ClientError, ClientEvent, DisconnectReason};
 pub use conduit_protocol as protocol;
 pub use conduit_protocol::{Codec, Value};
 pub use connection::Connection;
