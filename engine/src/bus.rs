@@ -80,11 +80,12 @@ pub(crate) enum BusMsg {
         filter: Arc<Filter>,
         reply: flume::Sender<usize>,
     },
-    /// Queue `frames` to one connection; reply whether it was queued.
+    /// Queue `frames` to one connection; reply whether it was queued, or why not
+    /// (`Closed` or `QueueFull`).
     Send {
         to: ConnectionId,
         frames: Arc<Frames>,
-        reply: flume::Sender<bool>,
+        reply: flume::Sender<crate::Result<()>>,
     },
     /// Close one connection after queueing an optional last message.
     Kick {

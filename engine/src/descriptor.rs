@@ -58,7 +58,8 @@ pub struct ServerDescriptor {
     pub max_frame_bytes: u32,
     /// Receive buffer a connection starts with, in bytes. Default 4096.
     pub recv_buffer_bytes: usize,
-    /// Bytes a connection may have queued for sending before it is a slow consumer.
+    /// Bytes a connection may have waiting to be sent (queued, or taken by its writer
+    /// and not yet accepted by the kernel) before it is a slow consumer.
     /// Default 4 MiB.
     pub max_outbound_bytes: usize,
     /// What happens to a slow consumer. Default: disconnect.

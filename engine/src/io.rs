@@ -21,9 +21,11 @@ use glommio::net::TcpStream;
 #[derive(Clone)]
 pub struct SharedStream(Rc<RefCell<TcpStream>>);
 
-/// Most buffers one gathered write passes to the kernel (Linux allows 1024); they live
-/// on the stack, so no write allocates.
-pub const MAX_IOVECS: usize = 64;
+/// Most buffers one gathered write passes to the kernel: Linux's limit (`UIO_MAXIOV`),
+/// so a wake-up's whole batch of small frames goes out in one `sendmsg`. The iovecs live
+/// on the stack of `SharedStream::send_gathered` (16 KiB, never in a task's future),
+/// so no write allocates.
+pub const MAX_IOVECS: usize = 1024;
 
 impl SharedStream {
     /// Wraps an accepted stream.
@@ -68,21 +70,7 @@ impl SharedStream {
     pub async fn write_batch(&self, batch: &mut Vec<Bytes>) -> io::Result<()> {
         let mut first = 0;
         while first < batch.len() {
-            let sent = {
-                let s = self.0.borrow();
-                let sock = socket2::SockRef::from(&*s);
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut count = 0;
-                for (slot, frame) in slices.iter_mut().zip(&batch[first..]) {
-                    *slot = IoSlice::new(frame);
-                    count += 1;
-                }
-                sock.send_vectored_with_flags(
-                    &slices[..count],
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            let mut n = match sent {
+            let mut n = match self.send_gathered(&batch[first..]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Full socket: let glommio wait for room, writing what fits.
@@ -106,11 +94,36 @@ impl SharedStream {
         Ok(())
     }
 
+    /// One non-blocking `sendmsg` of up to [`MAX_IOVECS`] leading frames of `frames`.
+    /// A plain function, so the iovec array lives on the stack for the call only and
+    /// never in the writer's future.
+    fn send_gathered(&self, frames: &[Bytes]) -> io::Result<usize> {
+        let s = self.0.borrow();
+        let sock = socket2::SockRef::from(&*s);
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for (slot, frame) in slices.iter_mut().zip(frames) {
+            *slot = IoSlice::new(frame);
+            count += 1;
+        }
+        sock.send_vectored_with_flags(&slices[..count], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    }
+
     /// Closes the write side (the peer reads EOF once queued bytes are through).
     pub async fn shutdown_write(&self) {
         let r = poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)).await;
         if let Err(e) = r {
             tracing::trace!("shutdown(write): {e}");
+        }
+    }
+
+    /// Makes the coming close abortive (SO_LINGER 0: RST, unsent bytes dropped), so a
+    /// peer that stopped reading does not keep the kernel's send buffer alive for
+    /// minutes as an orphaned socket.
+    pub fn abort_on_close(&self) {
+        let s = self.0.borrow();
+        if let Err(e) = socket2::SockRef::from(&*s).set_linger(Some(std::time::Duration::ZERO)) {
+            tracing::trace!("SO_LINGER: {e}");
         }
     }
 

@@ -1,5 +1,9 @@
 //! A connection's outbound queue: shared frames waiting for the writer, bounded in
 //! bytes, and the single-waiter notification the writer sleeps on.
+//!
+//! The byte limit covers everything held for the connection: frames still queued *and*
+//! the batch the writer has taken but the kernel has not yet accepted. So a connection
+//! never pins more than `limit_bytes` of frames, however its socket behaves.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -64,11 +68,16 @@ pub enum Push {
     Closed,
 }
 
+/// Queue slots a drained queue may keep allocated; more is released once it is empty.
+pub const KEEP_FRAMES: usize = 256;
+
 /// Frames waiting to be written, with their byte count.
 #[derive(Debug)]
 pub struct Outbound {
     frames: RefCell<VecDeque<Bytes>>,
     queued_bytes: Cell<usize>,
+    /// Bytes of the batch the writer took and has not finished writing.
+    in_flight_bytes: Cell<usize>,
     /// Most bytes that may wait here (the slow-consumer limit).
     limit_bytes: usize,
     /// No more frames are accepted once set.
@@ -83,19 +92,21 @@ impl Outbound {
         Outbound {
             frames: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
+            in_flight_bytes: Cell::new(0),
             limit_bytes,
             closed: Cell::new(false),
             ready: LocalNotify::default(),
         }
     }
 
-    /// Queues `frame` if it fits under the limit.
+    /// Queues `frame` if it fits under the limit (counting the writer's unfinished
+    /// batch).
     pub fn push(&self, frame: Bytes) -> Push {
         if self.closed.get() {
             return Push::Closed;
         }
         let queued = self.queued_bytes.get();
-        if queued + frame.len() > self.limit_bytes {
+        if self.in_flight_bytes.get() + queued + frame.len() > self.limit_bytes {
             return Push::Full;
         }
         self.queued_bytes.set(queued + frame.len());
@@ -122,25 +133,46 @@ impl Outbound {
         self.closed.get()
     }
 
-    /// Bytes waiting.
+    /// Bytes waiting in the queue (not counting the writer's batch).
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes.get()
     }
 
-    /// Moves queued frames into `batch`, up to about `max_bytes` (at least one frame).
-    pub fn take_batch(&self, batch: &mut Vec<Bytes>, max_bytes: usize) {
+    /// Bytes held for this connection: queued plus the writer's unfinished batch. This
+    /// is what the limit bounds.
+    pub fn pending_bytes(&self) -> usize {
+        self.queued_bytes.get() + self.in_flight_bytes.get()
+    }
+
+    /// Moves queued frames into `batch`: at most `max_frames` of them and about
+    /// `max_bytes` (at least one frame). Their bytes keep counting against the limit
+    /// until [`finish_batch`](Self::finish_batch).
+    pub fn take_batch(&self, batch: &mut Vec<Bytes>, max_frames: usize, max_bytes: usize) {
         let mut q = self.frames.borrow_mut();
         let mut taken = 0;
+        let mut frames = 0;
         while let Some(f) = q.front() {
-            if taken > 0 && taken + f.len() > max_bytes {
+            if frames > 0 && (frames == max_frames || taken + f.len() > max_bytes) {
                 break;
             }
             taken += f.len();
+            frames += 1;
             if let Some(f) = q.pop_front() {
                 batch.push(f);
             }
         }
+        if q.is_empty() && q.capacity() > KEEP_FRAMES {
+            // A burst grew it; an idle connection gives the memory back.
+            *q = VecDeque::new();
+        }
         self.queued_bytes.set(self.queued_bytes.get() - taken);
+        self.in_flight_bytes.set(self.in_flight_bytes.get() + taken);
+    }
+
+    /// The writer handed every batch it took to the kernel (or gave up on them): their
+    /// bytes no longer count against the limit.
+    pub fn finish_batch(&self) {
+        self.in_flight_bytes.set(0);
     }
 
     /// Whether nothing is waiting.
@@ -148,7 +180,8 @@ impl Outbound {
         self.frames.borrow().is_empty()
     }
 
-    /// Drops everything queued (the connection is gone).
+    /// Drops everything queued (the connection is gone). The writer's batch still
+    /// counts until it finishes.
     pub fn clear(&self) {
         self.frames.borrow_mut().clear();
         self.queued_bytes.set(0);
@@ -167,14 +200,47 @@ mod tests {
         assert_eq!(q.push(Bytes::from_static(b"ijk")), Push::Full);
         assert_eq!(q.queued_bytes(), 8);
         let mut batch = Vec::new();
-        q.take_batch(&mut batch, 5);
+        q.take_batch(&mut batch, 10, 5);
         assert_eq!(batch.len(), 1);
         assert_eq!(q.queued_bytes(), 4);
-        q.take_batch(&mut batch, 100);
-        assert_eq!(batch.len(), 2);
+        // The taken batch still counts until the writer finishes it.
+        assert_eq!(q.pending_bytes(), 8);
+        assert_eq!(q.push(Bytes::from_static(b"ijk")), Push::Full);
+        q.finish_batch();
+        assert_eq!(q.pending_bytes(), 4);
+        assert_eq!(q.push(Bytes::from_static(b"ijk")), Push::Queued);
+        q.take_batch(&mut batch, 10, 100);
+        assert_eq!(batch.len(), 3);
         assert!(q.is_empty());
+        assert_eq!(q.pending_bytes(), 7);
+        q.clear();
+        assert_eq!(
+            q.pending_bytes(),
+            7,
+            "clear leaves the writer's batch counted"
+        );
+        q.finish_batch();
+        assert_eq!(q.pending_bytes(), 0);
         q.close();
         assert_eq!(q.push(Bytes::from_static(b"x")), Push::Closed);
+    }
+
+    #[test]
+    fn batches_stop_at_max_frames_and_a_drained_queue_shrinks() {
+        let q = Outbound::new(1 << 20);
+        for _ in 0..1000 {
+            assert_eq!(q.push(Bytes::from_static(b"0123456789")), Push::Queued);
+        }
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, 300, usize::MAX);
+        assert_eq!((batch.len(), q.queued_bytes()), (300, 7000));
+        batch.clear();
+        q.take_batch(&mut batch, 1000, usize::MAX);
+        assert_eq!(batch.len(), 700);
+        assert!(q.is_empty());
+        assert!(q.frames.borrow().capacity() <= KEEP_FRAMES);
+        q.finish_batch();
+        assert_eq!(q.pending_bytes(), 0);
     }
 
     #[test]

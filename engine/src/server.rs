@@ -436,7 +436,10 @@ impl Server {
         })
     }
 
-    /// Sends a message to one connection by id.
+    /// Sends a message to one connection by id, from any shard or thread.
+    ///
+    /// Returns [`Error::Closed`] if it is gone, or [`Error::QueueFull`] when its outbound
+    /// queue is over `max_outbound_bytes` (it is then handled as a slow consumer).
     pub async fn send_to_id(
         &self,
         id: ConnectionId,
@@ -455,7 +458,7 @@ impl Server {
     ) -> Result<()> {
         let rt = self.runtime().ok_or(Error::NotRunning)?;
         let frames = Arc::new(Frames::message(name, data, now_ms()));
-        let queued = if let Some(s) = shard::current_for(self).filter(|s| s.index == id.shard()) {
+        if let Some(s) = shard::current_for(self).filter(|s| s.index == id.shard()) {
             s.send_local(id, &frames)
         } else {
             let bus = rt.bus.get(id.shard()).ok_or(Error::Closed)?;
@@ -467,12 +470,7 @@ impl Server {
             })
             .await
             .map_err(|_| Error::NotRunning)?;
-            rx.recv_async().await.unwrap_or(false)
-        };
-        if queued {
-            Ok(())
-        } else {
-            Err(Error::Closed)
+            rx.recv_async().await.unwrap_or(Err(Error::Closed))
         }
     }
 

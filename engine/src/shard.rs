@@ -25,6 +25,7 @@ use crate::bus::{BusMsg, Control, Filter, Frames};
 use crate::connection::{ConnMeta, Connection};
 use crate::core::{Action, Body, CloseReason, ConnCore, CoreConfig, TickAction};
 use crate::descriptor::SlowConsumerPolicy;
+use crate::error::Error;
 use crate::handlers::{RawArgs, Registry, RpcCall, RpcError};
 use crate::id::ConnectionId;
 use crate::io::SharedStream;
@@ -114,30 +115,37 @@ impl Shard {
     /// Queues `frame` to `conn`, applying the slow-consumer policy. Returns whether it
     /// was queued.
     pub fn push(&self, conn: &LocalConn, frame: Bytes) -> bool {
-        match conn.out.push(frame) {
-            Push::Queued => true,
-            Push::Closed => false,
-            Push::Full => {
-                self.server
-                    .stats()
-                    .slow_consumers
-                    .fetch_add(1, Ordering::Relaxed);
-                match self.desc().slow_consumer {
-                    SlowConsumerPolicy::DropNewest => {
-                        tracing::debug!(conn = %conn.meta.id, "slow consumer: frame dropped");
-                    }
-                    _ => {
-                        tracing::warn!(
-                            conn = %conn.meta.id,
-                            queued = conn.out.queued_bytes(),
-                            "slow consumer: disconnecting"
-                        );
-                        conn.request_close(CloseReason::SlowConsumer);
-                    }
+        self.push_frame(conn, frame) == Push::Queued
+    }
+
+    /// [`push`](Self::push), telling a full queue from a closed one. Never waits: a
+    /// full queue is the slow-consumer policy's business, not the caller's.
+    fn push_frame(&self, conn: &LocalConn, frame: Bytes) -> Push {
+        let pushed = conn.out.push(frame);
+        if pushed == Push::Full {
+            self.server
+                .stats()
+                .slow_consumers
+                .fetch_add(1, Ordering::Relaxed);
+            match self.desc().slow_consumer {
+                SlowConsumerPolicy::DropNewest => {
+                    tracing::debug!(conn = %conn.meta.id, "slow consumer: frame dropped");
                 }
-                false
+                _ => {
+                    tracing::warn!(
+                        conn = %conn.meta.id,
+                        pending = conn.out.pending_bytes(),
+                        "slow consumer: disconnecting"
+                    );
+                    // Free its queue now and refuse further frames: nothing more is
+                    // counted as delivered to it, logged or held for it while it closes.
+                    conn.out.clear();
+                    conn.out.close();
+                    conn.request_close(CloseReason::SlowConsumer);
+                }
             }
         }
+        pushed
     }
 
     /// Queues `frames` to every admitted authenticated connection of this shard.
@@ -173,15 +181,22 @@ impl Shard {
         count
     }
 
-    /// Queues `frames` to one local connection.
-    pub fn send_local(&self, id: ConnectionId, frames: &Frames) -> bool {
+    /// Queues `frames` to one local connection: [`Error::Closed`] if it is gone (or
+    /// cannot take this codec), [`Error::QueueFull`] if its queue is over the limit.
+    pub fn send_local(&self, id: ConnectionId, frames: &Frames) -> Result<(), Error> {
         let conn = self.pool.borrow().get(&id).cloned();
-        match conn {
-            Some(c) if c.meta.is_authenticated() => match frames.for_codec(c.codec()) {
-                Some(f) => self.push(&c, f.clone()),
-                None => false,
-            },
-            _ => false,
+        let Some(c) = conn.filter(|c| c.meta.is_authenticated()) else {
+            return Err(Error::Closed);
+        };
+        let Some(f) = frames.for_codec(c.codec()) else {
+            return Err(Error::Closed);
+        };
+        // Read before the push: a disconnecting slow consumer's queue is cleared.
+        let pending = c.out.pending_bytes();
+        match self.push_frame(&c, f.clone()) {
+            Push::Queued => Ok(()),
+            Push::Full => Err(Error::QueueFull(pending)),
+            Push::Closed => Err(Error::Closed),
         }
     }
 
@@ -288,8 +303,12 @@ pub(crate) async fn shard_main(setup: ShardSetup) {
     tracing::info!(shard = index, "shard stopped");
 }
 
+/// Bus messages served in a row before the bus lets the shard's other tasks run.
+const BUS_BATCH: u32 = 64;
+
 /// Serves the shard's bus until `Control::Exit`.
 async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
+    let mut served: u32 = 0;
     while let Ok(msg) = bus.recv_async().await {
         match msg {
             BusMsg::Broadcast {
@@ -319,6 +338,13 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
                 })
                 .detach();
             }
+        }
+        // A receive that finds a message ready never yields, so a busy bus would keep
+        // writers, readers and the heartbeat from running (and the queues it fills from
+        // draining) for as long as other shards keep it busy.
+        served = served.wrapping_add(1);
+        if served % BUS_BATCH == 0 || glommio::executor().need_preempt() {
+            glommio::executor().yield_now().await;
         }
     }
 }
@@ -459,13 +485,17 @@ fn refuse(shard: &Rc<Shard>, stream: TcpStream) {
     .detach();
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+/// Fresh random bytes, or `None` when the OS has no entropy to give: a predictable
+/// nonce would make native proofs replayable, so the caller refuses the connection.
+fn random_bytes<const N: usize>() -> Option<[u8; N]> {
     let mut b = [0u8; N];
-    if let Err(e) = getrandom::getrandom(&mut b) {
-        // No entropy source: refuse to invent nonces; the handshake then fails closed.
-        tracing::error!("no random source: {e}");
+    match getrandom::getrandom(&mut b) {
+        Ok(()) => Some(b),
+        Err(e) => {
+            tracing::error!("no random source, refusing the connection: {e}");
+            None
+        }
     }
-    b
 }
 
 /// One connection, from accept to the last hook.
@@ -474,21 +504,23 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     if let Err(e) = stream.configure(shard.desc().buffer_size) {
         tracing::debug!("socket options: {e}");
     }
-    let peer = match stream.peer_addr() {
-        Ok(p) => p,
-        Err(_) => {
-            shard.server.stats().slots.fetch_sub(1, Ordering::AcqRel);
-            return;
-        }
+    let (Ok(peer), Some(token), Some(nonce)) = (
+        stream.peer_addr(),
+        random_bytes::<64>(),
+        random_bytes::<32>(),
+    ) else {
+        stream.shutdown_both();
+        shard.server.stats().slots.fetch_sub(1, Ordering::AcqRel);
+        return;
     };
     let id = shard.next_id();
-    let token = hex_lower(&random_bytes::<64>());
+    let token = hex_lower(&token);
     let conn = Rc::new(LocalConn {
         meta: Arc::new(ConnMeta::new(id, peer)),
         core: RefCell::new(ConnCore::new(
             shard.core_config.clone(),
             id,
-            random_bytes::<32>(),
+            nonce,
             token,
             Instant::now(),
         )),
@@ -535,6 +567,9 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         }
         Some(w) => {
+            if reason == CloseReason::SlowConsumer {
+                conn.stream.abort_on_close();
+            }
             conn.stream.shutdown_both();
             w.await;
         }
@@ -615,6 +650,10 @@ async fn read_loop(
             Some(Err(e)) => return CloseReason::Io(e.to_string()),
         }
         loop {
+            // Kicked (or cut off) while frames were still buffered: handle none of them.
+            if conn.close.borrow().is_some() {
+                break;
+            }
             let frame = match decoder.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
@@ -892,19 +931,29 @@ async fn write_loop(conn: Rc<LocalConn>, max_batch_bytes: usize, first_delay: Op
     if let Some(d) = first_delay {
         sleep(d).await;
     }
-    let mut batch: Vec<Bytes> = Vec::with_capacity(crate::io::MAX_IOVECS);
+    // Grows with bursts, up to MAX_IOVECS entries; released again when idle.
+    let mut batch: Vec<Bytes> = Vec::new();
     loop {
         if conn.out.is_empty() {
             if conn.out.is_closed() {
                 break;
             }
+            if batch.capacity() > crate::outbound::KEEP_FRAMES {
+                batch = Vec::new();
+            }
             conn.out.ready.wait().await;
             continue;
         }
-        conn.out.take_batch(&mut batch, max_batch_bytes);
-        if let Err(e) = conn.stream.write_batch(&mut batch).await {
+        // Everything queued since the last wake-up (up to the batch limits) goes out in
+        // one gathered write while the socket takes it.
+        conn.out
+            .take_batch(&mut batch, crate::io::MAX_IOVECS, max_batch_bytes);
+        let written = conn.stream.write_batch(&mut batch).await;
+        conn.out.finish_batch();
+        if let Err(e) = written {
             conn.request_close(CloseReason::Io(e.to_string()));
             conn.out.clear();
+            conn.out.close();
             break;
         }
     }
