@@ -1078,12 +1078,15 @@ async fn read_loop(
 
 /// Drains the send queue into gathered writes until it is closed and empty.
 async fn write_loop(conn: Rc<Conn>) {
-    let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH_FRAMES);
+    // Grows with the bursts it sees; given back when idle, so thousands of quiet
+    // clients on one executor do not each hold a full-size batch.
+    let mut batch: Vec<Bytes> = Vec::new();
     loop {
         if conn.out.is_empty() {
             if conn.out.is_closed() {
                 break;
             }
+            batch = Vec::new();
             conn.out.ready.wait().await;
             continue;
         }
