@@ -1086,7 +1086,9 @@ async fn write_loop(conn: Rc<Conn>) {
             if conn.out.is_closed() {
                 break;
             }
-            batch = Vec::new();
+            if batch.capacity() > 64 {
+                batch = Vec::new();
+            }
             conn.out.ready.wait().await;
             continue;
         }
