@@ -306,6 +306,27 @@ impl TestClient {
         }
     }
 
+    /// The socket itself (for socket options and half-sent frames).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The next frame if one arrives within `wait`: `Ok(None)` when the socket stays
+    /// quiet that long, an error once the server closed it. PINGs are returned, not
+    /// answered.
+    pub fn poll_frame(&mut self, wait: Duration) -> io::Result<Option<OwnedFrame>> {
+        self.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        let got = self.next_frame();
+        self.stream.set_read_timeout(Some(FRAME_WAIT))?;
+        match got {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether the server closes the connection: reads (answering pings) until EOF or
     /// reset, returning the frames seen on the way; fails if nothing closes it within
     /// [`FRAME_WAIT`] of silence.

@@ -269,6 +269,13 @@ impl ConnCore {
         }
     }
 
+    /// Learns the codec from the header of a frame the decoder refused (see
+    /// `FrameDecoder::front_codec`), so the refusal can be written in the peer's codec.
+    /// Ignored once a frame has fixed the codec.
+    pub fn note_codec(&mut self, codec: Codec) {
+        self.codec.get_or_insert(codec);
+    }
+
     /// Closes for a protocol error, with a reason frame where there is one.
     pub fn protocol_error(&self, err: &WireError) -> Action<'static> {
         let reason = CloseReason::Protocol(err.close_reason());

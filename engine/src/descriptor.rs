@@ -56,6 +56,11 @@ pub struct ServerDescriptor {
     /// Largest frame payload accepted, in bytes; checked before any buffer grows.
     /// Default 1 MiB.
     pub max_frame_bytes: u32,
+    /// Largest frame payload accepted before a connection has logged in (only
+    /// authentication frames may arrive then, and they are small), so an
+    /// unauthenticated peer cannot make the server reserve `max_frame_bytes`. The
+    /// smaller of this and `max_frame_bytes` applies. Default 4096.
+    pub max_auth_frame_bytes: u32,
     /// Receive buffer a connection starts with, in bytes. Default 4096.
     pub recv_buffer_bytes: usize,
     /// Bytes a connection may have waiting to be sent (queued, or taken by its writer
@@ -76,9 +81,11 @@ pub struct ServerDescriptor {
     /// Pause after a wrong password before the failure is sent and the socket closed
     /// (brute-force brake). Default 200 ms.
     pub auth_failure_delay: Duration,
-    /// netconduit-v1 only: after AUTH_SUCCESS, other frames wait this long, because the
-    /// stock netconduit client drops frames that share a read with AUTH_SUCCESS.
-    /// Default 5 ms.
+    /// netconduit-v1 only: after AUTH_SUCCESS, other frames (a welcome from the connect
+    /// hook, broadcasts) are held until the client sends its first frame — proof that it
+    /// has read AUTH_SUCCESS — or at most this long. The stock netconduit client drops
+    /// frames that arrive in the same read as AUTH_SUCCESS; a busy client can take tens
+    /// of milliseconds to read it. Zero disables the hold. Default 250 ms.
     pub v1_post_auth_delay: Duration,
     /// Deepest nesting accepted in a payload. Default 64.
     pub max_payload_depth: usize,
@@ -111,6 +118,7 @@ impl ServerDescriptor {
             name: "Server".to_owned(),
             shards: default_shards(),
             max_frame_bytes: 1024 * 1024,
+            max_auth_frame_bytes: 4096,
             recv_buffer_bytes: 4096,
             max_outbound_bytes: 4 * 1024 * 1024,
             slow_consumer: SlowConsumerPolicy::Disconnect,
@@ -119,7 +127,7 @@ impl ServerDescriptor {
             allow_v1: true,
             allow_native: true,
             auth_failure_delay: Duration::from_millis(200),
-            v1_post_auth_delay: Duration::from_millis(5),
+            v1_post_auth_delay: Duration::from_millis(250),
             max_payload_depth: 64,
             max_payload_values: 262_144,
             bus_capacity: 4096,
@@ -255,6 +263,12 @@ impl ServerDescriptor {
         if self.max_frame_bytes < 64 {
             return bad("max_frame_bytes", "must be at least 64".into());
         }
+        if self.max_auth_frame_bytes < 256 {
+            return bad(
+                "max_auth_frame_bytes",
+                "must be at least 256 (an authentication frame must fit)".into(),
+            );
+        }
         if self.recv_buffer_bytes < 64 {
             return bad("recv_buffer_bytes", "must be at least 64".into());
         }
@@ -352,6 +366,9 @@ mod tests {
             field_of(ok().allow_v1(false).allow_native(false)),
             "allow_v1"
         );
+        let mut d = ok();
+        d.max_auth_frame_bytes = 100;
+        assert_eq!(field_of(d), "max_auth_frame_bytes");
         let mut d = ok();
         d.bus_capacity = 0;
         assert_eq!(field_of(d), "bus_capacity");

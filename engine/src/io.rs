@@ -27,6 +27,40 @@ pub struct SharedStream(Rc<RefCell<TcpStream>>);
 /// so no write allocates.
 pub const MAX_IOVECS: usize = 1024;
 
+/// A run of small frames up to this many bytes in total is copied into one buffer
+/// and sent with one `send` instead of a gathered `sendmsg` (see
+/// `SharedStream::send_gathered`).
+pub const COALESCE_BYTES: usize = 64 * 1024;
+
+/// Frames up to this size are coalesced; larger ones are gathered (copying them
+/// would cost more than the iovec saves).
+pub const COALESCE_FRAME_BYTES: usize = 2048;
+
+/// iovec array size for small gathered writes.
+const SMALL_IOVECS: usize = 16;
+
+thread_local! {
+    /// The shard's buffer for coalesced writes: filled and sent within one
+    /// synchronous call, so one per thread serves every connection. Holds at most
+    /// [`COALESCE_BYTES`].
+    static COALESCE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One `sendmsg` gathering up to `N` leading frames of `frames`.
+fn gather<const N: usize>(
+    sock: &socket2::SockRef<'_>,
+    frames: &[Bytes],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); N];
+    let mut count = 0;
+    for (slot, frame) in slices.iter_mut().zip(frames) {
+        *slot = IoSlice::new(frame);
+        count += 1;
+    }
+    sock.send_vectored_with_flags(&slices[..count], flags)
+}
+
 impl SharedStream {
     /// Wraps an accepted stream.
     pub fn new(stream: TcpStream) -> SharedStream {
@@ -94,19 +128,46 @@ impl SharedStream {
         Ok(())
     }
 
-    /// One non-blocking `sendmsg` of up to [`MAX_IOVECS`] leading frames of `frames`.
-    /// A plain function, so the iovec array lives on the stack for the call only and
-    /// never in the writer's future.
+    /// One non-blocking send of leading frames of `frames`; returns the bytes the
+    /// kernel took. A plain function, so its buffers live on the stack (or in the
+    /// thread's scratch buffer) for the call only and never in the writer's future.
+    ///
+    /// * one frame: a plain `send`;
+    /// * a run of small frames (each ≤ [`COALESCE_FRAME_BYTES`], together ≤
+    ///   [`COALESCE_BYTES`]): copied into one buffer and sent with one `send`.
+    ///   Copying 100 bytes costs a few ns; the kernel's per-iovec work costs far more
+    ///   (measured with `conduit-loadgen`: about a quarter of the server's CPU per
+    ///   delivery went to `_copy_from_iter` walking 96-byte iovecs);
+    /// * otherwise: `sendmsg` gathering up to [`MAX_IOVECS`] frames, with an iovec
+    ///   array sized to the batch (initialising 1024 entries for a handful of frames
+    ///   cost more than the frames).
     fn send_gathered(&self, frames: &[Bytes]) -> io::Result<usize> {
         let s = self.0.borrow();
         let sock = socket2::SockRef::from(&*s);
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let mut count = 0;
-        for (slot, frame) in slices.iter_mut().zip(frames) {
-            *slot = IoSlice::new(frame);
-            count += 1;
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        match frames {
+            [] => Ok(0),
+            [one] => sock.send_with_flags(one, flags),
+            [first, second, ..] if first.len().max(second.len()) <= COALESCE_FRAME_BYTES => {
+                COALESCE_SCRATCH.with(|scratch| {
+                    let mut buf = scratch.borrow_mut();
+                    buf.clear();
+                    for f in frames {
+                        if f.len() > COALESCE_FRAME_BYTES || buf.len() + f.len() > COALESCE_BYTES {
+                            break;
+                        }
+                        buf.extend_from_slice(f);
+                    }
+                    let sent = sock.send_with_flags(&buf, flags);
+                    if buf.capacity() > COALESCE_BYTES {
+                        *buf = Vec::new();
+                    }
+                    sent
+                })
+            }
+            _ if frames.len() <= SMALL_IOVECS => gather::<SMALL_IOVECS>(&sock, frames, flags),
+            _ => gather::<MAX_IOVECS>(&sock, frames, flags),
         }
-        sock.send_vectored_with_flags(&slices[..count], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
     }
 
     /// Closes the write side (the peer reads EOF once queued bytes are through).

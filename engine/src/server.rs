@@ -417,6 +417,14 @@ impl Server {
             }
         }
         drop(tx);
+        // Not held while waiting: a shard that exits with this request still queued
+        // drops it (and its reply sender) only once every holder of the runtime is gone.
+        drop(rt);
+        if local.is_some() {
+            // A handler broadcasting in a loop on a single shard would otherwise never
+            // yield: let the shard's readers, writers and heartbeat run.
+            glommio::yield_if_needed().await;
+        }
         for _ in 0..pending {
             match rx.recv_async().await {
                 Ok(n) => count += n,
@@ -459,7 +467,10 @@ impl Server {
         let rt = self.runtime().ok_or(Error::NotRunning)?;
         let frames = Arc::new(Frames::message(name, data, now_ms()));
         if let Some(s) = shard::current_for(self).filter(|s| s.index == id.shard()) {
-            s.send_local(id, &frames)
+            let sent = s.send_local(id, &frames);
+            // A handler sending in a loop must not keep its shard from running.
+            glommio::yield_if_needed().await;
+            sent
         } else {
             let bus = rt.bus.get(id.shard()).ok_or(Error::Closed)?;
             let (tx, rx) = flume::bounded(1);
@@ -470,6 +481,7 @@ impl Server {
             })
             .await
             .map_err(|_| Error::NotRunning)?;
+            drop(rt); // see broadcast_frames
             rx.recv_async().await.unwrap_or(Err(Error::Closed))
         }
     }
@@ -489,6 +501,7 @@ impl Server {
             })
             .await
             .map_err(|_| Error::NotRunning)?;
+            drop(rt); // see broadcast_frames
             rx.recv_async().await.unwrap_or(false)
         };
         if done {

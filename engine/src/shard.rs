@@ -15,7 +15,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use conduit_protocol::native::{self, RpcFailure, ValueTree};
 use conduit_protocol::v1::{self, codes};
-use conduit_protocol::{Codec, DecoderLimits, FrameDecoder, Value};
+use conduit_protocol::{Codec, DecoderLimits, FrameDecoder, Value, WireError};
 use futures_lite::FutureExt;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::sleep;
@@ -61,6 +61,9 @@ pub(crate) struct LocalConn {
     slot: Cell<usize>,
     /// Whether the connect hooks started; the disconnect hooks run only if they did.
     hooks_started: Cell<bool>,
+    /// The peer sent a frame after AUTH_SUCCESS, so it has read AUTH_SUCCESS: a v1
+    /// writer holding frames back (see `v1_post_auth_delay`) may start.
+    spoke_after_auth: LocalNotify,
 }
 
 impl LocalConn {
@@ -75,6 +78,22 @@ impl LocalConn {
 
     fn codec(&self) -> Codec {
         self.meta.codec().unwrap_or(Codec::V1)
+    }
+
+    /// Whether login put it in the connection count (and the authenticated list); its
+    /// teardown takes it out when it leaves the pool.
+    fn counted(&self) -> bool {
+        self.slot.get() != usize::MAX
+    }
+}
+
+/// Gives back one unit of a shared counter when dropped: when the task holding it
+/// ends, or when the executor drops that task unfinished at shutdown.
+struct Release<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -296,8 +315,23 @@ pub(crate) async fn shard_main(setup: ShardSetup) {
     bus_loop(&shard, bus).await;
     drop(ticker);
     shard.accept_task.borrow_mut().take();
-    // Connections still open past the drain are dropped with the executor.
-    shard.pool.borrow_mut().clear();
+    // Connections still open past the drain (a handler that never returned) are
+    // dropped with the executor and never reach their teardown: take them out of the
+    // count and the directory here (their slots come back as their tasks are dropped;
+    // their disconnect hooks do not run).
+    let left: Vec<Rc<LocalConn>> = shard.pool.borrow_mut().drain().map(|(_, c)| c).collect();
+    for c in &left {
+        c.stream.shutdown_both();
+        if c.counted() {
+            shard.rt.directory_remove(c.meta.id);
+            let stats = shard.server.stats();
+            stats.connections.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    if !left.is_empty() {
+        tracing::warn!(shard = index, left = left.len(), "connections abandoned at exit");
+    }
+    drop(left);
     shard.authed.borrow_mut().clear();
     CURRENT.with(|c| *c.borrow_mut() = None);
     tracing::info!(shard = index, "shard stopped");
@@ -353,8 +387,7 @@ async fn control(shard: &Rc<Shard>, step: Control) -> Result<(), String> {
     match step {
         Control::RunStartupHooks => {
             for hook in shard.registry.on_startup.clone() {
-                let fut = hook(shard.server.clone());
-                if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
+                if contained(|| hook(shard.server.clone())).await.is_err() {
                     return Err("an on_startup hook panicked".into());
                 }
             }
@@ -372,8 +405,7 @@ async fn control(shard: &Rc<Shard>, step: Control) -> Result<(), String> {
         }
         Control::RunShutdownHooks => {
             for hook in shard.registry.on_shutdown.clone() {
-                let fut = hook(shard.server.clone());
-                if AssertUnwindSafe(fut).catch_unwind().await.is_err() {
+                if contained(|| hook(shard.server.clone())).await.is_err() {
                     tracing::error!("an on_shutdown hook panicked");
                 }
             }
@@ -444,6 +476,7 @@ fn refuse(shard: &Rc<Shard>, stream: TcpStream) {
     stats.refused.fetch_add(1, Ordering::Relaxed);
     let shard = shard.clone();
     spawn_local(async move {
+        let _refusing = Release(&shard.server.stats().refusing);
         let stream = SharedStream::new(stream);
         let mut decoder = FrameDecoder::new(DecoderLimits {
             max_payload_bytes: 4096,
@@ -480,7 +513,6 @@ fn refuse(shard: &Rc<Shard>, stream: TcpStream) {
             }
         }
         stream.shutdown_write().await;
-        shard.server.stats().refusing.fetch_sub(1, Ordering::AcqRel);
     })
     .detach();
 }
@@ -500,6 +532,8 @@ fn random_bytes<const N: usize>() -> Option<[u8; N]> {
 
 /// One connection, from accept to the last hook.
 async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    // The `max_connections` slot the accept loop took for it.
+    let _slot = Release(&shard.server.stats().slots);
     let stream = SharedStream::new(stream);
     if let Err(e) = stream.configure(shard.desc().buffer_size) {
         tracing::debug!("socket options: {e}");
@@ -510,7 +544,6 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         random_bytes::<32>(),
     ) else {
         stream.shutdown_both();
-        shard.server.stats().slots.fetch_sub(1, Ordering::AcqRel);
         return;
     };
     let id = shard.next_id();
@@ -530,6 +563,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         close_requested: LocalNotify::default(),
         slot: Cell::new(usize::MAX),
         hooks_started: Cell::new(false),
+        spoke_after_auth: LocalNotify::default(),
     });
     shard.pool.borrow_mut().insert(id, conn.clone());
     tracing::debug!(conn = %id, %peer, "accepted");
@@ -597,20 +631,26 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             Vec::new()
         };
         for hook in hooks {
-            if AssertUnwindSafe(hook(handle.clone()))
-                .catch_unwind()
-                .await
-                .is_err()
-            {
+            if contained(|| hook(handle.clone())).await.is_err() {
                 tracing::error!(conn = %id, "an on_client_disconnect hook panicked");
             }
         }
     }
     tracing::info!(conn = %id, ?reason, "disconnected");
-    shard.server.stats().slots.fetch_sub(1, Ordering::AcqRel);
     if shard.draining.get() && shard.pool.borrow().is_empty() {
         shard.drained.notify();
     }
+}
+
+/// Runs a user callback and the future it returns with panics caught: one that panics
+/// while building its future (before its first `.await`) is contained as well as one
+/// that panics while it runs. An uncaught panic would end the shard's executor.
+async fn contained<F: std::future::Future>(
+    make: impl FnOnce() -> F,
+) -> std::thread::Result<F::Output> {
+    AssertUnwindSafe(async move { make().await })
+        .catch_unwind()
+        .await
 }
 
 fn hex_lower(bytes: &[u8]) -> String {
@@ -629,7 +669,14 @@ async fn read_loop(
     conn: &Rc<LocalConn>,
     writer: &mut Option<Task<()>>,
 ) -> CloseReason {
-    let mut decoder = FrameDecoder::new(shard.decoder_limits());
+    // Until login only small authentication frames may arrive: a header claiming more
+    // is refused before the buffer grows for it.
+    let max_frame = shard.desc().max_frame_bytes;
+    let mut decoder = FrameDecoder::new(DecoderLimits {
+        max_payload_bytes: max_frame.min(shard.desc().max_auth_frame_bytes),
+        ..shard.decoder_limits()
+    });
+    let mut full_limit = false;
     loop {
         if let Some(r) = conn.close.borrow().clone() {
             return r;
@@ -659,6 +706,11 @@ async fn read_loop(
                 Ok(None) => break,
                 Err(e) => {
                     tracing::info!(conn = %conn.meta.id, "protocol error: {e}");
+                    // A first frame refused on its header still names the peer's codec:
+                    // answer in it.
+                    if let Some(codec) = decoder.front_codec() {
+                        conn.core.borrow_mut().note_codec(codec);
+                    }
                     let action = conn.core.borrow().protocol_error(&e);
                     if let Some(r) = act(shard, conn, action, writer).await {
                         return r;
@@ -666,9 +718,16 @@ async fn read_loop(
                     return CloseReason::Protocol(e.close_reason());
                 }
             };
+            if conn.meta.is_authenticated() {
+                conn.spoke_after_auth.notify();
+            }
             let action = conn.core.borrow_mut().on_frame(frame, Instant::now());
             if let Some(r) = act(shard, conn, action, writer).await {
                 return r;
+            }
+            if !full_limit && conn.meta.is_authenticated() {
+                decoder.set_max_payload_bytes(max_frame);
+                full_limit = true;
             }
         }
     }
@@ -747,11 +806,7 @@ async fn act(
                 server: shard.server.clone(),
             };
             for hook in shard.registry.on_connect.clone() {
-                if AssertUnwindSafe(hook(handle.clone()))
-                    .catch_unwind()
-                    .await
-                    .is_err()
-                {
+                if contained(|| hook(handle.clone())).await.is_err() {
                     tracing::error!(conn = %conn.meta.id, "an on_client_connect hook panicked");
                 }
             }
@@ -777,6 +832,20 @@ fn handle(shard: &Shard, conn: &LocalConn) -> Connection {
     }
 }
 
+/// Closes for a payload the dispatcher could not decode (too deep, too many values, an
+/// invalid archive), queueing the reason frame the peer's codec has for it.
+fn bad_payload(shard: &Shard, conn: &LocalConn, e: &WireError) -> Option<CloseReason> {
+    tracing::info!(conn = %conn.meta.id, "protocol error: {e}");
+    let action = conn.core.borrow().protocol_error(e);
+    if let Action::Close {
+        reply: Some(frame), ..
+    } = action
+    {
+        shard.push(conn, frame);
+    }
+    Some(CloseReason::Protocol(e.close_reason()))
+}
+
 /// Runs the handlers of a message; the last one's return value goes back to the sender
 /// as `<type>_response`.
 async fn dispatch_message(
@@ -792,7 +861,7 @@ async fn dispatch_message(
     };
     let data = match body.into_value(conn.core.borrow().value_limits()) {
         Ok(v) => v,
-        Err(e) => return Some(CloseReason::Protocol(e.close_reason())),
+        Err(e) => return bad_payload(shard, conn, &e),
     };
     let mut reply = None;
     // Every handler but the last gets a copy; the last takes the value itself.
@@ -803,10 +872,7 @@ async fn dispatch_message(
         } else {
             data.clone().unwrap_or_default()
         };
-        match AssertUnwindSafe(h(handle(shard, conn), arg))
-            .catch_unwind()
-            .await
-        {
+        match contained(|| h(handle(shard, conn), arg)).await {
             Ok(r) => reply = r,
             Err(_) => {
                 tracing::error!(conn = %conn.meta.id, name, "message handler panicked");
@@ -877,14 +943,14 @@ async fn dispatch_rpc(
                 }
             }
             Some(entry) => match body.into_value(limits) {
-                Err(e) => return Some(CloseReason::Protocol(e.close_reason())),
+                Err(e) => return bad_payload(shard, conn, &e),
                 Ok(params) => {
                     let call = RpcCall {
                         connection: handle(shard, conn),
                         method: m.to_owned(),
                         params,
                     };
-                    match AssertUnwindSafe((entry.call)(call)).catch_unwind().await {
+                    match contained(|| (entry.call)(call)).await {
                         Ok(r) => r,
                         Err(_) => {
                             tracing::error!(conn = %conn.meta.id, method = m, "RPC handler panicked");
@@ -929,7 +995,9 @@ async fn dispatch_rpc(
 /// empty.
 async fn write_loop(conn: Rc<LocalConn>, max_batch_bytes: usize, first_delay: Option<Duration>) {
     if let Some(d) = first_delay {
-        sleep(d).await;
+        // Until the client shows it has read AUTH_SUCCESS (any frame from it), or the
+        // fallback delay passes.
+        sleep(d).or(conn.spoke_after_auth.wait()).await;
     }
     // Grows with bursts, up to MAX_IOVECS entries; released again when idle.
     let mut batch: Vec<Bytes> = Vec::new();

@@ -11,7 +11,7 @@
 //! the front of the buffer, when it would not otherwise fit).
 
 use crate::error::WireError;
-use crate::header::{Codec, Header, HEADER_LEN};
+use crate::header::{Codec, Header, HEADER_LEN, MAGIC};
 
 /// Limits the decoder enforces; each is checked before any memory is sized by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +173,26 @@ impl FrameDecoder {
     /// The codec fixed by the first frame, once one arrived.
     pub fn codec(&self) -> Option<Codec> {
         self.codec
+    }
+
+    /// Changes the largest payload accepted from the next header on (a connection
+    /// accepts only small frames until it has logged in). A frame whose header was
+    /// already accepted keeps the limit it was checked against.
+    pub fn set_max_payload_bytes(&mut self, max: u32) {
+        self.limits.max_payload_bytes = max;
+    }
+
+    /// The codec named by the header at the front of the unconsumed bytes, if they
+    /// start with the magic and a known version, whether or not this decoder accepts
+    /// that codec or the rest of the header. After [`next_frame`](Self::next_frame)
+    /// returned an error this is the codec the offending frame was written in, so the
+    /// refusal can be sent in it.
+    pub fn front_codec(&self) -> Option<Codec> {
+        let bytes = self.buf.bytes().get(self.consumed_on_next..)?;
+        if bytes.get(..4)? != MAGIC {
+            return None;
+        }
+        Codec::from_version(u16::from_be_bytes([*bytes.get(4)?, *bytes.get(5)?]))
     }
 
     /// The receive buffer (for inspection).
@@ -425,6 +445,53 @@ mod tests {
         let mut d = FrameDecoder::new(DecoderLimits::default());
         d.feed(&h.encode());
         assert!(matches!(d.next_frame(), Err(WireError::NativeLayout(_))));
+    }
+
+    #[test]
+    fn front_codec_names_the_refused_frame() {
+        let mut d = FrameDecoder::new(DecoderLimits {
+            max_payload_bytes: 64,
+            ..DecoderLimits::default()
+        });
+        assert_eq!(d.front_codec(), None);
+        let mut h = Header::new(Codec::Native, FrameKind::Message);
+        h.length = 1024;
+        d.feed(&h.encode());
+        assert!(matches!(d.next_frame(), Err(WireError::Oversize { .. })));
+        assert_eq!(d.front_codec(), Some(Codec::Native));
+        // An unknown type still names its codec; an unknown version or bad magic does not.
+        let mut raw = Header::new(Codec::V1, FrameKind::Ping).encode();
+        raw[7] = 0x40;
+        let mut d = FrameDecoder::new(DecoderLimits::default());
+        d.feed(&raw);
+        assert_eq!(d.next_frame(), Err(WireError::UnknownType(0x40)));
+        assert_eq!(d.front_codec(), Some(Codec::V1));
+        raw[4] = 3;
+        let mut d = FrameDecoder::new(DecoderLimits::default());
+        d.feed(&raw);
+        assert!(d.next_frame().is_err());
+        assert_eq!(d.front_codec(), None);
+        // After a good frame, the next header is the front.
+        let mut d = FrameDecoder::new(DecoderLimits::default());
+        d.feed(&frame(Codec::V1, FrameKind::Ping, &[], 0));
+        assert!(d.next_frame().unwrap().is_some());
+        assert_eq!(d.front_codec(), None);
+    }
+
+    #[test]
+    fn the_payload_limit_can_be_raised_between_frames() {
+        let mut d = FrameDecoder::new(DecoderLimits {
+            max_payload_bytes: 64,
+            ..DecoderLimits::default()
+        });
+        d.feed(&frame(Codec::V1, FrameKind::Message, &[1; 64], 0));
+        assert!(d.next_frame().unwrap().is_some());
+        d.set_max_payload_bytes(4096);
+        d.feed(&frame(Codec::V1, FrameKind::Message, &[2; 4096], 0));
+        assert_eq!(d.next_frame().unwrap().unwrap().payload.len(), 4096);
+        d.set_max_payload_bytes(64);
+        d.feed(&frame(Codec::V1, FrameKind::Message, &[3; 65], 0));
+        assert!(matches!(d.next_frame(), Err(WireError::Oversize { .. })));
     }
 
     #[test]

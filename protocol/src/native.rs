@@ -202,7 +202,9 @@ impl ArchivedValueTree {
             });
         }
         let mut cursor = 0usize;
-        let v = self.node(&mut cursor, 0, limits.max_depth)?;
+        // Every node but a map key is a value (as in MessagePack decoding).
+        let mut budget = limits.max_values;
+        let v = self.node(&mut cursor, 0, limits.max_depth, &mut budget)?;
         if cursor != self.nodes.len() {
             return Err(WireError::Shape {
                 kind: "value tree",
@@ -212,11 +214,21 @@ impl ArchivedValueTree {
         Ok(v)
     }
 
-    fn node(&self, cursor: &mut usize, depth: usize, max_depth: usize) -> Result<Value, WireError> {
+    fn node(
+        &self,
+        cursor: &mut usize,
+        depth: usize,
+        max_depth: usize,
+        budget: &mut usize,
+    ) -> Result<Value, WireError> {
         const SHORT: WireError = WireError::Shape {
             kind: "value tree",
             problem: "fewer nodes than the containers claim",
         };
+        *budget = budget.checked_sub(1).ok_or(WireError::Shape {
+            kind: "value tree",
+            problem: "more values than the limit",
+        })?;
         let node = self.nodes.get(*cursor).ok_or(SHORT)?;
         *cursor += 1;
         let remaining = self.nodes.len() - *cursor;
@@ -238,7 +250,7 @@ impl ArchivedValueTree {
                 }
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(self.node(cursor, depth + 1, max_depth)?);
+                    items.push(self.node(cursor, depth + 1, max_depth, budget)?);
                 }
                 Value::Array(items)
             }
@@ -262,7 +274,7 @@ impl ArchivedValueTree {
                         }
                     };
                     *cursor += 1;
-                    entries.push((key, self.node(cursor, depth + 1, max_depth)?));
+                    entries.push((key, self.node(cursor, depth + 1, max_depth, budget)?));
                 }
                 Value::Map(entries)
             }
@@ -548,6 +560,30 @@ mod tests {
         assert_eq!(f.header.kind, FrameKind::Ping);
         assert!(f.payload.is_empty());
         assert!(d.next_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn the_value_budget_counts_values_not_keys() {
+        let limits = ValueLimits {
+            max_depth: 8,
+            max_values: 10,
+        };
+        let tree = |v: &Value| rkyv::to_bytes::<rancor::Error>(&ValueTree::from_value(v)).unwrap();
+        // An array and 9 elements: 10 values.
+        let ok = tree(&Value::from_iter(0..9));
+        assert!(access::<ArchivedValueTree>(&ok).unwrap().to_value(limits).is_ok());
+        let over = tree(&Value::from_iter(0..10));
+        assert!(access::<ArchivedValueTree>(&over).unwrap().to_value(limits).is_err());
+        // A map and 9 entries: 10 values (the 9 keys are not counted), 19 nodes.
+        let mut map = Value::map();
+        for i in 0..9 {
+            map.insert(format!("k{i}"), i);
+        }
+        let ok = tree(&map);
+        assert!(access::<ArchivedValueTree>(&ok).unwrap().to_value(limits).is_ok());
+        map.insert("k9", 9);
+        let over = tree(&map);
+        assert!(access::<ArchivedValueTree>(&over).unwrap().to_value(limits).is_err());
     }
 
     #[test]

@@ -1,0 +1,570 @@
+//! Interoperability with the real Python netconduit 5.0.0, both directions.
+//!
+//! * `netconduit_clients_against_our_chat_server`: our `chat_server` example (plus
+//!   `add`/`echo`/`divide`) runs in-process; `tests/python/interop_client.py` drives it
+//!   with netconduit's own `Client`.
+//! * `our_client_against_netconduit_server`: `tests/python/reference_server.py`, a
+//!   netconduit `Server`, driven from Rust over netconduit-v1.
+//!
+//! Needs `python3` with the `venv` and `pip` modules, and PyPI on the first run: a venv
+//! with `netconduit==5.0.0` is made once at `target/netconduit-venv` (built in a temp
+//! directory under `target/`, then renamed into place, so concurrent makers — this
+//! suite, the load generator — never see a half-made one).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
+
+use conduit::client::blocking::Client;
+use conduit::{
+    rpc, ClientDescriptor, ClientError, Codec, RpcError, Server, ServerDescriptor, Value,
+};
+use conduit_tests::start;
+
+#[path = "../engine/examples/chat_server.rs"]
+mod chat_server;
+
+/// The netconduit release we are compatible with.
+const NETCONDUIT: &str = "netconduit==5.0.0";
+
+// ---------------------------------------------------------------------------------
+// The Python side: venv and child processes.
+
+fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
+}
+
+/// The venv's interpreter, making the venv first if needed (once per process).
+fn venv_python() -> PathBuf {
+    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match VENV.get_or_init(ensure_venv) {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Whether `python` runs and imports netconduit 5.0.0.
+fn venv_ok(python: &Path) -> bool {
+    python.exists()
+        && Command::new(python)
+            .args([
+                "-c",
+                "import importlib.metadata as m, conduit; \
+                 assert m.version('netconduit') == '5.0.0'",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{}-{nanos}", std::process::id())
+}
+
+fn run_setup(cmd: &mut Command, what: &str, hint: &str) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "interop tests need `python3` on PATH, with the venv and pip modules \
+                 (Debian/Ubuntu: apt-get install python3 python3-venv python3-pip): {e}"
+            )
+        } else {
+            format!("{what}: cannot run: {e}")
+        }
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} failed ({}). {hint}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// Makes `target/netconduit-venv` unless a working one is there. Built in a temp
+/// directory under `target/` and renamed into place atomically; if another process
+/// renamed its own first, ours is discarded.
+fn ensure_venv() -> Result<PathBuf, String> {
+    let target = workspace_dir().join("target");
+    let venv = target.join("netconduit-venv");
+    let python = venv.join("bin").join("python");
+    if venv_ok(&python) {
+        return Ok(python);
+    }
+    std::fs::create_dir_all(&target).map_err(|e| format!("cannot create {target:?}: {e}"))?;
+    if venv.exists() {
+        // Broken or another version: move it aside (atomic), then delete it.
+        let aside = target.join(format!("netconduit-venv.broken-{}", unique_suffix()));
+        if std::fs::rename(&venv, &aside).is_ok() {
+            let _ = std::fs::remove_dir_all(&aside);
+        }
+    }
+    let tmp = target.join(format!("netconduit-venv.tmp-{}", unique_suffix()));
+    let made = (|| {
+        run_setup(
+            Command::new("python3").args(["-m", "venv"]).arg(&tmp),
+            "`python3 -m venv`",
+            "Interop tests need Python's venv module \
+             (Debian/Ubuntu: apt-get install python3-venv).",
+        )?;
+        run_setup(
+            Command::new(tmp.join("bin").join("python")).args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--quiet",
+                NETCONDUIT,
+            ]),
+            &format!("`pip install {NETCONDUIT}`"),
+            "Interop tests need pip (apt-get install python3-pip) and access to PyPI.",
+        )
+    })();
+    if let Err(e) = made {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = std::fs::rename(&tmp, &venv) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !venv_ok(&python) {
+            return Err(format!("cannot move the new venv to {venv:?}: {e}"));
+        }
+        // Another process put a working venv there first.
+    }
+    if venv_ok(&python) {
+        Ok(python)
+    } else {
+        Err(format!(
+            "{venv:?} was made but cannot import netconduit 5.0.0"
+        ))
+    }
+}
+
+/// A child process whose stdout is read line by line in the background.
+struct PyChild {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+fn spawn_python(script: &Path, args: &[String]) -> PyChild {
+    let mut child = Command::new(venv_python())
+        .arg("-u")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {script:?}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    PyChild {
+        child,
+        lines,
+        stderr: Some(stderr),
+    }
+}
+
+impl PyChild {
+    /// Waits for exit (killing it after `limit`); returns its status, stdout and stderr.
+    fn finish(mut self, limit: Duration) -> (Option<ExitStatus>, Vec<String>, String) {
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::new();
+        let status = loop {
+            while let Ok(l) = self.lines.try_recv() {
+                println!("py| {l}");
+                out.push(l);
+            }
+            match self.child.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break None;
+                }
+            }
+        };
+        // The reader thread ends at EOF; collect what is left.
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            println!("py| {l}");
+            out.push(l);
+        }
+        let err = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        (status, out, err)
+    }
+
+    /// Waits for a stdout line starting with `prefix`.
+    fn wait_line(&mut self, prefix: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(l) => println!("py| {l}"),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!("no {prefix:?} line from the Python child within {limit:?}");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PyChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Direction 1: netconduit's Client against our server.
+
+/// Add two numbers.
+#[rpc]
+async fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+/// Echo back the message.
+#[rpc]
+async fn echo(message: String) -> String {
+    message
+}
+
+/// Divide a by b.
+#[rpc]
+async fn divide(a: f64, b: f64) -> Result<f64, RpcError> {
+    if b == 0.0 {
+        return Err("Cannot divide by zero".into());
+    }
+    Ok(a / b)
+}
+
+/// The chat server example with `add`/`echo`/`divide`, on 127.0.0.1 with a free port
+/// and a short heartbeat (ping after 1 s of silence, close after 5 s: short enough for
+/// the idle case to span several intervals and the timeout, with room for a loaded
+/// machine); everything else at the engine's defaults (`v1_post_auth_delay`
+/// included).
+fn interop_server() -> Server {
+    let desc = ServerDescriptor::new("chat_secret")
+        .host("127.0.0.1")
+        .port(0)
+        .shards(2)
+        .name("ChatServer")
+        .heartbeat(Duration::from_secs(1), Duration::from_secs(5));
+    let server = chat_server::build(desc).expect("chat server builds");
+    server.rpc(add);
+    server.rpc(echo);
+    server.rpc(divide);
+    server
+}
+
+/// Logs the engine's side (logins, closes and why) into the test's captured output, so
+/// a failure shows it; `RUST_LOG` overrides the default filter.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,conduit=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// Parses a closing `N passed, M failed` line.
+fn tally(line: &str) -> Option<(u32, u32)> {
+    let (p, f) = line.trim().split_once(", ")?;
+    let passed = p.strip_suffix(" passed")?.parse().ok()?;
+    let failed = f.strip_suffix(" failed")?.parse().ok()?;
+    Some((passed, failed))
+}
+
+#[test]
+fn netconduit_clients_against_our_chat_server() {
+    init_logging();
+    let python = venv_python();
+    assert!(python.exists());
+    let server = interop_server();
+    let (running, addr) = start(&server);
+    let started = Instant::now();
+    let child = spawn_python(
+        &script("interop_client.py"),
+        &[
+            "--host".into(),
+            addr.ip().to_string(),
+            "--port".into(),
+            addr.port().to_string(),
+            "--password".into(),
+            "chat_secret".into(),
+            "--clients".into(),
+            "200".into(),
+        ],
+    );
+    let (status, out, err) = child.finish(Duration::from_secs(120));
+    println!("python client ran {:.1}s", started.elapsed().as_secs_f64());
+    if !err.trim().is_empty() {
+        println!("py stderr:\n{err}");
+    }
+    running.stop().unwrap();
+    let last = out
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .cloned()
+        .unwrap_or_default();
+    let failures: Vec<&String> = out.iter().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        status.is_some(),
+        "interop_client.py timed out; failures so far: {failures:#?}\nstderr:\n{err}"
+    );
+    let (passed, failed) =
+        tally(&last).unwrap_or_else(|| panic!("no closing tally; last line {last:?}\n{err}"));
+    assert_eq!(failed, 0, "failed cases: {failures:#?}\nstderr:\n{err}");
+    assert!(passed >= 15, "only {passed} cases ran");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "interop_client.py exited with {status:?}\nstderr:\n{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Direction 2: our client, in netconduit-v1 mode, against netconduit's Server.
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn params(pairs: &[(&str, Value)]) -> Value {
+    Value::from_pairs(pairs.iter().cloned())
+}
+
+/// How long a test waits for one pushed message.
+const MESSAGE_WAIT: Duration = Duration::from_secs(10);
+
+/// A v1 client whose pushed messages land in a channel, in arrival order.
+struct Peer {
+    client: Client,
+    inbox: mpsc::Receiver<(String, Value)>,
+}
+
+impl Peer {
+    /// Connects with handlers registered first, so nothing pushed at login is missed.
+    fn open(port: u16, password: &str) -> Result<Peer, ClientError> {
+        let desc = ClientDescriptor::new(password)
+            .host("127.0.0.1")
+            .port(port)
+            .codec(Codec::V1)
+            .name("conduit-rs-interop")
+            .rpc_timeout(Duration::from_secs(10))
+            // Lenient on our side: the case is about answering the server's pings.
+            .heartbeat(Duration::from_secs(2), Duration::from_secs(10))
+            .reconnect(false);
+        let client = Client::new(desc)?;
+        let (tx, inbox) = mpsc::channel();
+        client.on_any(move |name, data| {
+            let _ = tx.send((name.to_owned(), data));
+        });
+        client.open()?;
+        Ok(Peer { client, inbox })
+    }
+
+    /// The next pushed message, which must be `name`.
+    fn expect(&self, name: &str) -> Value {
+        match self.inbox.recv_timeout(MESSAGE_WAIT) {
+            Ok((got, data)) => {
+                assert_eq!(got, name, "expected {name:?}, got {got:?}: {data}");
+                data
+            }
+            Err(_) => panic!("no {name:?} message within {MESSAGE_WAIT:?}"),
+        }
+    }
+
+    fn call(&self, method: &str, args: &[(&str, Value)]) -> Result<Value, ClientError> {
+        self.client.call(method, params(args))
+    }
+}
+
+fn rpc_error(r: Result<Value, ClientError>) -> (i64, String) {
+    match r {
+        Err(ClientError::Rpc { code, message, .. }) => (code, message),
+        other => panic!("expected an RPC error, got {other:?}"),
+    }
+}
+
+#[test]
+fn our_client_against_netconduit_server() {
+    init_logging();
+    let port = free_port();
+    let mut py = spawn_python(
+        &script("reference_server.py"),
+        &[
+            "--port".into(),
+            port.to_string(),
+            "--password".into(),
+            "secret".into(),
+            "--heartbeat-interval".into(),
+            "1".into(),
+            "--heartbeat-timeout".into(),
+            "4".into(),
+        ],
+    );
+    py.wait_line("READY", Duration::from_secs(20));
+
+    // Wrong password: netconduit's reason comes through.
+    match Peer::open(port, "wrong") {
+        Err(ClientError::AuthFailed(reason)) => assert_eq!(reason, "Invalid password"),
+        Err(e) => panic!("expected AuthFailed, got {e:?}"),
+        Ok(_) => panic!("a wrong password was accepted"),
+    }
+
+    // Login; the welcome netconduit writes right behind AUTH_SUCCESS is not lost.
+    let a = Peer::open(port, "secret").expect("login");
+    assert!(a.client.is_connected());
+    let welcome = a.expect("welcome");
+    let a_id = welcome
+        .get("client_id")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    assert_eq!(a_id.len(), 36, "a uuid4: {a_id}");
+    assert_eq!(welcome.get("clients"), Some(&Value::Int(1)));
+
+    // RPC: netconduit's double envelope is unwrapped.
+    let sum = a.call("add", &[("a", 2.into()), ("b", 3.into())]);
+    assert_eq!(sum.unwrap(), Value::Int(5));
+    let echoed = a.call("echo", &[("message", "héllo ✓".into())]);
+    assert_eq!(echoed.unwrap(), Value::from("héllo ✓"));
+    let text = "x".repeat(100_000);
+    let echoed = a.call("echo", &[("message", text.as_str().into())]);
+    assert_eq!(echoed.unwrap(), Value::from(text.as_str()));
+    let q = a.call("divide", &[("a", 7.into()), ("b", 2.into())]);
+    assert_eq!(q.unwrap(), Value::Float(3.5));
+
+    // Errors: 1001 with the handler's message, 2000 for a missing argument, 4000.
+    let r = a.call("divide", &[("a", 1.into()), ("b", 0.into())]);
+    assert_eq!(
+        rpc_error(r),
+        (1001, "Error in divide: Cannot divide by zero".to_owned())
+    );
+    let (code, msg) = rpc_error(a.call("add", &[("a", 1.into())]));
+    assert_eq!(code, 2000);
+    assert!(
+        msg.contains("missing 1 required positional argument: 'b'"),
+        "{msg}"
+    );
+    let r = a.call("nope", &[]);
+    assert_eq!(
+        rpc_error(r),
+        (4000, "RPC method not found: nope".to_owned())
+    );
+    // netconduit does not enforce type hints: add("x", "y") concatenates.
+    let r = a.call("add", &[("a", "x".into()), ("b", "y".into())]);
+    assert_eq!(r.unwrap(), Value::from("xy"));
+
+    // listall.
+    let list = a.call("listall", &[]).unwrap();
+    let methods = list.get("methods").and_then(Value::as_array).unwrap();
+    assert_eq!(list.get("count"), Some(&Value::Int(3)));
+    let names: Vec<&str> = methods
+        .iter()
+        .map(|m| m.get("name").and_then(Value::as_str).unwrap())
+        .collect();
+    assert_eq!(names, ["add", "echo", "divide"]);
+    assert_eq!(
+        methods[0],
+        Value::map()
+            .with("name", "add")
+            .with("description", "Add two numbers.")
+            .with("parameters", Value::map().with("a", "int").with("b", "int"))
+            .with("return_type", "int")
+            .with("requires_auth", true)
+    );
+
+    // Messages and broadcast events: B joins (A hears it), A chats (B gets the
+    // broadcast, A gets the handler's reply), B leaves (A hears it).
+    let b = Peer::open(port, "secret").expect("second login");
+    let b_id = b
+        .expect("welcome")
+        .get("client_id")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        a.expect("user_joined"),
+        Value::map().with("client_id", b_id.as_str())
+    );
+    let reply = a
+        .client
+        .request("chat", Value::map().with("message", "hi"))
+        .unwrap();
+    assert_eq!(reply, Value::map().with("sent", true));
+    let chat = b.expect("chat");
+    assert_eq!(chat.get("from"), Some(&Value::from(a_id.as_str())));
+    assert_eq!(chat.get("message"), Some(&Value::from("hi")));
+    assert!(chat.get("time").and_then(Value::as_f64).unwrap() > 1.0e9);
+    // A message type without a handler is ignored by netconduit; the connection stays.
+    b.client.send_message("no_handler", Value::map()).unwrap();
+    b.client.close();
+    assert_eq!(
+        a.expect("user_left"),
+        Value::map().with("client_id", b_id.as_str())
+    );
+
+    // Heartbeat: netconduit pings every 1 s and drops a client whose PONGs stop for
+    // 4 s; idle past that and still be connected.
+    let events = a.client.events();
+    std::thread::sleep(Duration::from_millis(5500));
+    assert!(a.client.is_connected(), "dropped while idle");
+    assert_eq!(events.try_next(), None, "connection events while idle");
+    let r = a.call("add", &[("a", 40.into()), ("b", 2.into())]);
+    assert_eq!(r.unwrap(), Value::Int(42));
+    a.client.close();
+    drop(py);
+}
