@@ -315,12 +315,18 @@ impl TestClient {
     /// quiet that long, an error once the server closed it. PINGs are returned, not
     /// answered.
     pub fn poll_frame(&mut self, wait: Duration) -> io::Result<Option<OwnedFrame>> {
-        self.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        self.stream
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
         let got = self.next_frame();
         self.stream.set_read_timeout(Some(FRAME_WAIT))?;
         match got {
             Ok(f) => Ok(Some(f)),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Ok(None)
             }
             Err(e) => Err(e),

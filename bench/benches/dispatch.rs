@@ -26,7 +26,9 @@ struct AddArgs {
 
 fn add_archived() -> RpcMethod {
     RpcMethod::archived::<AddArgs, _, _, _>(
-        RpcInfo::new("add_archived").param("a", "int").param("b", "int"),
+        RpcInfo::new("add_archived")
+            .param("a", "int")
+            .param("b", "int"),
         |_c, args: &ArchivedAddArgs| Ok::<_, RpcError>(args.a.to_native() + args.b.to_native()),
     )
 }
@@ -51,8 +53,10 @@ fn dispatch(c: &mut Criterion) {
         b.iter(|| {
             dec.feed(black_box(&v1_frame));
             let f = dec.next_frame().unwrap().unwrap();
-            let V1Payload::RpcRequest { method: Some(m), params } =
-                v1::decode(&f.header, f.payload, &V1Limits::default()).unwrap()
+            let V1Payload::RpcRequest {
+                method: Some(m),
+                params,
+            } = v1::decode(&f.header, f.payload, &V1Limits::default()).unwrap()
             else {
                 unreachable!()
             };

@@ -33,12 +33,12 @@ mod server;
 mod shard;
 
 pub use client::{Client, ClientDescriptor, ClientError, ClientEvent, DisconnectReason};
+pub use conduit_macros::rpc;
 pub use conduit_protocol as protocol;
 pub use conduit_protocol::{Codec, Value};
 pub use connection::Connection;
 pub use descriptor::{ServerDescriptor, SlowConsumerPolicy};
 pub use error::{Error, Result};
-pub use conduit_macros::rpc;
 pub use handlers::{
     IntoReply, IntoRpcMethod, ParamInfo, RpcCall, RpcError, RpcInfo, RpcMethod, State,
 };

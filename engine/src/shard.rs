@@ -329,7 +329,11 @@ pub(crate) async fn shard_main(setup: ShardSetup) {
         }
     }
     if !left.is_empty() {
-        tracing::warn!(shard = index, left = left.len(), "connections abandoned at exit");
+        tracing::warn!(
+            shard = index,
+            left = left.len(),
+            "connections abandoned at exit"
+        );
     }
     drop(left);
     shard.authed.borrow_mut().clear();

@@ -571,19 +571,31 @@ mod tests {
         let tree = |v: &Value| rkyv::to_bytes::<rancor::Error>(&ValueTree::from_value(v)).unwrap();
         // An array and 9 elements: 10 values.
         let ok = tree(&Value::from_iter(0..9));
-        assert!(access::<ArchivedValueTree>(&ok).unwrap().to_value(limits).is_ok());
+        assert!(access::<ArchivedValueTree>(&ok)
+            .unwrap()
+            .to_value(limits)
+            .is_ok());
         let over = tree(&Value::from_iter(0..10));
-        assert!(access::<ArchivedValueTree>(&over).unwrap().to_value(limits).is_err());
+        assert!(access::<ArchivedValueTree>(&over)
+            .unwrap()
+            .to_value(limits)
+            .is_err());
         // A map and 9 entries: 10 values (the 9 keys are not counted), 19 nodes.
         let mut map = Value::map();
         for i in 0..9 {
             map.insert(format!("k{i}"), i);
         }
         let ok = tree(&map);
-        assert!(access::<ArchivedValueTree>(&ok).unwrap().to_value(limits).is_ok());
+        assert!(access::<ArchivedValueTree>(&ok)
+            .unwrap()
+            .to_value(limits)
+            .is_ok());
         map.insert("k9", 9);
         let over = tree(&map);
-        assert!(access::<ArchivedValueTree>(&over).unwrap().to_value(limits).is_err());
+        assert!(access::<ArchivedValueTree>(&over)
+            .unwrap()
+            .to_value(limits)
+            .is_err());
     }
 
     #[test]
