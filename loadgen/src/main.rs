@@ -1,2 +1,4 @@
-//! The conduit load generator (see README for status).
-fn main() {}
+//! `conduit-loadgen`: see the crate documentation of `conduit_loadgen`, or `--help`.
+fn main() {
+    std::process::exit(conduit_loadgen::cli::main());
+}

@@ -1,0 +1,510 @@
+//! The `conduit-loadgen` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use conduit_protocol::Codec;
+
+use crate::report;
+use crate::scenario::{
+    self, BroadcastMode, BroadcastSpec, HeartbeatSpec, RpcSpec, RunResult, RunSpec, Scenario,
+};
+use crate::serve::{self, ServeOptions};
+use crate::suite::{self, SuiteOptions};
+use crate::target::{self, Implementation, ServerProcess, SpawnOptions, BENCH_PASSWORD};
+use crate::wire::{ConnectSpec, MAX_CONNECT_ATTEMPTS};
+use crate::{Error, Result};
+
+/// Load generator and benchmark suite for conduit and netconduit servers (loopback
+/// only; every run is bounded in count and time).
+#[derive(Debug, Parser)]
+#[command(name = "conduit-loadgen", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Every scenario at 1000 connections against our server; table + JSON.
+    Suite(SuiteArgs),
+    /// Open and authenticate N connections; time to all-ready, server RSS.
+    Connect(ConnectArgs),
+    /// N idle connections answering the server's heartbeat.
+    Heartbeat(HeartbeatArgs),
+    /// N receivers, sender(s) broadcasting through the server.
+    Broadcast(BroadcastArgs),
+    /// N connections × depth `add` calls in flight.
+    Rpc(RpcArgs),
+    /// Run the benchmark server (RPC `add`, message `bench_broadcast` → `tick`).
+    Serve(ServeArgs),
+}
+
+/// Which codec a client speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CodecArg {
+    /// conduit's rkyv codec.
+    Native,
+    /// netconduit-v1 MessagePack.
+    V1,
+}
+
+impl From<CodecArg> for Codec {
+    fn from(c: CodecArg) -> Codec {
+        match c {
+            CodecArg::Native => Codec::Native,
+            CodecArg::V1 => Codec::V1,
+        }
+    }
+}
+
+/// Implementations to compare against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompareArg {
+    /// Python netconduit 5.0.0.
+    Netconduit,
+}
+
+/// `suite` options.
+#[derive(Debug, Args)]
+pub struct SuiteArgs {
+    /// A seconds-long smoke run (50 connections, 1 round, tiny counts).
+    #[arg(long)]
+    pub quick: bool,
+    /// Also run every scenario against this implementation, interleaved.
+    #[arg(long, value_enum)]
+    pub compare: Option<CompareArg>,
+    /// Rounds (default 3; 1 with --quick).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Connections per scenario (default 1000; 50 with --quick).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Our codecs to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [CodecArg::Native, CodecArg::V1])]
+    pub codecs: Vec<CodecArg>,
+    /// JSON output (default target/loadgen/suite.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The netconduit venv (default target/netconduit-venv, created if missing).
+    #[arg(long)]
+    pub venv: Option<PathBuf>,
+    /// Do not pin the server and the load generator to separate CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// No live progress line.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Where the server under test is and how to reach it.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// `conduit` (spawn `serve`), `netconduit` (spawn the Python reference server) or
+    /// HOST:PORT of a running server on loopback.
+    #[arg(long, default_value = "conduit")]
+    pub target: String,
+    /// Pid of a running server, to read its CPU time and RSS.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Codec the clients speak.
+    #[arg(long, value_enum, default_value_t = CodecArg::Native)]
+    pub codec: CodecArg,
+    /// Connections (broadcast: receivers).
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Password.
+    #[arg(long, default_value = BENCH_PASSWORD)]
+    pub password: String,
+    /// Shards of a spawned conduit server.
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Connects in flight at once.
+    #[arg(long, default_value_t = 90)]
+    pub connect_concurrency: usize,
+    /// Bound on the connect phase, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub connect_deadline_s: f64,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Do not pin the server and the load generator to separate CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// No live progress line.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// The netconduit venv (default target/netconduit-venv).
+    #[arg(long)]
+    pub venv: Option<PathBuf>,
+}
+
+/// `connect` options.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Target.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Idle time before the server's RSS is read, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
+}
+
+/// `heartbeat` options.
+#[derive(Debug, Args)]
+pub struct HeartbeatArgs {
+    /// Target.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Measured phase, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration_s: f64,
+    /// Heartbeat interval of a spawned server, ms (netconduit: whole seconds).
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// Only answer the server's pings; do not ping it back (no latency figures).
+    #[arg(long)]
+    pub no_client_ping: bool,
+}
+
+/// Broadcast pacing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// One message at a time (fan-out latency).
+    Single,
+    /// Fixed rate (`--rate`).
+    Rate,
+    /// Saturation with `--window` messages in flight.
+    Saturate,
+}
+
+/// `broadcast` options.
+#[derive(Debug, Args)]
+pub struct BroadcastArgs {
+    /// Target.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Pacing.
+    #[arg(long, value_enum, default_value_t = ModeArg::Single)]
+    pub mode: ModeArg,
+    /// Messages per second per sender (rate mode).
+    #[arg(long, default_value_t = 30.0)]
+    pub rate: f64,
+    /// Messages in flight per sender (saturate mode).
+    #[arg(long, default_value_t = 128)]
+    pub window: usize,
+    /// Free window slots that trigger a top-up, sent in one write (saturate mode;
+    /// default: half the window).
+    #[arg(long)]
+    pub burst: Option<usize>,
+    /// Senders.
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Messages per sender, at most.
+    #[arg(long, default_value_t = 1000)]
+    pub messages: u64,
+    /// Sending stops after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_s: f64,
+    /// Time allowed for the last deliveries after sending stops, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_s: f64,
+    /// netconduit-v1 `tick` payload size, bytes.
+    #[arg(long, default_value_t = 64)]
+    pub payload_bytes: usize,
+}
+
+/// `rpc` options.
+#[derive(Debug, Args)]
+pub struct RpcArgs {
+    /// Target.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Calls in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub depth: usize,
+    /// Calls in total, at most.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub calls: u64,
+    /// No call starts after this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration_s: f64,
+}
+
+/// `serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0 picks one; the READY line says which).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Shards.
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Heartbeat interval, ms (timeout: 3 intervals, at least 10 s).
+    #[arg(long, default_value_t = 30_000)]
+    pub heartbeat_ms: u64,
+    /// Password.
+    #[arg(long, default_value = BENCH_PASSWORD)]
+    pub password: String,
+    /// Pin the process to these CPUs (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Vec<usize>,
+    /// Stop when stdin closes (how the suite runs it).
+    #[arg(long)]
+    pub stop_on_stdin_eof: bool,
+    /// Receive buffer each connection starts with, bytes (default: the engine's).
+    #[arg(long)]
+    pub recv_buffer_bytes: Option<usize>,
+}
+
+/// Longest time any single flag may ask for, seconds.
+pub const MAX_SECONDS_ARG: f64 = 600.0;
+
+fn seconds(name: &str, s: f64) -> Result<Duration> {
+    if !(s > 0.0 && s <= MAX_SECONDS_ARG) {
+        return Err(Error::Args(format!(
+            "--{name} must be in (0, {MAX_SECONDS_ARG}] seconds, got {s}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("conduit-loadgen: {e}");
+            2
+        }
+    }
+}
+
+/// Runs one subcommand; `Ok(1)` means it ran but something was lost or failed.
+pub fn dispatch(command: Command) -> Result<i32> {
+    match command {
+        Command::Serve(a) => {
+            serve::serve(&ServeOptions {
+                host: a.host,
+                port: a.port,
+                shards: a.shards,
+                heartbeat: Duration::from_millis(a.heartbeat_ms.max(1)),
+                password: a.password,
+                cpus: a.cpus,
+                stop_on_stdin_eof: a.stop_on_stdin_eof,
+                recv_buffer_bytes: a.recv_buffer_bytes,
+            })?;
+            Ok(0)
+        }
+        Command::Suite(a) => {
+            let quick = a.quick;
+            let opts = SuiteOptions {
+                quick,
+                compare_netconduit: a.compare == Some(CompareArg::Netconduit),
+                rounds: a.rounds.unwrap_or(if quick { 1 } else { 3 }),
+                connections: a.connections.unwrap_or(if quick { 50 } else { 1000 }),
+                codecs: a.codecs.into_iter().map(Codec::from).collect(),
+                out: a
+                    .out
+                    .unwrap_or_else(|| target::output_dir().join("suite.json")),
+                progress: !a.no_progress,
+                pin: !a.no_pin,
+                venv: a.venv.unwrap_or_else(target::default_venv),
+            };
+            let r = suite::run(&opts)?;
+            print!("{}", suite::render(&r));
+            println!("\nJSON: {}", opts.out.display());
+            let clean = r.failures.is_empty() && r.summaries.iter().all(|s| s.lost == 0);
+            Ok(if clean { 0 } else { 1 })
+        }
+        Command::Connect(a) => {
+            let settle = Duration::from_millis(a.settle_ms);
+            single(a.target, 30_000, Scenario::Connect { settle })
+        }
+        Command::Heartbeat(a) => {
+            let scenario = Scenario::Heartbeat(HeartbeatSpec {
+                duration: seconds("duration-s", a.duration_s)?,
+                client_ping: !a.no_client_ping,
+            });
+            single(a.target, a.heartbeat_ms.max(1), scenario)
+        }
+        Command::Broadcast(a) => {
+            let mode = match a.mode {
+                ModeArg::Single => BroadcastMode::Single,
+                ModeArg::Rate => BroadcastMode::Rate { hz: a.rate },
+                ModeArg::Saturate => BroadcastMode::Saturate {
+                    window: a.window,
+                    burst: a.burst.unwrap_or((a.window / 2).max(1)),
+                },
+            };
+            let scenario = Scenario::Broadcast(BroadcastSpec {
+                mode,
+                senders: a.senders,
+                messages: a.messages,
+                duration: seconds("duration-s", a.duration_s)?,
+                drain: seconds("drain-s", a.drain_s)?,
+                payload_bytes: a.payload_bytes,
+            });
+            single(a.target, 30_000, scenario)
+        }
+        Command::Rpc(a) => {
+            let scenario = Scenario::Rpc(RpcSpec {
+                depth: a.depth,
+                calls: a.calls,
+                duration: seconds("duration-s", a.duration_s)?,
+            });
+            single(a.target, 30_000, scenario)
+        }
+    }
+}
+
+/// Runs one scenario against the target `t` describes.
+fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
+    let codec = Codec::from(t.codec);
+    let cpus = conduit::descriptor::allowed_cpus();
+    let (server_cpu, loadgen_cpu) = if !t.no_pin && cpus.len() >= 2 {
+        (Some(cpus[0]), Some(cpus[1]))
+    } else {
+        (None, None)
+    };
+    let spawn = |imp: Implementation, python: Option<PathBuf>| {
+        ServerProcess::spawn(
+            imp,
+            &SpawnOptions {
+                heartbeat: Duration::from_millis(heartbeat_ms),
+                shards: t.shards,
+                cpu: server_cpu,
+                password: t.password.clone(),
+                python,
+            },
+        )
+    };
+    let (server, addr, pid, name) = match t.target.as_str() {
+        "conduit" => {
+            let s = spawn(Implementation::Conduit, None)?;
+            let (addr, pid) = (s.addr, s.pid);
+            (Some(s), addr, Some(pid), "conduit".to_owned())
+        }
+        "netconduit" => {
+            if codec != Codec::V1 {
+                return Err(Error::Args("netconduit speaks only --codec v1".into()));
+            }
+            let venv = t.venv.clone().unwrap_or_else(target::default_venv);
+            let python = target::ensure_venv(&venv)?;
+            let s = spawn(Implementation::Netconduit, Some(python))?;
+            let (addr, pid) = (s.addr, s.pid);
+            (Some(s), addr, Some(pid), "netconduit".to_owned())
+        }
+        other => {
+            let addr: SocketAddr = other.parse().map_err(|_| {
+                Error::Args(format!(
+                    "--target must be conduit, netconduit or HOST:PORT, got {other:?}"
+                ))
+            })?;
+            (None, addr, t.pid, other.to_owned())
+        }
+    };
+    let spec = RunSpec {
+        connect: ConnectSpec {
+            addr,
+            codec,
+            password: t.password.clone(),
+            attempts: MAX_CONNECT_ATTEMPTS,
+            connect_timeout: Duration::from_secs(5),
+        },
+        connections: t.connections,
+        connect_concurrency: t.connect_concurrency,
+        connect_deadline: seconds("connect-deadline-s", t.connect_deadline_s)?,
+        server_pid: pid,
+        label: format!("{} {name}/{}", scenario.name(), scenario::codec_name(codec)),
+        progress: !t.no_progress,
+        scenario,
+    };
+    let result = scenario::run(spec, loadgen_cpu);
+    if let Some(s) = server {
+        s.stop();
+    }
+    let mut r: RunResult = result?;
+    r.target = name;
+    print!("{}", report::runs_table(std::slice::from_ref(&r)));
+    if let Some(path) = &t.json {
+        let json =
+            serde_json::to_string_pretty(&r).map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        std::fs::write(path, json)?;
+    }
+    let clean = r.complete && r.errors == 0 && r.loss.is_none_or(|l| l.lost == 0);
+    Ok(if clean { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_and_validates() {
+        let cli = Cli::try_parse_from([
+            "conduit-loadgen",
+            "broadcast",
+            "--mode",
+            "saturate",
+            "--window",
+            "64",
+            "--connections",
+            "20",
+            "--codec",
+            "v1",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Command::Broadcast(ref b) if b.window == 64 && b.target.connections == 20)
+        );
+        let cli = Cli::try_parse_from([
+            "conduit-loadgen",
+            "suite",
+            "--quick",
+            "--compare",
+            "netconduit",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Command::Suite(ref s) if s.quick && s.compare.is_some() && s.codecs.len() == 2)
+        );
+        assert!(Cli::try_parse_from(["conduit-loadgen", "suite", "--compare", "grpc"]).is_err());
+        assert!(seconds("x", 0.0).is_err());
+        assert!(seconds("x", f64::NAN).is_err());
+        assert!(seconds("x", 601.0).is_err());
+        assert_eq!(seconds("x", 1.5).unwrap(), Duration::from_millis(1500));
+        // A non-loopback target is refused before anything connects.
+        let cli = Cli::try_parse_from([
+            "conduit-loadgen",
+            "rpc",
+            "--target",
+            "192.0.2.1:80",
+            "--connections",
+            "1",
+        ])
+        .unwrap();
+        assert!(matches!(dispatch(cli.command), Err(Error::Args(m)) if m.contains("loopback")));
+    }
+}

@@ -1,0 +1,70 @@
+//! # conduit-loadgen
+//!
+//! Load generator and benchmark suite for conduit and any netconduit-v1 server.
+//! Scenarios run over real sockets on 127.0.0.1 only, each bounded in count and
+//! time; a lean raw-protocol client ([`wire`]) drives thousands of connections from
+//! one glommio executor pinned to its own core, and the server's CPU time and memory
+//! are read from `/proc/<pid>` ([`procfs`]).
+//!
+//! * [`cli`] — the `conduit-loadgen` command line (clap).
+//! * [`scenario`] — `connect`, `heartbeat`, `broadcast` (single / rate / saturate)
+//!   and `rpc`.
+//! * [`target`] — the server under test: our `serve` child process, the Python
+//!   netconduit reference server (in a venv it creates), or any running server.
+//! * [`serve`] — the benchmark server (`conduit-loadgen serve`).
+//! * [`suite`] — every scenario against every target, interleaved rounds, medians.
+//! * [`report`] — the human table and the JSON.
+//! * [`stats`] — histograms, loss accounting, the coordinated-omission-aware
+//!   schedule.
+
+pub mod cli;
+pub mod procfs;
+pub mod report;
+pub mod scenario;
+pub mod serve;
+pub mod stats;
+pub mod suite;
+pub mod target;
+pub mod wire;
+
+/// Everything that can go wrong in a load-generator run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A socket or file operation failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server broke the protocol (or the client could not read it).
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The server refused a login.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A bad argument or combination of arguments.
+    #[error("invalid arguments: {0}")]
+    Args(String),
+    /// Starting or talking to the server under test failed.
+    #[error("server under test: {0}")]
+    Target(String),
+    /// A run hit its time bound before it could finish its essential part.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The glommio executor could not start or died.
+    #[error("executor: {0}")]
+    Runtime(String),
+}
+
+impl From<conduit_protocol::WireError> for Error {
+    fn from(e: conduit_protocol::WireError) -> Error {
+        Error::Protocol(e.to_string())
+    }
+}
+
+impl<T> From<glommio::GlommioError<T>> for Error {
+    fn from(e: glommio::GlommioError<T>) -> Error {
+        Error::Io(std::io::Error::from(e))
+    }
+}
+
+/// Result of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

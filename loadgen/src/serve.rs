@@ -1,0 +1,205 @@
+//! `conduit-loadgen serve`: the conduit server the scenarios measure.
+//!
+//! Handlers: RPC `add(a, b)`, and message `bench_broadcast`, whose handler broadcasts
+//! the received data as message `tick` to every other connection (no reply). It
+//! prints `READY port=<port> pid=<pid>` on stdout once it accepts connections, and
+//! stops on SIGINT / SIGTERM, or when its stdin closes if asked to (so a suite that
+//! dies takes its servers with it).
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use conduit::handlers::RpcInfo;
+use conduit::{RpcError, Server, ServerDescriptor, Value};
+
+use crate::wire::{BENCH_BROADCAST, TICK};
+use crate::{Error, Result};
+
+/// The line `serve` prints once it accepts connections (`READY port=… pid=…`).
+pub const READY_PREFIX: &str = "READY";
+
+/// Most connections the benchmark server admits (well above any scenario's).
+pub const SERVE_MAX_CONNECTIONS: usize = 25_000;
+
+/// How `serve` is configured.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Address to bind (loopback).
+    pub host: String,
+    /// Port; 0 picks a free one.
+    pub port: u16,
+    /// Shards (executors).
+    pub shards: usize,
+    /// Heartbeat interval; the timeout is [`heartbeat_timeout`] of it.
+    pub heartbeat: Duration,
+    /// Password.
+    pub password: String,
+    /// Pin the whole process (and so its shards) to these CPUs first.
+    pub cpus: Vec<usize>,
+    /// Stop when stdin reaches EOF.
+    pub stop_on_stdin_eof: bool,
+    /// Receive buffer each connection starts with (`None`: the engine's default).
+    pub recv_buffer_bytes: Option<usize>,
+}
+
+/// Shortest heartbeat timeout `serve` uses: a loaded machine must not turn a slow
+/// PONG into a disconnect in the middle of a measurement.
+pub const MIN_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The heartbeat timeout for `interval`: three intervals, at least
+/// [`MIN_HEARTBEAT_TIMEOUT`].
+pub fn heartbeat_timeout(interval: Duration) -> Duration {
+    (interval * 3).max(MIN_HEARTBEAT_TIMEOUT)
+}
+
+/// Builds the benchmark server.
+pub fn build(opts: &ServeOptions) -> Result<Server> {
+    let mut desc = ServerDescriptor::new(opts.password.clone())
+        .host(opts.host.clone())
+        .port(opts.port)
+        .shards(opts.shards)
+        .name("conduit-loadgen-serve")
+        .max_connections(SERVE_MAX_CONNECTIONS)
+        .heartbeat(opts.heartbeat, heartbeat_timeout(opts.heartbeat))
+        .drain_timeout(Duration::from_secs(1));
+    // Refusals must not be mistaken for slowness; nobody guesses passwords here.
+    desc = desc.auth_failure_delay(Duration::from_millis(1));
+    if let Some(n) = opts.recv_buffer_bytes {
+        desc.recv_buffer_bytes = n;
+    }
+    let server = Server::new(desc).map_err(|e| Error::Args(e.to_string()))?;
+    server.rpc_with(
+        RpcInfo::new("add")
+            .doc("Adds two integers.")
+            .param("a", "int")
+            .param("b", "int")
+            .returns("int"),
+        |call| async move {
+            let arg = |k: &str| {
+                call.params
+                    .get(k)
+                    .and_then(Value::as_i64)
+                    .ok_or_else(|| RpcError::validation(format!("`{k}` must be an int"), None))
+            };
+            Ok::<_, RpcError>(Value::Int(arg("a")?.wrapping_add(arg("b")?)))
+        },
+    );
+    server.on(BENCH_BROADCAST, |client, data: Value| async move {
+        client
+            .server()
+            .broadcast(TICK, data)
+            .exclude([client.id()])
+            .await;
+    });
+    Ok(server)
+}
+
+/// Runs the benchmark server until stopped.
+pub fn serve(opts: &ServeOptions) -> Result<()> {
+    if !opts.cpus.is_empty() {
+        pin_process(&opts.cpus)?;
+    }
+    let server = build(opts)?;
+    let running = server
+        .start()
+        .map_err(|e| Error::Target(format!("server did not start: {e}")))?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{READY_PREFIX} port={} pid={}",
+            server.port(),
+            std::process::id()
+        )?;
+        out.flush()?;
+    }
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    let handle = signals.handle();
+    let on_signal = server.clone();
+    let watcher = std::thread::Builder::new()
+        .name("serve-signals".into())
+        .spawn(move || {
+            let mut signals = signals;
+            if signals.forever().next().is_some() {
+                on_signal.stop();
+            }
+        })?;
+    if opts.stop_on_stdin_eof {
+        let on_eof = server.clone();
+        std::thread::Builder::new()
+            .name("serve-stdin".into())
+            .spawn(move || {
+                let stdin = std::io::stdin();
+                let mut line = String::new();
+                let mut lock = stdin.lock();
+                while matches!(lock.read_line(&mut line), Ok(n) if n > 0) {
+                    line.clear();
+                }
+                on_eof.stop();
+            })?;
+    }
+    let result = running.wait();
+    handle.close();
+    let _ = watcher.join();
+    result.map_err(|e| Error::Target(e.to_string()))
+}
+
+/// Restricts this process to `cpus` (before any thread starts, so every shard
+/// inherits it and conduit places its shards on them).
+pub fn pin_process(cpus: &[usize]) -> Result<()> {
+    for &cpu in cpus {
+        if !conduit::descriptor::allowed_cpus().contains(&cpu) {
+            return Err(Error::Args(format!(
+                "CPU {cpu} is not available to this process"
+            )));
+        }
+    }
+    // core_affinity pins to one core; for a set, use sched_setaffinity directly.
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it, and
+    // sched_setaffinity(0, …) reads it for the calling thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(Error::Io(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Parses the `READY port=… pid=…` line.
+pub fn parse_ready(line: &str) -> Option<(u16, u32)> {
+    let rest = line.trim().strip_prefix(READY_PREFIX)?;
+    let mut port = None;
+    let mut pid = None;
+    for part in rest.split_ascii_whitespace() {
+        if let Some(v) = part.strip_prefix("port=") {
+            port = v.parse().ok();
+        } else if let Some(v) = part.strip_prefix("pid=") {
+            pid = v.parse().ok();
+        }
+    }
+    Some((port?, pid?))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn ready_line() {
+        assert_eq!(parse_ready("READY port=4242 pid=77\n"), Some((4242, 77)));
+        assert_eq!(parse_ready("READY pid=77 port=1"), Some((1, 77)));
+        assert_eq!(parse_ready("READY port=4242"), None);
+        assert_eq!(parse_ready("hello"), None);
+        assert_eq!(parse_ready("READY port=99999 pid=1"), None);
+    }
+}

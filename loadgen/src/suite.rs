@@ -1,0 +1,483 @@
+//! `suite`: every scenario against our server (native and v1 codec) and, with
+//! `--compare netconduit`, against the Python reference server, in interleaved rounds
+//! (ours, theirs, ours, theirs, …); medians, ratios and the target table.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use conduit_protocol::Codec;
+use serde::Serialize;
+
+use crate::report::{self, Comparison, Summary, TargetCheck};
+use crate::scenario::{
+    self, BroadcastMode, BroadcastSpec, HeartbeatSpec, RpcSpec, RunResult, RunSpec, Scenario,
+};
+use crate::target::{self, Implementation, ServerProcess, SpawnOptions, BENCH_PASSWORD};
+use crate::wire::{ConnectSpec, MAX_CONNECT_ATTEMPTS};
+use crate::{Error, Result};
+
+/// Most rounds a suite runs.
+pub const MAX_ROUNDS: usize = 20;
+
+/// Connects in flight at once (below netconduit's listen backlog of 100).
+pub const SUITE_CONNECT_CONCURRENCY: usize = 90;
+
+/// Bound on each run's connect phase.
+pub const SUITE_CONNECT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How the suite runs.
+#[derive(Clone, Debug)]
+pub struct SuiteOptions {
+    /// Seconds-long smoke run instead of the full measurement.
+    pub quick: bool,
+    /// Also run every scenario against Python netconduit 5.0.0.
+    pub compare_netconduit: bool,
+    /// Rounds (each runs every scenario on every target once).
+    pub rounds: usize,
+    /// Connections per scenario (receivers for broadcasts).
+    pub connections: usize,
+    /// Our codecs to run.
+    pub codecs: Vec<Codec>,
+    /// JSON output path.
+    pub out: PathBuf,
+    /// Live progress line.
+    pub progress: bool,
+    /// Pin the server to the first allowed CPU and the load generator to the second.
+    pub pin: bool,
+    /// The netconduit venv.
+    pub venv: PathBuf,
+}
+
+/// One scenario of the suite and the server settings it needs.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The server's heartbeat interval for it.
+    pub heartbeat: Duration,
+}
+
+/// The scenarios the suite runs, in order.
+pub fn plans(quick: bool) -> Vec<Plan> {
+    let idle = Duration::from_secs(30);
+    let s = |full: u64, quick_ms: u64| {
+        if quick {
+            Duration::from_millis(quick_ms)
+        } else {
+            Duration::from_secs(full)
+        }
+    };
+    let n = |full: u64, small: u64| if quick { small } else { full };
+    vec![
+        Plan {
+            scenario: Scenario::Connect { settle: s(1, 100) },
+            heartbeat: idle,
+        },
+        Plan {
+            scenario: Scenario::Heartbeat(HeartbeatSpec {
+                duration: s(5, 2500),
+                client_ping: false,
+            }),
+            heartbeat: Duration::from_secs(1),
+        },
+        Plan {
+            scenario: Scenario::Heartbeat(HeartbeatSpec {
+                duration: s(5, 2500),
+                client_ping: true,
+            }),
+            heartbeat: Duration::from_secs(1),
+        },
+        Plan {
+            scenario: Scenario::Broadcast(BroadcastSpec {
+                mode: BroadcastMode::Single,
+                senders: 1,
+                messages: n(200, 20),
+                duration: s(8, 2000),
+                drain: s(5, 2000),
+                payload_bytes: 64,
+            }),
+            heartbeat: idle,
+        },
+        Plan {
+            scenario: Scenario::Broadcast(BroadcastSpec {
+                mode: BroadcastMode::Rate { hz: 30.0 },
+                senders: 1,
+                messages: n(150, 15),
+                duration: s(6, 1000),
+                drain: s(5, 2000),
+                payload_bytes: 64,
+            }),
+            heartbeat: idle,
+        },
+        Plan {
+            scenario: Scenario::Broadcast(BroadcastSpec {
+                mode: BroadcastMode::Saturate {
+                    window: 128,
+                    burst: 64,
+                },
+                senders: 1,
+                messages: n(20_000, 200),
+                duration: s(3, 1000),
+                drain: s(5, 3000),
+                payload_bytes: 64,
+            }),
+            heartbeat: idle,
+        },
+        Plan {
+            scenario: Scenario::Rpc(RpcSpec {
+                depth: 1,
+                calls: n(1_000_000, 2000),
+                duration: s(3, 1000),
+            }),
+            heartbeat: idle,
+        },
+    ]
+}
+
+/// A run that failed outright.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    /// Round (from 1).
+    pub round: usize,
+    /// Scenario.
+    pub scenario: String,
+    /// Target.
+    pub target: String,
+    /// Codec.
+    pub codec: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The machine the suite ran on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    /// CPUs this process may use.
+    pub cpus: usize,
+    /// `model name` from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// /proc/loadavg when the suite started.
+    pub loadavg_before: String,
+    /// /proc/loadavg when it ended.
+    pub loadavg_after: String,
+    /// CPU the servers were pinned to.
+    pub server_cpu: Option<usize>,
+    /// CPU the load generator was pinned to.
+    pub loadgen_cpu: Option<usize>,
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    read_trim("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// Everything the suite wrote to JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct SuiteReport {
+    /// The machine.
+    pub machine: Machine,
+    /// Quick mode.
+    pub quick: bool,
+    /// Rounds.
+    pub rounds: usize,
+    /// Connections per scenario.
+    pub connections: usize,
+    /// Unix time the suite started, seconds.
+    pub started_unix: u64,
+    /// Wall time, seconds.
+    pub wall_s: f64,
+    /// Every run, in the order they ran.
+    pub runs: Vec<RunResult>,
+    /// Runs that failed outright.
+    pub failures: Vec<Failure>,
+    /// Medians per scenario and target.
+    pub summaries: Vec<Summary>,
+    /// conduit vs netconduit.
+    pub comparisons: Vec<Comparison>,
+    /// The targets.
+    pub targets: Vec<TargetCheck>,
+}
+
+/// Runs the suite, prints the tables and writes the JSON.
+pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
+    if opts.rounds == 0 || opts.rounds > MAX_ROUNDS {
+        return Err(Error::Args(format!("rounds must be 1..={MAX_ROUNDS}")));
+    }
+    if opts.codecs.is_empty() {
+        return Err(Error::Args("at least one codec".into()));
+    }
+    let python = if opts.compare_netconduit {
+        Some(target::ensure_venv(&opts.venv)?)
+    } else {
+        None
+    };
+    let cpus = conduit::descriptor::allowed_cpus();
+    let (server_cpu, loadgen_cpu) = if opts.pin && cpus.len() >= 2 {
+        (Some(cpus[0]), Some(cpus[1]))
+    } else {
+        (None, None)
+    };
+    let mut targets: Vec<(Implementation, Codec)> = opts
+        .codecs
+        .iter()
+        .map(|c| (Implementation::Conduit, *c))
+        .collect();
+    if python.is_some() {
+        targets.push((Implementation::Netconduit, Codec::V1));
+    }
+    let plans = plans(opts.quick);
+    let total = opts.rounds * plans.len() * targets.len();
+    let started = Instant::now();
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let loadavg_before = read_trim("/proc/loadavg");
+    let mut runs = Vec::new();
+    let mut failures = Vec::new();
+    let mut i = 0;
+    for round in 1..=opts.rounds {
+        for plan in &plans {
+            for &(imp, codec) in &targets {
+                i += 1;
+                let name = plan.scenario.name();
+                let label = format!(
+                    "[{i}/{total}] round {round} {name} {}/{}",
+                    imp.name(),
+                    scenario::codec_name(codec)
+                );
+                match run_one(
+                    opts,
+                    plan,
+                    imp,
+                    codec,
+                    server_cpu,
+                    loadgen_cpu,
+                    &python,
+                    &label,
+                ) {
+                    Ok(r) => {
+                        eprintln!("{label}: {}", one_line(&r));
+                        runs.push(r);
+                    }
+                    Err(e) => {
+                        eprintln!("{label}: FAILED: {e}");
+                        failures.push(Failure {
+                            round,
+                            scenario: name,
+                            target: imp.name().into(),
+                            codec: scenario::codec_name(codec).into(),
+                            error: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let mut summaries = Vec::new();
+    for plan in &plans {
+        for &(imp, codec) in &targets {
+            let name = plan.scenario.name();
+            let codec = scenario::codec_name(codec);
+            let group: Vec<&RunResult> = runs
+                .iter()
+                .filter(|r| r.scenario == name && r.target == imp.name() && r.codec == codec)
+                .collect();
+            let failed = failures
+                .iter()
+                .filter(|f| f.scenario == name && f.target == imp.name() && f.codec == codec)
+                .count();
+            if let Some(s) = report::summarize(&group, failed) {
+                summaries.push(s);
+            }
+        }
+    }
+    let mut comparisons = Vec::new();
+    for theirs in summaries.iter().filter(|s| s.target == "netconduit") {
+        for ours in summaries
+            .iter()
+            .filter(|s| s.target == "conduit" && s.scenario == theirs.scenario)
+        {
+            comparisons.push(report::compare(ours, theirs));
+        }
+    }
+    let targets = report::target_checks(&summaries);
+    let report = SuiteReport {
+        machine: Machine {
+            cpus: cpus.len(),
+            cpu_model: cpu_model(),
+            kernel: read_trim("/proc/sys/kernel/osrelease"),
+            loadavg_before,
+            loadavg_after: read_trim("/proc/loadavg"),
+            server_cpu,
+            loadgen_cpu,
+        },
+        quick: opts.quick,
+        rounds: opts.rounds,
+        connections: opts.connections,
+        started_unix,
+        wall_s: started.elapsed().as_secs_f64(),
+        runs,
+        failures,
+        summaries,
+        comparisons,
+        targets,
+    };
+    if let Some(dir) = opts.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json =
+        serde_json::to_string_pretty(&report).map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    std::fs::write(&opts.out, json)?;
+    Ok(report)
+}
+
+/// The suite's tables as text.
+pub fn render(r: &SuiteReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "conduit-loadgen suite: {} connections, {} round(s){}, {:.0} s; {} CPUs ({}), server on CPU {}, load generator on CPU {}\n\n",
+        r.connections,
+        r.rounds,
+        if r.quick { " (quick)" } else { "" },
+        r.wall_s,
+        r.machine.cpus,
+        r.machine.cpu_model,
+        r.machine.server_cpu.map_or("any".into(), |c| c.to_string()),
+        r.machine.loadgen_cpu.map_or("any".into(), |c| c.to_string()),
+    ));
+    out.push_str("Medians over rounds:\n");
+    let rows: Vec<Vec<String>> = r.summaries.iter().map(report::summary_row).collect();
+    out.push_str(&report::table(&report::SUMMARY_HEADERS, &rows));
+    if !r.comparisons.is_empty() {
+        out.push_str("\nconduit vs netconduit 5.0.0 (× = times more, ÷ = times less):\n");
+        let rows: Vec<Vec<String>> = r.comparisons.iter().map(report::comparison_row).collect();
+        out.push_str(&report::table(&report::COMPARISON_HEADERS, &rows));
+    }
+    out.push_str("\nTargets:\n");
+    let rows: Vec<Vec<String>> = r.targets.iter().map(report::target_row).collect();
+    out.push_str(&report::table(&report::TARGET_HEADERS, &rows));
+    for f in &r.failures {
+        out.push_str(&format!(
+            "FAILED round {} {} {}/{}: {}\n",
+            f.round, f.scenario, f.target, f.codec, f.error
+        ));
+    }
+    out
+}
+
+fn one_line(r: &RunResult) -> String {
+    format!(
+        "{} {} ({}/s), server {} per op, {} core, p99 {}{}{}",
+        report::num(Some(r.ops as f64)),
+        r.op,
+        report::num(Some(r.ops_per_s)),
+        report::dur_us(r.server_cpu_us_per_op),
+        r.server_core_pct
+            .map_or("-".into(), |p| format!("{}%", report::num(Some(p)))),
+        report::dur_us(r.latency.map(|l| l.p99_us)),
+        r.loss
+            .map_or(String::new(), |l| format!(", lost {}", l.lost)),
+        if r.complete { "" } else { ", INCOMPLETE" },
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    opts: &SuiteOptions,
+    plan: &Plan,
+    imp: Implementation,
+    codec: Codec,
+    server_cpu: Option<usize>,
+    loadgen_cpu: Option<usize>,
+    python: &Option<PathBuf>,
+    label: &str,
+) -> Result<RunResult> {
+    let mut scenario = plan.scenario.clone();
+    let mut heartbeat = plan.heartbeat;
+    if imp == Implementation::Netconduit {
+        // netconduit's heartbeat interval is whole seconds, at least 1.
+        if let Scenario::Heartbeat(h) = &mut scenario {
+            heartbeat = heartbeat.max(Duration::from_secs(1));
+            h.duration = h.duration.max(Duration::from_millis(2500));
+        }
+    } else if opts.quick {
+        if let Scenario::Heartbeat(_) = scenario {
+            heartbeat = Duration::from_millis(200);
+        }
+    }
+    let server = ServerProcess::spawn(
+        imp,
+        &SpawnOptions {
+            heartbeat,
+            shards: 1,
+            cpu: server_cpu,
+            password: BENCH_PASSWORD.into(),
+            python: python.clone(),
+        },
+    )?;
+    let spec = RunSpec {
+        connect: ConnectSpec {
+            addr: server.addr,
+            codec,
+            password: BENCH_PASSWORD.into(),
+            attempts: MAX_CONNECT_ATTEMPTS,
+            connect_timeout: Duration::from_secs(5),
+        },
+        connections: opts.connections,
+        connect_concurrency: SUITE_CONNECT_CONCURRENCY.min(opts.connections),
+        connect_deadline: SUITE_CONNECT_DEADLINE,
+        server_pid: Some(server.pid),
+        label: label.to_owned(),
+        progress: opts.progress,
+        scenario,
+    };
+    let result = scenario::run(spec, loadgen_cpu);
+    server.stop();
+    let mut r = result?;
+    r.target = imp.name().into();
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_plan_is_within_bounds() {
+        for quick in [false, true] {
+            for p in plans(quick) {
+                let spec = RunSpec {
+                    connect: ConnectSpec {
+                        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+                        codec: Codec::Native,
+                        password: "x".into(),
+                        attempts: 1,
+                        connect_timeout: Duration::from_secs(1),
+                    },
+                    connections: 1000,
+                    connect_concurrency: SUITE_CONNECT_CONCURRENCY,
+                    connect_deadline: SUITE_CONNECT_DEADLINE,
+                    server_pid: None,
+                    label: String::new(),
+                    progress: false,
+                    scenario: p.scenario,
+                };
+                assert!(scenario::validate(&spec).is_ok(), "{spec:?}");
+            }
+        }
+        assert_eq!(plans(false).len(), 7);
+    }
+}

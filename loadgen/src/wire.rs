@@ -1,0 +1,653 @@
+//! The lean raw-protocol client the scenarios drive: one glommio `TcpStream` and one
+//! [`FrameDecoder`] per connection, both handshakes, and the benchmark payloads
+//! (encode and a cheap decode that reads only the fields a scenario needs).
+//!
+//! It speaks `conduit-protocol` directly, so it measures the server and not a client
+//! library, and it works against any netconduit-v1 server.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use conduit_protocol::native::{self, ArchivedAuthAccepted, ArchivedAuthStep, ArchivedValueTree};
+use conduit_protocol::v1::{self, V1Limits, V1Payload};
+use conduit_protocol::{auth, Codec, DecoderLimits, FrameDecoder, FrameKind, Header, Value};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::Error;
+
+/// Name this client reports at login.
+pub const CLIENT_NAME: &str = "conduit-loadgen";
+
+/// Message type a broadcast sender sends; the server re-broadcasts it as [`TICK`].
+pub const BENCH_BROADCAST: &str = "bench_broadcast";
+
+/// Message type receivers get.
+pub const TICK: &str = "tick";
+
+/// Added to every sequence number and timestamp in a benchmark payload so MessagePack
+/// always writes them as 9-byte uint64s: every message of a run has the same size.
+pub const FIXED_WIDTH_BASE: u64 = 1 << 33;
+
+/// Receive buffer each client connection starts with, bytes: large enough that a
+/// saturated receiver drains many frames per read.
+pub const CLIENT_RECV_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Largest frame payload the client accepts, bytes.
+pub const CLIENT_MAX_PAYLOAD_BYTES: u32 = 4 * 1024 * 1024;
+
+/// Milliseconds since the Unix epoch, for frame headers (informational only).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One authenticated client connection.
+pub struct Conn {
+    stream: TcpStream,
+    /// Decodes what the server sends.
+    pub decoder: FrameDecoder,
+    /// The codec this connection speaks.
+    pub codec: Codec,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("codec", &self.codec).finish()
+    }
+}
+
+/// How to open a connection.
+#[derive(Clone, Debug)]
+pub struct ConnectSpec {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// Codec to speak.
+    pub codec: Codec,
+    /// Password.
+    pub password: String,
+    /// TCP connect attempts before giving up (netconduit's backlog of 100 drops SYNs
+    /// and refuses under a burst).
+    pub attempts: u32,
+    /// Time for one TCP connect attempt.
+    pub connect_timeout: Duration,
+}
+
+/// Most TCP connect attempts a connection makes.
+pub const MAX_CONNECT_ATTEMPTS: u32 = 20;
+
+impl Conn {
+    /// Connects (retrying refused or timed-out attempts) and logs in. `nonce_seed`
+    /// varies the native client nonce between connections.
+    pub async fn open(spec: &ConnectSpec, nonce_seed: u64) -> Result<Conn, Error> {
+        let mut attempt = 0;
+        let stream = loop {
+            attempt += 1;
+            match TcpStream::connect_timeout(spec.addr, spec.connect_timeout).await {
+                Ok(s) => break s,
+                Err(e) if attempt < spec.attempts.min(MAX_CONNECT_ATTEMPTS) => {
+                    tracing::debug!("connect attempt {attempt} failed: {e}");
+                    glommio::timer::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(Error::Io(io::Error::from(e))),
+            }
+        };
+        stream.set_nodelay(true).map_err(io::Error::from)?;
+        let mut conn = Conn {
+            stream,
+            decoder: FrameDecoder::new(DecoderLimits {
+                max_payload_bytes: CLIENT_MAX_PAYLOAD_BYTES,
+                initial_buffer_bytes: CLIENT_RECV_BUFFER_BYTES,
+                accept_v1: spec.codec == Codec::V1,
+                accept_native: spec.codec == Codec::Native,
+            }),
+            codec: spec.codec,
+        };
+        conn.login(&spec.password, nonce_seed).await?;
+        Ok(conn)
+    }
+
+    async fn login(&mut self, password: &str, nonce_seed: u64) -> Result<(), Error> {
+        let version = env!("CARGO_PKG_VERSION");
+        match self.codec {
+            Codec::V1 => {
+                let hash = auth::v1_password_hash(password);
+                let frame = v1::Encoder::new(now_ms()).auth_request(&hash, CLIENT_NAME, version);
+                self.send(&frame).await?;
+                let (header, _) = self.next_owned().await?;
+                match header.kind {
+                    FrameKind::AuthSuccess => Ok(()),
+                    k => Err(Error::Refused(format!("login answered with {}", k.name()))),
+                }
+            }
+            Codec::Native => {
+                let client_nonce = nonce(nonce_seed);
+                let hello = native::AuthStep::Hello(native::Hello {
+                    client_nonce,
+                    client_name: CLIENT_NAME.into(),
+                    client_version: version.into(),
+                });
+                let enc = native::Encoder::new(now_ms());
+                self.send(&enc.auth_step(&hello)?).await?;
+                let (header, payload) = self.next_owned().await?;
+                if header.kind != FrameKind::AuthRequest {
+                    return Err(Error::Refused(format!(
+                        "hello answered with {}",
+                        header.kind.name()
+                    )));
+                }
+                let challenge = aligned(&payload);
+                let server_nonce = match native::access::<ArchivedAuthStep>(&challenge)? {
+                    ArchivedAuthStep::Challenge(n) => *n,
+                    _ => return Err(Error::Protocol("expected a challenge".into())),
+                };
+                let proof = auth::client_proof(password.as_bytes(), &server_nonce, &client_nonce);
+                self.send(&enc.auth_step(&native::AuthStep::Proof(proof))?)
+                    .await?;
+                let (header, payload) = self.next_owned().await?;
+                if header.kind != FrameKind::AuthSuccess {
+                    return Err(Error::Refused(format!(
+                        "proof answered with {}",
+                        header.kind.name()
+                    )));
+                }
+                let accepted = aligned(&payload);
+                let ok = native::access::<ArchivedAuthAccepted>(&accepted)?;
+                if !auth::verify_server_proof(
+                    password.as_bytes(),
+                    &server_nonce,
+                    &client_nonce,
+                    &ok.server_proof,
+                ) {
+                    return Err(Error::Protocol("server proof does not verify".into()));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes all of `bytes`.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Reads more bytes into the decoder; EOF is an error.
+    pub async fn fill(&mut self) -> Result<(), Error> {
+        let n = self.stream.read(self.decoder.spare()).await?;
+        if n == 0 {
+            return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+        self.decoder.commit(n);
+        Ok(())
+    }
+
+    /// The next frame, copied out (for the handshake, not the hot path).
+    async fn next_owned(&mut self) -> Result<(Header, Vec<u8>), Error> {
+        loop {
+            if let Some(f) = self.decoder.next_frame()? {
+                return Ok((f.header, f.payload.to_vec()));
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// An empty frame of `kind` (PING, PONG) in this connection's codec.
+    pub fn empty_frame(&self, kind: FrameKind) -> Bytes {
+        empty_frame(self.codec, kind)
+    }
+}
+
+/// An empty frame of `kind` in `codec`.
+pub fn empty_frame(codec: Codec, kind: FrameKind) -> Bytes {
+    match codec {
+        Codec::V1 => v1::Encoder::new(now_ms()).empty(kind),
+        Codec::Native => native::Encoder::new(now_ms()).empty(kind),
+    }
+}
+
+/// A client nonce: not secret for a load generator, only distinct per connection.
+fn nonce(seed: u64) -> auth::Nonce {
+    let mut out = [0u8; 32];
+    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15 ^ now_ms();
+    for chunk in out.chunks_mut(8) {
+        // splitmix64
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes());
+    }
+    out
+}
+
+/// An 8-byte-aligned copy (handshake frames are copied out of the decoder, and rkyv
+/// reads archives only at 8-byte alignment).
+fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec<8> {
+    let mut v = rkyv::util::AlignedVec::<8>::with_capacity(bytes.len());
+    v.extend_from_slice(bytes);
+    v
+}
+
+// ---- benchmark payloads ------------------------------------------------------------
+
+/// What a tick carries: who sent it, its sequence number and the time it was due
+/// (ns on the run's clock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tick {
+    /// Sender index.
+    pub sender: u64,
+    /// Sequence number (per sender, from 0).
+    pub seq: u64,
+    /// When the message was due to leave, ns since the run's clock origin.
+    pub due_ns: u64,
+}
+
+/// The data of a broadcast message: `{"s": seq, "w": sender, "t": due_ns, "p": pad}`.
+pub fn tick_value(t: Tick, pad: usize) -> Value {
+    Value::map()
+        .with("s", t.seq + FIXED_WIDTH_BASE)
+        .with("w", t.sender)
+        .with("t", t.due_ns + FIXED_WIDTH_BASE)
+        .with("p", vec![0x55u8; pad])
+}
+
+/// A `bench_broadcast` MESSAGE frame for `t` with `pad` padding bytes.
+pub fn bench_message(codec: Codec, t: Tick, pad: usize) -> Result<Bytes, Error> {
+    let data = tick_value(t, pad);
+    Ok(match codec {
+        Codec::V1 => v1::Encoder::new(now_ms()).message(BENCH_BROADCAST, &data),
+        Codec::Native => native::Encoder::new(now_ms())
+            .message(BENCH_BROADCAST, &native::ValueTree::from_value(&data))?,
+    })
+}
+
+/// The `tick` frame the server sends for `t` (what receivers get), as conduit encodes
+/// it: used to size payloads.
+pub fn tick_frame(codec: Codec, t: Tick, pad: usize) -> Result<Bytes, Error> {
+    let data = tick_value(t, pad);
+    Ok(match codec {
+        Codec::V1 => v1::Encoder::new(0).message(TICK, &data),
+        Codec::Native => {
+            native::Encoder::new(0).message(TICK, &native::ValueTree::from_value(&data))?
+        }
+    })
+}
+
+/// Padding that makes the netconduit-v1 `tick` frame's payload `payload_bytes` long
+/// (or as close above as the fixed fields allow). The native frame of the same data is
+/// larger; reports show both sizes.
+pub fn pad_for_payload(payload_bytes: usize) -> usize {
+    let t = Tick {
+        sender: 0,
+        seq: 0,
+        due_ns: 0,
+    };
+    let size = |pad| {
+        tick_frame(Codec::V1, t, pad).map_or(usize::MAX, |f| f.len() - conduit_protocol::HEADER_LEN)
+    };
+    let mut pad = payload_bytes.saturating_sub(size(0));
+    // A bin8 header is 2 bytes, bin16 3: step down until it fits.
+    while pad > 0 && size(pad) > payload_bytes {
+        pad -= 1;
+    }
+    pad
+}
+
+/// Reads a `tick` MESSAGE payload: `None` if the frame is another message.
+pub fn parse_tick(codec: Codec, payload: &[u8]) -> Result<Option<Tick>, Error> {
+    match codec {
+        Codec::V1 => Ok(parse_tick_v1(payload)),
+        Codec::Native => {
+            let (name, body) = native::split_route(payload)?;
+            if name != TICK {
+                return Ok(None);
+            }
+            let tree = native::access::<ArchivedValueTree>(body)?;
+            let mut t = Tick {
+                sender: 0,
+                seq: 0,
+                due_ns: 0,
+            };
+            let mut key: Option<&str> = None;
+            for node in tree.nodes.iter() {
+                match node {
+                    native::ArchivedNode::Str(s) if key.is_none() => key = Some(s.as_str()),
+                    native::ArchivedNode::Int(i) => {
+                        let v = u64::try_from(i.to_native()).unwrap_or(0);
+                        set_field(&mut t, key.take(), v);
+                    }
+                    native::ArchivedNode::UInt(u) => set_field(&mut t, key.take(), u.to_native()),
+                    _ => key = None,
+                }
+            }
+            Ok(Some(t))
+        }
+    }
+}
+
+fn set_field(t: &mut Tick, key: Option<&str>, v: u64) {
+    match key {
+        Some("s") => t.seq = v.saturating_sub(FIXED_WIDTH_BASE),
+        Some("w") => t.sender = v,
+        Some("t") => t.due_ns = v.saturating_sub(FIXED_WIDTH_BASE),
+        _ => {}
+    }
+}
+
+/// A tiny MessagePack reader for the fields the scenarios need.
+struct Mp<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Mp<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.b.get(self.i)?;
+        self.i += 1;
+        Some(b)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.i..self.i.checked_add(n)?)?;
+        self.i += n;
+        Some(s)
+    }
+
+    fn be(&mut self, n: usize) -> Option<u64> {
+        Some(
+            self.take(n)?
+                .iter()
+                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
+        )
+    }
+
+    fn map_len(&mut self) -> Option<usize> {
+        match self.byte()? {
+            b @ 0x80..=0x8f => Some(usize::from(b & 0x0f)),
+            0xde => Some(self.be(2)? as usize),
+            0xdf => Some(self.be(4)? as usize),
+            _ => None,
+        }
+    }
+
+    fn str_len(&mut self, first: u8) -> Option<usize> {
+        match first {
+            0xa0..=0xbf => Some(usize::from(first & 0x1f)),
+            0xd9 => Some(self.be(1)? as usize),
+            0xda => Some(self.be(2)? as usize),
+            0xdb => Some(self.be(4)? as usize),
+            _ => None,
+        }
+    }
+
+    fn str(&mut self) -> Option<&'a [u8]> {
+        let first = self.byte()?;
+        let n = self.str_len(first)?;
+        self.take(n)
+    }
+
+    /// A non-negative integer, or `None` (the value is then consumed anyway when it is
+    /// another scalar).
+    fn uint(&mut self) -> Option<u64> {
+        let first = self.byte()?;
+        match first {
+            0x00..=0x7f => Some(u64::from(first)),
+            0xcc => self.be(1),
+            0xcd => self.be(2),
+            0xce => self.be(4),
+            0xcf => self.be(8),
+            0xd0 => self.be(1).filter(|v| *v < 0x80),
+            0xd1 => self.be(2).filter(|v| *v < 0x8000),
+            0xd2 => self.be(4).filter(|v| *v < 0x8000_0000),
+            0xd3 => self.be(8).filter(|v| *v < 0x8000_0000_0000_0000),
+            _ => {
+                self.i -= 1;
+                self.skip(0)?;
+                None
+            }
+        }
+    }
+
+    /// Skips one value (nesting bounded).
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        const MAX_DEPTH: usize = 16;
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let first = self.byte()?;
+        let n = match first {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => 0,
+            0x80..=0x8f => {
+                for _ in 0..2 * usize::from(first & 0x0f) {
+                    self.skip(depth + 1)?;
+                }
+                0
+            }
+            0x90..=0x9f => {
+                for _ in 0..usize::from(first & 0x0f) {
+                    self.skip(depth + 1)?;
+                }
+                0
+            }
+            0xa0..=0xbf | 0xd9..=0xdb => self.str_len(first)?,
+            0xc4 | 0xc7 => self.be(1)? as usize + usize::from(first == 0xc7),
+            0xc5 | 0xc8 => self.be(2)? as usize + usize::from(first == 0xc8),
+            0xc6 | 0xc9 => self.be(4)? as usize + usize::from(first == 0xc9),
+            0xca => 4,
+            0xcb => 8,
+            0xcc | 0xd0 => 1,
+            0xcd | 0xd1 => 2,
+            0xce | 0xd2 => 4,
+            0xcf | 0xd3 => 8,
+            0xd4 => 2,
+            0xd5 => 3,
+            0xd6 => 5,
+            0xd7 => 9,
+            0xd8 => 17,
+            0xdc | 0xdd => {
+                let len = self.be(if first == 0xdc { 2 } else { 4 })? as usize;
+                for _ in 0..len {
+                    self.skip(depth + 1)?;
+                }
+                0
+            }
+            0xde | 0xdf => {
+                let len = self.be(if first == 0xde { 2 } else { 4 })? as usize;
+                for _ in 0..2 * len {
+                    self.skip(depth + 1)?;
+                }
+                0
+            }
+            0xc1 => return None,
+        };
+        self.take(n).map(|_| ())
+    }
+}
+
+/// Reads `{"type": "tick", "data": {"s", "w", "t", …}}` without building a `Value`.
+fn parse_tick_v1(payload: &[u8]) -> Option<Tick> {
+    let mut r = Mp { b: payload, i: 0 };
+    let mut is_tick = false;
+    let mut tick = None;
+    for _ in 0..r.map_len()? {
+        match r.str()? {
+            b"type" => is_tick = r.str()? == TICK.as_bytes(),
+            b"data" => {
+                let mut t = Tick {
+                    sender: 0,
+                    seq: 0,
+                    due_ns: 0,
+                };
+                for _ in 0..r.map_len()? {
+                    let key = r.str()?;
+                    let key = std::str::from_utf8(key).ok();
+                    if let Some(v) = r.uint() {
+                        set_field(&mut t, key, v);
+                    }
+                }
+                tick = Some(t);
+            }
+            _ => r.skip(0)?,
+        }
+    }
+    tick.filter(|_| is_tick)
+}
+
+// ---- RPC ---------------------------------------------------------------------------
+
+/// An `add(a, b)` RPC_REQUEST.
+pub fn add_request(codec: Codec, correlation_id: u64, a: i64, b: i64) -> Result<Bytes, Error> {
+    let params = Value::map().with("a", a).with("b", b);
+    Ok(match codec {
+        Codec::V1 => v1::Encoder::new(now_ms()).rpc_request(correlation_id, "add", &params),
+        Codec::Native => native::Encoder::new(now_ms()).rpc_request(
+            correlation_id,
+            "add",
+            &native::ValueTree::from_value(&params),
+        )?,
+    })
+}
+
+/// The integer an RPC reply carries (`None` for an error reply or another shape).
+pub fn rpc_result(codec: Codec, header: &Header, payload: &[u8]) -> Result<Option<i64>, Error> {
+    match (codec, header.kind) {
+        (Codec::V1, FrameKind::RpcResponse | FrameKind::RpcError) => {
+            match v1::decode(header, payload, &V1Limits::default())? {
+                V1Payload::RpcResponse { result, .. } => {
+                    let ok = result.get("success").and_then(Value::as_bool) == Some(true);
+                    Ok(result.get("data").and_then(Value::as_i64).filter(|_| ok))
+                }
+                _ => Ok(None),
+            }
+        }
+        (Codec::Native, FrameKind::RpcResponse) => {
+            let tree = native::access::<ArchivedValueTree>(payload)?;
+            Ok(match tree.nodes.first() {
+                Some(native::ArchivedNode::Int(i)) if tree.nodes.len() == 1 => Some(i.to_native()),
+                _ => None,
+            })
+        }
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn decode_one(frame: &[u8]) -> (Header, Vec<u8>, Codec) {
+        let mut d = FrameDecoder::new(DecoderLimits::default());
+        d.feed(frame);
+        let f = d.next_frame().unwrap().unwrap();
+        (f.header, f.payload.to_vec(), f.header.codec)
+    }
+
+    #[test]
+    fn tick_round_trip_both_codecs() {
+        let t = Tick {
+            sender: 3,
+            seq: 17,
+            due_ns: 123_456_789,
+        };
+        for codec in [Codec::V1, Codec::Native] {
+            let frame = tick_frame(codec, t, 21).unwrap();
+            let mut d = FrameDecoder::new(DecoderLimits::default());
+            d.feed(&frame);
+            let f = d.next_frame().unwrap().unwrap();
+            assert_eq!(parse_tick(codec, f.payload).unwrap(), Some(t), "{codec:?}");
+        }
+        // Another message type is not a tick.
+        let other = v1::Encoder::new(0).message("chat", &tick_value(t, 0));
+        let (_, payload, _) = decode_one(&other);
+        assert_eq!(parse_tick(Codec::V1, &payload).unwrap(), None);
+    }
+
+    #[test]
+    fn payload_sizing() {
+        let t = Tick {
+            sender: 0,
+            seq: 5,
+            due_ns: 1,
+        };
+        let pad = pad_for_payload(64);
+        let frame = tick_frame(Codec::V1, t, pad).unwrap();
+        assert_eq!(frame.len() - conduit_protocol::HEADER_LEN, 64);
+        // Fixed-width fields: a much later message has the same size.
+        let later = Tick {
+            sender: 0,
+            seq: 4_000_000_000,
+            due_ns: 3_600_000_000_000,
+        };
+        assert_eq!(
+            tick_frame(Codec::V1, later, pad).unwrap().len(),
+            frame.len()
+        );
+        // Below the fixed part, no padding.
+        assert_eq!(pad_for_payload(1), 0);
+        let big = pad_for_payload(1000);
+        assert_eq!(
+            tick_frame(Codec::V1, t, big).unwrap().len() - conduit_protocol::HEADER_LEN,
+            1000
+        );
+    }
+
+    #[test]
+    fn msgpack_skipper_handles_every_shape() {
+        let data = Value::map()
+            .with("x", Value::from_iter([1.5f64, -3.0]))
+            .with("n", Value::Nil)
+            .with("neg", -5)
+            .with("s", FIXED_WIDTH_BASE + 9)
+            .with("w", 1)
+            .with("t", FIXED_WIDTH_BASE + 77)
+            .with("deep", Value::map().with("a", Value::map().with("b", "c")))
+            .with("long", "y".repeat(300));
+        let frame = v1::Encoder::new(0).message(TICK, &data);
+        let (_, payload, _) = decode_one(&frame);
+        assert_eq!(
+            parse_tick_v1(&payload),
+            Some(Tick {
+                sender: 1,
+                seq: 9,
+                due_ns: 77
+            })
+        );
+        // Truncated input never panics.
+        for cut in 0..payload.len() {
+            let _ = parse_tick_v1(&payload[..cut]);
+        }
+    }
+
+    #[test]
+    fn rpc_replies() {
+        let ok = v1::Encoder::new(0).rpc_success(4, &Value::Int(7));
+        let (h, p, _) = decode_one(&ok);
+        assert_eq!(rpc_result(Codec::V1, &h, &p).unwrap(), Some(7));
+        let err = v1::Encoder::new(0).rpc_failure(4, "nope", 4000, None);
+        let (h, p, _) = decode_one(&err);
+        assert_eq!(rpc_result(Codec::V1, &h, &p).unwrap(), None);
+        let ok = native::Encoder::new(0)
+            .rpc_response(4, &native::ValueTree::from_value(&Value::Int(-2)))
+            .unwrap();
+        let mut d = FrameDecoder::new(DecoderLimits::default());
+        d.feed(&ok);
+        let f = d.next_frame().unwrap().unwrap();
+        assert_eq!(
+            rpc_result(Codec::Native, &f.header, f.payload).unwrap(),
+            Some(-2)
+        );
+        let req = add_request(Codec::V1, 9, 2, 3).unwrap();
+        let (h, p, _) = decode_one(&req);
+        assert_eq!(h.correlation_id, 9);
+        assert!(matches!(
+            v1::decode(&h, &p, &V1Limits::default()).unwrap(),
+            V1Payload::RpcRequest { method: Some(m), .. } if m == "add"
+        ));
+    }
+}

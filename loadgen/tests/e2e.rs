@@ -1,0 +1,157 @@
+//! End to end: the real binary starts its own `serve` child, runs tiny scenarios over
+//! loopback, and the JSON it writes must show every delivery and every call accounted
+//! for. No timing is asserted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn exe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_conduit-loadgen"))
+}
+
+/// A fresh directory for one test's output, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("conduit-loadgen-e2e-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn read_json(path: &PathBuf) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run conduit-loadgen");
+    assert!(
+        out.status.success(),
+        "conduit-loadgen failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn broadcast_counts_add_up_in_both_codecs() {
+    let scratch = Scratch::new("broadcast");
+    for (codec, mode) in [("v1", "saturate"), ("native", "single")] {
+        let json = scratch.file(&format!("broadcast-{codec}.json"));
+        run(exe()
+            .args([
+                "broadcast",
+                "--codec",
+                codec,
+                "--mode",
+                mode,
+                "--window",
+                "16",
+                "--connections",
+                "20",
+                "--messages",
+                "50",
+                "--duration-s",
+                "30",
+                "--drain-s",
+                "30",
+                "--no-progress",
+                "--json",
+            ])
+            .arg(&json));
+        let r = read_json(&json);
+        assert_eq!(r["scenario"], format!("broadcast-{mode}"));
+        assert_eq!(r["messages"], 50);
+        assert_eq!(r["ops"], 50 * 20, "{r:#}");
+        assert_eq!(r["loss"]["expected"], 50 * 20);
+        assert_eq!(r["loss"]["delivered"], 50 * 20);
+        assert_eq!(r["loss"]["lost"], 0);
+        assert_eq!(r["loss"]["unfinished"], 0);
+        assert_eq!(r["loss"]["out_of_order"], 0);
+        assert_eq!(r["errors"], 0);
+        assert_eq!(r["complete"], true);
+        assert_eq!(r["latency"]["count"], 50 * 20);
+        assert_eq!(r["fanout"]["count"], 50);
+        assert!(r["server_cpu_s"].as_f64().is_some(), "server CPU was read");
+    }
+}
+
+#[test]
+fn quick_suite_runs_every_scenario() {
+    let scratch = Scratch::new("suite");
+    let json = scratch.file("suite.json");
+    run(exe()
+        .args([
+            "suite",
+            "--quick",
+            "--connections",
+            "20",
+            "--codecs",
+            "native",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(&json));
+    let r = read_json(&json);
+    assert_eq!(
+        r["failures"].as_array().unwrap().len(),
+        0,
+        "{:#}",
+        r["failures"]
+    );
+    let runs = r["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs
+        .iter()
+        .map(|x| x["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "connect",
+            "heartbeat",
+            "heartbeat-ping",
+            "broadcast-single",
+            "broadcast-rate",
+            "broadcast-saturate",
+            "rpc"
+        ]
+    );
+    for run in runs {
+        assert_eq!(run["errors"], 0, "{run:#}");
+        assert_eq!(run["connections"], 20);
+        if let Some(loss) = run["loss"].as_object() {
+            assert_eq!(loss["lost"], 0, "{run:#}");
+            assert_eq!(loss["unfinished"], 0, "{run:#}");
+            assert_eq!(
+                run["ops"].as_u64().unwrap(),
+                run["messages"].as_u64().unwrap() * 20,
+                "{run:#}"
+            );
+        }
+    }
+    let rpc = &runs[6];
+    assert_eq!(rpc["op"], "calls");
+    assert!(rpc["ops"].as_u64().unwrap() > 0);
+    let connect = &runs[0];
+    assert_eq!(connect["ops"], 20);
+    assert!(connect["rss_idle_kib"].as_u64().unwrap() > 0);
+    assert_eq!(r["summaries"].as_array().unwrap().len(), 7);
+    assert!(!r["targets"].as_array().unwrap().is_empty());
+}
