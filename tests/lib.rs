@@ -74,7 +74,12 @@ pub struct TestClient {
 impl TestClient {
     /// Opens a TCP connection.
     pub fn connect(addr: SocketAddr, codec: Codec) -> io::Result<TestClient> {
-        let stream = TcpStream::connect(addr)?;
+        TestClient::from_stream(TcpStream::connect(addr)?, codec)
+    }
+
+    /// Wraps a stream connected by the caller (e.g. with socket options that must be
+    /// set before connecting).
+    pub fn from_stream(stream: TcpStream, codec: Codec) -> io::Result<TestClient> {
         stream.set_read_timeout(Some(FRAME_WAIT))?;
         stream.set_nodelay(true)?;
         Ok(TestClient {

@@ -87,7 +87,8 @@ pub struct ServerDescriptor {
     /// frames that arrive in the same read as AUTH_SUCCESS; a busy client can take tens
     /// of milliseconds to read it. Zero disables the hold. Default 250 ms.
     pub v1_post_auth_delay: Duration,
-    /// Deepest nesting accepted in a payload. Default 64.
+    /// Deepest nesting accepted in a payload. Default 64, at most
+    /// [`MAX_PAYLOAD_DEPTH`].
     pub max_payload_depth: usize,
     /// Most values in one payload. Default 262 144.
     pub max_payload_values: usize,
@@ -102,6 +103,12 @@ pub struct ServerDescriptor {
     /// busy task for longer. Default 10 ms.
     pub preempt_timer: Duration,
 }
+
+/// The highest `max_payload_depth` a server accepts. Decoding, dropping and re-encoding
+/// a payload recurse once per level on the shard's stack (2 MiB): an unoptimised build
+/// overflowed it, aborting the process, at about 300 levels of an echoed message, so
+/// the limit stays well below that.
+pub const MAX_PAYLOAD_DEPTH: usize = 128;
 
 impl ServerDescriptor {
     /// A descriptor with every default and the given password.
@@ -290,6 +297,15 @@ impl ServerDescriptor {
                 "payload limits must be at least 1".into(),
             );
         }
+        if self.max_payload_depth > MAX_PAYLOAD_DEPTH {
+            return bad(
+                "max_payload_depth",
+                format!(
+                    "{} exceeds {MAX_PAYLOAD_DEPTH} (deeper payloads would risk the shard's stack)",
+                    self.max_payload_depth
+                ),
+            );
+        }
         if self.bus_capacity == 0 {
             return bad("bus_capacity", "must be at least 1".into());
         }
@@ -366,6 +382,9 @@ mod tests {
             field_of(ok().allow_v1(false).allow_native(false)),
             "allow_v1"
         );
+        let mut d = ok();
+        d.max_payload_depth = MAX_PAYLOAD_DEPTH + 1;
+        assert_eq!(field_of(d), "max_payload_depth");
         let mut d = ok();
         d.max_auth_frame_bytes = 100;
         assert_eq!(field_of(d), "max_auth_frame_bytes");

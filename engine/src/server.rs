@@ -23,6 +23,14 @@ use crate::handlers::{
 use crate::id::ConnectionId;
 use crate::{preflight, shard};
 
+/// On a shard, lets its other tasks run if this one has used up its time slice. The
+/// engine's sends may complete without waiting (a local fan-out, a stopped server), so a
+/// handler looping on them would otherwise never yield and would starve its shard: its
+/// readers, writers, heartbeat and bus (and so `stop()`). Off a shard it does nothing.
+async fn yield_if_needed() {
+    glommio::yield_if_needed().await;
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -392,6 +400,7 @@ impl Server {
     }
 
     async fn broadcast_frames(&self, frames: Arc<Frames>, filter: Arc<Filter>) -> usize {
+        yield_if_needed().await;
         let Some(rt) = self.runtime() else { return 0 };
         let local = shard::current_for(self);
         let (tx, rx) = flume::bounded(rt.bus.len());
@@ -420,11 +429,6 @@ impl Server {
         // Not held while waiting: a shard that exits with this request still queued
         // drops it (and its reply sender) only once every holder of the runtime is gone.
         drop(rt);
-        if local.is_some() {
-            // A handler broadcasting in a loop on a single shard would otherwise never
-            // yield: let the shard's readers, writers and heartbeat run.
-            glommio::yield_if_needed().await;
-        }
         for _ in 0..pending {
             match rx.recv_async().await {
                 Ok(n) => count += n,
@@ -464,13 +468,11 @@ impl Server {
         data: &Value,
         _kick: bool,
     ) -> Result<()> {
+        yield_if_needed().await;
         let rt = self.runtime().ok_or(Error::NotRunning)?;
         let frames = Arc::new(Frames::message(name, data, now_ms()));
         if let Some(s) = shard::current_for(self).filter(|s| s.index == id.shard()) {
-            let sent = s.send_local(id, &frames);
-            // A handler sending in a loop must not keep its shard from running.
-            glommio::yield_if_needed().await;
-            sent
+            s.send_local(id, &frames)
         } else {
             let bus = rt.bus.get(id.shard()).ok_or(Error::Closed)?;
             let (tx, rx) = flume::bounded(1);
@@ -487,6 +489,7 @@ impl Server {
     }
 
     pub(crate) async fn kick(&self, id: ConnectionId, last: Option<(&str, &Value)>) -> Result<()> {
+        yield_if_needed().await;
         let rt = self.runtime().ok_or(Error::NotRunning)?;
         let last = last.map(|(n, d)| Arc::new(Frames::message(n, d, now_ms())));
         let done = if let Some(s) = shard::current_for(self).filter(|s| s.index == id.shard()) {

@@ -79,22 +79,6 @@ impl LocalConn {
     fn codec(&self) -> Codec {
         self.meta.codec().unwrap_or(Codec::V1)
     }
-
-    /// Whether login put it in the connection count (and the authenticated list); its
-    /// teardown takes it out when it leaves the pool.
-    fn counted(&self) -> bool {
-        self.slot.get() != usize::MAX
-    }
-}
-
-/// Gives back one unit of a shared counter when dropped: when the task holding it
-/// ends, or when the executor drops that task unfinished at shutdown.
-struct Release<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for Release<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// Per-shard state. Lives on its executor thread only.
@@ -114,6 +98,12 @@ pub(crate) struct Shard {
     /// Set once Drain started: pool emptying wakes `drained`.
     draining: Cell<bool>,
     drained: LocalNotify,
+    /// `max_connections` slots and refusals in flight this shard holds in the server's
+    /// counts, so what its unfinished tasks hold can be given back when it exits.
+    slots_held: Cell<usize>,
+    refusals_held: Cell<usize>,
+    /// Set when the shard exits: it has settled its counts, tasks must not touch them.
+    exited: Cell<bool>,
 }
 
 impl Shard {
@@ -230,6 +220,14 @@ impl Shard {
         true
     }
 
+    /// Gives back the `max_connections` slot a connection held.
+    fn release_slot(&self) {
+        if !self.exited.get() {
+            self.slots_held.set(self.slots_held.get() - 1);
+            self.server.stats().slots.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     fn next_id(&self) -> ConnectionId {
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 1);
@@ -306,6 +304,9 @@ pub(crate) async fn shard_main(setup: ShardSetup) {
         accept_task: RefCell::new(None),
         draining: Cell::new(false),
         drained: LocalNotify::default(),
+        slots_held: Cell::new(0),
+        refusals_held: Cell::new(0),
+        exited: Cell::new(false),
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(shard.clone()));
     tracing::info!(shard = index, %addr, "shard listening");
@@ -315,18 +316,25 @@ pub(crate) async fn shard_main(setup: ShardSetup) {
     bus_loop(&shard, bus).await;
     drop(ticker);
     shard.accept_task.borrow_mut().take();
-    // Connections still open past the drain (a handler that never returned) are
-    // dropped with the executor and never reach their teardown: take them out of the
-    // count and the directory here (their slots come back as their tasks are dropped;
-    // their disconnect hooks do not run).
+    // Tasks still unfinished past the drain (a handler that never returned, a refusal
+    // still waiting) never run again once the executor exits (glommio does not drop
+    // them): settle what they hold in the server's counts here, and close their sockets.
+    // Their disconnect hooks do not run.
+    shard.exited.set(true);
+    let stats = shard.server.stats();
+    for c in shard.authed.borrow_mut().drain(..) {
+        shard.rt.directory_remove(c.meta.id);
+        stats.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+    stats
+        .slots
+        .fetch_sub(shard.slots_held.take(), Ordering::AcqRel);
+    stats
+        .refusing
+        .fetch_sub(shard.refusals_held.take(), Ordering::AcqRel);
     let left: Vec<Rc<LocalConn>> = shard.pool.borrow_mut().drain().map(|(_, c)| c).collect();
     for c in &left {
         c.stream.shutdown_both();
-        if c.counted() {
-            shard.rt.directory_remove(c.meta.id);
-            let stats = shard.server.stats();
-            stats.connections.fetch_sub(1, Ordering::AcqRel);
-        }
     }
     if !left.is_empty() {
         tracing::warn!(
@@ -336,7 +344,6 @@ pub(crate) async fn shard_main(setup: ShardSetup) {
         );
     }
     drop(left);
-    shard.authed.borrow_mut().clear();
     CURRENT.with(|c| *c.borrow_mut() = None);
     tracing::info!(shard = index, "shard stopped");
 }
@@ -464,6 +471,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>) {
             refuse(&shard, stream);
             continue;
         }
+        shard.slots_held.set(shard.slots_held.get() + 1);
         spawn_local(serve(shard.clone(), stream)).detach();
     }
 }
@@ -478,9 +486,9 @@ fn refuse(shard: &Rc<Shard>, stream: TcpStream) {
         return;
     }
     stats.refused.fetch_add(1, Ordering::Relaxed);
+    shard.refusals_held.set(shard.refusals_held.get() + 1);
     let shard = shard.clone();
     spawn_local(async move {
-        let _refusing = Release(&shard.server.stats().refusing);
         let stream = SharedStream::new(stream);
         let mut decoder = FrameDecoder::new(DecoderLimits {
             max_payload_bytes: 4096,
@@ -517,6 +525,10 @@ fn refuse(shard: &Rc<Shard>, stream: TcpStream) {
             }
         }
         stream.shutdown_write().await;
+        if !shard.exited.get() {
+            shard.refusals_held.set(shard.refusals_held.get() - 1);
+            shard.server.stats().refusing.fetch_sub(1, Ordering::AcqRel);
+        }
     })
     .detach();
 }
@@ -536,8 +548,6 @@ fn random_bytes<const N: usize>() -> Option<[u8; N]> {
 
 /// One connection, from accept to the last hook.
 async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    // The `max_connections` slot the accept loop took for it.
-    let _slot = Release(&shard.server.stats().slots);
     let stream = SharedStream::new(stream);
     if let Err(e) = stream.configure(shard.desc().buffer_size) {
         tracing::debug!("socket options: {e}");
@@ -548,6 +558,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         random_bytes::<32>(),
     ) else {
         stream.shutdown_both();
+        shard.release_slot();
         return;
     };
     let id = shard.next_id();
@@ -617,7 +628,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     conn.out.clear();
 
     shard.pool.borrow_mut().remove(&id);
-    if was_authed {
+    if was_authed && !shard.exited.get() {
         shard.remove_authed(&conn);
         shard.rt.directory_remove(id);
         shard
@@ -641,6 +652,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         }
     }
     tracing::info!(conn = %id, ?reason, "disconnected");
+    shard.release_slot();
     if shard.draining.get() && shard.pool.borrow().is_empty() {
         shard.drained.notify();
     }

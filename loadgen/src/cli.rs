@@ -42,6 +42,9 @@ pub enum Command {
     Rpc(RpcArgs),
     /// Run the benchmark server (RPC `add`, message `bench_broadcast` → `tick`).
     Serve(ServeArgs),
+    /// Connections churning through an in-process server (connect, log in, RPCs and
+    /// broadcasts, leave); RSS, open descriptors and `connection_count` must come back.
+    Soak(crate::soak::SoakArgs),
 }
 
 /// Which codec a client speaks.
@@ -297,6 +300,7 @@ pub fn main() -> i32 {
 /// Runs one subcommand; `Ok(1)` means it ran but something was lost or failed.
 pub fn dispatch(command: Command) -> Result<i32> {
     match command {
+        Command::Soak(a) => crate::soak::main(&a),
         Command::Serve(a) => {
             serve::serve(&ServeOptions {
                 host: a.host,

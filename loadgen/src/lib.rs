@@ -13,6 +13,8 @@
 //!   netconduit reference server (in a venv it creates), or any running server.
 //! * [`serve`] — the benchmark server (`conduit-loadgen serve`).
 //! * [`suite`] — every scenario against every target, interleaved rounds, medians.
+//! * [`soak`] — connections churning through an in-process server; RSS, descriptors
+//!   and `connection_count` must come back.
 //! * [`report`] — the human table and the JSON.
 //! * [`stats`] — histograms, loss accounting, the coordinated-omission-aware
 //!   schedule.
@@ -22,6 +24,7 @@ pub mod procfs;
 pub mod report;
 pub mod scenario;
 pub mod serve;
+pub mod soak;
 pub mod stats;
 pub mod suite;
 pub mod target;

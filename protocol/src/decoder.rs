@@ -234,9 +234,11 @@ impl FrameDecoder {
     }
 
     /// The most memory the receive buffer may ever hold: one maximal frame plus one
-    /// read's worth of the next.
+    /// read's worth of the next, or the initial buffer if that is larger.
     pub fn max_buffer_bytes(&self) -> usize {
-        (HEADER_LEN + self.limits.max_payload_bytes as usize + MIN_READ_BYTES).next_multiple_of(8)
+        let frame = HEADER_LEN + self.limits.max_payload_bytes as usize + MIN_READ_BYTES;
+        let initial = self.limits.initial_buffer_bytes.max(HEADER_LEN);
+        frame.max(initial).next_multiple_of(8)
     }
 
     /// Records that `n` bytes were written into the slice [`spare`](Self::spare) gave.
@@ -484,6 +486,8 @@ mod tests {
             max_payload_bytes: 64,
             ..DecoderLimits::default()
         });
+        // The initial buffer (4 KiB) is larger than a 64-byte frame: it is the bound.
+        assert!(d.buffer().capacity() <= d.max_buffer_bytes());
         d.feed(&frame(Codec::V1, FrameKind::Message, &[1; 64], 0));
         assert!(d.next_frame().unwrap().is_some());
         d.set_max_payload_bytes(4096);

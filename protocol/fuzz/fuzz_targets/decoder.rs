@@ -1,5 +1,10 @@
 //! Arbitrary bytes, split at an arbitrary chunk size, through the frame decoder and
 //! both payload codecs. Must never panic, and the buffer must stay within its bound.
+//! The first byte picks the read size (bits 0–6) and whether the payload limit starts
+//! small and is raised after the first frame, as a connection's is at login (bit 7).
+//!
+//! Keep in step with `protocol/tests/fuzz_regressions.rs`, which replays
+//! `protocol/fuzz/regressions/decoder/` through the same steps in `cargo test`.
 #![no_main]
 
 use conduit_protocol::native::{self, ArchivedValueTree};
@@ -7,10 +12,17 @@ use conduit_protocol::{v1, DecoderLimits, FrameDecoder, ValueLimits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&chunk, bytes)) = data.split_first() else { return };
-    let limits = DecoderLimits { max_payload_bytes: 64 * 1024, ..DecoderLimits::default() };
+    let Some((&first, bytes)) = data.split_first() else {
+        return;
+    };
+    let full = 64 * 1024;
+    let start = if first & 0x80 != 0 { 256 } else { full };
+    let limits = DecoderLimits {
+        max_payload_bytes: start,
+        ..DecoderLimits::default()
+    };
     let mut d = FrameDecoder::new(limits);
-    for c in bytes.chunks(usize::from(chunk).max(1)) {
+    for c in bytes.chunks(usize::from(first & 0x7f).max(1)) {
         d.feed(c);
         loop {
             match d.next_frame() {
@@ -23,8 +35,12 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 Ok(None) => break,
-                Err(_) => return,
+                Err(_) => {
+                    let _ = d.front_codec();
+                    return;
+                }
             }
+            d.set_max_payload_bytes(full);
         }
         assert!(d.buffer().capacity() <= d.max_buffer_bytes());
     }

@@ -1,4 +1,7 @@
 //! Arbitrary bytes as every native payload type, read from an 8-byte-aligned buffer.
+//!
+//! Keep in step with `protocol/tests/fuzz_regressions.rs`, which replays
+//! `protocol/fuzz/regressions/native_payload/` through the same steps in `cargo test`.
 #![no_main]
 
 use conduit_protocol::native::{self, ArchivedAuthStep, ArchivedRpcFailure, ArchivedValueTree};
