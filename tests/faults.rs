@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use conduit::{Codec, ConnectionId, RpcError, RpcInfo, Server, ServerDescriptor, Value};
 use conduit_protocol::v1::{self, V1Payload};
 use conduit_protocol::{native, FrameKind};
-use conduit_tests::{start, test_descriptor, OwnedFrame, TestClient};
+use conduit_tests::{start, test_descriptor, TestClient};
 
 const PW: &str = "secret";
 const CODECS: [Codec; 2] = [Codec::V1, Codec::Native];
@@ -37,24 +37,6 @@ fn quiet_deliberate_panics() {
             }
         }));
     });
-}
-
-fn reason_of(f: &OwnedFrame) -> String {
-    match f.header.codec {
-        Codec::V1 => match f.v1() {
-            V1Payload::AuthFailure { reason } => reason,
-            other => panic!("not a failure: {other:?}"),
-        },
-        Codec::Native => {
-            let mut a = rkyv::util::AlignedVec::<8>::new();
-            a.extend_from_slice(&f.payload);
-            native::access::<native::ArchivedReason>(&a)
-                .unwrap()
-                .reason
-                .as_str()
-                .to_owned()
-        }
-    }
 }
 
 fn add_rpc(server: &Server) {
@@ -161,7 +143,7 @@ fn flood(max: usize, extra: usize, refusals_in_flight: usize) -> Flood {
                     Ok(f) => {
                         assert_eq!(f.header.kind, FrameKind::AuthFailure);
                         assert!(c.expect_closed().is_empty());
-                        reason_of(&f)
+                        f.reason()
                     }
                     // Closed before a reason could be sent (too many refusals at once).
                     Err(_) => String::new(),
@@ -331,11 +313,7 @@ fn peers_that_reset_mid_frame_leak_no_slot() {
         if f.header.kind == FrameKind::AuthSuccess {
             clients.push(c);
         } else {
-            assert!(
-                Instant::now() < deadline,
-                "a slot leaked: {}",
-                reason_of(&f)
-            );
+            assert!(Instant::now() < deadline, "a slot leaked: {}", f.reason());
         }
     }
     for c in &mut clients {

@@ -211,24 +211,6 @@ fn patch(bytes: &mut [u8], what: &[u8], with: &[u8]) {
 // ---- what the peer sees ----------------------------------------------------------------
 
 /// The reason text of an AUTH_FAILURE or (native) CLOSE frame.
-fn reason_of(f: &OwnedFrame) -> String {
-    match f.header.codec {
-        Codec::V1 => match f.v1() {
-            V1Payload::AuthFailure { reason } => reason,
-            other => panic!("not a failure: {other:?}"),
-        },
-        Codec::Native => {
-            let mut a = rkyv::util::AlignedVec::<8>::new();
-            a.extend_from_slice(&f.payload);
-            native::access::<native::ArchivedReason>(&a)
-                .unwrap()
-                .reason
-                .as_str()
-                .to_owned()
-        }
-    }
-}
-
 /// Reads until the server closes `c` and checks how it said goodbye: before login an
 /// AUTH_FAILURE carrying `reason` (in the codec the peer used); after login a native
 /// CLOSE carrying it, or, for v1, nothing. `reason: None` means no reason frame at all.
@@ -249,7 +231,7 @@ fn expect_closed_with(c: &mut TestClient, authed: bool, reason: Option<&str>) {
             assert_eq!(last.len(), 1, "expected one {kind:?}, got {seen:?}");
             assert_eq!(last[0].header.kind, kind);
             assert_eq!(last[0].header.codec, c.codec);
-            let text = reason_of(last[0]);
+            let text = last[0].reason();
             assert!(
                 text.contains(reason.unwrap()),
                 "reason {text:?} should contain {reason:?}"
@@ -365,11 +347,7 @@ fn a_refused_codec_is_told_why_in_its_own_codec() {
             (f.header.kind, f.header.codec),
             (FrameKind::AuthFailure, refused)
         );
-        assert!(
-            reason_of(&f).contains("unknown version"),
-            "{}",
-            reason_of(&f)
-        );
+        assert!(f.reason().contains("unknown version"), "{}", f.reason());
         assert!(c.expect_closed().is_empty());
         let allowed = if allow_v1 { Codec::V1 } else { Codec::Native };
         let mut c = t.login(allowed);

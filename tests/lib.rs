@@ -43,6 +43,24 @@ impl OwnedFrame {
         )
     }
 
+    /// The reason text of an AUTH_FAILURE (either codec) or a native CLOSE.
+    pub fn reason(&self) -> String {
+        match self.header.codec {
+            Codec::V1 => match self.v1() {
+                V1Payload::AuthFailure { reason } => reason,
+                other => panic!("not a failure: {other:?}"),
+            },
+            Codec::Native => {
+                let aligned = aligned_copy(&self.payload);
+                native::access::<native::ArchivedReason>(&aligned)
+                    .expect("a reason payload")
+                    .reason
+                    .as_str()
+                    .to_owned()
+            }
+        }
+    }
+
     /// A native payload that is a bare value tree.
     pub fn native_value(&self) -> Value {
         let aligned = aligned_copy(&self.payload);

@@ -10,29 +10,11 @@ use std::time::Duration;
 
 use conduit::{ConnectionId, Error, Server, ServerDescriptor, Value};
 use conduit_protocol::v1::{self, V1Payload};
-use conduit_protocol::{native, Codec, FrameKind};
+use conduit_protocol::{Codec, FrameKind};
 use conduit_tests::{start, test_descriptor, TestClient};
 
 const PW: &str = "secret";
 const WAIT: Duration = Duration::from_secs(10);
-
-fn reason_of(f: &conduit_tests::OwnedFrame, codec: Codec) -> String {
-    match codec {
-        Codec::V1 => match f.v1() {
-            V1Payload::AuthFailure { reason } => reason,
-            other => panic!("not a failure: {other:?}"),
-        },
-        Codec::Native => {
-            let mut a = rkyv::util::AlignedVec::<8>::new();
-            a.extend_from_slice(&f.payload);
-            native::access::<native::ArchivedReason>(&a)
-                .unwrap()
-                .reason
-                .as_str()
-                .to_owned()
-        }
-    }
-}
 
 #[test]
 fn login_succeeds_in_both_codecs_and_ping_is_answered() {
@@ -71,7 +53,7 @@ fn wrong_password_gets_a_failure_then_close() {
         let mut c = TestClient::connect(addr, codec).unwrap();
         let f = c.authenticate("wrong").unwrap();
         assert_eq!(f.header.kind, FrameKind::AuthFailure);
-        assert_eq!(reason_of(&f, codec), "Invalid password");
+        assert_eq!(f.reason(), "Invalid password");
         assert!(c.expect_closed().is_empty());
     }
     // An uppercase v1 hash is a different string: refused, as netconduit does.
@@ -111,7 +93,7 @@ fn pre_auth_frames_and_garbage_are_closed() {
         .unwrap();
     let seen = c.expect_closed();
     assert_eq!(seen.len(), 1);
-    assert_eq!(reason_of(&seen[0], Codec::V1), "authentication required");
+    assert_eq!(seen[0].reason(), "authentication required");
     // Garbage bytes: closed.
     let mut c = TestClient::connect(addr, Codec::V1).unwrap();
     c.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n________")
@@ -142,7 +124,7 @@ fn connection_over_max_is_refused_and_count_never_exceeds_max() {
         let mut extra = TestClient::connect(addr, codec).unwrap();
         let f = extra.authenticate(PW).unwrap();
         assert_eq!(f.header.kind, FrameKind::AuthFailure);
-        assert!(reason_of(&f, codec).contains("max_connections"));
+        assert!(f.reason().contains("max_connections"));
         extra.expect_closed();
         assert_eq!(server.connection_count(), 3);
     }
