@@ -14,29 +14,37 @@ use conduit_protocol::{v1, Codec, Value};
 
 use crate::id::ConnectionId;
 
-/// One message frame encoded once per codec, shared by every receiver.
+/// One message frame encoded once per codec in use, shared by every receiver.
 #[derive(Clone, Debug)]
 pub(crate) struct Frames {
-    pub v1: Bytes,
-    /// `None` only if the name cannot go on the native wire (over 255 bytes).
+    /// `None` when no receiver speaks v1 (a direct send to a native connection).
+    pub v1: Option<Bytes>,
+    /// `None` when no receiver speaks native, or the name cannot go on the native wire
+    /// (over 255 bytes).
     pub native: Option<Bytes>,
 }
 
 impl Frames {
-    /// MESSAGE `name` with `data`, in both codecs, stamped `timestamp_ms`.
-    pub fn message(name: &str, data: &Value, timestamp_ms: u64) -> Frames {
+    /// MESSAGE `name` with `data`, stamped `timestamp_ms`, in `codec` only, or in both
+    /// codecs when `codec` is `None` (a broadcast, whose receivers may speak either).
+    pub fn message(name: &str, data: &Value, timestamp_ms: u64, codec: Option<Codec>) -> Frames {
+        let wants = |c: Codec| codec.is_none_or(|only| only == c);
         Frames {
-            v1: v1::Encoder::new(timestamp_ms).message(name, data),
-            native: native::Encoder::new(timestamp_ms)
-                .message(name, &ValueTree::from_value(data))
-                .ok(),
+            v1: wants(Codec::V1).then(|| v1::Encoder::new(timestamp_ms).message(name, data)),
+            native: wants(Codec::Native)
+                .then(|| {
+                    native::Encoder::new(timestamp_ms)
+                        .message(name, &ValueTree::from_value(data))
+                        .ok()
+                })
+                .flatten(),
         }
     }
 
     /// The frame for a connection speaking `codec`.
     pub fn for_codec(&self, codec: Codec) -> Option<&Bytes> {
         match codec {
-            Codec::V1 => Some(&self.v1),
+            Codec::V1 => self.v1.as_ref(),
             Codec::Native => self.native.as_ref(),
         }
     }

@@ -112,9 +112,7 @@ impl Connection {
         if self.meta.is_closed() {
             return Err(Error::Closed);
         }
-        self.server
-            .send_to(self.meta.id, name, &data.into(), false)
-            .await
+        self.server.send_to(self.meta.id, name, &data.into()).await
     }
 
     /// Closes the connection (a kick). Queued frames are flushed first, within the

@@ -150,7 +150,8 @@ impl Server {
     /// A server with `desc`, which is validated first.
     pub fn new(desc: ServerDescriptor) -> Result<Server> {
         desc.validate()?;
-        let (stop_tx, stop_rx) = crossbeam_channel::unbounded();
+        // One pending stop request is enough: stopping is idempotent.
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         Ok(Server {
             inner: Arc::new(Inner {
                 desc,
@@ -458,19 +459,15 @@ impl Server {
         name: &str,
         data: impl Into<Value>,
     ) -> Result<()> {
-        self.send_to(id, name, &data.into(), false).await
+        self.send_to(id, name, &data.into()).await
     }
 
-    pub(crate) async fn send_to(
-        &self,
-        id: ConnectionId,
-        name: &str,
-        data: &Value,
-        _kick: bool,
-    ) -> Result<()> {
+    pub(crate) async fn send_to(&self, id: ConnectionId, name: &str, data: &Value) -> Result<()> {
         yield_if_needed().await;
         let rt = self.runtime().ok_or(Error::NotRunning)?;
-        let frames = Arc::new(Frames::message(name, data, now_ms()));
+        // One receiver: encode its codec only. Not in the directory = not logged in.
+        let codec = rt.lookup(id).and_then(|m| m.codec()).ok_or(Error::Closed)?;
+        let frames = Arc::new(Frames::message(name, data, now_ms(), Some(codec)));
         if let Some(s) = shard::current_for(self).filter(|s| s.index == id.shard()) {
             s.send_local(id, &frames)
         } else {
@@ -491,7 +488,8 @@ impl Server {
     pub(crate) async fn kick(&self, id: ConnectionId, last: Option<(&str, &Value)>) -> Result<()> {
         yield_if_needed().await;
         let rt = self.runtime().ok_or(Error::NotRunning)?;
-        let last = last.map(|(n, d)| Arc::new(Frames::message(n, d, now_ms())));
+        let codec = rt.lookup(id).and_then(|m| m.codec());
+        let last = last.map(|(n, d)| Arc::new(Frames::message(n, d, now_ms(), codec)));
         let done = if let Some(s) = shard::current_for(self).filter(|s| s.index == id.shard()) {
             s.kick_local(id, last.as_deref())
         } else {
@@ -520,7 +518,7 @@ impl Server {
     /// queues up to the drain timeout, close every connection, join the shards. Returns
     /// at once; callable from any thread, handler or hook.
     pub fn stop(&self) {
-        let _ = self.inner.stop_tx.send(());
+        let _ = self.inner.stop_tx.try_send(());
     }
 
     /// Runs the server until [`stop`](Self::stop), SIGINT or SIGTERM; then shuts down
@@ -823,7 +821,7 @@ impl IntoFuture for Broadcast {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let frames = Arc::new(Frames::message(&self.name, &self.data, now_ms()));
+            let frames = Arc::new(Frames::message(&self.name, &self.data, now_ms(), None));
             self.server
                 .broadcast_frames(frames, Arc::new(self.filter))
                 .await
