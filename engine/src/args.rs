@@ -15,17 +15,7 @@ use serde::Serialize;
 
 use crate::handlers::{RpcCall, RpcError};
 
-/// `value` as a `T`, or serde's description of why not.
-pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, String> {
-    let json = serde_json::to_value(&value).map_err(|e| e.to_string())?;
-    serde_json::from_value(json).map_err(|e| e.to_string())
-}
-
-/// `t` as a [`Value`].
-pub fn to_value<T: Serialize + ?Sized>(t: &T) -> Result<Value, String> {
-    let json = serde_json::to_value(t).map_err(|e| e.to_string())?;
-    serde_json::from_value(json).map_err(|e| e.to_string())
-}
+pub use crate::convert::{from_value, to_value};
 
 /// A default shown by `listall` (`Nil` if it cannot be represented).
 pub fn default_value<T: Serialize>(t: &T) -> Value {

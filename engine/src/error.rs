@@ -2,9 +2,11 @@
 
 use conduit_protocol::WireError;
 
-/// Everything that can go wrong in the engine, separated into the caller's misuse
-/// (`Config`, `NotRunning`, …), the environment (`Runtime`, `Io`) and the peer's
-/// misbehaviour (`Wire`, `Auth`).
+/// Everything that can go wrong in a call to the engine: the caller's misuse (`Config`,
+/// `NotRunning`, `AlreadyRunning`, `Encode`), the environment (`Runtime`, `Io`) and the
+/// state of a connection (`Closed`, `QueueFull`). A peer's misbehaviour is never an
+/// error of the caller's: it closes that peer's connection with a
+/// [`CloseReason::Misbehaved`](crate::CloseReason).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -23,12 +25,9 @@ pub enum Error {
     /// An operating-system I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// The peer sent something the protocol does not allow.
-    #[error("protocol error: {0}")]
-    Wire(#[from] WireError),
-    /// Authentication failed.
-    #[error("authentication failed: {0}")]
-    Auth(String),
+    /// A message no peer could receive (a name longer than the wire carries).
+    #[error("cannot encode the message: {0}")]
+    Encode(#[from] WireError),
     /// The server is not running (or already stopping).
     #[error("server is not running")]
     NotRunning,

@@ -5,18 +5,14 @@
 //! `Send`.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use ahash::AHashMap;
 use conduit_protocol::v1::codes;
 use conduit_protocol::Value;
 
-use crate::connection::Connection;
-use crate::server::Server;
-
-/// A boxed future that stays on its shard.
-pub type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T> + 'static>>;
+pub use crate::exec::LocalBoxFuture;
+use crate::router::{Connection, Router};
 
 /// What a message handler may return: `()` for no reply, or a value sent back to the
 /// sender as `<type>_response`.
@@ -229,8 +225,8 @@ pub struct RpcCall {
 impl RpcCall {
     /// A call with no client behind it: for unit tests of handlers and in-process
     /// benchmarks. Its connection reports itself as not connected, and sends to it fail.
-    pub fn standalone(server: &Server, method: impl Into<String>, params: Value) -> RpcCall {
-        let meta = crate::connection::ConnMeta::new(
+    pub fn standalone(server: &Router, method: impl Into<String>, params: Value) -> RpcCall {
+        let meta = crate::router::ConnMeta::new(
             crate::id::ConnectionId::from_u64(0),
             std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
         );
@@ -238,7 +234,7 @@ impl RpcCall {
         RpcCall {
             connection: Connection {
                 meta: Arc::new(meta),
-                server: server.clone(),
+                router: server.clone(),
             },
             method: method.into(),
             params,
@@ -246,7 +242,7 @@ impl RpcCall {
     }
 
     /// The server.
-    pub fn server(&self) -> &Server {
+    pub fn server(&self) -> &Router {
         self.connection.server()
     }
 }
@@ -255,7 +251,8 @@ pub(crate) type MessageFn =
     Arc<dyn Fn(Connection, Value) -> LocalBoxFuture<Option<Value>> + Send + Sync>;
 pub(crate) type RpcFn =
     Arc<dyn Fn(RpcCall) -> LocalBoxFuture<Result<Value, RpcError>> + Send + Sync>;
-pub(crate) type ServerHook = Arc<dyn Fn(Server) -> LocalBoxFuture<()> + Send + Sync>;
+/// A startup or shutdown hook, already bound to its server.
+pub(crate) type LifecycleHook = Arc<dyn Fn() -> LocalBoxFuture<()> + Send + Sync>;
 pub(crate) type ConnHook = Arc<dyn Fn(Connection) -> LocalBoxFuture<()> + Send + Sync>;
 
 /// An RPC method ready to register: what `listall` says of it, and how to call it.
@@ -341,7 +338,7 @@ impl RpcMethod {
                         handler(call, archived)
                     }
                     RawArgs::Value(v) => {
-                        let a: A = crate::args::from_value(v).map_err(&bad_args)?;
+                        let a: A = crate::convert::from_value(v).map_err(&bad_args)?;
                         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&a)
                             .map_err(|e| RpcError::failed(e.to_string()))?;
                         let archived = conduit_protocol::native::access::<A::Archived>(&bytes)
@@ -349,7 +346,9 @@ impl RpcMethod {
                         handler(call, archived)
                     }
                 };
-                crate::args::result_value(out)
+                let out = out.map_err(Into::into)?;
+                crate::convert::to_value(&out)
+                    .map_err(|e| RpcError::failed(format!("cannot encode the result: {e}")))
             }
         };
         let run: ArchivedFn = Arc::new(run);
@@ -416,36 +415,6 @@ impl<F: FnOnce() -> RpcMethod> IntoRpcMethod for F {
     }
 }
 
-/// Shared application state registered with [`Server::manage`](crate::Server::manage),
-/// handed to handlers by type. Cheap to clone.
-pub struct State<T>(pub(crate) Arc<T>);
-
-impl<T> State<T> {
-    /// Wraps `value` (for use outside a server, e.g. in tests).
-    pub fn new(value: T) -> State<T> {
-        State(Arc::new(value))
-    }
-}
-
-impl<T> Clone for State<T> {
-    fn clone(&self) -> State<T> {
-        State(self.0.clone())
-    }
-}
-
-impl<T> std::ops::Deref for State<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T: std::fmt::Debug> std::fmt::Debug for State<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
 /// A registered RPC method.
 pub(crate) type RpcEntry = RpcMethod;
 
@@ -456,12 +425,10 @@ pub(crate) struct Registry {
     pub rpcs: AHashMap<String, RpcEntry>,
     /// Registration order, for `listall`.
     pub rpc_order: Vec<String>,
-    pub on_startup: Vec<ServerHook>,
-    pub on_shutdown: Vec<ServerHook>,
+    pub on_startup: Vec<LifecycleHook>,
+    pub on_shutdown: Vec<LifecycleHook>,
     pub on_connect: Vec<ConnHook>,
     pub on_disconnect: Vec<ConnHook>,
-    /// Application state by type (see [`Server::manage`](crate::Server::manage)).
-    pub states: AHashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Registry {
@@ -505,5 +472,24 @@ impl Registry {
         Value::map()
             .with("methods", Value::Array(methods))
             .with("count", count)
+    }
+}
+
+impl Registry {
+    /// What the connection core needs to know of these handlers.
+    pub fn route_table(&self) -> crate::core::RouteTable {
+        use crate::core::ArgForm;
+        crate::core::RouteTable::new(
+            self.rpcs.iter().map(|(name, m)| {
+                let form = if m.archived.is_some() {
+                    ArgForm::InPlace
+                } else {
+                    ArgForm::Value
+                };
+                (name.clone(), form)
+            }),
+            self.messages.keys().cloned(),
+            self.listall(),
+        )
     }
 }

@@ -2,63 +2,83 @@
 //!
 //! A thread-per-core server engine speaking netconduit's protocol: password auth,
 //! heartbeat, RPC, named message handlers, broadcast and lifecycle hooks. Each shard is
-//! a pinned glommio executor that accepts on the shared port (SO_REUSEPORT) and owns
-//! its connections; a broadcast is encoded once and the same bytes are queued to every
-//! receiver, across shards over a bounded bus.
+//! a pinned executor that accepts on the shared port and owns its connections; a
+//! broadcast is encoded once and the same bytes are queued to every receiver, across
+//! shards over a bounded bus.
 //!
 //! Start with [`Server`] and [`ServerDescriptor`]. Handlers are registered once and
 //! run on every shard; the futures they return stay on the connection's shard and need
 //! not be `Send`.
 //!
-//! Module map (the hot path is `shard` → `core` → `outbound` → `io`):
-//! * [`descriptor`] — every setting and limit, with netconduit's defaults.
-//! * `core` — the sans-I/O connection state machine (auth, heartbeat, frame meaning).
-//! * `shard` — the executor glue: accept, read loop, dispatch, writer, heartbeat tick.
-//! * `bus` — cross-shard broadcast, direct send and kick.
-//! * [`handlers`] — registration types: RPC info and errors, reply conversion.
+//! ```no_run
+//! use conduit::{rpc, Server, ServerDescriptor, Value};
+//!
+//! /// Adds two numbers.
+//! #[rpc]
+//! async fn add(a: i64, b: i64) -> i64 {
+//!     a + b
+//! }
+//!
+//! let server = Server::new(ServerDescriptor::new("secret").port(8080))?;
+//! server.rpc(add);
+//! server.on("chat", |client, data: Value| async move {
+//!     let n = client.server().broadcast("chat", data).exclude([client.id()]).await;
+//!     Value::map().with("delivered", n) // sent back as chat_response
+//! });
+//! server.run()?; // until SIGINT / SIGTERM or `stop()`
+//! # Ok::<(), conduit::Error>(())
+//! ```
+//!
+//! ## The hot path
+//!
+//! One RPC, socket to socket, each step in its own file:
+//!
+//! 1. `rt/glommio/accept.rs` — the shard accepts the socket and takes a
+//!    `max_connections` permit;
+//! 2. `rt/glommio/conn.rs` — the read loop moves bytes into the connection's decoder;
+//! 3. `core/mod.rs` — `ConnCore::poll_event` decodes the frame and decides: login,
+//!    ping, `listall`, unknown method, or a handler [`Call`](core) to run;
+//! 4. `dispatch.rs` — runs the registered handler (panics contained) and turns its
+//!    result into an outcome;
+//! 5. `core/mod.rs` — `ConnCore::complete` encodes the reply in the peer's codec and
+//!    queues it on the connection's outbound queue (`core/outbound.rs`, where the
+//!    slow-consumer policy applies);
+//! 6. `rt/glommio/writer.rs` — the writer gathers everything queued into one write
+//!    (`rt/glommio/io.rs`).
+//!
+//! A broadcast starts in a handler at `router/broadcast.rs`, is encoded once per codec
+//! (`router/bus.rs`), fans out on the local shard and crosses to the others over their
+//! bus (`router/mod.rs` → `rt/glommio/mod.rs`), then meets steps 5–6 for every
+//! receiver.
 
+// What `#[rpc]` expands to; not an API of its own.
+#[doc(hidden)]
 pub mod args;
-pub mod bus;
 pub mod client;
-mod connection;
-pub mod core;
+mod convert;
+mod core;
 pub mod descriptor;
+mod dispatch;
 mod error;
+mod exec;
 pub mod handlers;
 mod id;
-mod io;
-pub mod outbound;
 mod preflight;
+mod router;
+pub mod rt;
 mod server;
-mod shard;
 
 pub use client::{Client, ClientDescriptor, ClientError, ClientEvent, DisconnectReason};
 pub use conduit_macros::rpc;
 pub use conduit_protocol as protocol;
 pub use conduit_protocol::{Codec, Value};
-pub use connection::Connection;
+pub use core::{CloseReason, PeerMisbehaved};
 pub use descriptor::{ServerDescriptor, SlowConsumerPolicy};
 pub use error::{Error, Result};
-pub use handlers::{
-    IntoReply, IntoRpcMethod, ParamInfo, RpcCall, RpcError, RpcInfo, RpcMethod, State,
-};
+pub use handlers::{IntoReply, IntoRpcMethod, ParamInfo, RpcCall, RpcError, RpcInfo, RpcMethod};
 pub use id::{ConnectionId, ParseIdError};
-pub use server::{Broadcast, Running, Server};
-
-/// Runtime helpers for application tasks that live on a shard (timers, background
-/// work), so applications need not depend on glommio directly.
-pub mod rt {
-    /// Waits for `d` on the current shard.
-    pub async fn sleep(d: std::time::Duration) {
-        glommio::timer::sleep(d).await;
-    }
-
-    /// Runs `fut` in the background on the current shard. Must be called from a
-    /// handler or hook (on a shard thread).
-    pub fn spawn(fut: impl std::future::Future<Output = ()> + 'static) {
-        crate::shard::spawn_detached(fut);
-    }
-}
+pub use router::{Broadcast, Connection, Router, State};
+pub use server::{Running, Server};
 
 /// Drives a future to completion on the calling (non-shard) thread: for calling
 /// `broadcast`, `send_message` and friends from plain threads. Takes anything

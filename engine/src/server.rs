@@ -1,117 +1,38 @@
-//! `Server`: registration, lifecycle (run / start / stop), broadcast and connection
-//! lookup. A `Server` is a cheap, `Send + Sync` handle; clone it into handlers freely.
+//! `Server`: registration and lifecycle (run / start / stop). Its messaging half — the
+//! [`Router`] it dereferences to — is what handlers use; the runtime backend under
+//! `rt/` runs the shards. A `Server` is a cheap, `Send + Sync` handle; clone it freely.
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
-use ahash::{AHashMap, AHashSet};
-use conduit_protocol::{auth, v1::V1Limits, Value, ValueLimits};
-use glommio::{LocalExecutorBuilder, Placement};
+use conduit_protocol::handshake::ServerCredentials;
+use conduit_protocol::{v1::V1Limits, DecoderLimits, Value, ValueLimits};
 
-use crate::bus::{BusMsg, Control, Filter, Frames};
-use crate::connection::{ConnMeta, Connection};
-use crate::core::CoreConfig;
-use crate::descriptor::{allowed_cpus, ServerDescriptor};
+use crate::core::{CoreConfig, MAX_MESSAGE_NAME_BYTES, SERVER_VERSION};
+use crate::descriptor::ServerDescriptor;
 use crate::error::{Error, Result};
 use crate::handlers::{
-    IntoReply, IntoRpcMethod, LocalBoxFuture, Registry, RpcCall, RpcError, RpcInfo,
+    IntoReply, IntoRpcMethod, LifecycleHook, LocalBoxFuture, Registry, RpcCall, RpcError, RpcInfo,
 };
-use crate::id::ConnectionId;
-use crate::{preflight, shard};
+use crate::router::{Connection, Control, Router, RunState};
+use crate::rt;
 
-/// On a shard, lets its other tasks run if this one has used up its time slice. The
-/// engine's sends may complete without waiting (a local fan-out, a stopped server), so a
-/// handler looping on them would otherwise never yield and would starve its shard: its
-/// readers, writers, heartbeat and bus (and so `stop()`). Off a shard it does nothing.
-async fn yield_if_needed() {
-    glommio::yield_if_needed().await;
-}
+/// A startup or shutdown hook as registered.
+type ServerHook = Arc<dyn Fn(Server) -> LocalBoxFuture<()> + Send + Sync>;
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Counters shared by every shard. Touched per connection event, never per message.
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    /// Authenticated connections.
-    pub connections: AtomicUsize,
-    /// Accepted connections holding a `max_connections` slot.
-    pub slots: AtomicUsize,
-    /// Connections being refused right now.
-    pub refusing: AtomicUsize,
-    /// Connections refused for `max_connections`, ever.
-    pub refused: AtomicU64,
-    /// Failed logins, ever.
-    pub auth_failures: AtomicU64,
-    /// Frames that found a full outbound queue, ever.
-    pub slow_consumers: AtomicU64,
-}
-
-/// What exists only while the server runs.
-pub(crate) struct Runtime {
-    /// Each shard's inbound bus.
-    pub bus: Vec<flume::Sender<BusMsg>>,
-    /// Each shard's authenticated connections, readable from any thread (written by the
-    /// owner at login and close only).
-    directory: Vec<RwLock<AHashMap<ConnectionId, Arc<ConnMeta>>>>,
-    /// The listening address, once shard 0 bound it.
-    addr: OnceLock<SocketAddr>,
-}
-
-impl Runtime {
-    pub fn directory_insert(&self, meta: Arc<ConnMeta>) {
-        if let Some(d) = self.directory.get(meta.id.shard()) {
-            if let Ok(mut m) = d.write() {
-                m.insert(meta.id, meta);
-            }
-        }
-    }
-
-    pub fn directory_remove(&self, id: ConnectionId) {
-        if let Some(d) = self.directory.get(id.shard()) {
-            if let Ok(mut m) = d.write() {
-                m.remove(&id);
-            }
-        }
-    }
-
-    fn lookup(&self, id: ConnectionId) -> Option<Arc<ConnMeta>> {
-        self.directory
-            .get(id.shard())?
-            .read()
-            .ok()?
-            .get(&id)
-            .cloned()
-    }
-
-    /// Sends a lifecycle step to one shard and waits for its outcome.
-    fn control(&self, shard: usize, step: Control) -> Result<(), String> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.bus[shard]
-            .send(BusMsg::Control { step, reply: tx })
-            .map_err(|_| format!("shard {shard} is gone"))?;
-        rx.recv()
-            .map_err(|_| format!("shard {shard} stopped before answering {step:?}"))?
-    }
-}
-
-struct Inner {
-    desc: ServerDescriptor,
-    registry: Mutex<Registry>,
-    runtime: RwLock<Option<Arc<Runtime>>>,
-    stats: Stats,
-    running: AtomicBool,
-    started_at: Mutex<Option<Instant>>,
-    stop_tx: crossbeam_channel::Sender<()>,
-    stop_rx: crossbeam_channel::Receiver<()>,
+/// What is registered on a server before it runs.
+#[derive(Default)]
+struct Setup {
+    /// Handlers and connection hooks.
+    registry: Registry,
+    /// `on_startup` hooks, bound to the server when it starts.
+    on_startup: Vec<ServerHook>,
+    /// `on_shutdown` hooks, bound likewise.
+    on_shutdown: Vec<ServerHook>,
+    /// Message types registered with names too long for a `<type>_response` on the
+    /// wire; `start` refuses them.
+    bad_names: Vec<String>,
 }
 
 /// A conduit server (netconduit's `Server`).
@@ -134,15 +55,34 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Server {
-    inner: Arc<Inner>,
+    /// The messaging half, shared with every connection handle.
+    router: Router,
+    /// Registrations, frozen into each run at start.
+    setup: Arc<Mutex<Setup>>,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("name", &self.inner.desc.name)
+            .field("name", &self.name())
             .field("running", &self.is_running())
             .finish()
+    }
+}
+
+impl std::ops::Deref for Server {
+    type Target = Router;
+
+    /// Everything a handler can do with a server (broadcast, send and kick by id,
+    /// counts, state, `stop`) is on its [`Router`].
+    fn deref(&self) -> &Router {
+        &self.router
+    }
+}
+
+impl AsRef<Router> for Server {
+    fn as_ref(&self) -> &Router {
+        &self.router
     }
 }
 
@@ -150,40 +90,22 @@ impl Server {
     /// A server with `desc`, which is validated first.
     pub fn new(desc: ServerDescriptor) -> Result<Server> {
         desc.validate()?;
-        // One pending stop request is enough: stopping is idempotent.
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         Ok(Server {
-            inner: Arc::new(Inner {
-                desc,
-                registry: Mutex::new(Registry::default()),
-                runtime: RwLock::new(None),
-                stats: Stats::default(),
-                running: AtomicBool::new(false),
-                started_at: Mutex::new(None),
-                stop_tx,
-                stop_rx,
-            }),
+            router: Router::new(desc),
+            setup: Arc::default(),
         })
     }
 
-    pub(crate) fn same_as(&self, other: &Server) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+    /// The messaging half, for code that keeps only that (what
+    /// [`Connection::server`] returns).
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 
-    pub(crate) fn stats(&self) -> &Stats {
-        &self.inner.stats
-    }
-
-    /// The descriptor the server was built with.
-    pub fn descriptor(&self) -> &ServerDescriptor {
-        &self.inner.desc
-    }
-
-    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+    fn setup(&self) -> std::sync::MutexGuard<'_, Setup> {
         // A panic while registering cannot leave the registry half-written in a way
         // that matters; keep going with what is there.
-        self.inner
-            .registry
+        self.setup
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -196,7 +118,7 @@ impl Server {
     pub fn rpc(&self, method: impl IntoRpcMethod) {
         let m = method.into_rpc_method();
         let name = m.info.name.clone();
-        let mut r = self.registry();
+        let r = &mut self.setup().registry;
         if r.rpcs.insert(name.clone(), m).is_none() {
             r.rpc_order.push(name);
         }
@@ -222,6 +144,8 @@ impl Server {
     /// It receives the sending connection and the data; what it returns (if not `()`)
     /// goes back to the sender as `<name>_response`. Several handlers may share a name;
     /// they run in registration order and the last one's return value is the reply.
+    /// A name over 246 bytes (its `<name>_response` would not fit the wire) makes
+    /// `start` fail with [`Error::Config`].
     pub fn on<F, Fut, R>(&self, name: &str, handler: F)
     where
         F: Fn(Connection, Value) -> Fut + Send + Sync + 'static,
@@ -234,7 +158,12 @@ impl Server {
                 Box::pin(async move { fut.await.into_reply() })
             },
         );
-        self.registry()
+        let mut setup = self.setup();
+        if name.len() > MAX_MESSAGE_NAME_BYTES {
+            setup.bad_names.push(name.to_owned());
+        }
+        setup
+            .registry
             .messages
             .entry(name.to_owned())
             .or_default()
@@ -253,7 +182,7 @@ impl Server {
     {
         let msg_name = name.to_owned();
         self.on(name, move |c: Connection, v: Value| {
-            let call = match crate::args::from_value::<T>(v) {
+            let call = match crate::convert::from_value::<T>(v) {
                 Ok(t) => Some(handler(c, t)),
                 Err(e) => {
                     tracing::warn!(message = %msg_name, "message data does not fit the handler: {e}");
@@ -275,9 +204,7 @@ impl Server {
         F: Fn(Server) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        self.registry()
-            .on_startup
-            .push(Arc::new(move |s| Box::pin(hook(s))));
+        self.setup().on_startup.push(Arc::new(move |s| Box::pin(hook(s))));
     }
 
     /// Runs `hook` when the server stops, before connections close (so it can still
@@ -287,9 +214,7 @@ impl Server {
         F: Fn(Server) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        self.registry()
-            .on_shutdown
-            .push(Arc::new(move |s| Box::pin(hook(s))));
+        self.setup().on_shutdown.push(Arc::new(move |s| Box::pin(hook(s))));
     }
 
     /// Runs `hook` after a client authenticates, before its frames are handled.
@@ -298,7 +223,8 @@ impl Server {
         F: Fn(Connection) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        self.registry()
+        self.setup()
+            .registry
             .on_connect
             .push(Arc::new(move |c| Box::pin(hook(c))));
     }
@@ -310,7 +236,8 @@ impl Server {
         F: Fn(Connection) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        self.registry()
+        self.setup()
+            .registry
             .on_disconnect
             .push(Arc::new(move |c| Box::pin(hook(c))));
     }
@@ -319,207 +246,11 @@ impl Server {
     /// (`server.state::<T>()`, or a `State<T>` parameter of an `#[rpc]` method).
     /// Registering a type again replaces it.
     pub fn manage<T: Send + Sync + 'static>(&self, value: T) {
-        self.registry()
-            .states
-            .insert(std::any::TypeId::of::<T>(), Arc::new(value));
-    }
-
-    /// The state of type `T` registered with [`manage`](Self::manage).
-    pub fn state<T: Send + Sync + 'static>(&self) -> Option<crate::State<T>> {
-        let id = std::any::TypeId::of::<T>();
-        let any = match shard::current_for(self) {
-            // On a shard: the frozen registry, no lock.
-            Some(s) => s.registry.states.get(&id).cloned(),
-            None => self.registry().states.get(&id).cloned(),
-        }?;
-        any.downcast::<T>().ok().map(crate::State)
-    }
-
-    // ---- state ---------------------------------------------------------------------
-
-    /// Whether the server is running (between startup and the end of shutdown).
-    pub fn is_running(&self) -> bool {
-        self.inner.running.load(Ordering::Acquire)
-    }
-
-    /// Authenticated connections across all shards.
-    pub fn connection_count(&self) -> usize {
-        self.inner.stats.connections.load(Ordering::Acquire)
-    }
-
-    /// The server's name.
-    pub fn name(&self) -> &str {
-        &self.inner.desc.name
-    }
-
-    /// The address it listens on, once running (the real port when 0 was asked).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.runtime().and_then(|rt| rt.addr.get().copied())
-    }
-
-    /// The listening address as text (`host:port`), like netconduit's `srv.address`.
-    pub fn address(&self) -> String {
-        self.local_addr().map_or_else(
-            || format!("{}:{}", self.inner.desc.host, self.inner.desc.port),
-            |a| a.to_string(),
-        )
-    }
-
-    /// The listening port (the real one when 0 was asked).
-    pub fn port(&self) -> u16 {
-        self.local_addr().map_or(self.inner.desc.port, |a| a.port())
-    }
-
-    /// Time since the server started, if running.
-    pub fn uptime(&self) -> Option<std::time::Duration> {
-        self.inner
-            .started_at
-            .lock()
-            .ok()
-            .and_then(|t| t.map(|t| t.elapsed()))
-    }
-
-    pub(crate) fn runtime(&self) -> Option<Arc<Runtime>> {
-        if let Some(s) = shard::current_for(self) {
-            return Some(s.rt.clone());
-        }
-        self.inner.runtime.read().ok()?.clone()
-    }
-
-    // ---- messaging -----------------------------------------------------------------
-
-    /// Broadcasts a message to every authenticated connection; narrow it with
-    /// [`Broadcast::include`] / [`Broadcast::exclude`], then `.await` it for the number
-    /// of connections it was queued to.
-    pub fn broadcast(&self, name: &str, data: impl Into<Value>) -> Broadcast {
-        Broadcast {
-            server: self.clone(),
-            name: name.to_owned(),
-            data: data.into(),
-            filter: Filter::default(),
-        }
-    }
-
-    async fn broadcast_frames(&self, frames: Arc<Frames>, filter: Arc<Filter>) -> usize {
-        yield_if_needed().await;
-        let Some(rt) = self.runtime() else { return 0 };
-        let local = shard::current_for(self);
-        let (tx, rx) = flume::bounded(rt.bus.len());
-        let mut pending = 0;
-        let mut count = 0;
-        for (i, bus) in rt.bus.iter().enumerate() {
-            if let Some(s) = local.as_ref().filter(|s| s.index == i) {
-                count += s.fanout(&frames, &filter);
-                continue;
-            }
-            if let Some(inc) = &filter.include {
-                if !inc.iter().any(|id| id.shard() == i) {
-                    continue;
-                }
-            }
-            let msg = BusMsg::Broadcast {
-                frames: frames.clone(),
-                filter: filter.clone(),
-                reply: tx.clone(),
-            };
-            if bus.send_async(msg).await.is_ok() {
-                pending += 1;
-            }
-        }
-        drop(tx);
-        // Not held while waiting: a shard that exits with this request still queued
-        // drops it (and its reply sender) only once every holder of the runtime is gone.
-        drop(rt);
-        for _ in 0..pending {
-            match rx.recv_async().await {
-                Ok(n) => count += n,
-                Err(_) => break,
-            }
-        }
-        count
-    }
-
-    /// The connection with `id`, if it is connected and authenticated (netconduit's
-    /// `server._pool.get(id)`). Works from any shard or thread.
-    pub fn connection(&self, id: ConnectionId) -> Option<Connection> {
-        let meta = self.runtime()?.lookup(id)?;
-        Some(Connection {
-            meta,
-            server: self.clone(),
-        })
-    }
-
-    /// Sends a message to one connection by id, from any shard or thread.
-    ///
-    /// Returns [`Error::Closed`] if it is gone, or [`Error::QueueFull`] when its outbound
-    /// queue is over `max_outbound_bytes` (it is then handled as a slow consumer).
-    pub async fn send_to_id(
-        &self,
-        id: ConnectionId,
-        name: &str,
-        data: impl Into<Value>,
-    ) -> Result<()> {
-        self.send_to(id, name, &data.into()).await
-    }
-
-    pub(crate) async fn send_to(&self, id: ConnectionId, name: &str, data: &Value) -> Result<()> {
-        yield_if_needed().await;
-        let rt = self.runtime().ok_or(Error::NotRunning)?;
-        // One receiver: encode its codec only. Not in the directory = not logged in.
-        let codec = rt.lookup(id).and_then(|m| m.codec()).ok_or(Error::Closed)?;
-        let frames = Arc::new(Frames::message(name, data, now_ms(), Some(codec)));
-        if let Some(s) = shard::current_for(self).filter(|s| s.index == id.shard()) {
-            s.send_local(id, &frames)
-        } else {
-            let bus = rt.bus.get(id.shard()).ok_or(Error::Closed)?;
-            let (tx, rx) = flume::bounded(1);
-            bus.send_async(BusMsg::Send {
-                to: id,
-                frames,
-                reply: tx,
-            })
-            .await
-            .map_err(|_| Error::NotRunning)?;
-            drop(rt); // see broadcast_frames
-            rx.recv_async().await.unwrap_or(Err(Error::Closed))
-        }
-    }
-
-    pub(crate) async fn kick(&self, id: ConnectionId, last: Option<(&str, &Value)>) -> Result<()> {
-        yield_if_needed().await;
-        let rt = self.runtime().ok_or(Error::NotRunning)?;
-        let codec = rt.lookup(id).and_then(|m| m.codec());
-        let last = last.map(|(n, d)| Arc::new(Frames::message(n, d, now_ms(), codec)));
-        let done = if let Some(s) = shard::current_for(self).filter(|s| s.index == id.shard()) {
-            s.kick_local(id, last.as_deref())
-        } else {
-            let bus = rt.bus.get(id.shard()).ok_or(Error::Closed)?;
-            let (tx, rx) = flume::bounded(1);
-            bus.send_async(BusMsg::Kick {
-                to: id,
-                last,
-                reply: tx,
-            })
-            .await
-            .map_err(|_| Error::NotRunning)?;
-            drop(rt); // see broadcast_frames
-            rx.recv_async().await.unwrap_or(false)
-        };
-        if done {
-            Ok(())
-        } else {
-            Err(Error::Closed)
-        }
+        self.router
+            .put_state(std::any::TypeId::of::<T>(), Arc::new(value));
     }
 
     // ---- lifecycle -----------------------------------------------------------------
-
-    /// Asks the server to stop gracefully: stop accepting, run `on_shutdown`, flush
-    /// queues up to the drain timeout, close every connection, join the shards. Returns
-    /// at once; callable from any thread, handler or hook.
-    pub fn stop(&self) {
-        let _ = self.inner.stop_tx.try_send(());
-    }
 
     /// Runs the server until [`stop`](Self::stop), SIGINT or SIGTERM; then shuts down
     /// gracefully and returns.
@@ -548,7 +279,7 @@ impl Server {
     /// Starts the server in the background and returns once it accepts connections.
     /// Stop it with [`Running::stop`] (or by dropping the handle).
     pub fn start(&self) -> Result<Running> {
-        if self.inner.running.swap(true, Ordering::AcqRel) {
+        if self.router.set_running(true) {
             return Err(Error::AlreadyRunning);
         }
         match self.start_shards() {
@@ -557,135 +288,98 @@ impl Server {
                 control: Some(control),
             }),
             Err(e) => {
-                self.inner.running.store(false, Ordering::Release);
+                self.router.set_running(false);
                 Err(e)
             }
         }
     }
 
-    fn start_shards(&self) -> Result<JoinHandle<Result<()>>> {
-        let desc = &self.inner.desc;
-        preflight::check(desc.shards)?;
-        while self.inner.stop_rx.try_recv().is_ok() {}
-
-        let registry = Arc::new(self.registry().clone());
-        let core_config = Arc::new(CoreConfig {
-            password: desc.password.clone(),
-            v1_password_hash: auth::v1_password_hash(&desc.password),
-            server_name: desc.name.clone(),
+    /// Freezes the registrations into what a run's shards share.
+    fn freeze(&self) -> Result<(Arc<Registry>, Arc<CoreConfig>)> {
+        let desc = self.descriptor();
+        let setup = self.setup();
+        if let Some(name) = setup.bad_names.first() {
+            return Err(Error::Config {
+                field: "message handler",
+                problem: format!(
+                    "type name of {} bytes: at most {MAX_MESSAGE_NAME_BYTES} fit on the wire with `_response`",
+                    name.len()
+                ),
+            });
+        }
+        let mut registry = setup.registry.clone();
+        let bind = |hooks: &[ServerHook]| -> Vec<LifecycleHook> {
+            hooks
+                .iter()
+                .map(|h| {
+                    let (h, server) = (h.clone(), self.clone());
+                    Arc::new(move || h(server.clone())) as LifecycleHook
+                })
+                .collect()
+        };
+        registry.on_startup = bind(&setup.on_startup);
+        registry.on_shutdown = bind(&setup.on_shutdown);
+        drop(setup);
+        let value_limits = ValueLimits {
+            max_depth: desc.max_payload_depth,
+            max_values: desc.max_payload_values,
+        };
+        let core_config = CoreConfig {
+            creds: ServerCredentials::new(&desc.password, &desc.name, SERVER_VERSION),
             auth_timeout: desc.auth_timeout,
             heartbeat_interval: desc.heartbeat_interval,
             heartbeat_timeout: desc.heartbeat_timeout,
-            value_limits: ValueLimits {
-                max_depth: desc.max_payload_depth,
-                max_values: desc.max_payload_values,
-            },
+            auth_failure_delay: desc.auth_failure_delay,
+            v1_post_auth_delay: desc.v1_post_auth_delay,
+            value_limits,
             v1_limits: V1Limits {
-                value: ValueLimits {
-                    max_depth: desc.max_payload_depth,
-                    max_values: desc.max_payload_values,
-                },
+                value: value_limits,
                 max_decompressed_bytes: desc.max_frame_bytes as usize,
             },
-        });
+            decoder_limits: DecoderLimits {
+                max_payload_bytes: desc.max_frame_bytes,
+                initial_buffer_bytes: desc.recv_buffer_bytes,
+                accept_v1: desc.allow_v1,
+                accept_native: desc.allow_native,
+            },
+            max_auth_frame_bytes: desc.max_auth_frame_bytes,
+            slow_consumer: desc.slow_consumer,
+            max_outbound_bytes: desc.max_outbound_bytes,
+            routes: registry.route_table(),
+        };
+        Ok((Arc::new(registry), Arc::new(core_config)))
+    }
+
+    fn start_shards(&self) -> Result<JoinHandle<Result<()>>> {
+        let desc = self.descriptor();
+        while self.router.stop_requests().try_recv().is_ok() {}
+        let (registry, core_config) = self.freeze()?;
         let ip: std::net::IpAddr = desc.host.parse().map_err(|_| Error::Config {
             field: "host",
             problem: format!("{:?} is not an IP address", desc.host),
         })?;
-        let mut receivers = Vec::new();
-        let mut senders = Vec::new();
-        for _ in 0..desc.shards {
-            let (tx, rx) = flume::bounded(desc.bus_capacity);
-            senders.push(tx);
-            receivers.push(rx);
-        }
-        let rt = Arc::new(Runtime {
-            bus: senders,
-            directory: (0..desc.shards).map(|_| RwLock::default()).collect(),
-            addr: OnceLock::new(),
+        let (senders, buses): (Vec<_>, Vec<_>) =
+            (0..desc.shards).map(|_| flume::bounded(desc.bus_capacity)).unzip();
+        let run = Arc::new(RunState::new(senders));
+        let launched = rt::glommio::launch(rt::glommio::Plan {
+            router: self.router.clone(),
+            run: run.clone(),
+            registry,
+            core_config,
+            bind_addr: std::net::SocketAddr::new(ip, desc.port),
+            buses,
+            preempt_timer: desc.preempt_timer,
+        })?;
+        let addr = launched.addr;
+        let _ = run.addr.set(addr);
+        self.router.set_run(Some(run.clone()));
+        let started = run.control(0, Control::RunStartupHooks).and_then(|()| {
+            (0..desc.shards).try_for_each(|i| run.control(i, Control::StartAccepting))
         });
-        let cpus = allowed_cpus();
-        let mut executors = Vec::new();
-        let mut addr = SocketAddr::new(ip, desc.port);
-        let mut failure = None;
-        for (index, bus_rx) in receivers.into_iter().enumerate() {
-            let (bound_tx, bound_rx) = crossbeam_channel::bounded(1);
-            let setup = shard::ShardSetup {
-                index,
-                server: self.clone(),
-                rt: rt.clone(),
-                registry: registry.clone(),
-                core_config: core_config.clone(),
-                bind_addr: addr,
-                bus: bus_rx,
-                bound: bound_tx,
-            };
-            let cpu = cpus[index % cpus.len().max(1)];
-            let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-                .name(&format!("conduit-shard{index}"))
-                .io_memory(256 * 1024)
-                .preempt_timer(desc.preempt_timer)
-                .spawn(move || shard::shard_main(setup));
-            let handle = match spawned {
-                Ok(h) => h,
-                Err(e) => {
-                    failure = Some(Error::Runtime(format!(
-                        "cannot start shard {index} on CPU {cpu}: {e}"
-                    )));
-                    break;
-                }
-            };
-            let bound = bound_rx.recv();
-            executors.push(handle);
-            match bound {
-                Ok(Ok(a)) => {
-                    // Shard 0 picked the port (maybe 0 → real); the others share it.
-                    addr = a;
-                }
-                Ok(Err(e)) => {
-                    failure = Some(Error::Io(std::io::Error::other(e)));
-                    break;
-                }
-                Err(_) => {
-                    let joined = executors.pop().map(|h| h.join());
-                    failure = Some(Error::Runtime(match joined {
-                        Some(Err(e)) => preflight::explain(&e.to_string()),
-                        _ => format!("shard {index} exited during startup"),
-                    }));
-                    break;
-                }
-            }
-        }
-        let _ = rt.addr.set(addr);
-        let shutdown_all = |rt: &Runtime, executors: Vec<glommio::ExecutorJoinHandle<()>>| {
-            for i in 0..executors.len() {
-                let _ = rt.control(i, Control::Exit);
-            }
-            for h in executors {
-                let _ = h.join();
-            }
-        };
-        if let Some(e) = failure {
-            shutdown_all(&rt, executors);
-            return Err(e);
-        }
-        if let Ok(mut slot) = self.inner.runtime.write() {
-            *slot = Some(rt.clone());
-        }
-        if let Ok(mut t) = self.inner.started_at.lock() {
-            *t = Some(Instant::now());
-        }
-        if let Err(e) = rt.control(0, Control::RunStartupHooks) {
-            self.clear_runtime();
-            shutdown_all(&rt, executors);
+        if let Err(e) = started {
+            self.router.set_run(None);
+            launched.join(&run);
             return Err(Error::Runtime(e));
-        }
-        for i in 0..desc.shards {
-            if let Err(e) = rt.control(i, Control::StartAccepting) {
-                self.clear_runtime();
-                shutdown_all(&rt, executors);
-                return Err(Error::Runtime(e));
-            }
         }
         tracing::info!(name = %desc.name, %addr, shards = desc.shards, "server running");
 
@@ -693,38 +387,12 @@ impl Server {
         let control = std::thread::Builder::new()
             .name("conduit-control".into())
             .spawn(move || {
-                let _ = server.inner.stop_rx.recv();
+                let _ = server.router.stop_requests().recv();
                 tracing::info!("stopping");
-                let n = executors.len();
-                let mut errors = Vec::new();
-                for i in 0..n {
-                    if let Err(e) = rt.control(i, Control::StopAccepting) {
-                        errors.push(e);
-                    }
-                }
-                if let Err(e) = rt.control(0, Control::RunShutdownHooks) {
-                    errors.push(e);
-                }
-                // Drain all shards at once: each closes its connections in parallel.
-                let drains: Vec<_> = (0..n)
-                    .map(|i| {
-                        let rt = rt.clone();
-                        std::thread::spawn(move || rt.control(i, Control::Drain))
-                    })
-                    .collect();
-                for d in drains {
-                    match d.join() {
-                        Ok(Err(e)) => errors.push(e),
-                        Err(_) => errors.push("drain thread panicked".into()),
-                        Ok(Ok(())) => {}
-                    }
-                }
-                server.clear_runtime();
-                shutdown_all(&rt, executors);
-                server.inner.running.store(false, Ordering::Release);
-                if let Ok(mut t) = server.inner.started_at.lock() {
-                    *t = None;
-                }
+                let errors = shut_down(&run, server.descriptor().shards);
+                server.router.set_run(None);
+                launched.join(&run);
+                server.router.set_running(false);
                 tracing::info!("stopped");
                 if errors.is_empty() {
                     Ok(())
@@ -734,19 +402,43 @@ impl Server {
             })?;
         Ok(control)
     }
+}
 
-    fn clear_runtime(&self) {
-        if let Ok(mut slot) = self.inner.runtime.write() {
-            *slot = None;
+/// The graceful part of stopping: stop accepting, run the shutdown hooks, then drain
+/// every shard at once (each closes its connections in parallel). Returns what failed.
+fn shut_down(run: &Arc<RunState>, shards: usize) -> Vec<String> {
+    let mut errors = Vec::new();
+    for i in 0..shards {
+        if let Err(e) = run.control(i, Control::StopAccepting) {
+            errors.push(e);
         }
     }
+    if let Err(e) = run.control(0, Control::RunShutdownHooks) {
+        errors.push(e);
+    }
+    let drains: Vec<_> = (0..shards)
+        .map(|i| {
+            let run = run.clone();
+            std::thread::spawn(move || run.control(i, Control::Drain))
+        })
+        .collect();
+    for d in drains {
+        match d.join() {
+            Ok(Err(e)) => errors.push(e),
+            Err(_) => errors.push("drain thread panicked".into()),
+            Ok(Ok(())) => {}
+        }
+    }
+    errors
 }
 
 /// A running server started with [`Server::start`]. Dropping it stops the server and
 /// waits for the shutdown to finish.
 #[derive(Debug)]
 pub struct Running {
+    /// The server.
     server: Server,
+    /// The thread that waits for a stop request and shuts the run down.
     control: Option<JoinHandle<Result<()>>>,
 }
 
@@ -787,44 +479,3 @@ impl Drop for Running {
     }
 }
 
-/// A broadcast being prepared: `.include(..)`, `.exclude(..)`, then `.await` for the
-/// number of connections it was queued to (summed over all shards).
-#[must_use = "a broadcast does nothing until awaited"]
-pub struct Broadcast {
-    server: Server,
-    name: String,
-    data: Value,
-    filter: Filter,
-}
-
-impl Broadcast {
-    /// Only these connections (intersected with any earlier include).
-    pub fn include(mut self, ids: impl IntoIterator<Item = ConnectionId>) -> Broadcast {
-        let set: AHashSet<ConnectionId> = ids.into_iter().collect();
-        self.filter.include = Some(match self.filter.include.take() {
-            Some(prev) => prev.intersection(&set).copied().collect(),
-            None => set,
-        });
-        self
-    }
-
-    /// Not these connections.
-    pub fn exclude(mut self, ids: impl IntoIterator<Item = ConnectionId>) -> Broadcast {
-        self.filter.exclude.extend(ids);
-        self
-    }
-}
-
-impl IntoFuture for Broadcast {
-    type Output = usize;
-    type IntoFuture = LocalBoxFuture<usize>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let frames = Arc::new(Frames::message(&self.name, &self.data, now_ms(), None));
-            self.server
-                .broadcast_frames(frames, Arc::new(self.filter))
-                .await
-        })
-    }
-}

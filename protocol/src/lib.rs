@@ -1,7 +1,8 @@
 //! # conduit-protocol
 //!
 //! The wire protocol of conduit, with no I/O, no runtime and no clock: the caller moves
-//! bytes, owns time and supplies randomness. Everything here is deterministic and can be
+//! bytes, owns time and supplies randomness (the one wall-clock reader, [`clock`], is a
+//! helper for callers; nothing in the crate uses it). Everything here is deterministic and can be
 //! tested (and fuzzed) without sockets.
 //!
 //! * [`header`] — the 32-byte frame header (netconduit v1 layout, big-endian).
@@ -11,6 +12,8 @@
 //! * [`v1`] — the netconduit-v1 codec: MessagePack payloads exactly as netconduit 5.0.0
 //!   writes them.
 //! * [`value`] / [`msgpack`] — the dynamic [`Value`] both codecs carry.
+//! * [`encode`] — one fallible encoder for every frame, whatever the peer's codec.
+//! * [`handshake`] — the login exchange of both codecs, client and server side.
 //! * [`auth`] — password proofs for both codecs.
 //! * [`error`] — [`WireError`], the one error type of the wire layer.
 //!
@@ -31,15 +34,21 @@
 //! # Ok::<(), conduit_protocol::WireError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
+pub mod clock;
 pub mod decoder;
+pub mod encode;
 pub mod error;
+pub mod handshake;
 pub mod header;
 pub mod msgpack;
 pub mod native;
 pub mod v1;
 pub mod value;
 
+pub use encode::Encoder;
 pub use decoder::{DecoderLimits, Frame, FrameDecoder, RecvBuf};
 pub use error::WireError;
 pub use header::{Codec, Flags, FrameKind, Header, HEADER_LEN, MAGIC};

@@ -58,25 +58,43 @@ type SendEventHook = Box<dyn Fn(&ClientEvent) + Send>;
 
 /// What the blocking side asks of the executor side.
 enum Cmd {
+    /// Register a handler for a message type.
     On(String, SendHandler),
+    /// Register a catch-all handler.
     OnAny(SendAnyHandler),
+    /// Register an event hook.
     OnEvent(SendEventHook),
+    /// Add an event subscription.
     Subscribe(flume::Sender<ClientEvent>),
+    /// Open the connection.
     Open(Reply<()>),
+    /// Make a call.
     Call {
+        /// The method to call.
         method: String,
+        /// Its parameters.
         params: Value,
+        /// How long to wait for the answer.
         timeout: Duration,
+        /// Where the answer goes.
         reply: Reply<Value>,
     },
+    /// Send a message.
     Send {
+        /// The message type.
         name: String,
+        /// The message data.
         data: Value,
+        /// Where "queued" (or the error) goes.
         reply: Reply<()>,
     },
+    /// Send a request and wait for its `<name>_response`.
     Request {
+        /// The message type.
         name: String,
+        /// The message data.
         data: Value,
+        /// Where the response goes.
         reply: Reply<Value>,
     },
     /// Close the client and stop the executor.
@@ -88,10 +106,15 @@ enum Cmd {
 ///
 /// Dropping it closes the connection and stops its executor thread.
 pub struct Client {
+    /// Commands to the async client on the executor thread.
     cmds: flume::Sender<Cmd>,
+    /// Connection state the executor publishes, read without a round trip.
     status: Arc<SharedStatus>,
+    /// The settings, for `descriptor` and the default RPC timeout.
     desc: ClientDescriptor,
+    /// The executor thread, joined (once) by `close`.
     thread: Mutex<Option<ExecutorThread<()>>>,
+    /// The executor thread's id, to refuse blocking calls from its own handlers.
     thread_id: ThreadId,
 }
 

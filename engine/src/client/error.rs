@@ -126,6 +126,7 @@ pub enum ClientEvent {
 /// after it was made, in order.
 #[derive(Debug)]
 pub struct Events {
+    /// The client's end pushes every event into this subscription's channel.
     pub(crate) rx: flume::Receiver<ClientEvent>,
 }
 

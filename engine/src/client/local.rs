@@ -11,12 +11,14 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
-use crate::outbound::LocalNotify;
+use crate::core::LocalNotify;
 
 /// A slot one task fills and one task waits on (a call's reply).
 #[derive(Debug)]
 pub(crate) struct OneShot<T> {
+    /// The value, between the fill and the waiter taking it.
     value: RefCell<Option<T>>,
+    /// The waiting task, to wake on fill.
     waker: RefCell<Option<Waker>>,
 }
 
@@ -63,7 +65,10 @@ impl<T> OneShot<T> {
 /// a notification.
 #[derive(Debug, Default)]
 pub(crate) struct Signal {
+    /// Bumped by every `notify_all`; a wait resolves once it differs from the value
+    /// the wait saw when created.
     generation: Cell<u64>,
+    /// The waiting tasks, woken (and forgotten) by `notify_all`.
     wakers: RefCell<Vec<Waker>>,
 }
 
@@ -87,7 +92,9 @@ impl Signal {
 /// Future of [`Signal::wait`].
 #[derive(Debug)]
 pub(crate) struct SignalWait<'a> {
+    /// The signal waited on.
     signal: &'a Signal,
+    /// The signal's generation when the wait was created.
     generation: u64,
 }
 
@@ -124,9 +131,14 @@ pub(crate) enum Push {
 /// wait forever.
 #[derive(Debug)]
 pub(crate) struct SendQueue {
+    /// The frames, oldest first.
     frames: RefCell<VecDeque<Bytes>>,
+    /// Bytes queued plus bytes in the writer's current batch: what counts against the
+    /// limit.
     queued_bytes: Cell<usize>,
+    /// Bytes that may be queued before senders wait (`max_outbound_bytes`).
     limit_bytes: usize,
+    /// Set when the connection is closing: no more frames are accepted.
     closed: Cell<bool>,
     /// Wakes the writer.
     pub ready: LocalNotify,

@@ -25,7 +25,9 @@ pub fn timestamp_ms() -> u64 {
 /// Encodes the frames a client sends, in one codec, refusing frames over the limit.
 #[derive(Clone, Copy, Debug)]
 pub struct Encoder {
+    /// The connection's codec.
     pub codec: Codec,
+    /// Largest payload the server accepts; larger frames are refused before sending.
     pub max_frame_bytes: u32,
 }
 
@@ -94,7 +96,9 @@ impl Encoder {
 pub struct LoginInfo {
     /// The connection id (native logins only).
     pub connection_id: Option<u64>,
+    /// The server's name (informational).
     pub server_name: String,
+    /// The server's version (informational).
     pub server_version: String,
 }
 
@@ -116,6 +120,7 @@ enum HandshakeState {
     SentHello,
     /// Native: proof sent for this server nonce.
     SentProof {
+        /// The challenge, needed again to check the server's proof.
         server_nonce: auth::Nonce,
     },
     Finished,
@@ -124,11 +129,17 @@ enum HandshakeState {
 /// The login exchange of one connection attempt.
 #[derive(Debug)]
 pub struct Handshake {
+    /// Which login to run.
     codec: Codec,
+    /// The shared secret: hashed (v1) or proven (native).
     password: String,
+    /// This attempt's nonce, mixed into both proofs (native).
     client_nonce: auth::Nonce,
+    /// Client name sent at login.
     name: String,
+    /// Client version sent at login.
     version: String,
+    /// How far the exchange got.
     state: HandshakeState,
 }
 
@@ -268,8 +279,11 @@ fn failure_reason(frame: &Frame<'_>, limits: &V1Limits) -> String {
 /// An error the server answered a call with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RemoteError {
+    /// netconduit's error code.
     pub code: i64,
+    /// The server's message.
     pub message: String,
+    /// Structured details, when the server sent any.
     pub details: Option<Value>,
 }
 
@@ -290,13 +304,18 @@ pub enum Inbound {
     Pong,
     /// The answer to call `corr`.
     Reply {
+        /// The call's correlation id.
         corr: u64,
+        /// The answer, or the server's error.
         result: Result<Value, RemoteError>,
     },
     /// A message; `corr` is non-zero only on a native `<name>_response` to a request.
     Message {
+        /// The message type.
         name: String,
+        /// The message data.
         data: Value,
+        /// The request's correlation id, or 0.
         corr: u64,
     },
     /// The server announced it is closing.
@@ -412,9 +431,13 @@ pub enum Tick {
 /// counts as life.
 #[derive(Debug)]
 pub struct Heartbeat {
+    /// Silence after which the server is pinged.
     interval: Duration,
+    /// Silence after which the connection is closed.
     timeout: Duration,
+    /// When the server was last heard from.
     last_received: Instant,
+    /// When the last ping went out, so a silent server gets one per interval at most.
     last_ping: Option<Instant>,
 }
 

@@ -8,19 +8,23 @@ use std::sync::Arc;
 
 use conduit_protocol::{Codec, Value};
 
+use super::Router;
 use crate::error::{Error, Result};
 use crate::id::ConnectionId;
-use crate::server::Server;
 
 /// Facts about a connection that any thread may read. Written only at login and close,
 /// never per message.
 #[derive(Debug)]
 pub(crate) struct ConnMeta {
+    /// The connection's id.
     pub id: ConnectionId,
+    /// The peer's address.
     pub peer_addr: SocketAddr,
-    /// 0 until the first frame; then 1 (v1) or 2 (native).
+    /// 0 until login; then 1 (v1) or 2 (native). A send by id encodes only this codec.
     codec: AtomicU8,
+    /// Set at login: only logged-in connections receive messages.
     authenticated: AtomicBool,
+    /// Set when the connection starts closing: sends to it fail fast.
     closed: AtomicBool,
 }
 
@@ -69,8 +73,10 @@ impl ConnMeta {
 /// `connection`). Cheap to clone; `Send + Sync`, so it may be stored anywhere.
 #[derive(Clone)]
 pub struct Connection {
+    /// What any thread may read of it.
     pub(crate) meta: Arc<ConnMeta>,
-    pub(crate) server: Server,
+    /// Where sends and kicks by id go.
+    pub(crate) router: Router,
 }
 
 impl Connection {
@@ -99,9 +105,10 @@ impl Connection {
         self.meta.codec()
     }
 
-    /// The server it belongs to.
-    pub fn server(&self) -> &Server {
-        &self.server
+    /// The server it belongs to: broadcast, look up connections, read state
+    /// (everything a handler may do with its server).
+    pub fn server(&self) -> &Router {
+        &self.router
     }
 
     /// Sends a message `{type: name, data}` to this client alone.
@@ -112,18 +119,18 @@ impl Connection {
         if self.meta.is_closed() {
             return Err(Error::Closed);
         }
-        self.server.send_to(self.meta.id, name, &data.into()).await
+        self.router.send_to(self.meta.id, name, &data.into()).await
     }
 
     /// Closes the connection (a kick). Queued frames are flushed first, within the
     /// server's drain timeout; the disconnect hooks run once it is gone.
     pub async fn disconnect(&self) -> Result<()> {
-        self.server.kick(self.meta.id, None).await
+        self.router.kick(self.meta.id, None).await
     }
 
     /// Sends a last message, flushes it, then closes (the guide's "kick" with reason).
     pub async fn disconnect_with(&self, name: &str, data: impl Into<Value>) -> Result<()> {
-        self.server
+        self.router
             .kick(self.meta.id, Some((name, &data.into())))
             .await
     }

@@ -1,5 +1,6 @@
 //! A connection's outbound queue: shared frames waiting for the writer, bounded in
-//! bytes, and the single-waiter notification the writer sleeps on.
+//! bytes, the single-waiter notification the writer sleeps on, and the slow-consumer
+//! policy applied when a frame does not fit ([`Outbound::offer`]).
 //!
 //! The byte limit covers everything held for the connection: frames still queued *and*
 //! the batch the writer has taken but the kernel has not yet accepted. So a connection
@@ -10,8 +11,11 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use bytes::Bytes;
+
+use crate::descriptor::SlowConsumerPolicy;
 
 /// Wakes one waiting task on the same thread. Notifications are sticky: a notify with
 /// nobody waiting is seen by the next wait.
@@ -68,6 +72,30 @@ pub enum Push {
     Closed,
 }
 
+/// What became of a frame offered to a connection under its slow-consumer policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued.
+    Queued,
+    /// Did not fit; dropped and the connection kept (`DropNewest`).
+    Dropped,
+    /// Did not fit; the queue was cleared and closed, and the connection must now be
+    /// closed as a slow consumer (`Disconnect`).
+    Disconnect,
+    /// The connection is closing; not queued.
+    Closed,
+}
+
+/// Frames held back until a moment or a release: the netconduit-v1 post-login hold
+/// (see `v1_post_auth_delay`).
+#[derive(Debug, Clone, Copy)]
+struct Gate {
+    /// Frames at the head of the queue that may still go out before the gate.
+    frames_before: usize,
+    /// When the gate opens by itself.
+    until: Instant,
+}
+
 /// Queue slots a drained queue may keep allocated; more is released once it is empty.
 pub const KEEP_FRAMES: usize = 256;
 
@@ -82,6 +110,8 @@ pub struct Outbound {
     limit_bytes: usize,
     /// No more frames are accepted once set.
     closed: Cell<bool>,
+    /// Frames after a point are held until a release or a deadline.
+    gate: Cell<Option<Gate>>,
     /// Wakes the writer.
     pub ready: LocalNotify,
 }
@@ -95,8 +125,63 @@ impl Outbound {
             in_flight_bytes: Cell::new(0),
             limit_bytes,
             closed: Cell::new(false),
+            gate: Cell::new(None),
             ready: LocalNotify::default(),
         }
+    }
+
+    /// Queues `frame` under `policy`: when it does not fit, `DropNewest` drops it and
+    /// `Disconnect` clears and closes the queue so nothing more is held or counted for
+    /// a connection that must now close. Never waits.
+    pub fn offer(&self, frame: Bytes, policy: SlowConsumerPolicy) -> Delivery {
+        match self.push(frame) {
+            Push::Queued => Delivery::Queued,
+            Push::Closed => Delivery::Closed,
+            Push::Full => match policy {
+                SlowConsumerPolicy::DropNewest => Delivery::Dropped,
+                _ => {
+                    self.clear();
+                    self.close();
+                    Delivery::Disconnect
+                }
+            },
+        }
+    }
+
+    /// Queues a connection's last frame (a reason before closing) whatever the limit:
+    /// it replaces nothing and is the last thing ever queued.
+    pub fn push_last(&self, frame: Bytes) {
+        if self.closed.get() {
+            return;
+        }
+        self.queued_bytes.set(self.queued_bytes.get() + frame.len());
+        self.frames.borrow_mut().push_back(frame);
+        self.ready.notify();
+    }
+
+    /// Lets what is queued now go out, and holds every frame queued after it until
+    /// [`open_gate`](Self::open_gate) or `until`.
+    pub fn hold_after_queued(&self, until: Instant) {
+        self.gate.set(Some(Gate {
+            frames_before: self.frames.borrow().len(),
+            until,
+        }));
+    }
+
+    /// Ends a hold: everything queued may go.
+    pub fn open_gate(&self) {
+        if self.gate.take().is_some() {
+            self.ready.notify();
+        }
+    }
+
+    /// When the writer must wait for the gate: `Some(deadline)` while a hold blocks the
+    /// head of the queue.
+    pub fn gated_until(&self) -> Option<Instant> {
+        self.gate
+            .get()
+            .filter(|g| g.frames_before == 0)
+            .map(|g| g.until)
     }
 
     /// Queues `frame` if it fits under the limit (counting the writer's unfinished
@@ -148,6 +233,11 @@ impl Outbound {
     /// `max_bytes` (at least one frame). Their bytes keep counting against the limit
     /// until [`finish_batch`](Self::finish_batch).
     pub fn take_batch(&self, batch: &mut Vec<Bytes>, max_frames: usize, max_bytes: usize) {
+        let gate = self.gate.get();
+        let max_frames = gate.map_or(max_frames, |g| max_frames.min(g.frames_before));
+        if max_frames == 0 {
+            return;
+        }
         let mut q = self.frames.borrow_mut();
         let mut taken = 0;
         let mut frames = 0;
@@ -165,6 +255,11 @@ impl Outbound {
             // A burst grew it; an idle connection gives the memory back.
             *q = VecDeque::new();
         }
+        if let Some(mut g) = gate {
+            g.frames_before -= frames;
+            self.gate.set(Some(g));
+        }
+        debug_assert!(taken <= self.queued_bytes.get(), "queued byte count drifted");
         self.queued_bytes.set(self.queued_bytes.get() - taken);
         self.in_flight_bytes.set(self.in_flight_bytes.get() + taken);
     }

@@ -9,36 +9,40 @@ use std::sync::Arc;
 
 use ahash::AHashSet;
 use bytes::Bytes;
-use conduit_protocol::native::{self, ValueTree};
-use conduit_protocol::{v1, Codec, Value};
+use conduit_protocol::{Codec, Encoder, Value, WireError};
 
 use crate::id::ConnectionId;
 
 /// One message frame encoded once per codec in use, shared by every receiver.
 #[derive(Clone, Debug)]
-pub(crate) struct Frames {
+pub struct Frames {
     /// `None` when no receiver speaks v1 (a direct send to a native connection).
     pub v1: Option<Bytes>,
-    /// `None` when no receiver speaks native, or the name cannot go on the native wire
-    /// (over 255 bytes).
+    /// `None` when no receiver speaks native.
     pub native: Option<Bytes>,
 }
 
 impl Frames {
     /// MESSAGE `name` with `data`, stamped `timestamp_ms`, in `codec` only, or in both
     /// codecs when `codec` is `None` (a broadcast, whose receivers may speak either).
-    pub fn message(name: &str, data: &Value, timestamp_ms: u64, codec: Option<Codec>) -> Frames {
+    /// Fails for what no peer could receive (a name over the wire's limit), so nothing
+    /// is skipped silently for one codec.
+    pub fn message(
+        name: &str,
+        data: &Value,
+        timestamp_ms: u64,
+        codec: Option<Codec>,
+    ) -> Result<Frames, WireError> {
         let wants = |c: Codec| codec.is_none_or(|only| only == c);
-        Frames {
-            v1: wants(Codec::V1).then(|| v1::Encoder::new(timestamp_ms).message(name, data)),
-            native: wants(Codec::Native)
-                .then(|| {
-                    native::Encoder::new(timestamp_ms)
-                        .message(name, &ValueTree::from_value(data))
-                        .ok()
-                })
-                .flatten(),
-        }
+        let encode = |c: Codec| {
+            wants(c)
+                .then(|| Encoder::new(c, timestamp_ms).message(0, name, data))
+                .transpose()
+        };
+        Ok(Frames {
+            v1: encode(Codec::V1)?,
+            native: encode(Codec::Native)?,
+        })
     }
 
     /// The frame for a connection speaking `codec`.
@@ -52,12 +56,15 @@ impl Frames {
 
 /// Which connections a broadcast goes to: `include` (all when `None`) minus `exclude`.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Filter {
+pub struct Filter {
+    /// Only these (all when `None`).
     pub include: Option<AHashSet<ConnectionId>>,
+    /// Never these.
     pub exclude: AHashSet<ConnectionId>,
 }
 
 impl Filter {
+    /// Whether connection `id` receives the broadcast.
     pub fn admits(&self, id: ConnectionId) -> bool {
         !self.exclude.contains(&id) && self.include.as_ref().is_none_or(|s| s.contains(&id))
     }
@@ -65,7 +72,7 @@ impl Filter {
 
 /// Lifecycle steps the control thread drives every shard through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Control {
+pub enum Control {
     /// Run `on_startup` hooks (shard 0 only).
     RunStartupHooks,
     /// Start the accept loop.
@@ -81,7 +88,7 @@ pub(crate) enum Control {
 }
 
 /// A request to a shard.
-pub(crate) enum BusMsg {
+pub enum BusMsg {
     /// Queue `frames` to every admitted authenticated connection; reply with the count.
     Broadcast {
         frames: Arc<Frames>,

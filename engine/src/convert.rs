@@ -1,0 +1,20 @@
+//! Typed values to and from the dynamic [`Value`] both codecs carry, through serde
+//! (`serde_json` as the bridge), so any `Deserialize` type can be an argument and any
+//! `Serialize` type a result.
+
+use conduit_protocol::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// `value` as a `T`, or serde's description of why not.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, String> {
+    let json = serde_json::to_value(&value).map_err(|e| e.to_string())?;
+    serde_json::from_value(json).map_err(|e| e.to_string())
+}
+
+/// `t` as a [`Value`].
+pub fn to_value<T: Serialize + ?Sized>(t: &T) -> Result<Value, String> {
+    let json = serde_json::to_value(t).map_err(|e| e.to_string())?;
+    serde_json::from_value(json).map_err(|e| e.to_string())
+}
+

@@ -1,0 +1,173 @@
+//! Why connections close, as closed enums: the peer's misbehaviour ([`PeerMisbehaved`],
+//! after rustls's enum of the same name) and every other cause ([`CloseReason`]). Each
+//! maps to the text the peer is told, and to how the glue tears the socket down
+//! ([`Close`]) — decided here, once, not at each place a connection ends.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use conduit_protocol::WireError;
+
+/// Something the peer did that the protocol does not allow. Closed: every way a peer
+/// can break the protocol is one variant, never free text, so each has one stable
+/// reason on the wire and one counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PeerMisbehaved {
+    /// The first bytes of a header were not `CNDT`.
+    BadMagic,
+    /// A protocol version this server does not speak (or was configured to refuse).
+    UnknownVersion,
+    /// A message type outside the protocol's range.
+    UnknownType,
+    /// A frame longer than the limit in force (`max_auth_frame_bytes` before login,
+    /// `max_frame_bytes` after).
+    FrameTooLarge,
+    /// A frame in the other codec than the connection's first.
+    CodecChanged,
+    /// A native frame that broke the alignment rules.
+    BadNativeLayout,
+    /// A payload that could not be decoded (invalid archive or MessagePack, bad UTF-8,
+    /// invalid compression).
+    InvalidPayload,
+    /// A payload nested past `max_payload_depth` or holding more than
+    /// `max_payload_values` values.
+    PayloadTooComplex,
+    /// A compressed payload that inflates past `max_frame_bytes`.
+    PayloadTooLarge,
+    /// A payload of the wrong shape for its frame type.
+    UnexpectedShape,
+    /// A route name longer than the wire carries.
+    NameTooLong,
+    /// A frame other than authentication before login.
+    NotAuthenticated,
+    /// A login step out of order (a proof before a hello…).
+    HandshakeOutOfOrder,
+}
+
+impl PeerMisbehaved {
+    /// The reason sent to the peer. Never echoes peer-controlled bytes.
+    pub fn wire_text(self) -> &'static str {
+        match self {
+            PeerMisbehaved::BadMagic => "protocol error: bad magic",
+            PeerMisbehaved::UnknownVersion => "protocol error: unknown version",
+            PeerMisbehaved::UnknownType => "protocol error: unknown message type",
+            PeerMisbehaved::FrameTooLarge => "protocol error: frame too large",
+            PeerMisbehaved::CodecChanged => "protocol error: codec changed mid-connection",
+            PeerMisbehaved::BadNativeLayout => "protocol error: bad native frame layout",
+            PeerMisbehaved::InvalidPayload => "protocol error: invalid payload",
+            PeerMisbehaved::PayloadTooComplex => "protocol error: payload nested too deeply",
+            PeerMisbehaved::PayloadTooLarge => "protocol error: payload too large",
+            PeerMisbehaved::UnexpectedShape => "protocol error: unexpected payload shape",
+            PeerMisbehaved::NameTooLong => "protocol error: name too long",
+            PeerMisbehaved::NotAuthenticated => "authentication required",
+            PeerMisbehaved::HandshakeOutOfOrder => "protocol error: handshake step out of order",
+        }
+    }
+}
+
+impl From<&WireError> for PeerMisbehaved {
+    fn from(e: &WireError) -> PeerMisbehaved {
+        match e {
+            WireError::BadMagic(_) => PeerMisbehaved::BadMagic,
+            WireError::UnknownVersion(_) => PeerMisbehaved::UnknownVersion,
+            WireError::UnknownType(_) => PeerMisbehaved::UnknownType,
+            WireError::Oversize { .. } => PeerMisbehaved::FrameTooLarge,
+            WireError::CodecMismatch { .. } => PeerMisbehaved::CodecChanged,
+            WireError::NativeLayout(_) => PeerMisbehaved::BadNativeLayout,
+            WireError::Archive(_)
+            | WireError::Msgpack(_)
+            | WireError::InvalidUtf8(_)
+            | WireError::Decompress => PeerMisbehaved::InvalidPayload,
+            WireError::TooDeep { .. } => PeerMisbehaved::PayloadTooComplex,
+            WireError::DecompressedTooLarge { .. } => PeerMisbehaved::PayloadTooLarge,
+            WireError::Shape {
+                problem: "handshake step out of order",
+                ..
+            } => PeerMisbehaved::HandshakeOutOfOrder,
+            WireError::Shape { .. } => PeerMisbehaved::UnexpectedShape,
+            WireError::RouteTooLong { .. } => PeerMisbehaved::NameTooLong,
+            // Encoding is ours, not the peer's; a payload we cannot re-encode was one we
+            // could not read either.
+            _ => PeerMisbehaved::InvalidPayload,
+        }
+    }
+}
+
+/// Why a connection is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer closed its side.
+    PeerClosed,
+    /// The peer sent a CLOSE frame.
+    PeerSaidGoodbye,
+    /// Wrong password or proof.
+    AuthFailed,
+    /// No authentication within `auth_timeout`.
+    AuthTimeout,
+    /// The peer broke the protocol.
+    Misbehaved(PeerMisbehaved),
+    /// Silent past `heartbeat_timeout`.
+    HeartbeatTimeout,
+    /// The outbound queue passed its limit (policy: disconnect).
+    SlowConsumer,
+    /// Kicked by the application.
+    Kicked,
+    /// The server is stopping.
+    ServerStopping,
+    /// The server is at `max_connections`.
+    ServerFull,
+    /// A socket error.
+    Io(std::io::ErrorKind),
+}
+
+impl CloseReason {
+    /// The reason text sent to the peer, where the protocol has room for one.
+    pub fn wire_text(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed | CloseReason::PeerSaidGoodbye => "closed",
+            CloseReason::AuthFailed => "Invalid password",
+            CloseReason::AuthTimeout => "authentication timed out",
+            CloseReason::Misbehaved(m) => m.wire_text(),
+            CloseReason::HeartbeatTimeout => "heartbeat timeout",
+            CloseReason::SlowConsumer => "slow consumer: outbound queue limit reached",
+            CloseReason::Kicked => "disconnected by the server",
+            CloseReason::ServerStopping => "server shutting down",
+            CloseReason::ServerFull => "server full: max_connections reached",
+            CloseReason::Io(_) => "I/O error",
+        }
+    }
+
+    /// Whether frames already queued are still flushed (within the drain timeout)
+    /// before the socket closes. Closes the server or a polite peer asked for flush;
+    /// closes of a dead, silent or hostile-slow peer do not wait for it.
+    pub fn flushes(self) -> bool {
+        matches!(
+            self,
+            CloseReason::Kicked
+                | CloseReason::ServerStopping
+                | CloseReason::PeerSaidGoodbye
+                | CloseReason::Misbehaved(_)
+                | CloseReason::AuthFailed
+        )
+    }
+
+    /// Whether the socket is reset (RST) rather than closed: a slow consumer's kernel
+    /// buffers are dropped at once instead of lingering.
+    pub fn resets(self) -> bool {
+        self == CloseReason::SlowConsumer
+    }
+}
+
+/// How the glue ends a connection: decided by the core, carried out by the glue.
+#[derive(Debug)]
+pub struct Close {
+    /// Why.
+    pub reason: CloseReason,
+    /// A last frame telling the peer why, if its codec has one for this case.
+    pub last: Option<Bytes>,
+    /// How long to wait before sending `last` (the brute-force brake after a wrong
+    /// password); zero for every other close.
+    pub last_after: Duration,
+}

@@ -1,0 +1,677 @@
+//! The sans-I/O connection core: every decision about one connection, and every byte it
+//! sends. No sockets, no clock (time is an argument), no randomness (nonces are
+//! arguments), no runtime — so every case, hostile ones included, is tested
+//! deterministically on an in-memory pair in virtual time (`tests.rs`).
+//!
+//! The glue (one backend under `rt/`) drives it:
+//! * bytes received go into the connection's [`FrameDecoder`] (the glue owns the
+//!   receive buffer, so reads need no borrow of the core), then [`ConnCore::poll_event`]
+//!   takes frames out of it and says what they mean: a login, a handler to call, a close;
+//! * a handler's result comes back through [`ConnCore::complete`], by call id;
+//! * the shard's heartbeat tick calls [`ConnCore::on_tick`];
+//! * everything to transmit — replies, pongs, pings, the handshake, reasons — is
+//!   encoded here in the peer's codec and queued on the connection's [`Outbound`], which
+//!   the glue's writer drains; the slow-consumer policy is applied there too
+//!   ([`Outbound::offer`]).
+
+mod close;
+pub mod outbound;
+pub mod routes;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conduit_protocol::handshake::{HandshakeError, ServerCredentials, ServerHandshake, ServerStep};
+use conduit_protocol::native::{self, ArchivedValueTree};
+use conduit_protocol::v1::{self, codes, V1Limits, V1Payload};
+use conduit_protocol::{
+    auth, Codec, DecoderLimits, Encoder, Frame, FrameDecoder, FrameKind, Value, ValueLimits,
+    WireError,
+};
+
+pub use close::{Close, CloseReason, PeerMisbehaved};
+pub use outbound::{Delivery, LocalNotify, Outbound};
+pub use routes::{ArgForm, RouteTable, LISTALL};
+
+use crate::descriptor::SlowConsumerPolicy;
+use crate::id::ConnectionId;
+
+/// The server version reported to clients at login.
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Most handler calls of one connection the core tracks at once. The glue runs a
+/// connection's handlers one after another (so frames are handled in order), which
+/// keeps this at one; the bound makes a glue that did otherwise fail loudly instead of
+/// growing a table.
+pub const MAX_CALLS_IN_FLIGHT: usize = 64;
+
+/// Settings the core needs, shared by every connection of a server.
+#[derive(Debug)]
+pub struct CoreConfig {
+    /// What a login is checked against.
+    pub creds: ServerCredentials,
+    /// Close connections that have not authenticated after this long.
+    pub auth_timeout: Duration,
+    /// Ping connections idle this long.
+    pub heartbeat_interval: Duration,
+    /// Close connections silent this long.
+    pub heartbeat_timeout: Duration,
+    /// The brute-force brake before a login failure is answered.
+    pub auth_failure_delay: Duration,
+    /// netconduit-v1 post-login hold (zero: none).
+    pub v1_post_auth_delay: Duration,
+    /// Bounds on decoded payloads.
+    pub value_limits: ValueLimits,
+    /// Bounds on v1 payloads (decompression included).
+    pub v1_limits: V1Limits,
+    /// Decoder limits after login.
+    pub decoder_limits: DecoderLimits,
+    /// Largest frame accepted before login.
+    pub max_auth_frame_bytes: u32,
+    /// What happens when a frame does not fit a connection's outbound queue.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// The outbound queue's byte limit.
+    pub max_outbound_bytes: usize,
+    /// Which names route to a handler.
+    pub routes: RouteTable,
+}
+
+impl CoreConfig {
+    /// The decoder a new connection starts with: only small authentication frames may
+    /// arrive before login, so a header claiming more is refused before any buffer
+    /// grows for it.
+    pub fn new_decoder(&self) -> FrameDecoder {
+        FrameDecoder::new(DecoderLimits {
+            max_payload_bytes: self
+                .decoder_limits
+                .max_payload_bytes
+                .min(self.max_auth_frame_bytes),
+            ..self.decoder_limits
+        })
+    }
+}
+
+/// Identifies one handler call of one connection, for [`ConnCore::complete`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallId(u64);
+
+/// What kind of handler a call goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallKind {
+    /// An RPC method; its result goes back as RPC_RESPONSE / RPC_ERROR.
+    Rpc,
+    /// A message handler; a reply goes back as `<type>_response`.
+    Message,
+}
+
+/// A call's arguments, as the handler will take them.
+#[derive(Debug)]
+pub enum Args<'a> {
+    /// Decoded.
+    Value(Value),
+    /// A native archive still in the receive buffer, 8-byte aligned (in-place methods).
+    Native(&'a [u8]),
+}
+
+/// A handler to run.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// Pass back to [`ConnCore::complete`] with the result.
+    pub id: CallId,
+    /// Which kind of handler.
+    pub kind: CallKind,
+    /// The method or message type; known to route (see [`RouteTable`]).
+    pub route: Cow<'a, str>,
+    /// The arguments.
+    pub args: Args<'a>,
+}
+
+/// What happened, for the glue to act on.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The core handled a frame itself (a ping, a handshake step, `listall`, an
+    /// unknown method, an ignored frame); poll again.
+    Handled,
+    /// The peer logged in (AUTH_SUCCESS is queued): register it and run the connect
+    /// hooks.
+    Authenticated {
+        /// The codec it speaks.
+        codec: Codec,
+        /// Its self-reported name, if any.
+        client_name: Option<String>,
+    },
+    /// Run a handler, then report its result with [`ConnCore::complete`].
+    Call(Call<'a>),
+    /// Close the connection as described.
+    Close(Close),
+}
+
+/// An RPC failure as the wire carries it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    /// netconduit's code.
+    pub code: i64,
+    /// The full message (already prefixed `Error in <method>: ` where that applies).
+    pub message: String,
+    /// Structured details.
+    pub details: Option<Value>,
+}
+
+/// A handler's result.
+#[derive(Debug)]
+pub enum Outcome {
+    /// An RPC method returned.
+    Rpc(Result<Value, Failure>),
+    /// A message handler returned; `Some` is sent back as `<type>_response`.
+    Message(Option<Value>),
+}
+
+/// Counters of what the core refused to act on, for the glue to export.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoreCounters {
+    /// Results for calls the core does not know (stale or forged ids, or the
+    /// connection closed first); dropped.
+    pub stale_results: u64,
+    /// Frames the core could not queue (closing, or dropped by the slow-consumer
+    /// policy) or could not encode.
+    pub frames_not_sent: u64,
+    /// Messages whose type no handler takes; ignored as netconduit does.
+    pub unrouted_messages: u64,
+}
+
+/// A call the core started and waits on.
+#[derive(Debug)]
+struct Pending {
+    id: CallId,
+    kind: CallKind,
+    /// The method or message type, for the reply's name and logs.
+    route: Box<str>,
+    /// Echoed in the reply.
+    correlation_id: u64,
+}
+
+/// Per-connection protocol state.
+#[derive(Debug)]
+pub struct ConnCore {
+    /// Shared settings.
+    config: Arc<CoreConfig>,
+    /// This connection's id (reported to native clients at login).
+    id: ConnectionId,
+    /// The login exchange; finished once logged in or refused.
+    handshake: ServerHandshake,
+    /// Set at login.
+    authenticated: bool,
+    /// Fixed by the first frame (or the header of a refused first frame).
+    codec: Option<Codec>,
+    /// The decoder's limit was raised to `max_frame_bytes` after login.
+    full_frame_limit: bool,
+    /// Where every frame to the peer goes; drained by the glue's writer.
+    out: Rc<Outbound>,
+    /// When the connection was accepted (auth deadline).
+    accepted_at: Instant,
+    /// Latest time a frame arrived (never moves backwards).
+    last_received: Instant,
+    /// Latest time a ping went out.
+    last_ping: Option<Instant>,
+    /// Latest time passed in; time that goes backwards counts as none passing.
+    now: Instant,
+    /// Set once the connection closes: nothing more is decided.
+    closed: Option<CloseReason>,
+    /// Calls started and not yet completed.
+    pending: Vec<Pending>,
+    /// The next call id.
+    next_call: u64,
+    /// What was refused or dropped.
+    counters: CoreCounters,
+}
+
+impl ConnCore {
+    /// A core for a connection accepted at `now`; `server_nonce` and `session_token`
+    /// come from a CSPRNG.
+    pub fn new(
+        config: Arc<CoreConfig>,
+        id: ConnectionId,
+        server_nonce: auth::Nonce,
+        session_token: String,
+        now: Instant,
+    ) -> ConnCore {
+        let out = Rc::new(Outbound::new(config.max_outbound_bytes));
+        ConnCore {
+            handshake: ServerHandshake::new(server_nonce, session_token, id.as_u64()),
+            config,
+            id,
+            authenticated: false,
+            codec: None,
+            full_frame_limit: false,
+            out,
+            accepted_at: now,
+            last_received: now,
+            last_ping: None,
+            now,
+            closed: None,
+            pending: Vec::new(),
+            next_call: 1,
+            counters: CoreCounters::default(),
+        }
+    }
+
+    /// The outbound queue the glue's writer drains (and broadcasts fan out into).
+    pub fn outbound(&self) -> &Rc<Outbound> {
+        &self.out
+    }
+
+    /// Whether the connection has logged in.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    /// The codec fixed by the first frame.
+    pub fn codec(&self) -> Option<Codec> {
+        self.codec
+    }
+
+    /// The limits payloads are decoded under.
+    pub fn value_limits(&self) -> ValueLimits {
+        self.config.value_limits
+    }
+
+    /// What the core refused or dropped so far.
+    pub fn counters(&self) -> CoreCounters {
+        self.counters
+    }
+
+    /// Calls started and not completed.
+    pub fn calls_in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Why the connection closed, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.closed
+    }
+
+    /// Advances the core's clock; time that goes backwards is no time passing.
+    fn advance(&mut self, now: Instant) -> Instant {
+        self.now = self.now.max(now);
+        self.now
+    }
+
+    fn encoder(&self, timestamp_ms: u64) -> Encoder {
+        Encoder::new(self.codec.unwrap_or(Codec::V1), timestamp_ms)
+    }
+
+    /// Queues a frame of the core's own (reply, pong, ping, handshake) under the
+    /// slow-consumer policy. `Some` when the connection must now close.
+    fn transmit(&mut self, frame: Result<bytes::Bytes, WireError>) -> Option<Close> {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(conn = %self.id, "frame not sent: cannot encode it: {e}");
+                self.counters.frames_not_sent += 1;
+                return None;
+            }
+        };
+        match self.out.offer(frame, self.config.slow_consumer) {
+            Delivery::Queued => None,
+            Delivery::Dropped | Delivery::Closed => {
+                self.counters.frames_not_sent += 1;
+                None
+            }
+            Delivery::Disconnect => {
+                self.counters.frames_not_sent += 1;
+                Some(self.close(CloseReason::SlowConsumer, 0))
+            }
+        }
+    }
+
+    /// Closes the connection for `reason` (the peer closed, a kick, a timeout, a slow
+    /// consumer seen by the glue…): decides the last frame and how the socket ends.
+    /// Pending calls are forgotten: their results, if they come, are stale.
+    pub fn close(&mut self, reason: CloseReason, timestamp_ms: u64) -> Close {
+        self.closed.get_or_insert(reason);
+        self.pending.clear();
+        let last = match (reason, self.codec) {
+            (CloseReason::PeerClosed | CloseReason::Io(_) | CloseReason::SlowConsumer, _) => None,
+            (CloseReason::HeartbeatTimeout | CloseReason::AuthTimeout, _) => None,
+            (_, None) => None,
+            (_, Some(codec)) => {
+                let enc = Encoder::new(codec, timestamp_ms);
+                let text = reason.wire_text();
+                if self.authenticated {
+                    enc.close(text).ok().flatten()
+                } else {
+                    enc.auth_failure(text).ok()
+                }
+            }
+        };
+        let last_after = if reason == CloseReason::AuthFailed {
+            self.config.auth_failure_delay
+        } else {
+            Duration::ZERO
+        };
+        Close {
+            reason,
+            last,
+            last_after,
+        }
+    }
+
+    fn misbehaved(&mut self, m: PeerMisbehaved, timestamp_ms: u64) -> Close {
+        tracing::info!(conn = %self.id, "protocol error: {}", m.wire_text());
+        self.close(CloseReason::Misbehaved(m), timestamp_ms)
+    }
+
+    /// Takes the next frame out of `decoder` and says what it means; `None` when no
+    /// whole frame is buffered (or the connection is closed). Frames the core handles
+    /// itself (pings, the handshake's middle step, `listall`, unknown methods…) are
+    /// answered on the outbound queue and reported as [`Event::Handled`].
+    pub fn poll_event<'d>(
+        &mut self,
+        decoder: &'d mut FrameDecoder,
+        now: Instant,
+        timestamp_ms: u64,
+    ) -> Option<Event<'d>> {
+        self.advance(now);
+        if self.closed.is_some() {
+            return None;
+        }
+        if self.authenticated && !self.full_frame_limit {
+            decoder.set_max_payload_bytes(self.config.decoder_limits.max_payload_bytes);
+            self.full_frame_limit = true;
+        }
+        let front_codec = decoder.front_codec();
+        let frame = match decoder.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => return None,
+            Err(e) => {
+                // A first frame refused on its header still names the peer's codec:
+                // answer in it.
+                if let Some(codec) = front_codec {
+                    self.codec.get_or_insert(codec);
+                }
+                return Some(Event::Close(self.misbehaved((&e).into(), timestamp_ms)));
+            }
+        };
+        Some(self.on_frame(frame, timestamp_ms).unwrap_or(Event::Handled))
+    }
+
+    /// One frame; `None` when the core handled it entirely.
+    fn on_frame<'d>(&mut self, frame: Frame<'d>, timestamp_ms: u64) -> Option<Event<'d>> {
+        self.last_received = self.now;
+        self.codec.get_or_insert(frame.header.codec);
+        if !self.authenticated {
+            return self.during_login(&frame, timestamp_ms);
+        }
+        // Any frame shows the peer read AUTH_SUCCESS: a held v1 writer may go.
+        self.out.open_gate();
+        let header = frame.header;
+        match header.kind {
+            FrameKind::Ping => {
+                let pong = self.encoder(timestamp_ms).empty(FrameKind::Pong);
+                self.transmit(pong).map(Event::Close)
+            }
+            FrameKind::Message | FrameKind::RpcRequest => match header.codec {
+                Codec::V1 => self.v1_call(&frame, timestamp_ms),
+                Codec::Native => match native::split_route(frame.payload) {
+                    Ok((route, body)) => {
+                        self.route(header.kind, Cow::Borrowed(route), Body::Native(body), header.correlation_id, timestamp_ms)
+                    }
+                    Err(e) => Some(Event::Close(self.misbehaved((&e).into(), timestamp_ms))),
+                },
+            },
+            FrameKind::Close => Some(Event::Close(self.close(CloseReason::PeerSaidGoodbye, timestamp_ms))),
+            // PONG is life; a second AUTH_REQUEST, ACK, NACK, CLOSE_ACK, PAUSE, RESUME
+            // and RPC_LIST are ignored, as netconduit does.
+            _ => None,
+        }
+    }
+
+    fn during_login<'d>(&mut self, frame: &Frame<'d>, timestamp_ms: u64) -> Option<Event<'d>> {
+        if frame.header.kind != FrameKind::AuthRequest {
+            return Some(Event::Close(
+                self.misbehaved(PeerMisbehaved::NotAuthenticated, timestamp_ms),
+            ));
+        }
+        let step = self.handshake.on_frame(
+            frame,
+            &self.config.creds,
+            &self.config.v1_limits,
+            timestamp_ms,
+        );
+        match step {
+            Ok(ServerStep::Send(challenge)) => self.transmit(Ok(challenge)).map(Event::Close),
+            Ok(ServerStep::Accepted { reply, client_name }) => {
+                self.authenticated = true;
+                let codec = frame.header.codec;
+                if let Some(close) = self.transmit(Ok(reply)) {
+                    return Some(Event::Close(close));
+                }
+                if codec == Codec::V1 && !self.config.v1_post_auth_delay.is_zero() {
+                    self.out
+                        .hold_after_queued(self.now + self.config.v1_post_auth_delay);
+                }
+                Some(Event::Authenticated { codec, client_name })
+            }
+            Ok(ServerStep::Rejected) => {
+                tracing::info!(conn = %self.id, "authentication failed");
+                Some(Event::Close(self.close(CloseReason::AuthFailed, timestamp_ms)))
+            }
+            Err(HandshakeError::Wire(e)) => {
+                Some(Event::Close(self.misbehaved((&e).into(), timestamp_ms)))
+            }
+            Err(_) => Some(Event::Close(
+                self.misbehaved(PeerMisbehaved::HandshakeOutOfOrder, timestamp_ms),
+            )),
+        }
+    }
+
+    fn v1_call<'d>(&mut self, frame: &Frame<'d>, timestamp_ms: u64) -> Option<Event<'d>> {
+        let header = frame.header;
+        match v1::decode(&header, frame.payload, &self.config.v1_limits) {
+            Ok(V1Payload::Message { name, data }) => {
+                self.route(header.kind, Cow::Owned(name), Body::Value(data), 0, timestamp_ms)
+            }
+            Ok(V1Payload::RpcRequest { method, params }) => match method {
+                Some(m) => self.route(
+                    header.kind,
+                    Cow::Owned(m),
+                    Body::Value(params),
+                    header.correlation_id,
+                    timestamp_ms,
+                ),
+                None => {
+                    let reply = self.encoder(timestamp_ms).rpc_failure(
+                        header.correlation_id,
+                        codes::METHOD_NOT_FOUND,
+                        "RPC method not found",
+                        None,
+                    );
+                    self.transmit(reply).map(Event::Close)
+                }
+            },
+            // netconduit ignores a MESSAGE whose payload is not a map.
+            Err(WireError::Shape { .. }) if header.kind == FrameKind::Message => None,
+            Ok(_) => None,
+            Err(e) => Some(Event::Close(self.misbehaved((&e).into(), timestamp_ms))),
+        }
+    }
+
+    /// Decides where a message or RPC goes: a handler (an event), or an answer the core
+    /// writes itself (`listall`, an unknown method), or nowhere (an unhandled message).
+    fn route<'d>(
+        &mut self,
+        kind: FrameKind,
+        route: Cow<'d, str>,
+        body: Body<'d>,
+        correlation_id: u64,
+        timestamp_ms: u64,
+    ) -> Option<Event<'d>> {
+        let (call_kind, form) = if kind == FrameKind::Message {
+            if !self.config.routes.has_message(&route) {
+                tracing::debug!(conn = %self.id, name = %route, "no handler for message type; ignored");
+                self.counters.unrouted_messages += 1;
+                return None;
+            }
+            (CallKind::Message, ArgForm::Value)
+        } else if route == LISTALL {
+            let reply = self
+                .encoder(timestamp_ms)
+                .rpc_success(correlation_id, self.config.routes.listall());
+            return self.transmit(reply).map(Event::Close);
+        } else {
+            match self.config.routes.rpc(&route) {
+                Some(form) => (CallKind::Rpc, form),
+                None => {
+                    let reply = self.encoder(timestamp_ms).rpc_failure(
+                        correlation_id,
+                        codes::METHOD_NOT_FOUND,
+                        &format!("RPC method not found: {route}"),
+                        None,
+                    );
+                    return self.transmit(reply).map(Event::Close);
+                }
+            }
+        };
+        let args = match (body, form) {
+            (Body::Native(bytes), ArgForm::InPlace) => Args::Native(bytes),
+            (Body::Value(v), _) => Args::Value(v),
+            (Body::Native(bytes), ArgForm::Value) => {
+                let decoded = native::access::<ArchivedValueTree>(bytes)
+                    .and_then(|tree| tree.to_value(self.config.value_limits));
+                match decoded {
+                    Ok(v) => Args::Value(v),
+                    Err(e) => return Some(Event::Close(self.misbehaved((&e).into(), timestamp_ms))),
+                }
+            }
+        };
+        if self.pending.len() >= MAX_CALLS_IN_FLIGHT {
+            // The glue runs calls one at a time; reaching this is a glue bug, not the
+            // peer's doing. Refuse the call rather than grow the table.
+            debug_assert!(false, "more than {MAX_CALLS_IN_FLIGHT} calls in flight");
+            self.counters.frames_not_sent += 1;
+            return None;
+        }
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        self.pending.push(Pending {
+            id,
+            kind: call_kind,
+            route: route.as_ref().into(),
+            correlation_id,
+        });
+        Some(Event::Call(Call {
+            id,
+            kind: call_kind,
+            route,
+            args,
+        }))
+    }
+
+    /// Takes a handler's result and queues its reply. A result for a call the core does
+    /// not know (stale, forged, or of a closed connection) is dropped and counted.
+    /// `Some` when the connection must now close (the reply made it a slow consumer).
+    pub fn complete(&mut self, call: CallId, outcome: Outcome, timestamp_ms: u64) -> Option<Close> {
+        let Some(at) = self.pending.iter().position(|p| p.id == call) else {
+            self.counters.stale_results += 1;
+            return None;
+        };
+        let p = self.pending.swap_remove(at);
+        debug_assert!(
+            matches!(
+                (&outcome, p.kind),
+                (Outcome::Rpc(_), CallKind::Rpc) | (Outcome::Message(_), CallKind::Message)
+            ),
+            "outcome of the wrong kind for {}",
+            p.route
+        );
+        let enc = self.encoder(timestamp_ms);
+        let frame = match outcome {
+            Outcome::Rpc(Ok(v)) => enc.rpc_success(p.correlation_id, &v),
+            Outcome::Rpc(Err(f)) => {
+                enc.rpc_failure(p.correlation_id, f.code, &f.message, f.details.as_ref())
+            }
+            Outcome::Message(Some(v)) => {
+                enc.message(p.correlation_id, &response_name(&p.route), &v)
+            }
+            Outcome::Message(None) => return None,
+        };
+        // A reply that cannot be encoded still answers the caller.
+        let frame = match (frame, p.kind) {
+            (Err(e), CallKind::Rpc) => {
+                tracing::warn!(conn = %self.id, method = %p.route, "reply cannot be encoded: {e}");
+                self.counters.frames_not_sent += 1;
+                enc.rpc_failure(
+                    p.correlation_id,
+                    codes::INTERNAL,
+                    &format!("Error in {}: reply cannot be encoded", p.route),
+                    None,
+                )
+            }
+            (frame, _) => frame,
+        };
+        self.transmit(frame)
+    }
+
+    /// The heartbeat and auth-timeout decision at `now`: queues a ping when one is due,
+    /// returns a close when the connection must end.
+    pub fn on_tick(&mut self, now: Instant, timestamp_ms: u64) -> Option<Close> {
+        if self.closed.is_some() {
+            return None;
+        }
+        let now = self.advance(now);
+        if !self.authenticated {
+            if now.saturating_duration_since(self.accepted_at) >= self.config.auth_timeout {
+                return Some(self.close(CloseReason::AuthTimeout, timestamp_ms));
+            }
+            return None;
+        }
+        let silent = now.saturating_duration_since(self.last_received);
+        if silent >= self.config.heartbeat_timeout {
+            return Some(self.close(CloseReason::HeartbeatTimeout, timestamp_ms));
+        }
+        let ping_due = self
+            .last_ping
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.config.heartbeat_interval);
+        if silent >= self.config.heartbeat_interval && ping_due {
+            self.last_ping = Some(now);
+            let ping = self.encoder(timestamp_ms).empty(FrameKind::Ping);
+            return self.transmit(ping);
+        }
+        None
+    }
+
+    /// The next moment [`on_tick`](Self::on_tick) has something to do.
+    pub fn next_deadline(&self) -> Instant {
+        if !self.authenticated {
+            return self.accepted_at + self.config.auth_timeout;
+        }
+        let timeout = self.last_received + self.config.heartbeat_timeout;
+        let idle = self.last_received + self.config.heartbeat_interval;
+        let ping = match self.last_ping {
+            Some(t) if t >= self.last_received => t + self.config.heartbeat_interval,
+            _ => idle,
+        };
+        timeout.min(ping.max(idle))
+    }
+}
+
+/// The name a message handler's reply is sent under.
+pub fn response_name(route: &str) -> String {
+    format!("{route}_response")
+}
+
+/// Bytes a message type's name may have so that its `<type>_response` still fits the
+/// wire.
+pub const MAX_MESSAGE_NAME_BYTES: usize = native::MAX_ROUTE_BYTES - "_response".len();
+
+/// A payload as it arrived.
+enum Body<'a> {
+    /// Decoded from MessagePack.
+    Value(Value),
+    /// A native archive in the receive buffer.
+    Native(&'a [u8]),
+}

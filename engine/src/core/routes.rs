@@ -1,0 +1,60 @@
+//! What the core knows of the application's handlers: which names route somewhere, how
+//! each RPC takes its arguments, and `listall`'s answer — enough to decide every frame's
+//! fate without calling into the application.
+
+use ahash::{AHashMap, AHashSet};
+use conduit_protocol::Value;
+
+/// How an RPC method takes its arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgForm {
+    /// A decoded [`Value`] map (every `#[rpc]` function).
+    Value,
+    /// Native callers' archive read in place; netconduit-v1 callers still send a map
+    /// (see `RpcMethod::archived`).
+    InPlace,
+}
+
+/// The routes of one server, frozen while it runs.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable {
+    /// Registered RPC methods.
+    rpcs: AHashMap<String, ArgForm>,
+    /// Message types with at least one handler.
+    messages: AHashSet<String>,
+    /// The built-in `listall` answer, computed once at start.
+    listall: Value,
+}
+
+/// The name of the built-in method listing every RPC method.
+pub const LISTALL: &str = "listall";
+
+impl RouteTable {
+    /// A table of `rpcs`, `messages` and the `listall` answer.
+    pub fn new(
+        rpcs: impl IntoIterator<Item = (String, ArgForm)>,
+        messages: impl IntoIterator<Item = String>,
+        listall: Value,
+    ) -> RouteTable {
+        RouteTable {
+            rpcs: rpcs.into_iter().collect(),
+            messages: messages.into_iter().collect(),
+            listall,
+        }
+    }
+
+    /// How `method` takes its arguments, if it is registered.
+    pub fn rpc(&self, method: &str) -> Option<ArgForm> {
+        self.rpcs.get(method).copied()
+    }
+
+    /// Whether messages of type `name` have a handler.
+    pub fn has_message(&self, name: &str) -> bool {
+        self.messages.contains(name)
+    }
+
+    /// The `listall` answer.
+    pub fn listall(&self) -> &Value {
+        &self.listall
+    }
+}

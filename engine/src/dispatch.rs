@@ -1,0 +1,121 @@
+//! Runs the handler a connection core asked for and turns what it returns into the
+//! core's [`Outcome`]. Runtime-neutral: both backends call it. Panics, in the handler's
+//! body or while it builds its future, are contained here: they answer the caller
+//! (code 1001) and never take the shard down.
+
+use std::panic::AssertUnwindSafe;
+
+use conduit_protocol::Value;
+use futures_lite::FutureExt;
+
+use crate::core::{Args, Call, CallKind, Failure, Outcome};
+use crate::handlers::{RawArgs, Registry, RpcCall, RpcError};
+use crate::router::Connection;
+
+/// Runs `call` for `conn` and returns its outcome.
+pub(crate) async fn run(registry: &Registry, conn: &Connection, call: Call<'_>) -> Outcome {
+    match call.kind {
+        CallKind::Message => Outcome::Message(run_message(registry, conn, &call.route, call.args).await),
+        CallKind::Rpc => {
+            let method = call.route;
+            let result = run_rpc(registry, conn, &method, call.args).await;
+            Outcome::Rpc(result.map_err(|e| Failure {
+                code: e.code,
+                message: e.wire_message(&method),
+                details: e.details,
+            }))
+        }
+    }
+}
+
+/// Runs every handler of a message type in registration order; the last one's return
+/// value is the reply.
+async fn run_message(
+    registry: &Registry,
+    conn: &Connection,
+    name: &str,
+    args: Args<'_>,
+) -> Option<Value> {
+    let handlers = registry.messages.get(name)?;
+    let data = match args {
+        Args::Value(v) => v,
+        // The core decodes message payloads before routing them.
+        Args::Native(_) => return None,
+    };
+    let mut reply = None;
+    // Every handler but the last gets a copy; the last takes the value itself.
+    let mut data = Some(data);
+    for (i, h) in handlers.iter().enumerate() {
+        let arg = if i + 1 == handlers.len() {
+            data.take().unwrap_or_default()
+        } else {
+            data.clone().unwrap_or_default()
+        };
+        match contained(|| h(conn.clone(), arg)).await {
+            Ok(r) => reply = r,
+            Err(_) => {
+                tracing::error!(conn = %conn.id(), name, "message handler panicked");
+                reply = None;
+            }
+        }
+    }
+    reply
+}
+
+async fn run_rpc(
+    registry: &Registry,
+    conn: &Connection,
+    method: &str,
+    args: Args<'_>,
+) -> Result<Value, RpcError> {
+    let Some(entry) = registry.rpcs.get(method) else {
+        // The core routes only registered methods; the table and the registry are
+        // built from the same registration.
+        return Err(RpcError::new(
+            conduit_protocol::v1::codes::METHOD_NOT_FOUND,
+            format!("RPC method not found: {method}"),
+        ));
+    };
+    let panicked = || {
+        tracing::error!(conn = %conn.id(), method, "RPC handler panicked");
+        RpcError::failed("internal error (handler panicked)")
+    };
+    match (&entry.archived, args) {
+        (Some(archived), args) => {
+            let call = RpcCall {
+                connection: conn.clone(),
+                method: method.to_owned(),
+                params: Value::Nil,
+            };
+            let raw = match args {
+                Args::Native(bytes) => RawArgs::Native(bytes),
+                Args::Value(v) => RawArgs::Value(v),
+            };
+            std::panic::catch_unwind(AssertUnwindSafe(|| archived(&call, raw)))
+                .unwrap_or_else(|_| Err(panicked()))
+        }
+        (None, Args::Value(params)) => {
+            let call = RpcCall {
+                connection: conn.clone(),
+                method: method.to_owned(),
+                params,
+            };
+            contained(|| (entry.call)(call))
+                .await
+                .unwrap_or_else(|_| Err(panicked()))
+        }
+        // The core decodes arguments for methods that do not read them in place.
+        (None, Args::Native(_)) => Err(RpcError::failed("arguments arrived undecoded")),
+    }
+}
+
+/// Runs a user callback and the future it returns with panics caught: one that panics
+/// while building its future (before its first `.await`) is contained as well as one
+/// that panics while it runs. An uncaught panic would end the shard's executor.
+pub(crate) async fn contained<F: std::future::Future>(
+    make: impl FnOnce() -> F,
+) -> std::thread::Result<F::Output> {
+    AssertUnwindSafe(async move { make().await })
+        .catch_unwind()
+        .await
+}

@@ -1,0 +1,91 @@
+//! `Broadcast`: a broadcast being prepared (`include`, `exclude`), sent when awaited.
+
+use std::future::IntoFuture;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ahash::AHashSet;
+use conduit_protocol::clock::wall_clock_ms;
+use conduit_protocol::Value;
+
+use super::{Filter, Frames, Router};
+use crate::error::Result;
+use crate::exec::LocalBoxFuture;
+use crate::id::ConnectionId;
+
+/// A broadcast being prepared: `.include(..)`, `.exclude(..)`, then `.await` for the
+/// number of connections it was queued to (summed over all shards).
+///
+/// A message no peer could receive (a name over 255 bytes) reaches nobody: `.await`
+/// logs it as an error and returns 0, and [`Broadcast::send`] returns the error.
+#[must_use = "a broadcast does nothing until awaited"]
+pub struct Broadcast {
+    /// Where it goes out.
+    router: Router,
+    /// The message type.
+    name: String,
+    /// Its data.
+    data: Value,
+    /// Who receives it.
+    filter: Filter,
+}
+
+impl Broadcast {
+    pub(crate) fn new(router: Router, name: &str, data: Value) -> Broadcast {
+        Broadcast {
+            router,
+            name: name.to_owned(),
+            data,
+            filter: Filter::default(),
+        }
+    }
+
+    /// Only these connections (intersected with any earlier include).
+    pub fn include(mut self, ids: impl IntoIterator<Item = ConnectionId>) -> Broadcast {
+        let set: AHashSet<ConnectionId> = ids.into_iter().collect();
+        self.filter.include = Some(match self.filter.include.take() {
+            Some(prev) => prev.intersection(&set).copied().collect(),
+            None => set,
+        });
+        self
+    }
+
+    /// Not these connections.
+    pub fn exclude(mut self, ids: impl IntoIterator<Item = ConnectionId>) -> Broadcast {
+        self.filter.exclude.extend(ids);
+        self
+    }
+
+    /// Sends it: the number of connections it was queued to, or why nobody could
+    /// receive it.
+    pub async fn send(self) -> Result<usize> {
+        let frames = Frames::message(&self.name, &self.data, wall_clock_ms(), None)?;
+        Ok(self
+            .router
+            .broadcast_frames(Arc::new(frames), Arc::new(self.filter))
+            .await)
+    }
+}
+
+impl IntoFuture for Broadcast {
+    type Output = usize;
+    type IntoFuture = LocalBoxFuture<usize>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let router = self.router.clone();
+            let name_len = self.name.len();
+            match self.send().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(name_len, "broadcast not sent: {e}");
+                    router
+                        .stats()
+                        .frames_not_sent
+                        .fetch_add(1, Ordering::Relaxed);
+                    0
+                }
+            }
+        })
+    }
+}

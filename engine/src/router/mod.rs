@@ -1,0 +1,477 @@
+//! The router: who is where. The directory of live connections, the bus to every
+//! shard, the counters, application state — and the messaging API handlers use
+//! (broadcast, send and kick by id), which fans out on the local shard and hands the
+//! same encoded bytes to the others.
+//!
+//! Both the user API (`server`) and the runtime glue (`rt`) import this module; it
+//! imports neither. The glue plugs its shard in through [`LocalShard`] and
+//! [`enter_shard`], so a broadcast from a handler reaches its own shard's connections
+//! without a bus round trip.
+
+mod broadcast;
+pub(crate) mod bus;
+mod connection;
+mod stats;
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Instant;
+
+use ahash::AHashMap;
+use conduit_protocol::clock::wall_clock_ms;
+use conduit_protocol::Value;
+
+pub use broadcast::Broadcast;
+pub(crate) use bus::{BusMsg, Control, Filter, Frames};
+pub(crate) use connection::ConnMeta;
+pub use connection::Connection;
+pub(crate) use stats::{Permit, Stats};
+
+use crate::descriptor::ServerDescriptor;
+use crate::error::{Error, Result};
+use crate::id::ConnectionId;
+
+/// What a shard offers the router on its own thread: delivery to the connections it
+/// owns, without a bus round trip.
+pub(crate) trait LocalShard {
+    /// Its index.
+    fn index(&self) -> usize;
+    /// Queues `frames` to every admitted logged-in connection; returns how many.
+    fn fanout(&self, frames: &Frames, filter: &Filter) -> usize;
+    /// Queues `frames` to one connection.
+    fn send_local(&self, id: ConnectionId, frames: &Frames) -> Result<()>;
+    /// Closes one connection after queueing an optional last message.
+    fn kick_local(&self, id: ConnectionId, last: Option<&Frames>) -> bool;
+}
+
+/// The shard running on this thread, with the run it belongs to.
+struct Local {
+    /// Which router it serves (a thread runs shards of one server at a time).
+    router: *const RouterInner,
+    run: Arc<RunState>,
+    shard: Rc<dyn LocalShard>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+/// Installs `shard` as this thread's shard of `router` for `run`.
+pub(crate) fn enter_shard(router: &Router, run: Arc<RunState>, shard: Rc<dyn LocalShard>) {
+    LOCAL.with(|l| {
+        *l.borrow_mut() = Some(Local {
+            router: Arc::as_ptr(&router.inner),
+            run,
+            shard,
+        })
+    });
+}
+
+/// Removes this thread's shard.
+pub(crate) fn leave_shard() {
+    LOCAL.with(|l| l.borrow_mut().take());
+}
+
+/// What exists only while the server runs.
+pub(crate) struct RunState {
+    /// Each shard's inbound bus.
+    pub bus: Vec<flume::Sender<BusMsg>>,
+    /// Each shard's logged-in connections, readable from any thread (written by the
+    /// owner at login and close only).
+    directory: Vec<RwLock<AHashMap<ConnectionId, Arc<ConnMeta>>>>,
+    /// The listening address, once the first shard bound it.
+    pub addr: OnceLock<SocketAddr>,
+}
+
+impl RunState {
+    /// A run with one bus sender per shard.
+    pub fn new(bus: Vec<flume::Sender<BusMsg>>) -> RunState {
+        let shards = bus.len();
+        RunState {
+            bus,
+            directory: (0..shards).map(|_| RwLock::default()).collect(),
+            addr: OnceLock::new(),
+        }
+    }
+
+    fn lookup(&self, id: ConnectionId) -> Option<Arc<ConnMeta>> {
+        self.directory
+            .get(id.shard())?
+            .read()
+            .ok()?
+            .get(&id)
+            .cloned()
+    }
+
+    /// Sends a lifecycle step to one shard and waits for its outcome.
+    pub fn control(&self, shard: usize, step: Control) -> std::result::Result<(), String> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.bus[shard]
+            .send(BusMsg::Control { step, reply: tx })
+            .map_err(|_| format!("shard {shard} is gone"))?;
+        rx.recv()
+            .map_err(|_| format!("shard {shard} stopped before answering {step:?}"))?
+    }
+}
+
+/// A logged-in connection's place in the directory and the connection count; both are
+/// given back when this is dropped, whichever way the connection ends.
+pub(crate) struct Listed {
+    run: Arc<RunState>,
+    id: ConnectionId,
+    _counted: Permit,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        if let Some(d) = self.run.directory.get(self.id.shard()) {
+            if let Ok(mut m) = d.write() {
+                m.remove(&self.id);
+            }
+        }
+    }
+}
+
+pub(crate) struct RouterInner {
+    /// The settings the server was built with.
+    desc: ServerDescriptor,
+    /// Set while running.
+    run: RwLock<Option<Arc<RunState>>>,
+    /// Counters and gauges shared by every shard.
+    stats: Stats,
+    /// Application state by type (see `Server::manage`).
+    states: RwLock<AHashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    /// Between startup and the end of shutdown.
+    running: AtomicBool,
+    /// When the current run started.
+    started_at: Mutex<Option<Instant>>,
+    /// A stop request for the control thread; one pending is enough.
+    stop_tx: crossbeam_channel::Sender<()>,
+    /// Read by the control thread.
+    stop_rx: crossbeam_channel::Receiver<()>,
+}
+
+/// The messaging half of a server: what handlers do with it. Broadcast, send to and
+/// kick connections by id, read counts and application state, stop the server. Every
+/// [`Server`](crate::Server) is one (it dereferences to its router), and
+/// [`Connection::server`] returns it. Cheap to clone, `Send + Sync`, usable from any
+/// shard or thread.
+#[derive(Clone)]
+pub struct Router {
+    pub(crate) inner: Arc<RouterInner>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("name", &self.inner.desc.name)
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+impl Router {
+    pub(crate) fn new(desc: ServerDescriptor) -> Router {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        Router {
+            inner: Arc::new(RouterInner {
+                desc,
+                run: RwLock::new(None),
+                stats: Stats::default(),
+                states: RwLock::default(),
+                running: AtomicBool::new(false),
+                started_at: Mutex::new(None),
+                stop_tx,
+                stop_rx,
+            }),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// The shard of this router on this thread, with its run, if there is one.
+    fn local(&self) -> Option<(Arc<RunState>, Rc<dyn LocalShard>)> {
+        LOCAL.with(|l| {
+            l.borrow()
+                .as_ref()
+                .filter(|l| std::ptr::eq(l.router, Arc::as_ptr(&self.inner)))
+                .map(|l| (l.run.clone(), l.shard.clone()))
+        })
+    }
+
+    pub(crate) fn run_state(&self) -> Option<Arc<RunState>> {
+        if let Some((run, _)) = self.local() {
+            return Some(run);
+        }
+        self.inner.run.read().ok()?.clone()
+    }
+
+    pub(crate) fn set_run(&self, run: Option<Arc<RunState>>) {
+        if let Ok(mut slot) = self.inner.run.write() {
+            *slot = run;
+        }
+        if let Ok(mut t) = self.inner.started_at.lock() {
+            *t = self.inner.run.read().ok().and_then(|r| r.as_ref().map(|_| Instant::now()));
+        }
+    }
+
+    pub(crate) fn set_running(&self, running: bool) -> bool {
+        self.inner.running.swap(running, Ordering::AcqRel)
+    }
+
+    pub(crate) fn stop_requests(&self) -> &crossbeam_channel::Receiver<()> {
+        &self.inner.stop_rx
+    }
+
+    /// Lists a logged-in connection in the directory and the count, until the returned
+    /// guard drops.
+    pub(crate) fn list(&self, run: &Arc<RunState>, meta: Arc<ConnMeta>) -> Listed {
+        let id = meta.id;
+        let counted = self.inner.stats.connections.acquire();
+        if let Some(d) = run.directory.get(id.shard()) {
+            if let Ok(mut m) = d.write() {
+                m.insert(id, meta);
+            }
+        }
+        Listed {
+            run: run.clone(),
+            id,
+            _counted: counted,
+        }
+    }
+
+    pub(crate) fn put_state(&self, id: TypeId, value: Arc<dyn Any + Send + Sync>) {
+        if let Ok(mut s) = self.inner.states.write() {
+            s.insert(id, value);
+        }
+    }
+
+    // ---- what handlers read ----------------------------------------------------------
+
+    /// The descriptor the server was built with.
+    pub fn descriptor(&self) -> &ServerDescriptor {
+        &self.inner.desc
+    }
+
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.inner.desc.name
+    }
+
+    /// Whether the server is running (between startup and the end of shutdown).
+    pub fn is_running(&self) -> bool {
+        self.inner.running.load(Ordering::Acquire)
+    }
+
+    /// Logged-in connections across all shards.
+    pub fn connection_count(&self) -> usize {
+        self.inner.stats.connections.get()
+    }
+
+    /// The address it listens on, once running (the real port when 0 was asked).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.run_state().and_then(|rt| rt.addr.get().copied())
+    }
+
+    /// The listening address as text (`host:port`), like netconduit's `srv.address`.
+    pub fn address(&self) -> String {
+        self.local_addr().map_or_else(
+            || format!("{}:{}", self.inner.desc.host, self.inner.desc.port),
+            |a| a.to_string(),
+        )
+    }
+
+    /// The listening port (the real one when 0 was asked).
+    pub fn port(&self) -> u16 {
+        self.local_addr().map_or(self.inner.desc.port, |a| a.port())
+    }
+
+    /// Time since the server started, if running.
+    pub fn uptime(&self) -> Option<std::time::Duration> {
+        self.inner
+            .started_at
+            .lock()
+            .ok()
+            .and_then(|t| t.map(|t| t.elapsed()))
+    }
+
+    /// The state of type `T` registered with [`Server::manage`](crate::Server::manage).
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<crate::State<T>> {
+        let any = self
+            .inner
+            .states
+            .read()
+            .ok()?
+            .get(&TypeId::of::<T>())
+            .cloned()?;
+        any.downcast::<T>().ok().map(crate::State)
+    }
+
+    /// Asks the server to stop gracefully: stop accepting, run `on_shutdown`, flush
+    /// queues up to the drain timeout, close every connection, join the shards. Returns
+    /// at once; callable from any thread, handler or hook.
+    pub fn stop(&self) {
+        let _ = self.inner.stop_tx.try_send(());
+    }
+
+    // ---- messaging -------------------------------------------------------------------
+
+    /// Broadcasts a message to every logged-in connection; narrow it with
+    /// [`Broadcast::include`] / [`Broadcast::exclude`], then `.await` it for the number
+    /// of connections it was queued to.
+    pub fn broadcast(&self, name: &str, data: impl Into<Value>) -> Broadcast {
+        Broadcast::new(self.clone(), name, data.into())
+    }
+
+    pub(crate) async fn broadcast_frames(&self, frames: Arc<Frames>, filter: Arc<Filter>) -> usize {
+        crate::exec::yield_if_needed().await;
+        let Some(run) = self.run_state() else { return 0 };
+        let local = self.local().map(|(_, s)| s);
+        let (tx, rx) = flume::bounded(run.bus.len());
+        let mut pending = 0;
+        let mut count = 0;
+        for (i, bus) in run.bus.iter().enumerate() {
+            if let Some(s) = local.as_ref().filter(|s| s.index() == i) {
+                count += s.fanout(&frames, &filter);
+                continue;
+            }
+            if let Some(inc) = &filter.include {
+                if !inc.iter().any(|id| id.shard() == i) {
+                    continue;
+                }
+            }
+            let msg = BusMsg::Broadcast {
+                frames: frames.clone(),
+                filter: filter.clone(),
+                reply: tx.clone(),
+            };
+            if bus.send_async(msg).await.is_ok() {
+                pending += 1;
+            }
+        }
+        drop(tx);
+        // Not held while waiting: a shard that exits with this request still queued
+        // drops it (and its reply sender) only once every holder of the run is gone.
+        drop(run);
+        for _ in 0..pending {
+            match rx.recv_async().await {
+                Ok(n) => count += n,
+                Err(_) => break,
+            }
+        }
+        count
+    }
+
+    /// The connection with `id`, if it is connected and logged in (netconduit's
+    /// `server._pool.get(id)`). Works from any shard or thread.
+    pub fn connection(&self, id: ConnectionId) -> Option<Connection> {
+        let meta = self.run_state()?.lookup(id)?;
+        Some(Connection {
+            meta,
+            router: self.clone(),
+        })
+    }
+
+    /// Sends a message to one connection by id, from any shard or thread.
+    ///
+    /// Returns [`Error::Closed`] if it is gone, [`Error::QueueFull`] when its outbound
+    /// queue is over `max_outbound_bytes` (it is then handled as a slow consumer), or
+    /// [`Error::Encode`] for a message no peer could receive (a name over 255 bytes).
+    pub async fn send_to_id(
+        &self,
+        id: ConnectionId,
+        name: &str,
+        data: impl Into<Value>,
+    ) -> Result<()> {
+        self.send_to(id, name, &data.into()).await
+    }
+
+    pub(crate) async fn send_to(&self, id: ConnectionId, name: &str, data: &Value) -> Result<()> {
+        crate::exec::yield_if_needed().await;
+        let run = self.run_state().ok_or(Error::NotRunning)?;
+        // One receiver: encode its codec only. Not in the directory = not logged in.
+        let codec = run.lookup(id).and_then(|m| m.codec()).ok_or(Error::Closed)?;
+        let frames = Arc::new(Frames::message(name, data, wall_clock_ms(), Some(codec))?);
+        if let Some((_, s)) = self.local().filter(|(_, s)| s.index() == id.shard()) {
+            return s.send_local(id, &frames);
+        }
+        let bus = run.bus.get(id.shard()).ok_or(Error::Closed)?;
+        let (tx, rx) = flume::bounded(1);
+        bus.send_async(BusMsg::Send {
+            to: id,
+            frames,
+            reply: tx,
+        })
+        .await
+        .map_err(|_| Error::NotRunning)?;
+        drop(run); // see broadcast_frames
+        rx.recv_async().await.unwrap_or(Err(Error::Closed))
+    }
+
+    pub(crate) async fn kick(&self, id: ConnectionId, last: Option<(&str, &Value)>) -> Result<()> {
+        crate::exec::yield_if_needed().await;
+        let run = self.run_state().ok_or(Error::NotRunning)?;
+        let codec = run.lookup(id).and_then(|m| m.codec());
+        let last = match last {
+            Some((n, d)) => Some(Arc::new(Frames::message(n, d, wall_clock_ms(), codec)?)),
+            None => None,
+        };
+        let done = if let Some((_, s)) = self.local().filter(|(_, s)| s.index() == id.shard()) {
+            s.kick_local(id, last.as_deref())
+        } else {
+            let bus = run.bus.get(id.shard()).ok_or(Error::Closed)?;
+            let (tx, rx) = flume::bounded(1);
+            bus.send_async(BusMsg::Kick {
+                to: id,
+                last,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| Error::NotRunning)?;
+            drop(run); // see broadcast_frames
+            rx.recv_async().await.unwrap_or(false)
+        };
+        if done {
+            Ok(())
+        } else {
+            Err(Error::Closed)
+        }
+    }
+}
+
+/// Shared application state registered with [`Server::manage`](crate::Server::manage),
+/// handed to handlers by type. Cheap to clone.
+pub struct State<T>(pub(crate) Arc<T>);
+
+impl<T> State<T> {
+    /// Wraps `value` (for use outside a server, e.g. in tests).
+    pub fn new(value: T) -> State<T> {
+        State(Arc::new(value))
+    }
+}
+
+impl<T> Clone for State<T> {
+    fn clone(&self) -> State<T> {
+        State(self.0.clone())
+    }
+}
+
+impl<T> std::ops::Deref for State<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for State<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+

@@ -1,0 +1,100 @@
+//! Admission: the accept loop, the `max_connections` slot each connection holds as a
+//! permit, and the refusal of connections over the limit (a reason if they speak, in
+//! their codec; never counted).
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use conduit_protocol::clock::wall_clock_ms;
+use conduit_protocol::{DecoderLimits, Encoder, FrameDecoder};
+use futures_lite::FutureExt;
+use glommio::net::{TcpListener, TcpStream};
+use glommio::spawn_local;
+use glommio::timer::sleep;
+
+use super::conn::serve;
+use super::io::SharedStream;
+use super::Shard;
+use crate::core::CloseReason;
+
+/// How long a refused connection may take to say which codec it speaks.
+const REFUSAL_WAIT: Duration = Duration::from_secs(5);
+/// Largest first frame read from a connection being refused.
+const REFUSAL_FRAME_BYTES: u32 = 4096;
+/// Pause after an accept error (descriptor exhaustion and the like) before trying again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+
+/// Accepts until the task is dropped (stop accepting).
+pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(shard = shard.index, "accept failed: {e}");
+                sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        let max = shard.router.descriptor().max_connections;
+        match shard.router.stats().slots.try_acquire(max) {
+            Some(slot) => {
+                spawn_local(serve(shard.clone(), stream, slot)).detach();
+            }
+            None => refuse(&shard, stream),
+        }
+    }
+}
+
+/// Turns away a connection over `max_connections`: if it speaks within the auth timeout
+/// it gets an AUTH_FAILURE saying why, in its codec; either way it is closed and never
+/// counted.
+fn refuse(shard: &Rc<Shard>, stream: TcpStream) {
+    let stats = shard.router.stats();
+    let max = shard.router.descriptor().max_refusals_in_flight;
+    let Some(permit) = stats.refusing.try_acquire(max) else {
+        tracing::debug!("server full; closing a connection at once");
+        return;
+    };
+    stats.refused.fetch_add(1, Ordering::Relaxed);
+    // Held by the shard, so a shard exiting before this task ends gives it back.
+    let key = shard.hold_refusal(permit);
+    let shard = shard.clone();
+    spawn_local(async move {
+        let stream = SharedStream::new(stream);
+        let mut decoder = FrameDecoder::new(DecoderLimits {
+            max_payload_bytes: REFUSAL_FRAME_BYTES,
+            initial_buffer_bytes: 256,
+            ..shard.core_config.decoder_limits
+        });
+        let wait = shard.core_config.auth_timeout.min(REFUSAL_WAIT);
+        let codec = async {
+            loop {
+                let n = stream.read(decoder.spare()).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                decoder.commit(n);
+                match decoder.next_frame() {
+                    Ok(Some(f)) => return Some(f.header.codec),
+                    Ok(None) => {}
+                    Err(_) => return decoder.front_codec(),
+                }
+            }
+        };
+        let timeout = async {
+            sleep(wait).await;
+            None
+        };
+        if let Some(codec) = codec.or(timeout).await {
+            let text = CloseReason::ServerFull.wire_text();
+            if let Ok(f) = Encoder::new(codec, wall_clock_ms()).auth_failure(text) {
+                let _ = stream.write_all(&f).await;
+            }
+        }
+        stream.shutdown_write().await;
+        shard.release_refusal(key);
+    })
+    .detach();
+}

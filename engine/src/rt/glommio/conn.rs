@@ -1,0 +1,322 @@
+//! One server connection on a glommio shard, from accept to the last hook: the read
+//! loop that feeds the core and runs the handlers it asks for, and the teardown the
+//! core's [`Close`] describes.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use conduit_protocol::clock::wall_clock_ms;
+use conduit_protocol::{Codec, FrameDecoder};
+use futures_lite::FutureExt;
+use glommio::net::TcpStream;
+use glommio::spawn_local;
+use glommio::timer::sleep;
+
+use super::io::SharedStream;
+use super::writer::write_loop;
+use super::Shard;
+use crate::core::{Close, CloseReason, ConnCore, Event, LocalNotify, Outbound};
+use crate::dispatch::{self, contained};
+use crate::router::{ConnMeta, Connection, Listed, Permit};
+
+/// A connection as its owning shard holds it.
+pub(crate) struct LocalConn {
+    /// What any thread may read of it (id, codec, login, closed).
+    pub meta: Arc<ConnMeta>,
+    /// Every protocol decision; borrowed only for synchronous steps, never across an
+    /// await, so the heartbeat tick and the reader never collide.
+    pub core: RefCell<ConnCore>,
+    /// The core's outbound queue, which broadcasts fan out into.
+    pub out: Rc<Outbound>,
+    /// The socket, shared by the reader and the writer.
+    stream: SharedStream,
+    /// First reason anyone asked this connection to close for.
+    close: Cell<Option<CloseReason>>,
+    /// Wakes the reader (and abandons a running handler) when a close is requested.
+    close_requested: LocalNotify,
+    /// Position in the shard's dense list of logged-in connections.
+    pub slot: Cell<usize>,
+    /// The `max_connections` slot and, once logged in, the directory entry and count:
+    /// given back when dropped (at teardown, or by the shard if it exits first).
+    pub held: RefCell<Held>,
+}
+
+/// What a connection holds in the server's shared counts.
+#[derive(Default)]
+pub(crate) struct Held {
+    /// Its `max_connections` slot.
+    pub slot: Option<Permit>,
+    /// Its directory entry and connection count, once logged in.
+    pub listed: Option<Listed>,
+}
+
+impl LocalConn {
+    /// Asks the connection to close (the reader acts on it); the first reason wins.
+    pub fn request_close(&self, reason: CloseReason) {
+        if self.close.get().is_none() {
+            self.close.set(Some(reason));
+            self.close_requested.notify();
+        }
+    }
+
+    /// The codec it speaks (v1 until its first frame says otherwise).
+    pub fn codec(&self) -> Codec {
+        self.meta.codec().unwrap_or(Codec::V1)
+    }
+
+    /// Closes its socket now (the shard is exiting with this connection unfinished).
+    pub fn abandon(&self) {
+        self.stream.shutdown_both();
+    }
+}
+
+/// Fresh random bytes, or `None` when the OS has no entropy to give: a predictable
+/// nonce would make native proofs replayable, so the caller refuses the connection.
+fn random_bytes<const N: usize>() -> Option<[u8; N]> {
+    let mut b = [0u8; N];
+    match getrandom::getrandom(&mut b) {
+        Ok(()) => Some(b),
+        Err(e) => {
+            tracing::error!("no random source, refusing the connection: {e}");
+            None
+        }
+    }
+}
+
+/// Serves one accepted connection holding `slot` until it is gone.
+pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, slot: Permit) {
+    let stream = SharedStream::new(stream);
+    let desc = shard.router.descriptor();
+    if let Err(e) = stream.configure(desc.buffer_size) {
+        tracing::debug!("socket options: {e}");
+    }
+    let (Ok(peer), Some(token), Some(nonce)) = (
+        stream.peer_addr(),
+        random_bytes::<64>(),
+        random_bytes::<32>(),
+    ) else {
+        stream.shutdown_both();
+        return;
+    };
+    let id = shard.next_id();
+    let core = ConnCore::new(
+        shard.core_config.clone(),
+        id,
+        nonce,
+        hex::encode(token),
+        Instant::now(),
+    );
+    let out = core.outbound().clone();
+    let conn = Rc::new(LocalConn {
+        meta: Arc::new(ConnMeta::new(id, peer)),
+        core: RefCell::new(core),
+        out,
+        stream,
+        close: Cell::new(None),
+        close_requested: LocalNotify::default(),
+        slot: Cell::new(usize::MAX),
+        held: RefCell::new(Held {
+            slot: Some(slot),
+            listed: None,
+        }),
+    });
+    shard.pool.borrow_mut().insert(id, conn.clone());
+    tracing::debug!(conn = %id, %peer, "accepted");
+
+    let writer = {
+        let conn = conn.clone();
+        let max_batch = desc.max_write_batch_bytes;
+        spawn_local(async move {
+            if let Err(e) = write_loop(&conn.out, &conn.stream, max_batch).await {
+                conn.request_close(CloseReason::Io(e.kind()));
+            }
+        })
+    };
+    let mut decoder = shard.core_config.new_decoder();
+    let close = read_loop(&shard, &conn, &mut decoder).await;
+    drop(decoder);
+    teardown(&shard, &conn, close, writer).await;
+}
+
+/// Reads and acts on frames until the connection must close; returns how.
+async fn read_loop(shard: &Rc<Shard>, conn: &Rc<LocalConn>, decoder: &mut FrameDecoder) -> Close {
+    loop {
+        if let Some(r) = conn.close.get() {
+            return conn.core.borrow_mut().close(r, wall_clock_ms());
+        }
+        let read = {
+            let spare = decoder.spare();
+            let read = async { Some(conn.stream.read(spare).await) };
+            let closed = async {
+                conn.close_requested.wait().await;
+                None
+            };
+            read.or(closed).await
+        };
+        let reason = match read {
+            None => continue,
+            Some(Ok(0)) => CloseReason::PeerClosed,
+            Some(Ok(n)) => {
+                decoder.commit(n);
+                if let Some(close) = handle_frames(shard, conn, decoder).await {
+                    return close;
+                }
+                continue;
+            }
+            Some(Err(e)) => CloseReason::Io(e.kind()),
+        };
+        return conn.core.borrow_mut().close(reason, wall_clock_ms());
+    }
+}
+
+/// Acts on every whole frame buffered; `Some` ends the connection.
+async fn handle_frames(
+    shard: &Rc<Shard>,
+    conn: &Rc<LocalConn>,
+    decoder: &mut FrameDecoder,
+) -> Option<Close> {
+    loop {
+        // Kicked (or cut off) while frames were still buffered: handle none of them.
+        if let Some(r) = conn.close.get() {
+            return Some(conn.core.borrow_mut().close(r, wall_clock_ms()));
+        }
+        let event = conn
+            .core
+            .borrow_mut()
+            .poll_event(decoder, Instant::now(), wall_clock_ms());
+        match event? {
+            Event::Handled => {}
+            Event::Close(close) => return Some(close),
+            Event::Authenticated { codec, client_name } => {
+                logged_in(shard, conn, codec, client_name.as_deref()).await;
+            }
+            Event::Call(call) => {
+                let id = call.id;
+                let handle = shard.handle(conn);
+                // A close request abandons the handler: a call that never completes
+                // does not hold its connection past close.
+                let run = async { Some(dispatch::run(&shard.registry, &handle, call).await) };
+                let closed = async {
+                    conn.close_requested.wait().await;
+                    None
+                };
+                let Some(outcome) = run.or(closed).await else {
+                    continue;
+                };
+                let done = conn.core.borrow_mut().complete(id, outcome, wall_clock_ms());
+                if let Some(close) = done {
+                    return Some(close);
+                }
+            }
+        }
+    }
+}
+
+/// Registers a connection that just logged in and runs the connect hooks.
+async fn logged_in(shard: &Rc<Shard>, conn: &Rc<LocalConn>, codec: Codec, client: Option<&str>) {
+    // Counted before the client can read AUTH_SUCCESS (queued, not yet written), so a
+    // client that logged in is always in `connection_count`.
+    conn.meta.set_authenticated(codec);
+    shard.add_authed(conn);
+    let listed = shard.router.list(&shard.run, conn.meta.clone());
+    conn.held.borrow_mut().listed = Some(listed);
+    tracing::info!(conn = %conn.meta.id, peer = %conn.meta.peer_addr, ?codec, client, "authenticated");
+    let handle = shard.handle(conn);
+    for hook in &shard.registry.on_connect {
+        if contained(|| hook(handle.clone())).await.is_err() {
+            tracing::error!(conn = %conn.meta.id, "an on_client_connect hook panicked");
+        }
+    }
+}
+
+/// Carries out `close`: the last frame (after the brake, for a failed login), a flush
+/// within the drain timeout or none, the socket's end, and the disconnect hooks.
+async fn teardown(
+    shard: &Rc<Shard>,
+    conn: &Rc<LocalConn>,
+    close: Close,
+    writer: glommio::Task<()>,
+) {
+    let id = conn.meta.id;
+    let reason = close.reason;
+    conn.meta.set_closed();
+    if reason == CloseReason::AuthFailed {
+        shard
+            .router
+            .stats()
+            .auth_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(last) = close.last {
+        if !close.last_after.is_zero() {
+            sleep(close.last_after).await;
+        }
+        conn.out.push_last(last);
+    }
+    if !reason.flushes() {
+        conn.out.clear();
+    }
+    // Held v1 frames need not wait for a client that is going away.
+    conn.out.open_gate();
+    conn.out.close();
+    if reason.resets() {
+        conn.stream.abort_on_close();
+    }
+    if reason.flushes() {
+        let flushed = async {
+            writer.await;
+            true
+        };
+        let late = async {
+            sleep(shard.router.descriptor().drain_timeout).await;
+            false
+        };
+        if !flushed.or(late).await {
+            tracing::debug!(conn = %id, "drain timeout; closing with frames unsent");
+        }
+    } else {
+        conn.stream.shutdown_both();
+        writer.await;
+    }
+    conn.stream.shutdown_both();
+    conn.out.clear();
+    let counters = conn.core.borrow().counters();
+    let stats = shard.router.stats();
+    stats
+        .frames_not_sent
+        .fetch_add(counters.frames_not_sent, Ordering::Relaxed);
+    stats
+        .stale_results
+        .fetch_add(counters.stale_results, Ordering::Relaxed);
+
+    shard.pool.borrow_mut().remove(&id);
+    let listed = conn.held.borrow_mut().listed.take();
+    if let Some(listed) = listed {
+        shard.remove_authed(conn);
+        drop(listed);
+        let handle = shard.handle(conn);
+        for hook in &shard.registry.on_disconnect {
+            if contained(|| hook(handle.clone())).await.is_err() {
+                tracing::error!(conn = %id, "an on_client_disconnect hook panicked");
+            }
+        }
+    }
+    tracing::info!(conn = %id, ?reason, "disconnected");
+    conn.held.borrow_mut().slot.take();
+    if shard.draining.get() && shard.pool.borrow().is_empty() {
+        shard.drained.notify();
+    }
+}
+
+impl Shard {
+    /// The application's handle to `conn`.
+    pub(super) fn handle(&self, conn: &LocalConn) -> Connection {
+        Connection {
+            meta: conn.meta.clone(),
+            router: self.router.clone(),
+        }
+    }
+}

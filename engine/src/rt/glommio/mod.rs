@@ -1,0 +1,500 @@
+//! The glommio backend: one pinned executor per shard, each accepting on the shared
+//! port, owning its connections, serving its bus and ticking its heartbeat. Thin glue:
+//! it moves bytes, runs timers and spawns handler futures; the connection core decides.
+//!
+//! Files, in the order a connection meets them: `accept` (admission), `conn` (read
+//! loop → core → handlers → teardown), `writer` (outbound queue → socket), `io` (the
+//! socket and its gathered writes); this file holds the shard itself: startup, the bus,
+//! lifecycle steps, fan-out and the heartbeat tick.
+
+mod accept;
+mod conn;
+pub(crate) mod io;
+pub(crate) mod writer;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use conduit_protocol::clock::wall_clock_ms;
+use futures_lite::FutureExt;
+use glommio::net::TcpListener;
+use glommio::timer::sleep;
+use glommio::{spawn_local, LocalExecutorBuilder, Placement, Task};
+
+use self::conn::LocalConn;
+use crate::core::{CloseReason, CoreConfig, Delivery, LocalNotify};
+use crate::dispatch::contained;
+use crate::error::{Error, Result};
+use crate::handlers::Registry;
+use crate::id::ConnectionId;
+use crate::router::{self, BusMsg, Control, Filter, Frames, LocalShard, Permit, Router, RunState};
+
+/// Bus messages served in a row before the bus lets the shard's other tasks run.
+const BUS_BATCH: u32 = 64;
+/// Memory glommio may use for each shard's io_uring buffers (measured: ≤ 2 MiB).
+const IO_MEMORY_BYTES: usize = 256 * 1024;
+/// Shortest and longest heartbeat tick.
+const TICK_MIN: Duration = Duration::from_millis(10);
+const TICK_MAX: Duration = Duration::from_secs(1);
+
+/// Per-shard state. Lives on its executor thread only.
+pub(crate) struct Shard {
+    /// Its index; also the shard bits of its connections' ids.
+    pub index: usize,
+    /// The server's messaging half.
+    pub router: Router,
+    /// The run it belongs to.
+    pub run: Arc<RunState>,
+    /// The handlers.
+    pub registry: Arc<Registry>,
+    /// What every connection core shares.
+    pub core_config: Arc<CoreConfig>,
+    /// Every connection of this shard, logged in or not.
+    pool: RefCell<AHashMap<ConnectionId, Rc<LocalConn>>>,
+    /// Logged-in connections, dense, for fan-out.
+    authed: RefCell<Vec<Rc<LocalConn>>>,
+    /// The next connection's sequence number.
+    next_seq: Cell<u64>,
+    /// Until stop-accepting.
+    listener: RefCell<Option<Rc<TcpListener>>>,
+    /// Running between start- and stop-accepting.
+    accept_task: RefCell<Option<Task<()>>>,
+    /// Set once Drain started: the pool emptying wakes `drained`.
+    draining: Cell<bool>,
+    /// Wakes the drain when the last connection is gone.
+    drained: LocalNotify,
+    /// Refusal permits held by refusal tasks still running, so a shard that exits
+    /// before them gives the permits back.
+    refusals: RefCell<AHashMap<u64, Permit>>,
+    /// Key of the next refusal.
+    next_refusal: Cell<u64>,
+}
+
+impl Shard {
+    fn next_id(&self) -> ConnectionId {
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 1);
+        ConnectionId::new(self.index, seq)
+    }
+
+    fn hold_refusal(&self, permit: Permit) -> u64 {
+        let key = self.next_refusal.get();
+        self.next_refusal.set(key + 1);
+        self.refusals.borrow_mut().insert(key, permit);
+        key
+    }
+
+    fn release_refusal(&self, key: u64) {
+        self.refusals.borrow_mut().remove(&key);
+    }
+
+    fn add_authed(&self, conn: &Rc<LocalConn>) {
+        let mut authed = self.authed.borrow_mut();
+        conn.slot.set(authed.len());
+        authed.push(conn.clone());
+    }
+
+    fn remove_authed(&self, conn: &LocalConn) {
+        let mut authed = self.authed.borrow_mut();
+        let slot = conn.slot.get();
+        if slot < authed.len() && Arc::ptr_eq(&authed[slot].meta, &conn.meta) {
+            authed.swap_remove(slot);
+            if let Some(moved) = authed.get(slot) {
+                moved.slot.set(slot);
+            }
+        }
+    }
+
+    /// Queues `frame` to `conn` under the slow-consumer policy; whether it was queued.
+    fn deliver(&self, conn: &LocalConn, frame: &bytes::Bytes) -> bool {
+        let policy = self.core_config.slow_consumer;
+        match conn.out.offer(frame.clone(), policy) {
+            Delivery::Queued => true,
+            Delivery::Closed => false,
+            Delivery::Dropped => {
+                self.router.stats().slow_consumers.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(conn = %conn.meta.id, "slow consumer: frame dropped");
+                false
+            }
+            Delivery::Disconnect => {
+                self.router.stats().slow_consumers.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(conn = %conn.meta.id, "slow consumer: disconnecting");
+                conn.request_close(CloseReason::SlowConsumer);
+                false
+            }
+        }
+    }
+}
+
+impl LocalShard for Shard {
+    fn index(&self) -> usize {
+        self.index
+    }
+
+    fn fanout(&self, frames: &Frames, filter: &Filter) -> usize {
+        let mut count = 0;
+        let mut deliver = |conn: &LocalConn| {
+            if let Some(f) = frames.for_codec(conn.codec()) {
+                if self.deliver(conn, f) {
+                    count += 1;
+                }
+            }
+        };
+        match &filter.include {
+            // A small include set is cheaper to walk than the whole shard.
+            Some(ids) if ids.len() < self.authed.borrow().len() => {
+                let pool = self.pool.borrow();
+                for id in ids.iter().filter(|id| id.shard() == self.index) {
+                    if let Some(c) = pool.get(id) {
+                        if c.meta.is_authenticated() && filter.admits(*id) {
+                            deliver(c);
+                        }
+                    }
+                }
+            }
+            _ => {
+                for c in self.authed.borrow().iter() {
+                    if filter.admits(c.meta.id) {
+                        deliver(c);
+                    }
+                }
+            }
+        }
+        count
+    }
+
+    fn send_local(&self, id: ConnectionId, frames: &Frames) -> Result<()> {
+        let conn = self.pool.borrow().get(&id).cloned();
+        let Some(c) = conn.filter(|c| c.meta.is_authenticated()) else {
+            return Err(Error::Closed);
+        };
+        let Some(f) = frames.for_codec(c.codec()) else {
+            return Err(Error::Closed);
+        };
+        // Read before the offer: a disconnecting slow consumer's queue is cleared.
+        let pending = c.out.pending_bytes();
+        if self.deliver(&c, f) {
+            Ok(())
+        } else if c.out.is_closed() && pending == 0 {
+            Err(Error::Closed)
+        } else {
+            Err(Error::QueueFull(pending))
+        }
+    }
+
+    fn kick_local(&self, id: ConnectionId, last: Option<&Frames>) -> bool {
+        let conn = self.pool.borrow().get(&id).cloned();
+        let Some(c) = conn else { return false };
+        if let Some(f) = last.and_then(|l| l.for_codec(c.codec())) {
+            self.deliver(&c, f);
+        }
+        c.request_close(CloseReason::Kicked);
+        true
+    }
+}
+
+/// Everything a run's shards are started with.
+pub(crate) struct Plan {
+    /// The server's messaging half.
+    pub router: Router,
+    /// The run.
+    pub run: Arc<RunState>,
+    /// The handlers.
+    pub registry: Arc<Registry>,
+    /// What every connection core shares.
+    pub core_config: Arc<CoreConfig>,
+    /// Where to listen (port 0: the first shard picks one, the others share it).
+    pub bind_addr: SocketAddr,
+    /// Each shard's bus receiver, in shard order.
+    pub buses: Vec<flume::Receiver<BusMsg>>,
+    /// The scheduler time slice.
+    pub preempt_timer: Duration,
+}
+
+/// The shards of a run, started and listening.
+pub(crate) struct Launched {
+    executors: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// The address every shard listens on.
+    pub addr: SocketAddr,
+}
+
+impl Launched {
+    /// Tells every shard to exit and waits for them.
+    pub fn join(self, run: &RunState) {
+        for i in 0..self.executors.len() {
+            let _ = run.control(i, Control::Exit);
+        }
+        for h in self.executors {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Starts one pinned executor per shard and returns once every one listens, or the
+/// first failure (the shards already started are stopped again).
+pub(crate) fn launch(plan: Plan) -> Result<Launched> {
+    crate::preflight::check(plan.buses.len())?;
+    let cpus = crate::descriptor::allowed_cpus();
+    let mut launched = Launched {
+        executors: Vec::new(),
+        addr: plan.bind_addr,
+    };
+    for (index, bus) in plan.buses.into_iter().enumerate() {
+        let (bound_tx, bound_rx) = crossbeam_channel::bounded(1);
+        let setup = Setup {
+            index,
+            router: plan.router.clone(),
+            run: plan.run.clone(),
+            registry: plan.registry.clone(),
+            core_config: plan.core_config.clone(),
+            bind_addr: launched.addr,
+            bus,
+            bound: bound_tx,
+        };
+        let cpu = cpus[index % cpus.len().max(1)];
+        let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("conduit-shard{index}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .preempt_timer(plan.preempt_timer)
+            .spawn(move || shard_main(setup));
+        let failure = match spawned {
+            Err(e) => Error::Runtime(format!("cannot start shard {index} on CPU {cpu}: {e}")),
+            Ok(handle) => {
+                let bound = bound_rx.recv();
+                launched.executors.push(handle);
+                match bound {
+                    // The first shard picked the port (maybe 0 → real); the rest share it.
+                    Ok(Ok(a)) => {
+                        launched.addr = a;
+                        continue;
+                    }
+                    Ok(Err(e)) => Error::Io(std::io::Error::other(e)),
+                    Err(_) => {
+                        let joined = launched.executors.pop().map(|h| h.join());
+                        Error::Runtime(match joined {
+                            Some(Err(e)) => crate::preflight::explain(&e.to_string()),
+                            _ => format!("shard {index} exited during startup"),
+                        })
+                    }
+                }
+            }
+        };
+        launched.join(&plan.run);
+        return Err(failure);
+    }
+    Ok(launched)
+}
+
+/// What one shard is started with.
+struct Setup {
+    index: usize,
+    router: Router,
+    run: Arc<RunState>,
+    registry: Arc<Registry>,
+    core_config: Arc<CoreConfig>,
+    bind_addr: SocketAddr,
+    bus: flume::Receiver<BusMsg>,
+    /// Receives the listening address (or the bind error) once the listener exists.
+    bound: crossbeam_channel::Sender<std::result::Result<SocketAddr, String>>,
+}
+
+/// Runs one shard until told to exit.
+async fn shard_main(setup: Setup) {
+    let Setup {
+        index,
+        router,
+        run,
+        registry,
+        core_config,
+        bind_addr,
+        bus,
+        bound,
+    } = setup;
+    let listener = match TcpListener::bind(bind_addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = bound.send(Err(format!("cannot listen on {bind_addr}: {e}")));
+            return;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = bound.send(Err(format!("listener has no address: {e}")));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard {
+        index,
+        router,
+        run,
+        registry,
+        core_config,
+        pool: RefCell::new(AHashMap::new()),
+        authed: RefCell::new(Vec::new()),
+        next_seq: Cell::new(0),
+        listener: RefCell::new(Some(Rc::new(listener))),
+        accept_task: RefCell::new(None),
+        draining: Cell::new(false),
+        drained: LocalNotify::default(),
+        refusals: RefCell::new(AHashMap::new()),
+        next_refusal: Cell::new(0),
+    });
+    router::enter_shard(&shard.router, shard.run.clone(), shard.clone());
+    tracing::info!(shard = index, %addr, "shard listening");
+    let _ = bound.send(Ok(addr));
+
+    let ticker = spawn_local(heartbeat_loop(shard.clone()));
+    bus_loop(&shard, bus).await;
+    drop(ticker);
+    shard.accept_task.borrow_mut().take();
+    // Tasks still unfinished past the drain (a handler that never returned, a refusal
+    // still waiting) never run again once the executor exits (glommio does not drop
+    // them): give back what they hold — dropping their permits and directory entries —
+    // and close their sockets. Their disconnect hooks do not run.
+    shard.refusals.borrow_mut().clear();
+    shard.authed.borrow_mut().clear();
+    let left: Vec<Rc<LocalConn>> = shard.pool.borrow_mut().drain().map(|(_, c)| c).collect();
+    for c in &left {
+        drop(std::mem::take(&mut *c.held.borrow_mut()));
+        c.abandon();
+    }
+    if !left.is_empty() {
+        tracing::warn!(
+            shard = index,
+            left = left.len(),
+            "connections abandoned at exit"
+        );
+    }
+    drop(left);
+    router::leave_shard();
+    tracing::info!(shard = index, "shard stopped");
+}
+
+/// Serves the shard's bus until `Control::Exit`.
+async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
+    let mut served: u32 = 0;
+    while let Ok(msg) = bus.recv_async().await {
+        match msg {
+            BusMsg::Broadcast {
+                frames,
+                filter,
+                reply,
+            } => {
+                let _ = reply.try_send(shard.fanout(&frames, &filter));
+            }
+            BusMsg::Send { to, frames, reply } => {
+                let _ = reply.try_send(shard.send_local(to, &frames));
+            }
+            BusMsg::Kick { to, last, reply } => {
+                let _ = reply.try_send(shard.kick_local(to, last.as_deref()));
+            }
+            BusMsg::Control { step, reply } => {
+                if step == Control::Exit {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                // Lifecycle steps may take long (hooks, draining): run them beside the
+                // bus so broadcasts from hooks keep flowing.
+                let s = shard.clone();
+                spawn_local(async move {
+                    let r = control(&s, step).await;
+                    let _ = reply.send(r);
+                })
+                .detach();
+            }
+        }
+        // A receive that finds a message ready never yields, so a busy bus would keep
+        // writers, readers and the heartbeat from running (and the queues it fills from
+        // draining) for as long as other shards keep it busy.
+        served = served.wrapping_add(1);
+        if served % BUS_BATCH == 0 || glommio::executor().need_preempt() {
+            glommio::executor().yield_now().await;
+        }
+    }
+}
+
+async fn control(shard: &Rc<Shard>, step: Control) -> std::result::Result<(), String> {
+    match step {
+        Control::RunStartupHooks => {
+            for hook in &shard.registry.on_startup {
+                if contained(|| hook()).await.is_err() {
+                    return Err("an on_startup hook panicked".into());
+                }
+            }
+        }
+        Control::StartAccepting => {
+            let listener = shard.listener.borrow().clone();
+            if let Some(l) = listener {
+                let task = spawn_local(accept::accept_loop(shard.clone(), l));
+                *shard.accept_task.borrow_mut() = Some(task);
+            }
+        }
+        Control::StopAccepting => {
+            shard.accept_task.borrow_mut().take();
+            shard.listener.borrow_mut().take();
+        }
+        Control::RunShutdownHooks => {
+            for hook in &shard.registry.on_shutdown {
+                if contained(|| hook()).await.is_err() {
+                    tracing::error!("an on_shutdown hook panicked");
+                }
+            }
+        }
+        Control::Drain => {
+            shard.draining.set(true);
+            let conns: Vec<Rc<LocalConn>> = shard.pool.borrow().values().cloned().collect();
+            for c in &conns {
+                c.request_close(CloseReason::ServerStopping);
+            }
+            drop(conns);
+            // Each connection flushes for at most drain_timeout; allow for its hooks.
+            let deadline = shard.router.descriptor().drain_timeout + Duration::from_secs(1);
+            let all_gone = async {
+                while !shard.pool.borrow().is_empty() {
+                    shard.drained.wait().await;
+                }
+                true
+            };
+            let timed_out = async {
+                sleep(deadline).await;
+                false
+            };
+            if !all_gone.or(timed_out).await {
+                tracing::warn!(
+                    shard = shard.index,
+                    left = shard.pool.borrow().len(),
+                    "drain timed out"
+                );
+            }
+        }
+        Control::Exit => {}
+    }
+    Ok(())
+}
+
+/// One timer per shard: auth timeouts, pings for idle connections, closes for silent
+/// ones — each decided by the connection's core.
+async fn heartbeat_loop(shard: Rc<Shard>) {
+    let c = &shard.core_config;
+    let period = (c.heartbeat_interval.min(c.auth_timeout) / 4).clamp(TICK_MIN, TICK_MAX);
+    loop {
+        sleep(period).await;
+        let now = Instant::now();
+        let ts = wall_clock_ms();
+        // No await below: the pool stays borrowed for one synchronous pass.
+        let pool = shard.pool.borrow();
+        for c in pool.values() {
+            let close = c.core.borrow_mut().on_tick(now, ts);
+            if let Some(close) = close {
+                tracing::info!(conn = %c.meta.id, reason = ?close.reason, "closing");
+                c.request_close(close.reason);
+            }
+        }
+    }
+}
