@@ -8,7 +8,11 @@
 //! once the frames are in every receiver's queue, and each queue is FIFO, so what a
 //! client reads before the marker is everything the earlier broadcasts queued to it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -18,6 +22,7 @@ use std::time::Duration;
 
 use conduit::{Codec, Connection, ConnectionId, Running, Server, ServerDescriptor, Value};
 use conduit_protocol::FrameKind;
+use conduit_tests::forge::message_frame;
 use conduit_tests::{start, test_descriptor, TestClient};
 
 const PW: &str = "secret";
@@ -851,15 +856,7 @@ fn frames_behind_a_kick_are_not_handled() {
             .with("data", "bye");
         let mut bytes = Vec::new();
         for (name, data) in [("poke", kick), ("whoami", Value::Nil)] {
-            bytes.extend_from_slice(&match codec {
-                Codec::V1 => conduit_protocol::v1::Encoder::new(0).message(name, &data),
-                Codec::Native => conduit_protocol::native::Encoder::new(0)
-                    .message(
-                        name,
-                        &conduit_protocol::native::ValueTree::from_value(&data),
-                    )
-                    .unwrap(),
-            });
+            bytes.extend_from_slice(&message_frame(codec, name, &data));
         }
         p.client.send_raw(&bytes).unwrap();
         assert_eq!(p.recv(), ("kicked".to_owned(), Value::from("bye")));

@@ -6,7 +6,11 @@
 //! Nothing here sleeps to synchronise: tests wait on events, channels and replies, each
 //! bounded by a generous timeout.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
 
 use std::cell::RefCell;
 use std::io::{Read, Write};

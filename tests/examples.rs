@@ -4,8 +4,11 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
+#![allow(
     clippy::duplicate_mod,
-    dead_code
+    reason = "each example includes `examples/common/mod.rs` by `#[path]`, so including the examples as modules includes it once per example"
 )]
 
 use std::time::Duration;

@@ -3,7 +3,11 @@
 //! `stop()` in the middle of a broadcast storm with RPCs in flight. In every case the
 //! server keeps its counts straight, keeps serving, and nothing hangs.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -12,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use conduit::{Codec, ConnectionId, RpcError, RpcInfo, Server, ServerDescriptor, Value};
 use conduit_protocol::v1::{self, V1Payload};
-use conduit_protocol::{native, FrameKind};
+use conduit_protocol::FrameKind;
+use conduit_tests::forge::{auth_frame, message_frame};
 use conduit_tests::{start, test_descriptor, TestClient};
 
 const PW: &str = "secret";
@@ -272,26 +277,10 @@ fn peers_that_reset_mid_frame_leak_no_slot() {
         } else {
             TestClient::connect(addr, codec).unwrap()
         };
-        let frame = match (authed, codec) {
-            (false, Codec::V1) => v1::Encoder::new(0).auth_request(
-                &conduit_protocol::auth::v1_password_hash(PW),
-                "x",
-                "1",
-            ),
-            (false, Codec::Native) => native::Encoder::new(0)
-                .auth_step(&native::AuthStep::Hello(native::Hello {
-                    client_nonce: [1; 32],
-                    client_name: "x".into(),
-                    client_version: "1".into(),
-                }))
-                .unwrap(),
-            (true, Codec::V1) => v1::Encoder::new(0).message("echo", &Value::from("z".repeat(500))),
-            (true, Codec::Native) => native::Encoder::new(0)
-                .message(
-                    "echo",
-                    &native::ValueTree::from_value(&Value::from("z".repeat(500))),
-                )
-                .unwrap(),
+        let frame = if authed {
+            message_frame(codec, "echo", &Value::from("z".repeat(500)))
+        } else {
+            auth_frame(codec, PW, "x", "1")
         };
         c.send_raw(&frame[..frame.len() / 2]).unwrap();
         socket2::SockRef::from(c.stream())

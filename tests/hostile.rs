@@ -12,7 +12,11 @@
 //! The brake measurement (`wrong_password_brake`) prints its figures; run it with
 //! `cargo test -p conduit-tests --test hostile wrong_password_brake -- --nocapture`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,9 +25,13 @@ use std::time::{Duration, Instant};
 
 use conduit::{Codec, RpcError, RpcInfo, Running, Server, ServerDescriptor, Value};
 use conduit_protocol::native::{self, Node, ValueTree};
-use conduit_protocol::v1::{self, V1Payload};
-use conduit_protocol::{auth, FrameKind, Header, ValueLimits};
-use conduit_tests::{start, test_descriptor, OwnedFrame, TestClient};
+use conduit_protocol::v1;
+use conduit_protocol::{auth, FrameKind, ValueLimits};
+use conduit_tests::forge::{
+    self, empty_frame, junk, message_frame, native_message, native_routed_raw, nested, patch,
+    raw_header, v1_message_raw, v1_raw,
+};
+use conduit_tests::{rss_bytes, start, test_descriptor, OwnedFrame, TestClient};
 
 const PW: &str = "secret";
 const CODECS: [Codec; 2] = [Codec::V1, Codec::Native];
@@ -108,109 +116,29 @@ fn desc() -> ServerDescriptor {
     test_descriptor(PW).auth_timeout(Duration::from_secs(3))
 }
 
-// ---- frames built by hand ------------------------------------------------------------
+// ---- frames built by hand (see `conduit_tests::forge`) ---------------------------------
 
 fn version(codec: Codec) -> u16 {
     codec.version()
 }
 
-/// A header with raw field values, so unknown versions and types can be sent.
-fn raw_header(version: u16, kind: u16, reserved: u16, length: u32) -> [u8; 32] {
-    let mut h = [0u8; 32];
-    h[..4].copy_from_slice(b"CNDT");
-    h[4..6].copy_from_slice(&version.to_be_bytes());
-    h[6..8].copy_from_slice(&kind.to_be_bytes());
-    h[10..12].copy_from_slice(&reserved.to_be_bytes());
-    h[12..16].copy_from_slice(&length.to_be_bytes());
-    h
-}
-
-/// A v1 frame with a raw (possibly malformed) MessagePack payload.
-fn v1_raw(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
-    v1::Encoder::new(0)
-        .frame(kind, 1, |o| o.extend_from_slice(payload))
-        .to_vec()
+/// A MESSAGE `echo` with `data` in `codec`.
+fn echo_frame(codec: Codec, data: &Value) -> Vec<u8> {
+    message_frame(codec, "echo", data)
 }
 
 /// A v1 MESSAGE `echo` whose `data` is the raw MessagePack `data`.
 fn v1_echo_raw(data: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x82, 0xa4];
-    p.extend_from_slice(b"type");
-    p.push(0xa4);
-    p.extend_from_slice(b"echo");
-    p.push(0xa4);
-    p.extend_from_slice(b"data");
-    p.extend_from_slice(data);
-    v1_raw(FrameKind::Message, &p)
+    v1_message_raw("echo", data)
 }
 
-/// A native routed frame (MESSAGE / RPC_REQUEST) with a raw route name and raw body.
-fn native_routed_raw(kind: FrameKind, name: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut p = vec![name.len() as u8];
-    p.extend_from_slice(name);
-    p.resize(p.len().next_multiple_of(8), 0);
-    p.extend_from_slice(body);
-    let unpadded = p.len();
-    p.resize(p.len().next_multiple_of(8), 0);
-    let mut h = Header::new(Codec::Native, kind);
-    h.length = p.len() as u32;
-    h.reserved = (p.len() - unpadded) as u16;
-    h.correlation_id = 1;
-    let mut out = h.encode().to_vec();
-    out.extend_from_slice(&p);
-    out
-}
-
-/// A native MESSAGE `name` carrying `tree`.
-fn native_message(name: &str, tree: &ValueTree) -> Vec<u8> {
-    native::Encoder::new(0)
-        .message(name, tree)
-        .unwrap()
-        .to_vec()
-}
-
-/// A MESSAGE `echo` with `data` in `codec`.
-fn echo_frame(codec: Codec, data: &Value) -> Vec<u8> {
-    match codec {
-        Codec::V1 => v1::Encoder::new(0).message("echo", data).to_vec(),
-        Codec::Native => native_message("echo", &ValueTree::from_value(data)),
-    }
-}
-
-/// `value` nested in `depth` one-element arrays.
-fn nested(depth: usize) -> Value {
-    let mut v = Value::Nil;
-    for _ in 0..depth {
-        v = Value::Array(vec![v]);
-    }
-    v
-}
-
-/// A deterministic stream of junk bytes.
-fn junk(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
-}
-
-/// Replaces the first occurrence of `what` in `bytes` by `with` (same length).
-fn patch(bytes: &mut [u8], what: &[u8], with: &[u8]) {
-    assert_eq!(what.len(), with.len());
-    let at = bytes
-        .windows(what.len())
-        .position(|w| w == what)
-        .expect("pattern present");
-    bytes[at..at + with.len()].copy_from_slice(with);
+/// The first login frame in `codec`, with the right password.
+fn auth_frame(codec: Codec) -> Vec<u8> {
+    forge::auth_frame(codec, PW, "slow", "1.0")
 }
 
 // ---- what the peer sees ----------------------------------------------------------------
 
-/// The reason text of an AUTH_FAILURE or (native) CLOSE frame.
 /// Reads until the server closes `c` and checks how it said goodbye: before login an
 /// AUTH_FAILURE carrying `reason` (in the codec the peer used); after login a native
 /// CLOSE carrying it, or, for v1, nothing. `reason: None` means no reason frame at all.
@@ -242,43 +170,10 @@ fn expect_closed_with(c: &mut TestClient, authed: bool, reason: Option<&str>) {
 
 /// A MESSAGE frame's (type, data), decoded with limits far past the server's.
 fn deep_message(f: &OwnedFrame) -> (String, Value) {
-    let limits = ValueLimits {
+    f.message_with(ValueLimits {
         max_depth: 10_000,
         max_values: usize::MAX,
-    };
-    match f.header.codec {
-        Codec::V1 => {
-            let v1_limits = v1::V1Limits {
-                value: limits,
-                ..v1::V1Limits::default()
-            };
-            match v1::decode(&f.header, &f.payload, &v1_limits).unwrap() {
-                V1Payload::Message { name, data } => (name, data),
-                other => panic!("not a message: {other:?}"),
-            }
-        }
-        Codec::Native => {
-            let mut a = rkyv::util::AlignedVec::<8>::new();
-            a.extend_from_slice(&f.payload);
-            let (name, body) = native::split_route(&a).unwrap();
-            let tree = native::access::<native::ArchivedValueTree>(body).unwrap();
-            (name.to_owned(), tree.to_value(limits).unwrap())
-        }
-    }
-}
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("VmRSS value");
-    kib * 1024
+    })
 }
 
 // ---- the cases -------------------------------------------------------------------------
@@ -480,22 +375,6 @@ fn trickle(c: &mut TestClient, bytes: &[u8], gap: Duration) -> (Option<Instant>,
     (None, seen)
 }
 
-fn auth_frame(codec: Codec) -> Vec<u8> {
-    match codec {
-        Codec::V1 => v1::Encoder::new(0)
-            .auth_request(&auth::v1_password_hash(PW), "slow", "1.0")
-            .to_vec(),
-        Codec::Native => native::Encoder::new(0)
-            .auth_step(&native::AuthStep::Hello(native::Hello {
-                client_nonce: [1; 32],
-                client_name: "slow".into(),
-                client_version: "1.0".into(),
-            }))
-            .unwrap()
-            .to_vec(),
-    }
-}
-
 #[test]
 fn slowloris_before_login_is_closed_by_the_auth_timeout() {
     let auth_timeout = Duration::from_millis(600);
@@ -543,10 +422,7 @@ fn slowloris_after_login_is_closed_by_the_heartbeat() {
                 if completes {
                     // PONGs at 1 byte / 10 ms: one whole frame every ~0.35 s; 1.4 s in
                     // all, past the 1 s timeout.
-                    let pong = match codec {
-                        Codec::V1 => v1::Encoder::new(0).empty(FrameKind::Pong).to_vec(),
-                        Codec::Native => native::Encoder::new(0).empty(FrameKind::Pong).to_vec(),
-                    };
+                    let pong = empty_frame(codec, FrameKind::Pong);
                     let (closed, _) = trickle(&mut c, &pong.repeat(4), Duration::from_millis(10));
                     assert!(closed.is_none(), "a peer completing frames stays");
                     c.ping().unwrap();
@@ -897,8 +773,7 @@ fn frames_before_login_never_reach_a_handler() {
                     )
                     .unwrap()
                     .to_vec(),
-                (Codec::V1, k) => v1::Encoder::new(0).empty(k).to_vec(),
-                (Codec::Native, k) => native::Encoder::new(0).empty(k).to_vec(),
+                (_, k) => empty_frame(codec, k),
             };
             c.send_raw(&frame).unwrap();
             expect_closed_with(&mut c, false, Some("authentication required"));
@@ -1076,10 +951,7 @@ fn ping_flood_without_reading_is_cut_off_as_a_slow_consumer() {
             c.authenticate(PW).unwrap().header.kind,
             FrameKind::AuthSuccess
         );
-        let ping = match codec {
-            Codec::V1 => v1::Encoder::new(0).empty(FrameKind::Ping),
-            Codec::Native => native::Encoder::new(0).empty(FrameKind::Ping),
-        };
+        let ping = empty_frame(codec, FrameKind::Ping);
         let burst = ping.repeat(1024);
         // A write may wait a while (TCP backs off when a loaded loopback drops
         // segments); only the overall deadline matters.

@@ -11,7 +11,11 @@
 //! directory under `target/`, then renamed into place, so concurrent makers — this
 //! suite, the load generator — never see a half-made one).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;

@@ -1,17 +1,25 @@
 //! Helpers for the end-to-end tests: a blocking wire-level client that speaks both
-//! codecs over a real socket, frame by frame, so tests can assert on exact frames.
+//! codecs over a real socket, frame by frame, so tests can assert on exact frames;
+//! frames forged by hand ([`forge`]) for hostile-input tests; and the process's
+//! resident memory ([`rss_bytes`]) for tests that check the server does not allocate
+//! what a peer claims.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail the calling test loudly on the first unexpected error"
+)]
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use conduit::{Running, Server, ServerDescriptor};
-use conduit_protocol::native::{self, ArchivedAuthAccepted, ArchivedAuthStep, ArchivedValueTree};
+use conduit_protocol::handshake::{ClientHandshake, ClientStep, HandshakeError};
+use conduit_protocol::native::{self, ArchivedValueTree};
 use conduit_protocol::v1::{self, V1Limits, V1Payload};
 use conduit_protocol::{
-    auth, Codec, DecoderLimits, FrameDecoder, FrameKind, Header, Value, ValueLimits,
+    Codec, DecoderLimits, Frame, FrameDecoder, FrameKind, Header, Value, ValueLimits,
 };
 
 /// How long a test waits for any one frame before failing.
@@ -61,6 +69,29 @@ impl OwnedFrame {
         }
     }
 
+    /// A MESSAGE frame's (type, data), decoded with `limits` instead of the defaults
+    /// (e.g. to read back a payload nested deeper than the default depth).
+    pub fn message_with(&self, limits: ValueLimits) -> (String, Value) {
+        match self.header.codec {
+            Codec::V1 => {
+                let v1_limits = V1Limits {
+                    value: limits,
+                    ..V1Limits::default()
+                };
+                match v1::decode(&self.header, &self.payload, &v1_limits).expect("v1 payload") {
+                    V1Payload::Message { name, data } => (name, data),
+                    other => panic!("not a message: {other:?}"),
+                }
+            }
+            Codec::Native => {
+                let aligned = aligned_copy(&self.payload);
+                let (name, body) = native::split_route(&aligned).expect("route");
+                let tree = native::access::<ArchivedValueTree>(body).expect("value tree");
+                (name.to_owned(), tree.to_value(limits).expect("value"))
+            }
+        }
+    }
+
     /// A native payload that is a bare value tree.
     pub fn native_value(&self) -> Value {
         let aligned = aligned_copy(&self.payload);
@@ -71,8 +102,14 @@ impl OwnedFrame {
     }
 }
 
-/// Copies bytes into 8-byte-aligned storage (test frames are owned, not in place).
-fn aligned_copy(bytes: &[u8]) -> rkyv::util::AlignedVec<8> {
+/// An `InvalidData` I/O error carrying `e`.
+fn invalid_data(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Copies bytes into 8-byte-aligned storage, as rkyv needs to read a native payload
+/// (test frames are owned copies, not read in place).
+pub fn aligned_copy(bytes: &[u8]) -> rkyv::util::AlignedVec<8> {
     let mut v = rkyv::util::AlignedVec::<8>::with_capacity(bytes.len());
     v.extend_from_slice(bytes);
     v
@@ -124,51 +161,33 @@ impl TestClient {
         c
     }
 
-    /// Runs the login exchange and returns the server's final auth frame
-    /// (AUTH_SUCCESS or AUTH_FAILURE).
+    /// Runs the login exchange (the protocol crate's [`ClientHandshake`], client name
+    /// `test`, client nonce `[7; 32]`) and returns the server's final auth frame:
+    /// AUTH_SUCCESS (the native server's proof checked, [`connection_id`] set) or
+    /// AUTH_FAILURE. A reply the exchange cannot take is an `InvalidData` error; a native
+    /// server that cannot prove it knows the password panics.
+    ///
+    /// [`connection_id`]: TestClient::connection_id
     pub fn authenticate(&mut self, password: &str) -> io::Result<OwnedFrame> {
-        match self.codec {
-            Codec::V1 => {
-                let hash = auth::v1_password_hash(password);
-                self.send_raw(&v1::Encoder::new(0).auth_request(&hash, "test", "1.0"))?;
-                self.next_frame()
-            }
-            Codec::Native => {
-                let client_nonce = [7u8; 32];
-                let hello = native::AuthStep::Hello(native::Hello {
-                    client_nonce,
-                    client_name: "test".into(),
-                    client_version: "1.0".into(),
-                });
-                self.send_raw(&native::Encoder::new(0).auth_step(&hello).unwrap())?;
-                let f = self.next_frame()?;
-                if f.header.kind != FrameKind::AuthRequest {
+        let mut login = ClientHandshake::new(self.codec, password, [7u8; 32], "test", "1.0");
+        let first = login.start(0).map_err(invalid_data)?;
+        self.send_raw(&first)?;
+        loop {
+            let f = self.next_frame()?;
+            let aligned = aligned_copy(&f.payload);
+            let frame = Frame {
+                header: f.header,
+                payload: &aligned,
+            };
+            match login.on_frame(&frame, &V1Limits::default(), 0) {
+                Ok(ClientStep::Send(next)) => self.send_raw(&next)?,
+                Ok(ClientStep::Done(info)) => {
+                    self.connection_id = info.connection_id;
                     return Ok(f);
                 }
-                let aligned = aligned_copy(&f.payload);
-                let server_nonce = match native::access::<ArchivedAuthStep>(&aligned).unwrap() {
-                    ArchivedAuthStep::Challenge(n) => *n,
-                    other => panic!("expected a challenge, got {other:?}"),
-                };
-                let proof = auth::client_proof(password.as_bytes(), &server_nonce, &client_nonce);
-                let step = native::AuthStep::Proof(proof);
-                self.send_raw(&native::Encoder::new(0).auth_step(&step).unwrap())?;
-                let f = self.next_frame()?;
-                if f.header.kind == FrameKind::AuthSuccess {
-                    let aligned = aligned_copy(&f.payload);
-                    let ok = native::access::<ArchivedAuthAccepted>(&aligned).unwrap();
-                    assert!(
-                        auth::verify_server_proof(
-                            password.as_bytes(),
-                            &server_nonce,
-                            &client_nonce,
-                            &ok.server_proof
-                        ),
-                        "server proof must verify"
-                    );
-                    self.connection_id = Some(ok.connection_id.to_native());
-                }
-                Ok(f)
+                Err(HandshakeError::Rejected(_)) => return Ok(f),
+                Err(HandshakeError::ServerProofInvalid) => panic!("server proof must verify"),
+                Err(e) => return Err(invalid_data(e)),
             }
         }
     }
@@ -181,11 +200,7 @@ impl TestClient {
     /// The next frame from the server (waits up to [`FRAME_WAIT`]).
     pub fn next_frame(&mut self) -> io::Result<OwnedFrame> {
         loop {
-            if let Some(f) = self
-                .decoder
-                .next_frame()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            {
+            if let Some(f) = self.decoder.next_frame().map_err(invalid_data)? {
                 return Ok(OwnedFrame {
                     header: f.header,
                     payload: f.payload.to_vec(),
@@ -219,31 +234,17 @@ impl TestClient {
 
     /// Sends a PONG.
     pub fn pong(&mut self) -> io::Result<()> {
-        let frame = match self.codec {
-            Codec::V1 => v1::Encoder::new(0).empty(FrameKind::Pong),
-            Codec::Native => native::Encoder::new(0).empty(FrameKind::Pong),
-        };
-        self.send_raw(&frame)
+        self.send_raw(&forge::empty_frame(self.codec, FrameKind::Pong))
     }
 
     /// Sends a PING.
     pub fn ping(&mut self) -> io::Result<()> {
-        let frame = match self.codec {
-            Codec::V1 => v1::Encoder::new(0).empty(FrameKind::Ping),
-            Codec::Native => native::Encoder::new(0).empty(FrameKind::Ping),
-        };
-        self.send_raw(&frame)
+        self.send_raw(&forge::empty_frame(self.codec, FrameKind::Ping))
     }
 
     /// Sends MESSAGE `name` with `data`.
     pub fn send_message(&mut self, name: &str, data: &Value) -> io::Result<()> {
-        let frame = match self.codec {
-            Codec::V1 => v1::Encoder::new(0).message(name, data),
-            Codec::Native => native::Encoder::new(0)
-                .message(name, &native::ValueTree::from_value(data))
-                .unwrap(),
-        };
-        self.send_raw(&frame)
+        self.send_raw(&forge::message_frame(self.codec, name, data))
     }
 
     /// The next application message: (type, data).
@@ -393,4 +394,173 @@ pub fn start(server: &Server) -> (Running, SocketAddr) {
     let running = server.start().expect("server starts");
     let addr = server.local_addr().expect("bound address");
     (running, addr)
+}
+
+/// This process's resident set size in bytes (`VmRSS` in `/proc/self/status`; Linux
+/// only). The server under test runs in the test's process, so growth between two
+/// readings bounds what it allocated in between.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS value");
+    kib * 1024
+}
+
+pub mod forge {
+    //! Frames built by hand, byte by byte where needed, for tests that send what a
+    //! well-behaved encoder would not: headers with unknown versions or types and lying
+    //! lengths, payloads that are not valid MessagePack or rkyv, half frames, junk.
+    //! Every function returns the whole frame (header and payload) ready for
+    //! [`TestClient::send_raw`](crate::TestClient::send_raw).
+
+    use conduit_protocol::native::{self, ValueTree};
+    use conduit_protocol::{auth, v1, Codec, FrameKind, Header, Value, HEADER_LEN};
+
+    /// A 32-byte header with raw field values: magic `CNDT`, then `version`, `kind`,
+    /// zero flags, `reserved`, `length`, zero correlation and timestamp. Unlike
+    /// [`Header::encode`] it can name unknown versions and types, and claim a `length`
+    /// no payload follows. Overwrite bytes `0..4` for a bad magic.
+    pub fn raw_header(version: u16, kind: u16, reserved: u16, length: u32) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[..4].copy_from_slice(b"CNDT");
+        h[4..6].copy_from_slice(&version.to_be_bytes());
+        h[6..8].copy_from_slice(&kind.to_be_bytes());
+        h[10..12].copy_from_slice(&reserved.to_be_bytes());
+        h[12..16].copy_from_slice(&length.to_be_bytes());
+        h
+    }
+
+    /// A v1 frame of `kind` (correlation 1) whose payload is `payload` as given: raw,
+    /// possibly malformed, MessagePack.
+    pub fn v1_raw(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
+        v1::Encoder::new(0)
+            .frame(kind, 1, |o| o.extend_from_slice(payload))
+            .to_vec()
+    }
+
+    /// A v1 MESSAGE `{type: name, data: <data>}` whose `data` is the raw MessagePack
+    /// `data`, unchecked. `name` must be shorter than 32 bytes (a MessagePack fixstr).
+    pub fn v1_message_raw(name: &str, data: &[u8]) -> Vec<u8> {
+        assert!(name.len() < 32, "fixstr names only");
+        let mut p = vec![0x82, 0xa4];
+        p.extend_from_slice(b"type");
+        p.push(0xa0 | name.len() as u8);
+        p.extend_from_slice(name.as_bytes());
+        p.push(0xa4);
+        p.extend_from_slice(b"data");
+        p.extend_from_slice(data);
+        v1_raw(FrameKind::Message, &p)
+    }
+
+    /// A native routed frame (MESSAGE, RPC_REQUEST; correlation 1) with a raw route
+    /// `name` (any bytes, not necessarily UTF-8, up to 255) and a raw `body` (not
+    /// necessarily a valid archive), laid out and padded as the native codec does.
+    pub fn native_routed_raw(kind: FrameKind, name: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut p = vec![u8::try_from(name.len()).expect("route name up to 255 bytes")];
+        p.extend_from_slice(name);
+        p.resize(p.len().next_multiple_of(8), 0);
+        p.extend_from_slice(body);
+        let unpadded = p.len();
+        p.resize(p.len().next_multiple_of(8), 0);
+        let mut h = Header::new(Codec::Native, kind);
+        h.length = u32::try_from(p.len()).expect("payload under 4 GiB");
+        h.reserved = (p.len() - unpadded) as u16;
+        h.correlation_id = 1;
+        let mut out = h.encode().to_vec();
+        out.extend_from_slice(&p);
+        out
+    }
+
+    /// A native MESSAGE `name` carrying `tree` as given (which may hold node counts no
+    /// well-formed [`Value`] produces).
+    pub fn native_message(name: &str, tree: &ValueTree) -> Vec<u8> {
+        native::Encoder::new(0)
+            .message(name, tree)
+            .expect("native message encodes")
+            .to_vec()
+    }
+
+    /// A MESSAGE `name` with `data`, encoded properly in `codec`.
+    pub fn message_frame(codec: Codec, name: &str, data: &Value) -> Vec<u8> {
+        match codec {
+            Codec::V1 => v1::Encoder::new(0).message(name, data).to_vec(),
+            Codec::Native => native_message(name, &ValueTree::from_value(data)),
+        }
+    }
+
+    /// A payload-less frame of `kind` (PING, PONG, …) in `codec`.
+    pub fn empty_frame(codec: Codec, kind: FrameKind) -> Vec<u8> {
+        match codec {
+            Codec::V1 => v1::Encoder::new(0).empty(kind).to_vec(),
+            Codec::Native => native::Encoder::new(0).empty(kind).to_vec(),
+        }
+    }
+
+    /// The first login frame a client sends, for tests that send it whole, in part, or
+    /// out of turn: v1's AUTH_REQUEST carrying `password`'s hash; native's Hello (client
+    /// nonce `[1; 32]`), which carries no password — the proof comes in a later frame.
+    pub fn auth_frame(
+        codec: Codec,
+        password: &str,
+        client_name: &str,
+        client_version: &str,
+    ) -> Vec<u8> {
+        match codec {
+            Codec::V1 => v1::Encoder::new(0)
+                .auth_request(
+                    &auth::v1_password_hash(password),
+                    client_name,
+                    client_version,
+                )
+                .to_vec(),
+            Codec::Native => native::Encoder::new(0)
+                .auth_step(&native::AuthStep::Hello(native::Hello {
+                    client_nonce: [1; 32],
+                    client_name: client_name.into(),
+                    client_version: client_version.into(),
+                }))
+                .expect("hello encodes")
+                .to_vec(),
+        }
+    }
+
+    /// `Nil` nested in `depth` one-element arrays (built without recursion).
+    pub fn nested(depth: usize) -> Value {
+        let mut v = Value::Nil;
+        for _ in 0..depth {
+            v = Value::Array(vec![v]);
+        }
+        v
+    }
+
+    /// `len` junk bytes from a xorshift generator: the same `seed` gives the same bytes.
+    pub fn junk(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    /// Replaces the first occurrence of `what` in `bytes` by `with` (same length), e.g.
+    /// to corrupt a placeholder string inside an encoded frame; panics if `what` is
+    /// absent.
+    pub fn patch(bytes: &mut [u8], what: &[u8], with: &[u8]) {
+        assert_eq!(what.len(), with.len());
+        let at = bytes
+            .windows(what.len())
+            .position(|w| w == what)
+            .expect("pattern present");
+        bytes[at..at + with.len()].copy_from_slice(with);
+    }
 }

@@ -1,7 +1,11 @@
 //! RPC methods with validated arguments, the built-in `listall`, and message handlers
 //! with replies, over real sockets in both codecs (the Server Guide's examples).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
 
 use conduit::{rpc, Connection, RpcError, RpcInfo, RpcMethod, Server, Value};
 use conduit_protocol::{Codec, FrameKind};

@@ -1,7 +1,11 @@
 //! The server engine over real sockets on 127.0.0.1: auth, refusal, heartbeat,
 //! lifecycle hooks, stop, sharding.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;

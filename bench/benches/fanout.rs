@@ -25,7 +25,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use conduit::outbound::{Outbound, Push};
+use conduit::__bench::{Outbound, Push};
 use conduit_bench::{chat_value, CHAT, TIMESTAMP_MS};
 use conduit_protocol::native::{self, ValueTree};
 use conduit_protocol::{v1, Value};

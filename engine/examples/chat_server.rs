@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use conduit::{rpc, Connection, ConnectionId, Server, ServerDescriptor, State, Value};
+use conduit::{rpc, Connection, ConnectionId, Router, Server, ServerDescriptor, State, Value};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -53,7 +53,7 @@ async fn get_user_count(users: State<Users>) -> usize {
     users.with(|u| u.len())
 }
 
-fn users(server: &Server) -> State<Users> {
+fn users(server: &Router) -> State<Users> {
     server
         .state::<Users>()
         .unwrap_or_else(|| State::new(Users::default()))

@@ -17,4 +17,3 @@ pub fn to_value<T: Serialize + ?Sized>(t: &T) -> Result<Value, String> {
     let json = serde_json::to_value(t).map_err(|e| e.to_string())?;
     serde_json::from_value(json).map_err(|e| e.to_string())
 }
-

@@ -15,7 +15,9 @@ use crate::router::Connection;
 /// Runs `call` for `conn` and returns its outcome.
 pub(crate) async fn run(registry: &Registry, conn: &Connection, call: Call<'_>) -> Outcome {
     match call.kind {
-        CallKind::Message => Outcome::Message(run_message(registry, conn, &call.route, call.args).await),
+        CallKind::Message => {
+            Outcome::Message(run_message(registry, conn, &call.route, call.args).await)
+        }
         CallKind::Rpc => {
             let method = call.route;
             let result = run_rpc(registry, conn, &method, call.args).await;

@@ -60,10 +60,12 @@ fn key() -> &'static [[u8; 32]; ROUNDS] {
     })
 }
 
-/// The round function: a keyed hash of one half, cut to a half's width.
-fn round(key: &[u8; 32], half: u64) -> u64 {
+/// The round function: a keyed hash of one half, tweaked by the shard (so equal
+/// sequence numbers on two shards look unrelated), cut to a half's width.
+fn round(key: &[u8; 32], shard: u64, half: u64) -> u64 {
     let digest = Sha256::new()
         .chain_update(key)
+        .chain_update(shard.to_le_bytes())
         .chain_update(half.to_le_bytes())
         .finalize();
     let mut b = [0u8; 8];
@@ -71,11 +73,11 @@ fn round(key: &[u8; 32], half: u64) -> u64 {
     u64::from_le_bytes(b) & HALF_MASK
 }
 
-/// The keyed permutation of a sequence number (`seq < MAX_SEQ`).
-fn permute(seq: u64) -> u64 {
+/// The keyed permutation of a shard's sequence number (`seq < MAX_SEQ`).
+fn permute(shard: u64, seq: u64) -> u64 {
     let (mut l, mut r) = (seq >> HALF_BITS, seq & HALF_MASK);
     for k in key() {
-        (l, r) = (r, l ^ round(k, r));
+        (l, r) = (r, l ^ round(k, shard, r));
     }
     (l << HALF_BITS) | r
 }
@@ -94,7 +96,7 @@ impl ConnectionId {
         debug_assert!(shard < MAX_SHARDS, "shard {shard} has no room in an id");
         debug_assert!(seq < MAX_SEQ, "sequence {seq} has no room in an id");
         let shard = shard as u64 & (MAX_SHARDS as u64 - 1);
-        ConnectionId((permute(seq % MAX_SEQ) << (SHARD_BITS + NODE_BITS)) | shard)
+        ConnectionId((permute(shard, seq % MAX_SEQ) << (SHARD_BITS + NODE_BITS)) | shard)
     }
 
     /// The index of the shard that owns this connection.
@@ -177,8 +179,9 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_do_not_reveal_the_sequence() {
-        let ids: std::collections::HashSet<u64> =
-            (0..20_000).map(|s| ConnectionId::new(3, s).as_u64()).collect();
+        let ids: std::collections::HashSet<u64> = (0..20_000)
+            .map(|s| ConnectionId::new(3, s).as_u64())
+            .collect();
         assert_eq!(ids.len(), 20_000, "a permutation never repeats");
         // Neighbours are far apart: not a counter in disguise.
         let a = ConnectionId::new(0, 1).as_u64() >> 20;

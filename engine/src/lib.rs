@@ -87,3 +87,16 @@ pub use server::{Running, Server};
 pub fn block_on<F: std::future::IntoFuture>(fut: F) -> F::Output {
     futures_lite::future::block_on(fut.into_future())
 }
+
+/// Internals exposed for the in-process benchmarks only; not an API.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::core::outbound::{Outbound, Push};
+}
+
+/// The connection core's fuzz driver (the cargo-fuzz target and its `cargo test`
+/// replay); not an API.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::core::fuzz::core;
+}

@@ -204,7 +204,9 @@ impl Server {
         F: Fn(Server) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        self.setup().on_startup.push(Arc::new(move |s| Box::pin(hook(s))));
+        self.setup()
+            .on_startup
+            .push(Arc::new(move |s| Box::pin(hook(s))));
     }
 
     /// Runs `hook` when the server stops, before connections close (so it can still
@@ -214,7 +216,9 @@ impl Server {
         F: Fn(Server) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        self.setup().on_shutdown.push(Arc::new(move |s| Box::pin(hook(s))));
+        self.setup()
+            .on_shutdown
+            .push(Arc::new(move |s| Box::pin(hook(s))));
     }
 
     /// Runs `hook` after a client authenticates, before its frames are handled.
@@ -358,8 +362,9 @@ impl Server {
             field: "host",
             problem: format!("{:?} is not an IP address", desc.host),
         })?;
-        let (senders, buses): (Vec<_>, Vec<_>) =
-            (0..desc.shards).map(|_| flume::bounded(desc.bus_capacity)).unzip();
+        let (senders, buses): (Vec<_>, Vec<_>) = (0..desc.shards)
+            .map(|_| flume::bounded(desc.bus_capacity))
+            .unzip();
         let run = Arc::new(RunState::new(senders));
         let launched = rt::glommio::launch(rt::glommio::Plan {
             router: self.router.clone(),
@@ -478,4 +483,3 @@ impl Drop for Running {
         }
     }
 }
-

@@ -63,6 +63,17 @@ impl From<conduit_protocol::WireError> for Error {
     }
 }
 
+impl From<conduit_protocol::handshake::HandshakeError> for Error {
+    fn from(e: conduit_protocol::handshake::HandshakeError) -> Error {
+        match e {
+            conduit_protocol::handshake::HandshakeError::Rejected(_) => {
+                Error::Refused(e.to_string())
+            }
+            e => Error::Protocol(e.to_string()),
+        }
+    }
+}
+
 impl<T> From<glommio::GlommioError<T>> for Error {
     fn from(e: glommio::GlommioError<T>) -> Error {
         Error::Io(std::io::Error::from(e))

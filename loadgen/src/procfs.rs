@@ -149,7 +149,6 @@ fn seconds_between(later: Option<u64>, earlier: Option<u64>) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

@@ -557,7 +557,6 @@ pub fn target_row(t: &TargetCheck) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

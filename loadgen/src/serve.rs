@@ -191,7 +191,6 @@ pub fn parse_ready(line: &str) -> Option<(u16, u32)> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

@@ -518,7 +518,7 @@ async fn lifetime(i: usize, spec: &ConnectSpec, a: &SoakArgs, c: &Counters) -> R
     let mut conn = Conn::open(spec, i as u64).await?;
     bump(&c.logged_in);
     let codec = conn.codec;
-    let pong = conn.empty_frame(FrameKind::Pong);
+    let pong = conn.empty_frame(FrameKind::Pong)?;
     for k in 0..a.rpcs.max(a.broadcasts) {
         if k < a.broadcasts {
             let tick = Tick {
@@ -568,7 +568,6 @@ async fn lifetime(i: usize, spec: &ConnectSpec, a: &SoakArgs, c: &Counters) -> R
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

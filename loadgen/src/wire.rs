@@ -1,6 +1,7 @@
 //! The lean raw-protocol client the scenarios drive: one glommio `TcpStream` and one
-//! [`FrameDecoder`] per connection, both handshakes, and the benchmark payloads
-//! (encode and a cheap decode that reads only the fields a scenario needs).
+//! [`FrameDecoder`] per connection, logged in by the protocol crate's
+//! [`ClientHandshake`] (either codec), and the benchmark payloads (encode and a cheap
+//! decode that reads only the fields a scenario needs).
 //!
 //! It speaks `conduit-protocol` directly, so it measures the server and not a client
 //! library, and it works against any netconduit-v1 server.
@@ -10,9 +11,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use conduit_protocol::native::{self, ArchivedAuthAccepted, ArchivedAuthStep, ArchivedValueTree};
+use conduit_protocol::clock::wall_clock_ms;
+use conduit_protocol::handshake::{ClientHandshake, ClientStep};
+use conduit_protocol::native::{self, ArchivedValueTree};
 use conduit_protocol::v1::{self, V1Limits, V1Payload};
-use conduit_protocol::{auth, Codec, DecoderLimits, FrameDecoder, FrameKind, Header, Value};
+use conduit_protocol::{
+    auth, Codec, DecoderLimits, Encoder, FrameDecoder, FrameKind, Header, Value,
+};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
@@ -37,13 +42,6 @@ pub const CLIENT_RECV_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Largest frame payload the client accepts, bytes.
 pub const CLIENT_MAX_PAYLOAD_BYTES: u32 = 4 * 1024 * 1024;
-
-/// Milliseconds since the Unix epoch, for frame headers (informational only).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// One authenticated client connection.
 pub struct Conn {
@@ -110,61 +108,30 @@ impl Conn {
         Ok(conn)
     }
 
+    /// Logs in through the protocol crate's [`ClientHandshake`], feeding it frames
+    /// straight from the decoder (native payloads come out 8-byte aligned, as rkyv
+    /// needs).
     async fn login(&mut self, password: &str, nonce_seed: u64) -> Result<(), Error> {
-        let version = env!("CARGO_PKG_VERSION");
-        match self.codec {
-            Codec::V1 => {
-                let hash = auth::v1_password_hash(password);
-                let frame = v1::Encoder::new(now_ms()).auth_request(&hash, CLIENT_NAME, version);
-                self.send(&frame).await?;
-                let (header, _) = self.next_owned().await?;
-                match header.kind {
-                    FrameKind::AuthSuccess => Ok(()),
-                    k => Err(Error::Refused(format!("login answered with {}", k.name()))),
+        let mut handshake = ClientHandshake::new(
+            self.codec,
+            password,
+            nonce(nonce_seed),
+            CLIENT_NAME,
+            env!("CARGO_PKG_VERSION"),
+        );
+        let limits = V1Limits::default();
+        let mut out = handshake.start(wall_clock_ms())?;
+        loop {
+            self.send(&out).await?;
+            let step = loop {
+                if let Some(f) = self.decoder.next_frame()? {
+                    break handshake.on_frame(&f, &limits, wall_clock_ms())?;
                 }
-            }
-            Codec::Native => {
-                let client_nonce = nonce(nonce_seed);
-                let hello = native::AuthStep::Hello(native::Hello {
-                    client_nonce,
-                    client_name: CLIENT_NAME.into(),
-                    client_version: version.into(),
-                });
-                let enc = native::Encoder::new(now_ms());
-                self.send(&enc.auth_step(&hello)?).await?;
-                let (header, payload) = self.next_owned().await?;
-                if header.kind != FrameKind::AuthRequest {
-                    return Err(Error::Refused(format!(
-                        "hello answered with {}",
-                        header.kind.name()
-                    )));
-                }
-                let challenge = aligned(&payload);
-                let server_nonce = match native::access::<ArchivedAuthStep>(&challenge)? {
-                    ArchivedAuthStep::Challenge(n) => *n,
-                    _ => return Err(Error::Protocol("expected a challenge".into())),
-                };
-                let proof = auth::client_proof(password.as_bytes(), &server_nonce, &client_nonce);
-                self.send(&enc.auth_step(&native::AuthStep::Proof(proof))?)
-                    .await?;
-                let (header, payload) = self.next_owned().await?;
-                if header.kind != FrameKind::AuthSuccess {
-                    return Err(Error::Refused(format!(
-                        "proof answered with {}",
-                        header.kind.name()
-                    )));
-                }
-                let accepted = aligned(&payload);
-                let ok = native::access::<ArchivedAuthAccepted>(&accepted)?;
-                if !auth::verify_server_proof(
-                    password.as_bytes(),
-                    &server_nonce,
-                    &client_nonce,
-                    &ok.server_proof,
-                ) {
-                    return Err(Error::Protocol("server proof does not verify".into()));
-                }
-                Ok(())
+                self.fill().await?;
+            };
+            match step {
+                ClientStep::Send(next) => out = next,
+                ClientStep::Done(_) => return Ok(()),
             }
         }
     }
@@ -185,34 +152,21 @@ impl Conn {
         Ok(())
     }
 
-    /// The next frame, copied out (for the handshake, not the hot path).
-    async fn next_owned(&mut self) -> Result<(Header, Vec<u8>), Error> {
-        loop {
-            if let Some(f) = self.decoder.next_frame()? {
-                return Ok((f.header, f.payload.to_vec()));
-            }
-            self.fill().await?;
-        }
-    }
-
     /// An empty frame of `kind` (PING, PONG) in this connection's codec.
-    pub fn empty_frame(&self, kind: FrameKind) -> Bytes {
+    pub fn empty_frame(&self, kind: FrameKind) -> Result<Bytes, Error> {
         empty_frame(self.codec, kind)
     }
 }
 
 /// An empty frame of `kind` in `codec`.
-pub fn empty_frame(codec: Codec, kind: FrameKind) -> Bytes {
-    match codec {
-        Codec::V1 => v1::Encoder::new(now_ms()).empty(kind),
-        Codec::Native => native::Encoder::new(now_ms()).empty(kind),
-    }
+pub fn empty_frame(codec: Codec, kind: FrameKind) -> Result<Bytes, Error> {
+    Ok(Encoder::new(codec, wall_clock_ms()).empty(kind)?)
 }
 
 /// A client nonce: not secret for a load generator, only distinct per connection.
 fn nonce(seed: u64) -> auth::Nonce {
     let mut out = [0u8; 32];
-    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15 ^ now_ms();
+    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15 ^ wall_clock_ms();
     for chunk in out.chunks_mut(8) {
         // splitmix64
         x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -223,14 +177,6 @@ fn nonce(seed: u64) -> auth::Nonce {
         chunk.copy_from_slice(&z.to_le_bytes());
     }
     out
-}
-
-/// An 8-byte-aligned copy (handshake frames are copied out of the decoder, and rkyv
-/// reads archives only at 8-byte alignment).
-fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec<8> {
-    let mut v = rkyv::util::AlignedVec::<8>::with_capacity(bytes.len());
-    v.extend_from_slice(bytes);
-    v
 }
 
 // ---- benchmark payloads ------------------------------------------------------------
@@ -258,24 +204,13 @@ pub fn tick_value(t: Tick, pad: usize) -> Value {
 
 /// A `bench_broadcast` MESSAGE frame for `t` with `pad` padding bytes.
 pub fn bench_message(codec: Codec, t: Tick, pad: usize) -> Result<Bytes, Error> {
-    let data = tick_value(t, pad);
-    Ok(match codec {
-        Codec::V1 => v1::Encoder::new(now_ms()).message(BENCH_BROADCAST, &data),
-        Codec::Native => native::Encoder::new(now_ms())
-            .message(BENCH_BROADCAST, &native::ValueTree::from_value(&data))?,
-    })
+    Ok(Encoder::new(codec, wall_clock_ms()).message(0, BENCH_BROADCAST, &tick_value(t, pad))?)
 }
 
 /// The `tick` frame the server sends for `t` (what receivers get), as conduit encodes
 /// it: used to size payloads.
 pub fn tick_frame(codec: Codec, t: Tick, pad: usize) -> Result<Bytes, Error> {
-    let data = tick_value(t, pad);
-    Ok(match codec {
-        Codec::V1 => v1::Encoder::new(0).message(TICK, &data),
-        Codec::Native => {
-            native::Encoder::new(0).message(TICK, &native::ValueTree::from_value(&data))?
-        }
-    })
+    Ok(Encoder::new(codec, 0).message(0, TICK, &tick_value(t, pad))?)
 }
 
 /// Padding that makes the netconduit-v1 `tick` frame's payload `payload_bytes` long
@@ -503,14 +438,7 @@ fn parse_tick_v1(payload: &[u8]) -> Option<Tick> {
 /// An `add(a, b)` RPC_REQUEST.
 pub fn add_request(codec: Codec, correlation_id: u64, a: i64, b: i64) -> Result<Bytes, Error> {
     let params = Value::map().with("a", a).with("b", b);
-    Ok(match codec {
-        Codec::V1 => v1::Encoder::new(now_ms()).rpc_request(correlation_id, "add", &params),
-        Codec::Native => native::Encoder::new(now_ms()).rpc_request(
-            correlation_id,
-            "add",
-            &native::ValueTree::from_value(&params),
-        )?,
-    })
+    Ok(Encoder::new(codec, wall_clock_ms()).rpc_request(correlation_id, "add", &params)?)
 }
 
 /// The integer an RPC reply carries (`None` for an error reply or another shape).
@@ -538,7 +466,6 @@ pub fn rpc_result(codec: Codec, header: &Header, payload: &[u8]) -> Result<Optio
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn decode_one(frame: &[u8]) -> (Header, Vec<u8>, Codec) {

@@ -2,7 +2,11 @@
 //! loopback, and the JSON it writes must show every delivery and every call accounted
 //! for. No timing is asserted.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test helper that cannot set up or read its run should fail the test on the spot"
+)]
 
 use std::path::PathBuf;
 use std::process::Command;

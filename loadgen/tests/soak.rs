@@ -3,8 +3,6 @@
 //! afterwards `connection_count` is 0 and the descriptors are back at their baseline.
 //! The 10,000-connection run is in PERF.md ("Reliability").
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
 use conduit_loadgen::soak::{self, SoakArgs, SoakCodec};
 
 #[test]

@@ -107,11 +107,10 @@ impl Encoder {
                 check_route(method)?;
                 self.v1().rpc_request(correlation_id, method, params)
             }
-            Codec::Native => self.native().rpc_request(
-                correlation_id,
-                method,
-                &ValueTree::from_value(params),
-            )?,
+            Codec::Native => {
+                self.native()
+                    .rpc_request(correlation_id, method, &ValueTree::from_value(params))?
+            }
         })
     }
 

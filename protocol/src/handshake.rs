@@ -68,7 +68,9 @@ enum ClientState {
     /// Native: Hello sent.
     SentHello,
     /// Native: proof sent for this server nonce.
-    SentProof { server_nonce: auth::Nonce },
+    SentProof {
+        server_nonce: auth::Nonce,
+    },
     Finished,
 }
 
@@ -166,7 +168,11 @@ impl ClientHandshake {
             (ClientState::SentHello, Codec::Native) if kind == FrameKind::AuthRequest => {
                 let server_nonce = match native::access::<ArchivedAuthStep>(frame.payload)? {
                     ArchivedAuthStep::Challenge(n) => *n,
-                    _ => return Err(HandshakeError::Unexpected("expected the server's challenge")),
+                    _ => {
+                        return Err(HandshakeError::Unexpected(
+                            "expected the server's challenge",
+                        ))
+                    }
                 };
                 let proof =
                     auth::client_proof(self.password.as_bytes(), &server_nonce, &self.client_nonce);
@@ -347,7 +353,11 @@ impl ServerHandshake {
                 client_name,
                 ..
             } => (password_hash, client_name),
-            _ => return Err(HandshakeError::Wire(WireError::Msgpack("not an auth request"))),
+            _ => {
+                return Err(HandshakeError::Wire(WireError::Msgpack(
+                    "not an auth request",
+                )))
+            }
         };
         self.state = ServerState::Finished;
         if !auth::v1_verify(&creds.v1_password_hash, &hash) {
@@ -374,9 +384,9 @@ impl ServerHandshake {
                 self.state = ServerState::Challenged {
                     client_nonce: hello.client_nonce,
                 };
-                Ok(ServerStep::Send(enc.auth_step(&native::AuthStep::Challenge(
-                    self.server_nonce,
-                ))?))
+                Ok(ServerStep::Send(enc.auth_step(
+                    &native::AuthStep::Challenge(self.server_nonce),
+                )?))
             }
             (ServerState::Challenged { client_nonce }, ArchivedAuthStep::Proof(proof)) => {
                 let client_nonce = *client_nonce;
@@ -480,14 +490,19 @@ mod tests {
         assert!(matches!(feed(&mut server, &hello), Ok(ServerStep::Send(_))));
         let replayed = auth::client_proof(b"pw", &[6; 32], &[1; 32]);
         let proof = enc.auth_step(&native::AuthStep::Proof(replayed)).unwrap();
-        assert!(matches!(feed(&mut server, &proof), Ok(ServerStep::Rejected)));
+        assert!(matches!(
+            feed(&mut server, &proof),
+            Ok(ServerStep::Rejected)
+        ));
         // Nothing more is taken once finished.
         assert!(feed(&mut server, &hello).is_err());
 
         // A server that does not know the password cannot fake its proof.
         let mut client = ClientHandshake::new(Codec::Native, "pw", [1; 32], "c", "1");
         client.start(0).unwrap();
-        let challenge = enc.auth_step(&native::AuthStep::Challenge([5; 32])).unwrap();
+        let challenge = enc
+            .auth_step(&native::AuthStep::Challenge([5; 32]))
+            .unwrap();
         let mut d = FrameDecoder::new(DecoderLimits::default());
         d.feed(&challenge);
         let f = d.next_frame().unwrap().unwrap();

@@ -48,8 +48,8 @@ pub mod native;
 pub mod v1;
 pub mod value;
 
-pub use encode::Encoder;
 pub use decoder::{DecoderLimits, Frame, FrameDecoder, RecvBuf};
+pub use encode::Encoder;
 pub use error::WireError;
 pub use header::{Codec, Flags, FrameKind, Header, HEADER_LEN, MAGIC};
 pub use msgpack::ValueLimits;

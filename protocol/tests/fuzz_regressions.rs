@@ -3,7 +3,11 @@
 //! (`fuzz/fuzz_targets/steps.rs`), so `cargo test` keeps checking them without
 //! cargo-fuzz.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
 
 use std::path::{Path, PathBuf};
 

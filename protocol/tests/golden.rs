@@ -1,7 +1,11 @@
 //! Golden frames captured from netconduit 5.0.0 on 127.0.0.1 (netconduit-v1.md §12):
 //! each decodes to the expected fields and re-encodes byte for byte.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
 
 use conduit_protocol::v1::{self, V1Limits, V1Payload};
 use conduit_protocol::{auth, Codec, DecoderLimits, FrameDecoder, FrameKind, Header, Value};

@@ -1,7 +1,11 @@
 //! Property tests: encode→decode is the identity for random frames under random stream
 //! splits; the decoder never panics and never grows past its bound on arbitrary bytes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
 
 use conduit_protocol::native::{self, ArchivedValueTree, ValueTree};
 use conduit_protocol::v1::{self, V1Limits, V1Payload};

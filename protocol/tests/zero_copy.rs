@@ -1,7 +1,11 @@
 //! The native receive path copies no payload bytes: a frame read into the decoder's
 //! buffer is validated and read where the read put it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
 
 use conduit_protocol::native::{self, ArchivedNode, ArchivedValueTree, ValueTree};
 use conduit_protocol::{DecoderLimits, FrameDecoder, FrameKind, Value};

@@ -5,6 +5,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 
+use conduit_protocol::clock::wall_clock_ms;
+use conduit_protocol::handshake::{ClientHandshake, ClientStep, LoginInfo};
 use conduit_protocol::v1::V1Limits;
 use conduit_protocol::{Codec, DecoderLimits, FrameDecoder};
 use futures_lite::FutureExt;
@@ -12,7 +14,6 @@ use glommio::net::TcpStream;
 use glommio::timer::sleep;
 
 use super::loops::Conn;
-use super::proto::{Encoder, Handshake, LoginInfo, Step};
 use super::{ClientDescriptor, ClientError, ClientResult};
 use crate::rt::glommio::io::SharedStream;
 
@@ -103,20 +104,20 @@ async fn login(
         accept_v1: desc.codec == Codec::V1,
         accept_native: desc.codec == Codec::Native,
     });
-    let mut hs = Handshake::new(
+    let mut hs = ClientHandshake::new(
         desc.codec,
         &desc.password,
         random_bytes::<32>()?,
         &desc.name,
         &desc.version,
     );
-    stream.write_all(&hs.start()?).await?;
+    stream.write_all(&hs.start(wall_clock_ms())?).await?;
     loop {
         // Bytes after the last login frame stay in the decoder for the reader: a
         // message the server sends right after AUTH_SUCCESS is never lost.
         let step = loop {
             match decoder.next_frame()? {
-                Some(frame) => break hs.on_frame(&frame, v1_limits)?,
+                Some(frame) => break hs.on_frame(&frame, v1_limits, wall_clock_ms())?,
                 None => {
                     let n = read_some(&stream, decoder.spare()).await?;
                     if n == 0 {
@@ -130,13 +131,9 @@ async fn login(
             }
         };
         match step {
-            Step::Send(frame) => stream.write_all(&frame).await?,
-            Step::Done(info) => {
-                let encoder = Encoder {
-                    codec: desc.codec,
-                    max_frame_bytes: desc.max_frame_bytes,
-                };
-                let conn = Rc::new(Conn::new(stream, encoder, desc.max_outbound_bytes));
+            ClientStep::Send(frame) => stream.write_all(&frame).await?,
+            ClientStep::Done(info) => {
+                let conn = Rc::new(Conn::new(stream, desc));
                 return Ok(Established {
                     conn,
                     decoder,

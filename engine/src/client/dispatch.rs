@@ -46,7 +46,7 @@ impl Handlers {
 pub(super) fn on_inbound(inner: &Inner, conn: &Conn, inbound: Inbound) -> Option<DisconnectReason> {
     match inbound {
         Inbound::Ping => {
-            conn.out.push_control(conn.encoder.empty(FrameKind::Pong));
+            conn.push_control(FrameKind::Pong);
         }
         Inbound::Pong | Inbound::Ignore => {}
         Inbound::Goodbye(reason) => return Some(DisconnectReason::ServerSaidGoodbye(reason)),

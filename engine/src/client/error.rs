@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use conduit_protocol::handshake::HandshakeError;
 use conduit_protocol::{Value, WireError};
 
 /// Everything a client operation can fail with.
@@ -61,6 +62,25 @@ impl ClientError {
         match self {
             ClientError::Rpc { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+}
+
+impl From<HandshakeError> for ClientError {
+    /// A login that did not complete: a refusal or a server that could not prove it
+    /// knows the password is `AuthFailed`; a frame out of order or undecodable is a
+    /// protocol error, as it was before the handshake moved to the protocol crate.
+    fn from(e: HandshakeError) -> ClientError {
+        match e {
+            HandshakeError::Rejected(reason) => ClientError::AuthFailed(reason),
+            HandshakeError::ServerProofInvalid => ClientError::AuthFailed(e.to_string()),
+            HandshakeError::Unexpected(problem) => ClientError::Wire(WireError::Shape {
+                kind: "login",
+                problem,
+            }),
+            HandshakeError::Wire(w) => ClientError::Wire(w),
+            // A failure this version does not know yet: the login did not happen.
+            other => ClientError::AuthFailed(other.to_string()),
         }
     }
 }
@@ -158,5 +178,37 @@ impl Events {
     /// would stall the client it waits for.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<ClientEvent> {
         self.rx.recv_timeout(timeout).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_errors_become_client_errors() {
+        match ClientError::from(HandshakeError::Rejected("Invalid password".into())) {
+            ClientError::AuthFailed(r) => assert_eq!(r, "Invalid password"),
+            other => panic!("{other:?}"),
+        }
+        match ClientError::from(HandshakeError::ServerProofInvalid) {
+            ClientError::AuthFailed(r) => {
+                assert_eq!(r, "the server could not prove it knows the password")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            ClientError::from(HandshakeError::Unexpected(
+                "expected the server's challenge"
+            )),
+            ClientError::Wire(WireError::Shape {
+                kind: "login",
+                problem: "expected the server's challenge"
+            })
+        ));
+        assert!(matches!(
+            ClientError::from(HandshakeError::Wire(WireError::Msgpack("bad"))),
+            ClientError::Wire(WireError::Msgpack("bad"))
+        ));
     }
 }

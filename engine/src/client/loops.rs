@@ -8,16 +8,17 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use conduit_protocol::{FrameDecoder, FrameKind};
+use conduit_protocol::clock::wall_clock_ms;
+use conduit_protocol::{Codec, Encoder, FrameDecoder, FrameKind};
 use futures_lite::FutureExt;
 use glommio::spawn_local;
 use glommio::timer::{sleep, Timer};
 
 use super::dispatch::on_inbound;
 use super::local::SendQueue;
-use super::proto::{self, Encoder, Heartbeat, Tick};
+use super::proto::{self, Heartbeat, Tick};
 use super::shared::Inner;
-use super::{ClientError, ClientResult, DisconnectReason};
+use super::{ClientDescriptor, ClientError, ClientResult, DisconnectReason};
 use crate::rt::glommio::io::SharedStream;
 
 /// Most frames one gathered write passes to the kernel.
@@ -33,8 +34,10 @@ pub(super) struct Conn {
     pub stream: SharedStream,
     /// Frames waiting for the writer, with byte-based backpressure.
     pub out: SendQueue,
-    /// Encodes frames in the connection's codec, within its frame limit.
-    pub encoder: Encoder,
+    /// The codec the connection logged in with; every frame is sent in it.
+    pub codec: Codec,
+    /// Largest payload the server accepts; larger frames are refused before sending.
+    pub max_frame_bytes: u32,
     /// First reason anyone asked this connection to close for.
     pub close: RefCell<Option<DisconnectReason>>,
     /// Wakes the reader when a close is requested.
@@ -42,14 +45,32 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    /// A connection over `stream`, logged in, with `max_outbound_bytes` of send queue.
-    pub fn new(stream: SharedStream, encoder: Encoder, max_outbound_bytes: usize) -> Conn {
+    /// A connection over `stream`, logged in with `desc`'s codec, with
+    /// `max_outbound_bytes` of send queue.
+    pub fn new(stream: SharedStream, desc: &ClientDescriptor) -> Conn {
         Conn {
             stream,
-            out: SendQueue::new(max_outbound_bytes),
-            encoder,
+            out: SendQueue::new(desc.max_outbound_bytes),
+            codec: desc.codec,
+            max_frame_bytes: desc.max_frame_bytes,
             close: RefCell::new(None),
             close_requested: Default::default(),
+        }
+    }
+
+    /// An encoder for a frame sent now: the connection's codec and frame limit, and the
+    /// current time stamp.
+    pub fn encoder(&self) -> Encoder {
+        Encoder::new(self.codec, wall_clock_ms()).with_max_payload(self.max_frame_bytes)
+    }
+
+    /// Queues a control frame (PING, PONG) of `kind`, ahead of the queue's limit.
+    pub fn push_control(&self, kind: FrameKind) {
+        match self.encoder().empty(kind) {
+            Ok(frame) => {
+                self.out.push_control(frame);
+            }
+            Err(e) => tracing::debug!(?kind, "control frame not encoded: {e}"),
         }
     }
 
@@ -84,7 +105,8 @@ pub(super) async fn run_connection(
     let reason = conn.close.borrow_mut().take().unwrap_or(reason);
     if reason == DisconnectReason::ClosedByClient {
         // Graceful: what was queued before close() goes out, then the goodbye.
-        if let Some(bye) = conn.encoder.goodbye() {
+        // Native only: netconduit has no close frame it acts on.
+        if let Ok(Some(bye)) = conn.encoder().close("client closing") {
             conn.out.push_control(bye);
         }
         conn.out.close();
@@ -181,7 +203,7 @@ async fn read_loop(
                 match heartbeat.on_tick(now) {
                     Tick::None => {}
                     Tick::Ping => {
-                        conn.out.push_control(conn.encoder.empty(FrameKind::Ping));
+                        conn.push_control(FrameKind::Ping);
                     }
                     Tick::Close => {
                         return DisconnectReason::HeartbeatTimeout(desc.heartbeat_timeout)

@@ -248,7 +248,7 @@ impl Client {
         let inner = self.inner();
         let conn = inner.current_conn()?;
         let corr = inner.pending.borrow_mut().next_correlation_id();
-        let frame = conn.encoder.rpc(corr, method, &params.into())?;
+        let frame = conn.encoder().rpc_request(corr, method, &params.into())?;
         let (slot, _guard) = inner.register(corr, Awaiting::Rpc);
         conn.send(frame).await?;
         inner.await_reply(&slot, timeout).await
@@ -288,7 +288,7 @@ impl Client {
     /// queued for the socket (waiting for room when `max_outbound_bytes` are queued).
     pub async fn send_message(&self, name: &str, data: impl Into<Value>) -> ClientResult<()> {
         let conn = self.inner().current_conn()?;
-        let frame = conn.encoder.message(0, name, &data.into())?;
+        let frame = conn.encoder().message(0, name, &data.into())?;
         conn.send(frame).await
     }
 
@@ -302,14 +302,14 @@ impl Client {
         let conn = inner.current_conn()?;
         let corr = inner.pending.borrow_mut().next_correlation_id();
         let reply_name = format!("{name}_response");
-        let (frame, awaiting) = match conn.encoder.codec {
+        let (frame, awaiting) = match conn.codec {
             Codec::Native => (
-                conn.encoder.message(corr, name, &data.into())?,
+                conn.encoder().message(corr, name, &data.into())?,
                 Awaiting::Response(reply_name),
             ),
             // v1 messages carry no correlation: the reply is matched by arrival order.
             Codec::V1 => (
-                conn.encoder.message(0, name, &data.into())?,
+                conn.encoder().message(0, name, &data.into())?,
                 Awaiting::V1Response(reply_name),
             ),
         };

@@ -1,280 +1,18 @@
-//! The client's side of the protocol without I/O, clock or randomness: frame encoding,
-//! the login handshake of both codecs, what an inbound frame means, and the heartbeat
-//! rule. The async glue in `mod.rs` moves the bytes; everything here is tested
-//! deterministically (the handshake against the server's own sans-I/O core).
+//! The client's side of the protocol without I/O, clock or randomness: what a frame
+//! received after login means, and the heartbeat rule. Encoding and the login
+//! handshake are the protocol crate's ([`conduit_protocol::Encoder`],
+//! [`conduit_protocol::handshake::ClientHandshake`]), shared with the server. The
+//! async glue in `loops.rs` moves the bytes; everything here is tested
+//! deterministically.
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use conduit_protocol::native::{
-    self, ArchivedAuthAccepted, ArchivedAuthStep, ArchivedReason, ArchivedRpcFailure,
-    ArchivedValueTree, ValueTree,
-};
+use conduit_protocol::handshake::failure_reason;
+use conduit_protocol::native::{self, ArchivedRpcFailure, ArchivedValueTree};
 use conduit_protocol::v1::{self, V1Limits, V1Payload};
-use conduit_protocol::{auth, Codec, Frame, FrameKind, Value, ValueLimits, WireError};
+use conduit_protocol::{Codec, Frame, FrameKind, Value, ValueLimits, WireError};
 
 use super::error::ClientError;
-
-/// Milliseconds since the Unix epoch for frame headers (informational only).
-pub fn timestamp_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Encodes the frames a client sends, in one codec, refusing frames over the limit.
-#[derive(Clone, Copy, Debug)]
-pub struct Encoder {
-    /// The connection's codec.
-    pub codec: Codec,
-    /// Largest payload the server accepts; larger frames are refused before sending.
-    pub max_frame_bytes: u32,
-}
-
-impl Encoder {
-    fn check(&self, frame: Bytes) -> Result<Bytes, WireError> {
-        let payload = frame.len().saturating_sub(conduit_protocol::HEADER_LEN);
-        if payload > self.max_frame_bytes as usize {
-            return Err(WireError::Oversize {
-                length: payload as u64,
-                max: self.max_frame_bytes.into(),
-            });
-        }
-        Ok(frame)
-    }
-
-    /// RPC_REQUEST `method(params)`.
-    pub fn rpc(&self, corr: u64, method: &str, params: &Value) -> Result<Bytes, WireError> {
-        let ts = timestamp_ms();
-        self.check(match self.codec {
-            Codec::V1 => v1::Encoder::new(ts).rpc_request(corr, method, params),
-            Codec::Native => native::Encoder::new(ts).rpc_request(
-                corr,
-                method,
-                &ValueTree::from_value(params),
-            )?,
-        })
-    }
-
-    /// MESSAGE `name` with `data`. Native frames carry `corr` so the server's
-    /// `<name>_response` can be matched to it; v1 frames carry 0, as netconduit sends.
-    pub fn message(&self, corr: u64, name: &str, data: &Value) -> Result<Bytes, WireError> {
-        let ts = timestamp_ms();
-        self.check(match self.codec {
-            Codec::V1 => v1::Encoder::new(ts).message(name, data),
-            Codec::Native => native::Encoder::new(ts).frame(
-                FrameKind::Message,
-                corr,
-                Some(name),
-                &ValueTree::from_value(data),
-            )?,
-        })
-    }
-
-    /// A frame without payload (PING, PONG).
-    pub fn empty(&self, kind: FrameKind) -> Bytes {
-        let ts = timestamp_ms();
-        match self.codec {
-            Codec::V1 => v1::Encoder::new(ts).empty(kind),
-            Codec::Native => native::Encoder::new(ts).empty(kind),
-        }
-    }
-
-    /// A goodbye before closing (native only: netconduit has no close frame it acts on).
-    pub fn goodbye(&self) -> Option<Bytes> {
-        match self.codec {
-            Codec::V1 => None,
-            Codec::Native => native::Encoder::new(timestamp_ms())
-                .close("client closing")
-                .ok(),
-        }
-    }
-}
-
-/// What the server said at the end of a successful login.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoginInfo {
-    /// The connection id (native logins only).
-    pub connection_id: Option<u64>,
-    /// The server's name (informational).
-    pub server_name: String,
-    /// The server's version (informational).
-    pub server_version: String,
-}
-
-/// What to do after a handshake frame.
-#[derive(Debug)]
-pub enum Step {
-    /// Send this frame and wait for the next one.
-    Send(Bytes),
-    /// Logged in.
-    Done(LoginInfo),
-}
-
-#[derive(Debug)]
-enum HandshakeState {
-    Start,
-    /// v1: AUTH_REQUEST sent.
-    SentHash,
-    /// Native: Hello sent.
-    SentHello,
-    /// Native: proof sent for this server nonce.
-    SentProof {
-        /// The challenge, needed again to check the server's proof.
-        server_nonce: auth::Nonce,
-    },
-    Finished,
-}
-
-/// The login exchange of one connection attempt.
-#[derive(Debug)]
-pub struct Handshake {
-    /// Which login to run.
-    codec: Codec,
-    /// The shared secret: hashed (v1) or proven (native).
-    password: String,
-    /// This attempt's nonce, mixed into both proofs (native).
-    client_nonce: auth::Nonce,
-    /// Client name sent at login.
-    name: String,
-    /// Client version sent at login.
-    version: String,
-    /// How far the exchange got.
-    state: HandshakeState,
-}
-
-fn unexpected(problem: &'static str) -> ClientError {
-    ClientError::Wire(WireError::Shape {
-        kind: "login",
-        problem,
-    })
-}
-
-impl Handshake {
-    /// A handshake; `client_nonce` must be fresh CSPRNG output (native logins).
-    pub fn new(
-        codec: Codec,
-        password: &str,
-        client_nonce: auth::Nonce,
-        name: &str,
-        version: &str,
-    ) -> Handshake {
-        Handshake {
-            codec,
-            password: password.to_owned(),
-            client_nonce,
-            name: name.to_owned(),
-            version: version.to_owned(),
-            state: HandshakeState::Start,
-        }
-    }
-
-    /// The first frame to send.
-    pub fn start(&mut self) -> Result<Bytes, ClientError> {
-        let ts = timestamp_ms();
-        match self.codec {
-            Codec::V1 => {
-                self.state = HandshakeState::SentHash;
-                Ok(v1::Encoder::new(ts).auth_request(
-                    &auth::v1_password_hash(&self.password),
-                    &self.name,
-                    &self.version,
-                ))
-            }
-            Codec::Native => {
-                self.state = HandshakeState::SentHello;
-                let hello = native::AuthStep::Hello(native::Hello {
-                    client_nonce: self.client_nonce,
-                    client_name: self.name.clone(),
-                    client_version: self.version.clone(),
-                });
-                Ok(native::Encoder::new(ts).auth_step(&hello)?)
-            }
-        }
-    }
-
-    /// Takes the server's next login frame.
-    pub fn on_frame(&mut self, frame: &Frame<'_>, limits: &V1Limits) -> Result<Step, ClientError> {
-        let kind = frame.header.kind;
-        if kind == FrameKind::AuthFailure {
-            self.state = HandshakeState::Finished;
-            return Err(ClientError::AuthFailed(failure_reason(frame, limits)));
-        }
-        match (&self.state, frame.header.codec) {
-            (HandshakeState::SentHash, Codec::V1) => {
-                match v1::decode(&frame.header, frame.payload, limits)? {
-                    V1Payload::AuthSuccess {
-                        server_name,
-                        server_version,
-                        ..
-                    } => {
-                        self.state = HandshakeState::Finished;
-                        Ok(Step::Done(LoginInfo {
-                            connection_id: None,
-                            server_name,
-                            server_version,
-                        }))
-                    }
-                    _ => Err(unexpected("expected AUTH_SUCCESS or AUTH_FAILURE")),
-                }
-            }
-            (HandshakeState::SentHello, Codec::Native) if kind == FrameKind::AuthRequest => {
-                let server_nonce = match native::access::<ArchivedAuthStep>(frame.payload)? {
-                    ArchivedAuthStep::Challenge(n) => *n,
-                    _ => return Err(unexpected("expected the server's challenge")),
-                };
-                let proof =
-                    auth::client_proof(self.password.as_bytes(), &server_nonce, &self.client_nonce);
-                self.state = HandshakeState::SentProof { server_nonce };
-                Ok(Step::Send(
-                    native::Encoder::new(timestamp_ms())
-                        .auth_step(&native::AuthStep::Proof(proof))?,
-                ))
-            }
-            (HandshakeState::SentProof { server_nonce }, Codec::Native)
-                if kind == FrameKind::AuthSuccess =>
-            {
-                let accepted = native::access::<ArchivedAuthAccepted>(frame.payload)?;
-                if !auth::verify_server_proof(
-                    self.password.as_bytes(),
-                    server_nonce,
-                    &self.client_nonce,
-                    &accepted.server_proof,
-                ) {
-                    self.state = HandshakeState::Finished;
-                    return Err(ClientError::AuthFailed(
-                        "the server could not prove it knows the password".into(),
-                    ));
-                }
-                self.state = HandshakeState::Finished;
-                Ok(Step::Done(LoginInfo {
-                    connection_id: Some(accepted.connection_id.to_native()),
-                    server_name: accepted.server_name.as_str().to_owned(),
-                    server_version: accepted.server_version.as_str().to_owned(),
-                }))
-            }
-            _ => Err(unexpected("unexpected frame during login")),
-        }
-    }
-}
-
-/// The reason text of an AUTH_FAILURE (or CLOSE) frame, best effort.
-fn failure_reason(frame: &Frame<'_>, limits: &V1Limits) -> String {
-    match frame.header.codec {
-        Codec::V1 => match v1::decode(&frame.header, frame.payload, limits) {
-            Ok(V1Payload::AuthFailure { reason }) => reason,
-            Ok(V1Payload::Other { payload, .. }) => payload
-                .get("reason")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            _ => String::new(),
-        },
-        Codec::Native => native::access::<ArchivedReason>(frame.payload)
-            .map(|r| r.reason.as_str().to_owned())
-            .unwrap_or_default(),
-    }
-}
 
 /// An error the server answered a call with.
 #[derive(Clone, Debug, PartialEq)]
@@ -483,107 +221,15 @@ impl Heartbeat {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    // The tests that ran the client handshake against the server's sans-I/O core
+    // (`handshakes_against_the_server_core`, `a_forged_server_proof_is_refused`) went
+    // with the handshake to `conduit_protocol::handshake`, whose tests run both sides;
+    // the mapping of its errors is tested in `error.rs`.
 
-    use conduit_protocol::{DecoderLimits, FrameDecoder};
+    use conduit_protocol::native::ValueTree;
+    use conduit_protocol::{DecoderLimits, Encoder, FrameDecoder};
 
     use super::*;
-    use crate::core::{Action, ConnCore, CoreConfig};
-    use crate::id::ConnectionId;
-
-    fn config(password: &str) -> Arc<CoreConfig> {
-        Arc::new(CoreConfig {
-            password: password.into(),
-            v1_password_hash: auth::v1_password_hash(password),
-            server_name: "S".into(),
-            auth_timeout: Duration::from_secs(5),
-            heartbeat_interval: Duration::from_secs(30),
-            heartbeat_timeout: Duration::from_secs(90),
-            value_limits: ValueLimits::default(),
-            v1_limits: V1Limits::default(),
-        })
-    }
-
-    /// Runs the client handshake against the server core, frame by frame.
-    fn login(codec: Codec, client_pw: &str, server_pw: &str) -> Result<LoginInfo, ClientError> {
-        let now = Instant::now();
-        let mut server = ConnCore::new(
-            config(server_pw),
-            ConnectionId::from_u64(1 << 10),
-            [9; 32],
-            "t".repeat(128),
-            now,
-        );
-        let mut hs = Handshake::new(codec, client_pw, [4; 32], "c", "1");
-        let mut to_server = hs.start()?;
-        let limits = V1Limits::default();
-        loop {
-            let mut d = FrameDecoder::new(DecoderLimits::default());
-            d.feed(&to_server);
-            let f = d.next_frame().unwrap().unwrap();
-            let reply = match server.on_frame(f, now) {
-                Action::Reply(b) => b,
-                Action::Authenticated { reply, .. } => reply,
-                Action::Refuse { reply, .. } => reply,
-                other => panic!("server did {other:?}"),
-            };
-            let mut d = FrameDecoder::new(DecoderLimits::default());
-            d.feed(&reply);
-            let f = d.next_frame().unwrap().unwrap();
-            match hs.on_frame(&f, &limits)? {
-                Step::Send(b) => to_server = b,
-                Step::Done(info) => return Ok(info),
-            }
-        }
-    }
-
-    #[test]
-    fn handshakes_against_the_server_core() {
-        let info = login(Codec::Native, "pw", "pw").unwrap();
-        assert_eq!(info.connection_id, Some(1 << 10));
-        assert_eq!(info.server_name, "S");
-        let info = login(Codec::V1, "pw", "pw").unwrap();
-        assert_eq!(info.connection_id, None);
-        assert_eq!(info.server_name, "S");
-        for codec in [Codec::Native, Codec::V1] {
-            match login(codec, "wrong", "pw") {
-                Err(ClientError::AuthFailed(r)) => assert_eq!(r, "Invalid password"),
-                other => panic!("{other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn a_forged_server_proof_is_refused() {
-        let mut hs = Handshake::new(Codec::Native, "pw", [4; 32], "c", "1");
-        hs.start().unwrap();
-        let enc = native::Encoder::new(0);
-        let challenge = enc
-            .auth_step(&native::AuthStep::Challenge([1; 32]))
-            .unwrap();
-        let mut d = FrameDecoder::new(DecoderLimits::default());
-        d.feed(&challenge);
-        let f = d.next_frame().unwrap().unwrap();
-        assert!(matches!(
-            hs.on_frame(&f, &V1Limits::default()),
-            Ok(Step::Send(_))
-        ));
-        let forged = enc
-            .auth_accepted(&native::AuthAccepted {
-                server_proof: [0; 32],
-                connection_id: 5,
-                server_name: "evil".into(),
-                server_version: "0".into(),
-            })
-            .unwrap();
-        let mut d = FrameDecoder::new(DecoderLimits::default());
-        d.feed(&forged);
-        let f = d.next_frame().unwrap().unwrap();
-        assert!(matches!(
-            hs.on_frame(&f, &V1Limits::default()),
-            Err(ClientError::AuthFailed(_))
-        ));
-    }
 
     fn decode_one(bytes: &[u8]) -> Inbound {
         let mut d = FrameDecoder::new(DecoderLimits::default());
@@ -652,12 +298,9 @@ mod tests {
                 })
             }
         );
-        let frame = Encoder {
-            codec: Codec::Native,
-            max_frame_bytes: 1 << 20,
-        }
-        .message(9, "echo_response", &Value::from("hi"))
-        .unwrap();
+        let frame = Encoder::new(Codec::Native, 0)
+            .message(9, "echo_response", &Value::from("hi"))
+            .unwrap();
         assert_eq!(
             decode_one(&frame),
             Inbound::Message {
@@ -670,18 +313,6 @@ mod tests {
             decode_one(&enc.close("server shutting down").unwrap()),
             Inbound::Goodbye("server shutting down".into())
         );
-    }
-
-    #[test]
-    fn oversize_frames_are_refused_before_sending() {
-        let enc = Encoder {
-            codec: Codec::V1,
-            max_frame_bytes: 64,
-        };
-        assert!(matches!(
-            enc.message(0, "m", &Value::from("x".repeat(100))),
-            Err(WireError::Oversize { .. })
-        ));
     }
 
     #[test]

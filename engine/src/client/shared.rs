@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use conduit_protocol::handshake::LoginInfo;
 use conduit_protocol::v1::V1Limits;
 use conduit_protocol::{Value, ValueLimits};
 use futures_lite::FutureExt;
@@ -16,7 +17,6 @@ use super::dispatch::Handlers;
 use super::local::{OneShot, Signal};
 use super::loops::Conn;
 use super::pending::{Awaiting, Pending};
-use super::proto::LoginInfo;
 use super::supervise::{EventFanout, Jitter};
 use super::{ClientDescriptor, ClientError, ClientEvent, ClientResult, DisconnectReason};
 use crate::id::ConnectionId;

@@ -27,9 +27,12 @@ pub enum PeerMisbehaved {
     CodecChanged,
     /// A native frame that broke the alignment rules.
     BadNativeLayout,
-    /// A payload that could not be decoded (invalid archive or MessagePack, bad UTF-8,
-    /// invalid compression).
+    /// A payload that could not be decoded (invalid archive or MessagePack).
     InvalidPayload,
+    /// A string on the wire that is not UTF-8.
+    InvalidUtf8,
+    /// A compressed payload that does not inflate.
+    BadCompression,
     /// A payload nested past `max_payload_depth` or holding more than
     /// `max_payload_values` values.
     PayloadTooComplex,
@@ -56,12 +59,16 @@ impl PeerMisbehaved {
             PeerMisbehaved::CodecChanged => "protocol error: codec changed mid-connection",
             PeerMisbehaved::BadNativeLayout => "protocol error: bad native frame layout",
             PeerMisbehaved::InvalidPayload => "protocol error: invalid payload",
+            PeerMisbehaved::InvalidUtf8 => "protocol error: invalid UTF-8",
+            PeerMisbehaved::BadCompression => "protocol error: invalid compressed payload",
             PeerMisbehaved::PayloadTooComplex => "protocol error: payload nested too deeply",
             PeerMisbehaved::PayloadTooLarge => "protocol error: payload too large",
             PeerMisbehaved::UnexpectedShape => "protocol error: unexpected payload shape",
             PeerMisbehaved::NameTooLong => "protocol error: name too long",
             PeerMisbehaved::NotAuthenticated => "authentication required",
-            PeerMisbehaved::HandshakeOutOfOrder => "protocol error: handshake step out of order",
+            PeerMisbehaved::HandshakeOutOfOrder => {
+                "protocol error: unexpected payload shape (handshake step out of order)"
+            }
         }
     }
 }
@@ -75,10 +82,9 @@ impl From<&WireError> for PeerMisbehaved {
             WireError::Oversize { .. } => PeerMisbehaved::FrameTooLarge,
             WireError::CodecMismatch { .. } => PeerMisbehaved::CodecChanged,
             WireError::NativeLayout(_) => PeerMisbehaved::BadNativeLayout,
-            WireError::Archive(_)
-            | WireError::Msgpack(_)
-            | WireError::InvalidUtf8(_)
-            | WireError::Decompress => PeerMisbehaved::InvalidPayload,
+            WireError::Archive(_) | WireError::Msgpack(_) => PeerMisbehaved::InvalidPayload,
+            WireError::InvalidUtf8(_) => PeerMisbehaved::InvalidUtf8,
+            WireError::Decompress => PeerMisbehaved::BadCompression,
             WireError::TooDeep { .. } => PeerMisbehaved::PayloadTooComplex,
             WireError::DecompressedTooLarge { .. } => PeerMisbehaved::PayloadTooLarge,
             WireError::Shape {

@@ -15,6 +15,8 @@
 //!   ([`Outbound::offer`]).
 
 mod close;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod outbound;
 pub mod routes;
 #[cfg(test)]
@@ -265,18 +267,9 @@ impl ConnCore {
     }
 
     /// Whether the connection has logged in.
+    #[cfg(test)]
     pub fn is_authenticated(&self) -> bool {
         self.authenticated
-    }
-
-    /// The codec fixed by the first frame.
-    pub fn codec(&self) -> Option<Codec> {
-        self.codec
-    }
-
-    /// The limits payloads are decoded under.
-    pub fn value_limits(&self) -> ValueLimits {
-        self.config.value_limits
     }
 
     /// What the core refused or dropped so far.
@@ -285,13 +278,9 @@ impl ConnCore {
     }
 
     /// Calls started and not completed.
+    #[cfg(test)]
     pub fn calls_in_flight(&self) -> usize {
         self.pending.len()
-    }
-
-    /// Why the connection closed, once it has.
-    pub fn close_reason(&self) -> Option<CloseReason> {
-        self.closed
     }
 
     /// Advances the core's clock; time that goes backwards is no time passing.
@@ -334,11 +323,13 @@ impl ConnCore {
     pub fn close(&mut self, reason: CloseReason, timestamp_ms: u64) -> Close {
         self.closed.get_or_insert(reason);
         self.pending.clear();
-        let last = match (reason, self.codec) {
-            (CloseReason::PeerClosed | CloseReason::Io(_) | CloseReason::SlowConsumer, _) => None,
-            (CloseReason::HeartbeatTimeout | CloseReason::AuthTimeout, _) => None,
-            (_, None) => None,
-            (_, Some(codec)) => {
+        // Only a refused login and a broken protocol are explained on the wire: a kick
+        // or a stop already said what it had to (its last message), a gone or silent
+        // peer cannot read, and a slow consumer is not read fast enough to care.
+        let explained = matches!(reason, CloseReason::AuthFailed | CloseReason::Misbehaved(_));
+        let last = match (explained, self.codec) {
+            (false, _) | (_, None) => None,
+            (true, Some(codec)) => {
                 let enc = Encoder::new(codec, timestamp_ms);
                 let text = reason.wire_text();
                 if self.authenticated {
@@ -417,13 +408,19 @@ impl ConnCore {
             FrameKind::Message | FrameKind::RpcRequest => match header.codec {
                 Codec::V1 => self.v1_call(&frame, timestamp_ms),
                 Codec::Native => match native::split_route(frame.payload) {
-                    Ok((route, body)) => {
-                        self.route(header.kind, Cow::Borrowed(route), Body::Native(body), header.correlation_id, timestamp_ms)
-                    }
+                    Ok((route, body)) => self.route(
+                        header.kind,
+                        Cow::Borrowed(route),
+                        Body::Native(body),
+                        header.correlation_id,
+                        timestamp_ms,
+                    ),
                     Err(e) => Some(Event::Close(self.misbehaved((&e).into(), timestamp_ms))),
                 },
             },
-            FrameKind::Close => Some(Event::Close(self.close(CloseReason::PeerSaidGoodbye, timestamp_ms))),
+            FrameKind::Close => Some(Event::Close(
+                self.close(CloseReason::PeerSaidGoodbye, timestamp_ms),
+            )),
             // PONG is life; a second AUTH_REQUEST, ACK, NACK, CLOSE_ACK, PAUSE, RESUME
             // and RPC_LIST are ignored, as netconduit does.
             _ => None,
@@ -458,7 +455,9 @@ impl ConnCore {
             }
             Ok(ServerStep::Rejected) => {
                 tracing::info!(conn = %self.id, "authentication failed");
-                Some(Event::Close(self.close(CloseReason::AuthFailed, timestamp_ms)))
+                Some(Event::Close(
+                    self.close(CloseReason::AuthFailed, timestamp_ms),
+                ))
             }
             Err(HandshakeError::Wire(e)) => {
                 Some(Event::Close(self.misbehaved((&e).into(), timestamp_ms)))
@@ -472,9 +471,13 @@ impl ConnCore {
     fn v1_call<'d>(&mut self, frame: &Frame<'d>, timestamp_ms: u64) -> Option<Event<'d>> {
         let header = frame.header;
         match v1::decode(&header, frame.payload, &self.config.v1_limits) {
-            Ok(V1Payload::Message { name, data }) => {
-                self.route(header.kind, Cow::Owned(name), Body::Value(data), 0, timestamp_ms)
-            }
+            Ok(V1Payload::Message { name, data }) => self.route(
+                header.kind,
+                Cow::Owned(name),
+                Body::Value(data),
+                0,
+                timestamp_ms,
+            ),
             Ok(V1Payload::RpcRequest { method, params }) => match method {
                 Some(m) => self.route(
                     header.kind,
@@ -544,7 +547,9 @@ impl ConnCore {
                     .and_then(|tree| tree.to_value(self.config.value_limits));
                 match decoded {
                     Ok(v) => Args::Value(v),
-                    Err(e) => return Some(Event::Close(self.misbehaved((&e).into(), timestamp_ms))),
+                    Err(e) => {
+                        return Some(Event::Close(self.misbehaved((&e).into(), timestamp_ms)))
+                    }
                 }
             }
         };
@@ -644,7 +649,10 @@ impl ConnCore {
         None
     }
 
-    /// The next moment [`on_tick`](Self::on_tick) has something to do.
+    /// The next moment [`on_tick`](Self::on_tick) has something to do. The glue ticks
+    /// every connection of a shard from one timer instead (cheaper at thousands of
+    /// connections), so only the tests read it.
+    #[cfg(test)]
     pub fn next_deadline(&self) -> Instant {
         if !self.authenticated {
             return self.accepted_at + self.config.auth_timeout;

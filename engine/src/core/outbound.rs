@@ -259,7 +259,10 @@ impl Outbound {
             g.frames_before -= frames;
             self.gate.set(Some(g));
         }
-        debug_assert!(taken <= self.queued_bytes.get(), "queued byte count drifted");
+        debug_assert!(
+            taken <= self.queued_bytes.get(),
+            "queued byte count drifted"
+        );
         self.queued_bytes.set(self.queued_bytes.get() - taken);
         self.in_flight_bytes.set(self.in_flight_bytes.get() + taken);
     }

@@ -217,7 +217,12 @@ impl Router {
             *slot = run;
         }
         if let Ok(mut t) = self.inner.started_at.lock() {
-            *t = self.inner.run.read().ok().and_then(|r| r.as_ref().map(|_| Instant::now()));
+            *t = self
+                .inner
+                .run
+                .read()
+                .ok()
+                .and_then(|r| r.as_ref().map(|_| Instant::now()));
         }
     }
 
@@ -331,7 +336,9 @@ impl Router {
 
     pub(crate) async fn broadcast_frames(&self, frames: Arc<Frames>, filter: Arc<Filter>) -> usize {
         crate::exec::yield_if_needed().await;
-        let Some(run) = self.run_state() else { return 0 };
+        let Some(run) = self.run_state() else {
+            return 0;
+        };
         let local = self.local().map(|(_, s)| s);
         let (tx, rx) = flume::bounded(run.bus.len());
         let mut pending = 0;
@@ -396,7 +403,10 @@ impl Router {
         crate::exec::yield_if_needed().await;
         let run = self.run_state().ok_or(Error::NotRunning)?;
         // One receiver: encode its codec only. Not in the directory = not logged in.
-        let codec = run.lookup(id).and_then(|m| m.codec()).ok_or(Error::Closed)?;
+        let codec = run
+            .lookup(id)
+            .and_then(|m| m.codec())
+            .ok_or(Error::Closed)?;
         let frames = Arc::new(Frames::message(name, data, wall_clock_ms(), Some(codec))?);
         if let Some((_, s)) = self.local().filter(|(_, s)| s.index() == id.shard()) {
             return s.send_local(id, &frames);
@@ -474,4 +484,3 @@ impl<T: std::fmt::Debug> std::fmt::Debug for State<T> {
         self.0.fmt(f)
     }
 }
-

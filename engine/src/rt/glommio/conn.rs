@@ -196,17 +196,38 @@ async fn handle_frames(
             Event::Call(call) => {
                 let id = call.id;
                 let handle = shard.handle(conn);
-                // A close request abandons the handler: a call that never completes
-                // does not hold its connection past close.
-                let run = async { Some(dispatch::run(&shard.registry, &handle, call).await) };
-                let closed = async {
-                    conn.close_requested.wait().await;
-                    None
+                // A close request abandons the handler — at once when the peer is gone
+                // or cut off, after the drain timeout when the close flushes (a kick,
+                // a stop: in-flight calls are still answered) — so a call that never
+                // completes does not hold its connection past close.
+                let mut run = std::pin::pin!(dispatch::run(&shard.registry, &handle, call));
+                let outcome = loop {
+                    let closed = async {
+                        conn.close_requested.wait().await;
+                        None
+                    };
+                    if let Some(o) = async { Some((&mut run).await) }.or(closed).await {
+                        break Some(o);
+                    }
+                    let Some(reason) = conn.close.get() else {
+                        continue;
+                    };
+                    if !reason.flushes() {
+                        break None;
+                    }
+                    let grace = async {
+                        sleep(shard.router.descriptor().drain_timeout).await;
+                        None
+                    };
+                    break async { Some((&mut run).await) }.or(grace).await;
                 };
-                let Some(outcome) = run.or(closed).await else {
+                let Some(outcome) = outcome else {
                     continue;
                 };
-                let done = conn.core.borrow_mut().complete(id, outcome, wall_clock_ms());
+                let done = conn
+                    .core
+                    .borrow_mut()
+                    .complete(id, outcome, wall_clock_ms());
                 if let Some(close) = done {
                     return Some(close);
                 }

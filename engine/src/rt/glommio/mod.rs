@@ -117,12 +117,18 @@ impl Shard {
             Delivery::Queued => true,
             Delivery::Closed => false,
             Delivery::Dropped => {
-                self.router.stats().slow_consumers.fetch_add(1, Ordering::Relaxed);
+                self.router
+                    .stats()
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(conn = %conn.meta.id, "slow consumer: frame dropped");
                 false
             }
             Delivery::Disconnect => {
-                self.router.stats().slow_consumers.fetch_add(1, Ordering::Relaxed);
+                self.router
+                    .stats()
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(conn = %conn.meta.id, "slow consumer: disconnecting");
                 conn.request_close(CloseReason::SlowConsumer);
                 false

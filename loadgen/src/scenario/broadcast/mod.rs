@@ -1,0 +1,379 @@
+//! `broadcast`: senders whose messages the server re-broadcasts to every receiver.
+//!
+//! It measures fan-out: deliveries per second, each delivery's latency and each
+//! message's time to its last receiver, the server's CPU per delivery, and every lost,
+//! duplicated or unfinished delivery (per receiver and sender). The three pacings in
+//! [`send`] answer different questions: `single` the unloaded fan-out latency, `rate`
+//! the latency at a fixed offered load (free of coordinated omission), `saturate` the
+//! highest throughput. [`fan`] holds the accounting the senders and receivers share.
+
+mod fan;
+mod send;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use conduit_protocol::FrameKind;
+use futures_lite::FutureExt;
+use glommio::timer::sleep;
+use glommio::{spawn_local, Task};
+
+use self::fan::Fan;
+use super::progress::Progress;
+use super::{check_duration, RunResult, RunSpec, MAX_CONNECTIONS};
+use crate::procfs::CpuMark;
+use crate::stats::LossReport;
+use crate::wire::{self, Conn, Tick};
+use crate::{Error, Result};
+
+/// Most broadcast senders.
+pub const MAX_SENDERS: usize = 64;
+
+/// Most messages one broadcast run sends, per sender.
+pub const MAX_MESSAGES: u64 = 10_000_000;
+
+/// Largest broadcast payload, bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// Largest saturation window (messages in flight per sender).
+pub const MAX_WINDOW: usize = 4096;
+
+/// Highest fixed send rate, messages per second per sender.
+pub const MAX_RATE_HZ: f64 = 100_000.0;
+
+/// Slots of the in-flight broadcast table (per message: receivers that got it). A
+/// slot is reused after this many messages, so more may never be in flight at once.
+pub const RING_SLOTS: usize = 1 << 16;
+
+/// How a broadcast sender paces itself.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BroadcastMode {
+    /// One message at a time: the next leaves when every receiver has the last one.
+    Single,
+    /// A fixed rate per sender (latency from each message's due time).
+    Rate {
+        /// Messages per second per sender.
+        hz: f64,
+    },
+    /// As fast as the server takes them, at most `window` messages in flight per
+    /// sender; the sender tops the window up once at least `burst` slots are free,
+    /// in one write, so the server reads (and every receiver's writer sends) about
+    /// `burst` messages at a time.
+    Saturate {
+        /// Messages in flight per sender.
+        window: usize,
+        /// Free slots that trigger a top-up (1..=window).
+        burst: usize,
+    },
+}
+
+impl BroadcastMode {
+    /// The mode's name in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BroadcastMode::Single => "single",
+            BroadcastMode::Rate { .. } => "rate",
+            BroadcastMode::Saturate { .. } => "saturate",
+        }
+    }
+}
+
+/// The broadcast scenario.
+#[derive(Clone, Debug)]
+pub struct BroadcastSpec {
+    /// Pacing.
+    pub mode: BroadcastMode,
+    /// Sending connections (on top of the receivers).
+    pub senders: usize,
+    /// Messages per sender, at most.
+    pub messages: u64,
+    /// Sending stops after this long, whatever the count.
+    pub duration: Duration,
+    /// After sending stops, how long deliveries may take to arrive.
+    pub drain: Duration,
+    /// Size of the netconduit-v1 `tick` payload, bytes.
+    pub payload_bytes: usize,
+}
+
+impl BroadcastSpec {
+    /// Checks the broadcast's bounds, with `receivers` receiving connections.
+    pub(super) fn validate(&self, receivers: usize) -> Result<()> {
+        let bad = |m: String| Err(Error::Args(m));
+        check_duration("broadcast duration", self.duration)?;
+        check_duration("drain time", self.drain)?;
+        if self.senders == 0 || self.senders > MAX_SENDERS {
+            return bad(format!(
+                "senders must be 1..={MAX_SENDERS}, got {}",
+                self.senders
+            ));
+        }
+        if self.messages == 0 || self.messages > MAX_MESSAGES {
+            return bad(format!(
+                "messages must be 1..={MAX_MESSAGES}, got {}",
+                self.messages
+            ));
+        }
+        if self.payload_bytes > MAX_PAYLOAD_BYTES {
+            return bad(format!(
+                "payload must be at most {MAX_PAYLOAD_BYTES} bytes, got {}",
+                self.payload_bytes
+            ));
+        }
+        if receivers + self.senders > MAX_CONNECTIONS {
+            return bad(format!(
+                "receivers + senders exceed {MAX_CONNECTIONS} connections"
+            ));
+        }
+        match self.mode {
+            BroadcastMode::Single if self.senders != 1 => {
+                bad("single mode takes exactly one sender".into())
+            }
+            BroadcastMode::Rate { hz } if !(hz > 0.0 && hz <= MAX_RATE_HZ) => {
+                bad(format!("rate must be in (0, {MAX_RATE_HZ}] Hz, got {hz}"))
+            }
+            BroadcastMode::Saturate { window, burst }
+                if window == 0
+                    || window > MAX_WINDOW
+                    || window * self.senders > RING_SLOTS
+                    || burst == 0
+                    || burst > window =>
+            {
+                bad(format!(
+                    "window must be 1..={MAX_WINDOW} (and window × senders ≤ {RING_SLOTS}), \
+                     burst 1..=window; got window {window}, burst {burst}"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Runs the broadcast phase: the first `b.senders` of `conns` send, the rest receive.
+pub(super) async fn run(
+    spec: &RunSpec,
+    b: &BroadcastSpec,
+    mut conns: Vec<Conn>,
+    result: &mut RunResult,
+) -> Result<()> {
+    let codec = spec.connect.codec;
+    let pad = wire::pad_for_payload(b.payload_bytes);
+    let probe = Tick {
+        sender: 0,
+        seq: 0,
+        due_ns: 0,
+    };
+    result.frame_bytes = Some(wire::tick_frame(codec, probe, pad)?.len());
+    let senders: Vec<Conn> = conns.drain(..b.senders).collect();
+    let receivers = conns;
+    let fan = Rc::new(Fan::new(receivers.len() as u32, b.senders));
+    let rx_tasks: Vec<Task<()>> = receivers
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let fan = fan.clone();
+            spawn_local(async move {
+                if let Err(e) = receive(c, i, &fan).await {
+                    tracing::debug!("receiver {i}: {e}");
+                    fan.errors.set(fan.errors.get() + 1);
+                }
+            })
+        })
+        .collect();
+
+    let progress = Progress::start(spec, "deliveries", None);
+    let pid = spec.server_pid;
+    let cpu0 = CpuMark::take(pid);
+    let start_ns = fan.now_ns();
+    let send_until = Instant::now() + b.duration;
+    let tx_tasks: Vec<Task<Result<Conn>>> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(s, c)| {
+            let fan = fan.clone();
+            let b = b.clone();
+            spawn_local(
+                async move { send::send_loop(c, s, &fan, &b, codec, pad, send_until).await },
+            )
+        })
+        .collect();
+    let tick = {
+        let fan = fan.clone();
+        let counter = progress.counter.clone();
+        spawn_local(async move {
+            loop {
+                counter.set(fan.deliveries.get());
+                sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    // Senders stop by themselves at their count or time bound; give them the drain
+    // time on top for the last window.
+    let mut sender_conns = Vec::new();
+    let all_sent = async {
+        for t in tx_tasks {
+            match t.await {
+                Ok(c) => sender_conns.push(c),
+                Err(e) => {
+                    tracing::warn!("sender: {e}");
+                    fan.errors.set(fan.errors.get() + 1);
+                }
+            }
+        }
+        true
+    };
+    let sent_in_time = all_sent
+        .or(async {
+            sleep(b.duration + b.drain).await;
+            false
+        })
+        .await;
+    let drain_until = Instant::now() + b.drain;
+    while !fan.all_complete() && Instant::now() < drain_until {
+        sleep(Duration::from_millis(1)).await;
+    }
+    let complete = sent_in_time && fan.all_complete();
+    let end_ns = if fan.deliveries.get() > 0 {
+        fan.last_arrival_ns.get()
+    } else {
+        fan.now_ns()
+    };
+    let elapsed = Duration::from_nanos(end_ns.saturating_sub(start_ns).max(1));
+    let cpu1 = CpuMark::take(pid);
+    drop(tick);
+    progress.finish();
+    drop(rx_tasks);
+    drop(sender_conns);
+
+    let sent = fan.sent.borrow().clone();
+    let messages: u64 = sent.iter().sum();
+    let loss = LossReport::tally(&sent, fan.loss.borrow().iter());
+    result.op = "deliveries".into();
+    result.ops = fan.deliveries.get();
+    result.messages = messages;
+    result.errors += fan.errors.get();
+    result.set_cpu(&cpu0, &cpu1, elapsed);
+    result.loss = Some(loss);
+    result.complete = complete && loss.lost == 0 && loss.unfinished == 0;
+    if fan.ring_overruns.get() > 0 {
+        result.notes.push(format!(
+            "{} in-flight slots were reused before their message completed",
+            fan.ring_overruns.get()
+        ));
+    }
+    if !complete {
+        result.notes.push(format!(
+            "a time bound ended the run with {} message(s) not yet at every receiver \
+             ({} deliveries outstanding)",
+            (0..b.senders).map(|s| fan.in_flight(s)).sum::<u64>(),
+            loss.unfinished
+        ));
+    }
+    let delivery = fan.delivery.borrow().clone();
+    let fanout = fan.fanout.borrow().clone();
+    result.latency = delivery.summary();
+    result.fanout = fanout.summary();
+    result.latency_hist = Some(delivery);
+    result.fanout_hist = Some(fanout);
+    Ok(())
+}
+
+/// One receiver: records every `tick` it gets and answers the server's PINGs.
+async fn receive(mut c: Conn, idx: usize, fan: &Fan) -> Result<()> {
+    let codec = c.codec;
+    let pong = c.empty_frame(FrameKind::Pong)?;
+    loop {
+        c.fill().await?;
+        let now = fan.now_ns();
+        let mut owe_pong = false;
+        while let Some(f) = c.decoder.next_frame()? {
+            match f.header.kind {
+                FrameKind::Message => {
+                    if let Some(t) = wire::parse_tick(codec, f.payload)? {
+                        fan.on_tick(idx, t, now);
+                    }
+                }
+                FrameKind::Ping => owe_pong = true,
+                _ => {}
+            }
+        }
+        if owe_pong {
+            c.send(&pong).await?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::spec;
+    use super::super::{validate, Scenario};
+    use super::*;
+
+    fn bcast(mode: BroadcastMode, senders: usize) -> Scenario {
+        Scenario::Broadcast(BroadcastSpec {
+            mode,
+            senders,
+            messages: 10,
+            duration: Duration::from_secs(1),
+            drain: Duration::from_secs(1),
+            payload_bytes: 64,
+        })
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        assert!(validate(&spec(bcast(BroadcastMode::Single, 1))).is_ok());
+        assert!(validate(&spec(bcast(BroadcastMode::Single, 2))).is_err());
+        assert!(validate(&spec(bcast(BroadcastMode::Rate { hz: 30.0 }, 2))).is_ok());
+        assert!(validate(&spec(bcast(BroadcastMode::Rate { hz: 0.0 }, 1))).is_err());
+        assert!(validate(&spec(bcast(BroadcastMode::Rate { hz: f64::NAN }, 1))).is_err());
+        assert!(validate(&spec(bcast(
+            BroadcastMode::Saturate {
+                window: 64,
+                burst: 32
+            },
+            1
+        )))
+        .is_ok());
+        assert!(validate(&spec(bcast(
+            BroadcastMode::Saturate {
+                window: 0,
+                burst: 0
+            },
+            1
+        )))
+        .is_err());
+        assert!(validate(&spec(bcast(
+            BroadcastMode::Saturate {
+                window: MAX_WINDOW + 1,
+                burst: 1
+            },
+            1
+        )))
+        .is_err());
+        assert!(validate(&spec(bcast(BroadcastMode::Single, 0))).is_err());
+        assert!(validate(&spec(bcast(
+            BroadcastMode::Saturate {
+                window: 8,
+                burst: 9
+            },
+            1
+        )))
+        .is_err());
+
+        let mut b = BroadcastSpec {
+            mode: BroadcastMode::Single,
+            senders: 1,
+            messages: 10,
+            duration: Duration::ZERO,
+            drain: Duration::from_secs(1),
+            payload_bytes: 64,
+        };
+        assert!(validate(&spec(Scenario::Broadcast(b.clone()))).is_err());
+        b.duration = Duration::from_secs(1);
+        b.payload_bytes = MAX_PAYLOAD_BYTES + 1;
+        assert!(validate(&spec(Scenario::Broadcast(b.clone()))).is_err());
+        b.payload_bytes = 64;
+        b.messages = 0;
+        assert!(validate(&spec(Scenario::Broadcast(b))).is_err());
+    }
+}

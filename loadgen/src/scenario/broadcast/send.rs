@@ -1,0 +1,124 @@
+//! The broadcast senders, one pacing per [`BroadcastMode`]:
+//!
+//! * `single` sends one message and waits until every receiver has it: the fan-out
+//!   latency of an otherwise idle server.
+//! * `rate` sends on a fixed schedule and stamps each message with its due time, so a
+//!   late send counts against latency (no coordinated omission): latency at a chosen
+//!   load.
+//! * `saturate` keeps a window of messages in flight and tops it up in bursts: the
+//!   most deliveries per second the server sustains.
+
+use std::time::{Duration, Instant};
+
+use conduit_protocol::Codec;
+use futures_lite::FutureExt;
+use glommio::timer::sleep;
+
+use super::fan::Fan;
+use super::{BroadcastMode, BroadcastSpec};
+use crate::stats::Schedule;
+use crate::wire::{self, Conn, Tick};
+use crate::{Error, Result};
+
+/// Sender `s`: sends its messages over `c` as `b.mode` paces them until `until` or its
+/// count, then hands the connection back (still open).
+pub(super) async fn send_loop(
+    mut c: Conn,
+    s: usize,
+    fan: &Fan,
+    b: &BroadcastSpec,
+    codec: Codec,
+    pad: usize,
+    until: Instant,
+) -> Result<Conn> {
+    let frame = |seq: u64, due_ns: u64| {
+        wire::bench_message(
+            codec,
+            Tick {
+                sender: s as u64,
+                seq,
+                due_ns,
+            },
+            pad,
+        )
+    };
+    match b.mode {
+        BroadcastMode::Single => {
+            for seq in 0..b.messages {
+                if Instant::now() >= until {
+                    break;
+                }
+                fan.mark_sent(s, seq);
+                c.send(&frame(seq, fan.now_ns())?).await?;
+                let in_time = async {
+                    fan.in_flight_at_most(s, 0).await;
+                    true
+                }
+                .or(async {
+                    sleep(b.drain).await;
+                    false
+                })
+                .await;
+                if !in_time {
+                    return Err(Error::Timeout(format!(
+                        "message {seq} did not reach every receiver within {:?}",
+                        b.drain
+                    )));
+                }
+            }
+        }
+        BroadcastMode::Rate { hz } => {
+            let schedule = Schedule::new(fan.now_ns(), hz);
+            for seq in 0..b.messages {
+                let due = schedule.due_ns(seq);
+                let now = fan.now_ns();
+                if due > now {
+                    sleep(Duration::from_nanos(due - now)).await;
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+                fan.mark_sent(s, seq);
+                // Stamped with the due time: a late send counts against latency.
+                c.send(&frame(seq, due)?).await?;
+            }
+        }
+        BroadcastMode::Saturate { window, burst } => {
+            let window = window as u64;
+            let burst = burst as u64;
+            let mut seq = 0u64;
+            let mut out = Vec::new();
+            while seq < b.messages && Instant::now() < until {
+                // Room for a burst: validation keeps burst ≤ window.
+                let room = fan.in_flight_at_most(s, window - burst);
+                let left = until.saturating_duration_since(Instant::now());
+                let ok = async {
+                    room.await;
+                    true
+                }
+                .or(async {
+                    sleep(left).await;
+                    false
+                })
+                .await;
+                if !ok {
+                    // Sending time is over; what is in flight drains or is counted
+                    // as unfinished.
+                    break;
+                }
+                let n = (window - fan.in_flight(s)).min(b.messages - seq);
+                out.clear();
+                let due = fan.now_ns();
+                for k in seq..seq + n {
+                    out.extend_from_slice(&frame(k, due)?);
+                    fan.mark_sent(s, k);
+                }
+                seq += n;
+                c.send(&out).await?;
+            }
+        }
+    }
+    // The caller keeps the connection open until the run ends: the server must not
+    // see the sender leave while its last broadcasts are in flight.
+    Ok(c)
+}

@@ -1,0 +1,234 @@
+//! `connect`: opening and logging in every connection, the first phase of every
+//! scenario, and the scenario that reports just that phase.
+//!
+//! It measures the time from the first connect to the last login, each connection's
+//! connect + login latency, the server's CPU per login and its RSS once the
+//! connections sit idle: what a server pays to accept a crowd and to keep it.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use conduit_protocol::{Codec, FrameKind};
+use futures_lite::FutureExt;
+use glommio::timer::sleep;
+use glommio::{spawn_local, Task};
+
+use super::progress::Progress;
+use super::{RunResult, RunSpec, Scenario, MAX_DURATION};
+use crate::procfs::{self, CpuMark, Proc};
+use crate::stats::Latency;
+use crate::wire::Conn;
+use crate::{Error, Result};
+
+/// The connect scenario's bounds.
+pub(super) fn validate(settle: Duration) -> Result<()> {
+    if settle > MAX_DURATION {
+        return Err(Error::Args("settle time too long".into()));
+    }
+    Ok(())
+}
+
+/// What the connect phase measured, for the connect scenario's report.
+pub(super) struct ConnectPhase {
+    cpu_before: CpuMark,
+    cpu_after: CpuMark,
+    elapsed: Duration,
+    latency: Latency,
+}
+
+/// The connect phase of every run: opens and logs in the spec's connections (plus a
+/// broadcast's senders), records its time, latency and failures in `result`, and
+/// primes netconduit-v1 connections. Fails unless every connection logged in.
+pub(super) async fn open_all(
+    spec: &RunSpec,
+    result: &mut RunResult,
+) -> Result<(Vec<Conn>, ConnectPhase)> {
+    let pid = spec.server_pid;
+    let extra = match &spec.scenario {
+        Scenario::Broadcast(b) => b.senders,
+        _ => 0,
+    };
+    let total = spec.connections + extra;
+    let progress = Progress::start(spec, "logins", Some(total as u64));
+    let cpu_before = CpuMark::take(pid);
+    let t0 = Instant::now();
+    let connected = connect_all(spec, total, progress.counter.clone()).await;
+    let elapsed = t0.elapsed();
+    let cpu_after = CpuMark::take(pid);
+    progress.finish();
+    let (conns, latency, failures) = connected?;
+    result.connect_s = elapsed.as_secs_f64();
+    result.connect_latency = latency.summary();
+    result.errors += failures;
+    if conns.len() < total {
+        return Err(Error::Timeout(format!(
+            "{} of {total} connections logged in within {:?} ({failures} failed)",
+            conns.len(),
+            spec.connect_deadline
+        )));
+    }
+    let conns = if spec.connect.codec == Codec::V1 {
+        prime_all(conns, spec.connect_deadline).await?
+    } else {
+        conns
+    };
+    let phase = ConnectPhase {
+        cpu_before,
+        cpu_after,
+        elapsed,
+        latency,
+    };
+    Ok((conns, phase))
+}
+
+/// The connect scenario: reports the connect phase, then holds the connections idle
+/// for `settle` and reads the server's RSS.
+pub(super) async fn run(
+    spec: &RunSpec,
+    settle: Duration,
+    conns: Vec<Conn>,
+    phase: ConnectPhase,
+    result: &mut RunResult,
+) {
+    result.op = "connections".into();
+    result.ops = conns.len() as u64;
+    result.set_cpu(&phase.cpu_before, &phase.cpu_after, phase.elapsed);
+    sleep(settle).await;
+    result.rss_idle_kib = spec.server_pid.and_then(|p| procfs::rss_kib(Proc::Pid(p)));
+    // Open until the RSS is read: it is the RSS of these idle connections.
+    drop(conns);
+    result.latency = result.connect_latency;
+    result.latency_hist = Some(phase.latency);
+}
+
+/// Opens `total` connections, at most `connect_concurrency` at a time; returns them,
+/// their connect + login latencies and the number that failed.
+async fn connect_all(
+    spec: &RunSpec,
+    total: usize,
+    counter: Rc<Cell<u64>>,
+) -> Result<(Vec<Conn>, Latency, u64)> {
+    let sem = Rc::new(glommio::sync::Semaphore::new(
+        spec.connect_concurrency as u64,
+    ));
+    let lat = Rc::new(RefCell::new(Latency::new()));
+    let failures = Rc::new(Cell::new(0u64));
+    let first_error: Rc<RefCell<Option<String>>> = Rc::default();
+    let tasks: Vec<Task<Option<Conn>>> = (0..total)
+        .map(|i| {
+            let (sem, lat, failures, counter, first_error) = (
+                sem.clone(),
+                lat.clone(),
+                failures.clone(),
+                counter.clone(),
+                first_error.clone(),
+            );
+            let cs = spec.connect.clone();
+            spawn_local(async move {
+                let _permit = sem.acquire_permit(1).await.ok()?;
+                let start = Instant::now();
+                match Conn::open(&cs, i as u64).await {
+                    Ok(c) => {
+                        lat.borrow_mut().record(start.elapsed());
+                        counter.set(counter.get() + 1);
+                        Some(c)
+                    }
+                    Err(e) => {
+                        failures.set(failures.get() + 1);
+                        first_error
+                            .borrow_mut()
+                            .get_or_insert_with(|| e.to_string());
+                        None
+                    }
+                }
+            })
+        })
+        .collect();
+    let conns = Rc::new(RefCell::new(Vec::with_capacity(total)));
+    let gather = {
+        let conns = conns.clone();
+        async move {
+            for t in tasks {
+                if let Some(c) = t.await {
+                    conns.borrow_mut().push(c);
+                }
+            }
+            true
+        }
+    };
+    let finished = gather
+        .or(async {
+            sleep(spec.connect_deadline).await;
+            false
+        })
+        .await;
+    let conns = std::mem::take(&mut *conns.borrow_mut());
+    if let Some(e) = first_error.borrow().as_ref() {
+        tracing::warn!("{} connection(s) failed; first error: {e}", failures.get());
+        if conns.is_empty() {
+            return Err(Error::Target(format!("no connection logged in: {e}")));
+        }
+    }
+    if !finished {
+        tracing::warn!("connect phase hit its deadline");
+    }
+    let lat = lat.borrow().clone();
+    Ok((conns, lat, failures.get()))
+}
+
+/// netconduit-v1 connections: one PING → PONG round trip each before measuring.
+/// conduit holds a v1 connection's pushes after AUTH_SUCCESS until the client's first
+/// frame (at most `v1_post_auth_delay`, for netconduit's client bug); a silent
+/// receiver would otherwise see its first broadcasts up to that hold late.
+async fn prime_all(conns: Vec<Conn>, deadline: Duration) -> Result<Vec<Conn>> {
+    let tasks: Vec<Task<Result<Conn>>> = conns
+        .into_iter()
+        .map(|mut c| {
+            spawn_local(async move {
+                let ping = c.empty_frame(FrameKind::Ping)?;
+                c.send(&ping).await?;
+                loop {
+                    while let Some(f) = c.decoder.next_frame()? {
+                        if f.header.kind == FrameKind::Pong {
+                            return Ok(c);
+                        }
+                    }
+                    c.fill().await?;
+                }
+            })
+        })
+        .collect();
+    let all = async {
+        let mut out = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            out.push(t.await?);
+        }
+        Ok(out)
+    };
+    all.or(async {
+        sleep(deadline).await;
+        Err(Error::Timeout(
+            "v1 connections did not answer a PING".into(),
+        ))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::spec;
+    use super::super::validate;
+    use super::*;
+
+    #[test]
+    fn settle_is_bounded() {
+        let connect = |settle| spec(Scenario::Connect { settle });
+        assert!(validate(&connect(Duration::ZERO)).is_ok());
+        assert!(validate(&connect(MAX_DURATION)).is_ok());
+        assert!(matches!(
+            validate(&connect(MAX_DURATION + Duration::from_secs(1))),
+            Err(Error::Args(m)) if m.contains("settle")
+        ));
+    }
+}
