@@ -495,6 +495,14 @@ pub mod forge {
         }
     }
 
+    /// An RPC_REQUEST `method(params)` with correlation id `corr`, in `codec`.
+    pub fn rpc_frame(codec: Codec, corr: u64, method: &str, params: &Value) -> Vec<u8> {
+        conduit_protocol::Encoder::new(codec, 0)
+            .rpc_request(corr, method, params)
+            .expect("a short method name encodes")
+            .to_vec()
+    }
+
     /// A payload-less frame of `kind` (PING, PONG, …) in `codec`.
     pub fn empty_frame(codec: Codec, kind: FrameKind) -> Vec<u8> {
         match codec {

@@ -428,3 +428,46 @@ fn start_twice_is_an_error_and_restart_works() {
 fn futures_block<T>(f: impl std::future::Future<Output = T>) -> T {
     conduit::block_on(f)
 }
+
+/// Sets its flag when dropped: proof that a handler's future was dropped.
+struct DropFlag(mpsc::Sender<&'static str>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        let _ = self.0.send("dropped");
+    }
+}
+
+#[test]
+fn a_handler_that_never_completes_is_dropped_when_its_peer_goes() {
+    let server = Server::new(test_descriptor(PW)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tx = Arc::new(Mutex::new(tx));
+    server.rpc_with(conduit::RpcInfo::new("hang"), move |_call| {
+        let flag = DropFlag(tx.lock().unwrap().clone());
+        async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+            Ok::<Value, conduit::RpcError>(Value::Nil)
+        }
+    });
+    let (running, addr) = start(&server);
+    for codec in [Codec::V1, Codec::Native] {
+        let mut c = TestClient::login(addr, codec, PW);
+        let frame = conduit_tests::forge::rpc_frame(codec, 1, "hang", &Value::map());
+        c.send_raw(&frame).unwrap();
+        // The peer vanishes with its call in flight: the handler's future is dropped,
+        // its connection is gone, and the server serves others.
+        drop(c);
+        assert_eq!(rx.recv_timeout(WAIT), Ok("dropped"));
+        let deadline = std::time::Instant::now() + WAIT;
+        while server.connection_count() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(server.connection_count(), 0);
+    }
+    let mut other = TestClient::login(addr, Codec::V1, PW);
+    other.ping().unwrap();
+    assert_eq!(other.next_frame().unwrap().header.kind, FrameKind::Pong);
+    running.stop().unwrap();
+}

@@ -132,6 +132,23 @@ pub struct Call<'a> {
     pub args: Args<'a>,
 }
 
+impl Call<'_> {
+    /// The call without borrows of the receive buffer, so the glue may read on while
+    /// the handler runs; `None` for arguments read in place (their handlers are
+    /// synchronous and finish before the buffer is touched again).
+    pub fn into_owned(self) -> Option<Call<'static>> {
+        match self.args {
+            Args::Value(v) => Some(Call {
+                id: self.id,
+                kind: self.kind,
+                route: Cow::Owned(self.route.into_owned()),
+                args: Args::Value(v),
+            }),
+            Args::Native(_) => None,
+        }
+    }
+}
+
 /// What happened, for the glue to act on.
 #[derive(Debug)]
 pub enum Event<'a> {

@@ -18,7 +18,9 @@ use glommio::timer::sleep;
 use super::io::SharedStream;
 use super::writer::write_loop;
 use super::Shard;
-use crate::core::{Close, CloseReason, ConnCore, Event, LocalNotify, Outbound};
+use crate::core::{
+    Args, Call, Close, CloseReason, ConnCore, Event, LocalNotify, Outbound, Outcome,
+};
 use crate::dispatch::{self, contained};
 use crate::router::{ConnMeta, Connection, Listed, Permit};
 
@@ -196,30 +198,15 @@ async fn handle_frames(
             Event::Call(call) => {
                 let id = call.id;
                 let handle = shard.handle(conn);
-                // A close request abandons the handler — at once when the peer is gone
-                // or cut off, after the drain timeout when the close flushes (a kick,
-                // a stop: in-flight calls are still answered) — so a call that never
-                // completes does not hold its connection past close.
-                let mut run = std::pin::pin!(dispatch::run(&shard.registry, &handle, call));
-                let outcome = loop {
-                    let closed = async {
-                        conn.close_requested.wait().await;
-                        None
-                    };
-                    if let Some(o) = async { Some((&mut run).await) }.or(closed).await {
-                        break Some(o);
+                let outcome = if matches!(call.args, Args::Native(_)) {
+                    // In-place arguments: the handler is synchronous and borrows the
+                    // receive buffer only while it runs.
+                    Some(dispatch::run(&shard.registry, &handle, call).await)
+                } else {
+                    match call.into_owned() {
+                        Some(call) => run_watched(shard, conn, decoder, &handle, call).await,
+                        None => None,
                     }
-                    let Some(reason) = conn.close.get() else {
-                        continue;
-                    };
-                    if !reason.flushes() {
-                        break None;
-                    }
-                    let grace = async {
-                        sleep(shard.router.descriptor().drain_timeout).await;
-                        None
-                    };
-                    break async { Some((&mut run).await) }.or(grace).await;
                 };
                 let Some(outcome) = outcome else {
                     continue;
@@ -234,6 +221,57 @@ async fn handle_frames(
             }
         }
     }
+}
+
+/// Runs a handler while watching its connection: a close request abandons it — at
+/// once when the peer is cut off, after the drain timeout when the close flushes (a
+/// kick, a stop: in-flight calls are still answered) — and the socket is read on
+/// meanwhile (into the decoder, up to its limit), so a peer that goes away is noticed
+/// and its handler dropped. A call that never completes does not hold its connection
+/// past close. `None` when the handler was abandoned.
+async fn run_watched(
+    shard: &Rc<Shard>,
+    conn: &Rc<LocalConn>,
+    decoder: &mut FrameDecoder,
+    handle: &Connection,
+    call: Call<'static>,
+) -> Option<Outcome> {
+    let mut run = std::pin::pin!(dispatch::run(&shard.registry, handle, call));
+    let closed = async {
+        conn.close_requested.wait().await;
+        None
+    };
+    let peer_gone = async {
+        let reason = loop {
+            let spare = decoder.spare();
+            if spare.is_empty() {
+                // A full buffer waits for the handler: the peer is throttled.
+                std::future::pending::<()>().await;
+            }
+            match conn.stream.read(spare).await {
+                Ok(0) => break CloseReason::PeerClosed,
+                Ok(n) => decoder.commit(n),
+                Err(e) => break CloseReason::Io(e.kind()),
+            }
+        };
+        conn.request_close(reason);
+        None
+    };
+    let step = async { Some((&mut run).await) }
+        .or(closed)
+        .or(peer_gone)
+        .await;
+    if step.is_some() {
+        return step;
+    }
+    if !conn.close.get()?.flushes() {
+        return None;
+    }
+    let grace = async {
+        sleep(shard.router.descriptor().drain_timeout).await;
+        None
+    };
+    async { Some((&mut run).await) }.or(grace).await
 }
 
 /// Registers a connection that just logged in and runs the connect hooks.
