@@ -39,7 +39,10 @@ pub fn build(desc: ServerDescriptor, interval: Duration) -> conduit::Result<Serv
     Ok(server)
 }
 
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "tests/examples.rs includes this file as a module and calls `build`, not `main`"
+)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
     let ms = std::env::var("STATUS_INTERVAL_MS")

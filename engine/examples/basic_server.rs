@@ -38,7 +38,10 @@ pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
     Ok(server)
 }
 
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "tests/examples.rs includes this file as a module and calls `build`, not `main`"
+)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
     let server = build(ServerDescriptor::new("secret").port(common::port(8080)))?;

@@ -115,7 +115,10 @@ pub fn run(
     Ok(())
 }
 
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "tests/examples.rs includes this file as a module and calls `build`, not `main`"
+)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
     let mut args = std::env::args().skip(1);

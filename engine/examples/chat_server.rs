@@ -152,7 +152,10 @@ pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
 
 // === Run ===
 
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "tests/examples.rs includes this file as a module and calls `build`, not `main`"
+)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
     let desc = ServerDescriptor::new("chat_secret")

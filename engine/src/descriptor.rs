@@ -31,7 +31,7 @@ pub enum SlowConsumerPolicy {
 pub struct ServerDescriptor {
     /// IP address to bind to. Default `"0.0.0.0"`.
     pub host: String,
-    /// Port to listen on; 0 picks a free one (see [`Server::port`](crate::Server::port)).
+    /// Port to listen on; 0 picks a free one (see [`Router::port`](crate::Router::port)).
     /// Default 8080.
     pub port: u16,
     /// The password clients must prove. Required, non-empty.
@@ -221,7 +221,7 @@ impl ServerDescriptor {
     }
 
     /// Checks every field; the first problem found is returned as
-    /// [`Error::Config`](crate::Error::Config) naming the field.
+    /// [`Error::Config`] naming the field.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field: &'static str, problem: String| Err(Error::Config { field, problem });
         if self.password.is_empty() {

@@ -12,6 +12,43 @@ use crate::core::{Args, Call, CallKind, Failure, Outcome};
 use crate::handlers::{RawArgs, Registry, RpcCall, RpcError};
 use crate::router::Connection;
 
+/// Runs a call whose arguments are read in place (`RpcMethod::archived`): such handlers
+/// are synchronous, so this borrows the receive buffer only while it runs.
+pub(crate) fn run_in_place(registry: &Registry, conn: &Connection, call: Call<'_>) -> Outcome {
+    let method = call.route;
+    let result = match (registry.rpcs.get(method.as_ref()), call.args) {
+        (Some(entry), Args::Native(bytes)) => match &entry.archived {
+            Some(archived) => {
+                let rpc = RpcCall {
+                    connection: conn.clone(),
+                    method: method.to_string(),
+                    params: Value::Nil,
+                };
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    archived(&rpc, RawArgs::Native(bytes))
+                }))
+                .unwrap_or_else(|_| Err(panicked(conn, &method)))
+            }
+            None => Err(RpcError::failed("arguments arrived undecoded")),
+        },
+        _ => Err(RpcError::failed("arguments arrived undecoded")),
+    };
+    Outcome::Rpc(result.map_err(|e| failure(e, &method)))
+}
+
+fn failure(e: RpcError, method: &str) -> Failure {
+    Failure {
+        code: e.code,
+        message: e.wire_message(method),
+        details: e.details,
+    }
+}
+
+fn panicked(conn: &Connection, method: &str) -> RpcError {
+    tracing::error!(conn = %conn.id(), method, "RPC handler panicked");
+    RpcError::failed("internal error (handler panicked)")
+}
+
 /// Runs `call` for `conn` and returns its outcome.
 pub(crate) async fn run(registry: &Registry, conn: &Connection, call: Call<'_>) -> Outcome {
     match call.kind {
@@ -21,11 +58,7 @@ pub(crate) async fn run(registry: &Registry, conn: &Connection, call: Call<'_>) 
         CallKind::Rpc => {
             let method = call.route;
             let result = run_rpc(registry, conn, &method, call.args).await;
-            Outcome::Rpc(result.map_err(|e| Failure {
-                code: e.code,
-                message: e.wire_message(&method),
-                details: e.details,
-            }))
+            Outcome::Rpc(result.map_err(|e| failure(e, &method)))
         }
     }
 }
@@ -78,10 +111,7 @@ async fn run_rpc(
             format!("RPC method not found: {method}"),
         ));
     };
-    let panicked = || {
-        tracing::error!(conn = %conn.id(), method, "RPC handler panicked");
-        RpcError::failed("internal error (handler panicked)")
-    };
+    let panicked = || panicked(conn, method);
     match (&entry.archived, args) {
         (Some(archived), args) => {
             let call = RpcCall {

@@ -37,7 +37,7 @@
 //!    `max_connections` permit;
 //! 2. `rt/glommio/conn.rs` — the read loop moves bytes into the connection's decoder;
 //! 3. `core/mod.rs` — `ConnCore::poll_event` decodes the frame and decides: login,
-//!    ping, `listall`, unknown method, or a handler [`Call`](core) to run;
+//!    ping, `listall`, unknown method, or a handler call to run;
 //! 4. `dispatch.rs` — runs the registered handler (panics contained) and turns its
 //!    result into an outcome;
 //! 5. `core/mod.rs` — `ConnCore::complete` encodes the reply in the peer's codec and

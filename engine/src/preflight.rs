@@ -13,12 +13,43 @@ pub fn check(shards: usize) -> Result<()> {
     memlock(shards)
 }
 
+/// The kernel's `struct io_uring_params` (include/uapi/linux/io_uring.h), which
+/// `io_uring_setup` reads and fills in.
+#[repr(C)]
+#[derive(Default)]
+struct IoUringParams {
+    sq_entries: u32,
+    cq_entries: u32,
+    flags: u32,
+    sq_thread_cpu: u32,
+    sq_thread_idle: u32,
+    features: u32,
+    wq_fd: u32,
+    resv: [u32; 3],
+    /// `struct io_sqring_offsets` without its last field.
+    sq_off: [u32; 8],
+    sq_off_user_addr: u64,
+    /// `struct io_cqring_offsets` without its last field.
+    cq_off: [u32; 8],
+    cq_off_user_addr: u64,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<IoUringParams>() == 120,
+    "the kernel's layout"
+);
+
 fn io_uring() -> Result<()> {
-    // struct io_uring_params is 120 bytes; the kernel fills it in.
-    let mut params = [0u8; 120];
-    // SAFETY: io_uring_setup reads and writes only `params`, which is large enough;
-    // the returned fd, if any, is closed right away.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 2u32, params.as_mut_ptr()) };
+    let mut params = IoUringParams::default();
+    // SAFETY: io_uring_setup reads and writes only `params`, a `struct io_uring_params`
+    // of the kernel's layout; the returned fd, if any, is closed right away.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_setup,
+            2u32,
+            std::ptr::addr_of_mut!(params),
+        )
+    };
     if fd < 0 {
         let err = std::io::Error::last_os_error();
         return Err(Error::Runtime(format!(

@@ -256,7 +256,7 @@ impl Server {
 
     // ---- lifecycle -----------------------------------------------------------------
 
-    /// Runs the server until [`stop`](Self::stop), SIGINT or SIGTERM; then shuts down
+    /// Runs the server until [`stop`](Router::stop), SIGINT or SIGTERM; then shuts down
     /// gracefully and returns.
     pub fn run(&self) -> Result<()> {
         let signals = signal_hook::iterator::Signals::new([

@@ -12,7 +12,7 @@ use crate::value::Value;
 
 /// netconduit's RPC error codes that the dispatcher produces.
 pub mod codes {
-    /// Any other failure inside a handler ("Error in <method>: …").
+    /// Any other failure inside a handler (`"Error in <method>: …"`).
     pub const INTERNAL: i64 = 1001;
     /// Missing, unexpected or wrongly typed arguments; failed validation.
     pub const VALIDATION: i64 = 2000;

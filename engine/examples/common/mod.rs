@@ -1,7 +1,7 @@
 //! Shared by the examples: logging and the listening port.
 
 /// Logs to stderr; `RUST_LOG` overrides the level (default `info`).
-#[allow(dead_code)]
+#[allow(dead_code, reason = "each example uses only some of these helpers")]
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -9,7 +9,7 @@ pub fn init_logging() {
 }
 
 /// The port from `PORT` (0 picks a free one), or `default`.
-#[allow(dead_code)]
+#[allow(dead_code, reason = "each example uses only some of these helpers")]
 pub fn port(default: u16) -> u16 {
     std::env::var("PORT")
         .ok()

@@ -9,8 +9,56 @@ use syn::{
     PathArguments, ReturnType, Type,
 };
 
-/// Marks an `async fn` as an RPC method. Expands to a function of the same name that
-/// returns a `conduit::RpcMethod`; register it with `server.rpc(name)`.
+/// Marks an `async fn` as an RPC method (netconduit's `@server.rpc`). Expands to a
+/// function of the same name that returns a `conduit::RpcMethod`; register it with
+/// `server.rpc(name)`. The method is called by the function's name, or by the name given
+/// as `#[rpc("other_name")]`; its doc comment is `listall`'s description.
+///
+/// **Parameters** are the schema. Each named parameter is taken from the call's
+/// parameter map by its name and converted to its type through serde; before the body
+/// runs, every missing, unexpected, wrongly typed or out-of-range argument is collected
+/// and answered together as code 2000 with `details.errors = [{field, message, type}]`.
+///
+/// * `#[default(expr)] name: T` — optional; `expr` when absent (shown by `listall`).
+/// * `name: Option<T>` — optional; `None` when absent or `null`.
+/// * `#[flatten] req: T` — the whole parameter map as one `Deserialize` struct.
+/// * `#[validate] req: T` — the same, then `garde::Validate`d: every rule that fails
+///   is one entry of `details.errors` (the Server Guide's pydantic models).
+///
+/// **Injected parameters** come from the call's context, not from its arguments, and
+/// are not part of the schema:
+///
+/// * `Connection` — the calling connection (send to it, read its id, kick it);
+/// * `RpcCall` — the whole call (connection, method name, raw parameter map);
+/// * `State<T>` — application state registered with `server.manage(value)`; a call
+///   fails with code 1001 when no `T` is managed.
+///
+/// **Results**: the return type is any `Serialize` (sent as the result) or a
+/// `Result<T, E>` with `E: Into<conduit::RpcError>`; an `Err` reaches the client as its
+/// code and message (`RpcError::failed(..)`: 1001, `Error in <method>: …`, as
+/// netconduit words an exception). A panic in the body is contained and answered with
+/// 1001; the shard keeps serving.
+///
+/// ```ignore
+/// use conduit::{rpc, Connection, RpcError, State};
+///
+/// /// Divide a by b.
+/// #[rpc]
+/// async fn divide(a: f64, #[default(1.0)] b: f64) -> Result<f64, RpcError> {
+///     if b == 0.0 {
+///         return Err(RpcError::failed("Division by zero"));
+///     }
+///     Ok(a / b)
+/// }
+///
+/// #[rpc("whoami")]
+/// async fn who(conn: Connection, greeting: Option<String>) -> String {
+///     format!("{} {}", greeting.unwrap_or_else(|| "hello".into()), conn.id())
+/// }
+///
+/// server.rpc(divide);
+/// server.rpc(who);
+/// ```
 #[proc_macro_attribute]
 pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
     let func = parse_macro_input!(item as ItemFn);
@@ -282,7 +330,7 @@ fn expand(mut func: ItemFn, rename: Option<String>) -> syn::Result<Tokens> {
     Ok(quote! {
         #(#outer_attrs)*
         #vis fn #fn_name() -> ::conduit::RpcMethod {
-            #[allow(clippy::all, clippy::pedantic, missing_docs)]
+            #[allow(clippy::all, clippy::pedantic, missing_docs, reason = "the user's function, kept as written inside the generated one")]
             #func
 
             ::conduit::RpcMethod::new(#info, |__call: ::conduit::RpcCall| async move {

@@ -201,7 +201,7 @@ async fn handle_frames(
                 let outcome = if matches!(call.args, Args::Native(_)) {
                     // In-place arguments: the handler is synchronous and borrows the
                     // receive buffer only while it runs.
-                    Some(dispatch::run(&shard.registry, &handle, call).await)
+                    Some(dispatch::run_in_place(&shard.registry, &handle, call))
                 } else {
                     match call.into_owned() {
                         Some(call) => run_watched(shard, conn, decoder, &handle, call).await,
@@ -236,7 +236,13 @@ async fn run_watched(
     handle: &Connection,
     call: Call<'static>,
 ) -> Option<Outcome> {
-    let mut run = std::pin::pin!(dispatch::run(&shard.registry, handle, call));
+    // Boxed: an idle connection's task then reserves no room for handler state, and
+    // most handlers finish on their first poll, before anything is watched.
+    let mut run: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + '_>> =
+        Box::pin(dispatch::run(&shard.registry, handle, call));
+    if let Some(done) = futures_lite::future::poll_once(&mut run).await {
+        return Some(done);
+    }
     let closed = async {
         conn.close_requested.wait().await;
         None
