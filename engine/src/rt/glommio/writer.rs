@@ -10,7 +10,7 @@ use futures_lite::FutureExt;
 use glommio::timer::sleep;
 
 use super::io::{SharedStream, MAX_IOVECS};
-use crate::core::outbound::Outbound;
+use crate::core::outbound::{Outbound, KEEP_FRAMES};
 
 /// Writes what `out` queues until it is closed and empty, then closes the write side.
 /// Frames held by the queue's gate (the v1 post-login hold) wait for its release or its
@@ -28,9 +28,9 @@ pub(crate) async fn write_loop(
             if out.is_closed() {
                 break;
             }
-            // An idle connection holds no batch memory (idle connections are the common
-            // case); a busy one allocates once per wake-up that finds it idle.
-            batch = Vec::new();
+            if batch.capacity() > KEEP_FRAMES {
+                batch = Vec::new();
+            }
             out.ready.wait().await;
             continue;
         }
