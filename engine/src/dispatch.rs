@@ -3,6 +3,7 @@
 //! body or while it builds its future, are contained here: they answer the caller
 //! (code 1001) and never take the shard down.
 
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 
 use conduit_protocol::Value;
@@ -55,11 +56,7 @@ pub(crate) async fn run(registry: &Registry, conn: &Connection, call: Call<'_>) 
         CallKind::Message => {
             Outcome::Message(run_message(registry, conn, &call.route, call.args).await)
         }
-        CallKind::Rpc => {
-            let method = call.route;
-            let result = run_rpc(registry, conn, &method, call.args).await;
-            Outcome::Rpc(result.map_err(|e| failure(e, &method)))
-        }
+        CallKind::Rpc => Outcome::Rpc(run_rpc(registry, conn, call.route, call.args).await),
     }
 }
 
@@ -100,23 +97,28 @@ async fn run_message(
 async fn run_rpc(
     registry: &Registry,
     conn: &Connection,
-    method: &str,
+    method: Cow<'_, str>,
     args: Args<'_>,
-) -> Result<Value, RpcError> {
-    let Some(entry) = registry.rpcs.get(method) else {
+) -> Result<Value, Failure> {
+    let Some(entry) = registry.rpcs.get(method.as_ref()) else {
         // The core routes only registered methods; the table and the registry are
         // built from the same registration.
-        return Err(RpcError::new(
-            conduit_protocol::v1::codes::METHOD_NOT_FOUND,
-            format!("RPC method not found: {method}"),
+        return Err(failure(
+            RpcError::new(
+                conduit_protocol::v1::codes::METHOD_NOT_FOUND,
+                format!("RPC method not found: {method}"),
+            ),
+            &method,
         ));
     };
-    let panicked = || panicked(conn, method);
-    match (&entry.archived, args) {
+    // The registry's copy of the name serves the error text, so the call's own name
+    // moves into the handler's `RpcCall` without another copy.
+    let name = entry.info.name.as_str();
+    let result = match (&entry.archived, args) {
         (Some(archived), args) => {
             let call = RpcCall {
                 connection: conn.clone(),
-                method: method.to_owned(),
+                method: method.into_owned(),
                 params: Value::Nil,
             };
             let raw = match args {
@@ -124,21 +126,22 @@ async fn run_rpc(
                 Args::Value(v) => RawArgs::Value(v),
             };
             std::panic::catch_unwind(AssertUnwindSafe(|| archived(&call, raw)))
-                .unwrap_or_else(|_| Err(panicked()))
+                .unwrap_or_else(|_| Err(panicked(conn, name)))
         }
         (None, Args::Value(params)) => {
             let call = RpcCall {
                 connection: conn.clone(),
-                method: method.to_owned(),
+                method: method.into_owned(),
                 params,
             };
             contained(|| (entry.call)(call))
                 .await
-                .unwrap_or_else(|_| Err(panicked()))
+                .unwrap_or_else(|_| Err(panicked(conn, name)))
         }
         // The core decodes arguments for methods that do not read them in place.
         (None, Args::Native(_)) => Err(RpcError::failed("arguments arrived undecoded")),
-    }
+    };
+    result.map_err(|e| failure(e, name))
 }
 
 /// Runs a user callback and the future it returns with panics caught: one that panics

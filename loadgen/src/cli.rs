@@ -391,7 +391,12 @@ fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
             &SpawnOptions {
                 heartbeat: Duration::from_millis(heartbeat_ms),
                 shards: t.shards,
-                cpu: server_cpu,
+                // One CPU per shard where there are enough; the first otherwise.
+                cpus: match server_cpu {
+                    Some(_) if t.shards > 1 && cpus.len() >= t.shards => cpus[..t.shards].to_vec(),
+                    Some(first) => vec![first],
+                    None => Vec::new(),
+                },
                 password: t.password.clone(),
                 python,
             },

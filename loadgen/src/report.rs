@@ -515,6 +515,31 @@ pub fn target_checks(summaries: &[Summary]) -> Vec<TargetCheck> {
             conn.and_then(|s| s.connect_ms),
         ),
     ];
+    // The cross-shard bus: 2 shards (CPU summed over both) against 1, same load.
+    for (scenario, goal, limit) in [
+        (
+            "broadcast-saturate",
+            "2 shards vs 1: CPU per delivery, saturated",
+            1.15,
+        ),
+        (
+            "broadcast-single",
+            "2 shards vs 1: CPU per delivery, one at a time",
+            1.1,
+        ),
+        ("broadcast-rate", "2 shards vs 1: server CPU, 30 Hz", 1.1),
+    ] {
+        let one = ours(scenario);
+        let two = ours(&format!("{scenario}-2sh"));
+        if let (Some(one), Some(two)) = (one, two) {
+            let (a, b) = if scenario == "broadcast-rate" {
+                (two.core_pct, one.core_pct)
+            } else {
+                (two.cpu_us_per_op, one.cpu_us_per_op)
+            };
+            v.push(TargetCheck::new(goal, "×", limit, true, ratio(a, b)));
+        }
+    }
     if let (Some(o), Some(t)) = (sat, theirs("broadcast-saturate")) {
         v.insert(
             1,

@@ -55,6 +55,20 @@ pub struct Plan {
     pub scenario: Scenario,
     /// The server's heartbeat interval for it.
     pub heartbeat: Duration,
+    /// The server's shards: 1, or 2 for the variants that measure the cross-shard bus
+    /// (connections spread over both, broadcasts from a connection on one).
+    pub shards: usize,
+}
+
+impl Plan {
+    /// The scenario's name in reports: `broadcast-saturate`, or `broadcast-saturate-2sh`
+    /// for the 2-shard variant.
+    pub fn name(&self) -> String {
+        match self.shards {
+            1 => self.scenario.name(),
+            n => format!("{}-{n}sh", self.scenario.name()),
+        }
+    }
 }
 
 /// The scenarios the suite runs, in order.
@@ -68,10 +82,11 @@ pub fn plans(quick: bool) -> Vec<Plan> {
         }
     };
     let n = |full: u64, small: u64| if quick { small } else { full };
-    vec![
+    let mut plans = vec![
         Plan {
             scenario: Scenario::Connect { settle: s(1, 100) },
             heartbeat: idle,
+            shards: 1,
         },
         Plan {
             scenario: Scenario::Heartbeat(HeartbeatSpec {
@@ -79,6 +94,7 @@ pub fn plans(quick: bool) -> Vec<Plan> {
                 client_ping: false,
             }),
             heartbeat: Duration::from_secs(1),
+            shards: 1,
         },
         Plan {
             scenario: Scenario::Heartbeat(HeartbeatSpec {
@@ -86,6 +102,7 @@ pub fn plans(quick: bool) -> Vec<Plan> {
                 client_ping: true,
             }),
             heartbeat: Duration::from_secs(1),
+            shards: 1,
         },
         Plan {
             scenario: Scenario::Broadcast(BroadcastSpec {
@@ -97,6 +114,7 @@ pub fn plans(quick: bool) -> Vec<Plan> {
                 payload_bytes: 64,
             }),
             heartbeat: idle,
+            shards: 1,
         },
         Plan {
             scenario: Scenario::Broadcast(BroadcastSpec {
@@ -108,6 +126,7 @@ pub fn plans(quick: bool) -> Vec<Plan> {
                 payload_bytes: 64,
             }),
             heartbeat: idle,
+            shards: 1,
         },
         Plan {
             scenario: Scenario::Broadcast(BroadcastSpec {
@@ -122,6 +141,7 @@ pub fn plans(quick: bool) -> Vec<Plan> {
                 payload_bytes: 64,
             }),
             heartbeat: idle,
+            shards: 1,
         },
         Plan {
             scenario: Scenario::Rpc(RpcSpec {
@@ -130,8 +150,21 @@ pub fn plans(quick: bool) -> Vec<Plan> {
                 duration: s(3, 1000),
             }),
             heartbeat: idle,
+            shards: 1,
         },
-    ]
+    ];
+    // Every broadcast scenario again on 2 shards, with the default `.await` (what the
+    // chat example uses): the cross-shard bus at full speed.
+    let two: Vec<Plan> = plans
+        .iter()
+        .filter(|p| matches!(p.scenario, Scenario::Broadcast(_)))
+        .map(|p| Plan {
+            shards: 2,
+            ..p.clone()
+        })
+        .collect();
+    plans.extend(two);
+    plans
 }
 
 /// A run that failed outright.
@@ -239,7 +272,16 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
         targets.push((Implementation::Netconduit, Codec::V1));
     }
     let plans = plans(opts.quick);
-    let total = opts.rounds * plans.len() * targets.len();
+    let runs_per_round: usize = plans
+        .iter()
+        .map(|p| {
+            targets
+                .iter()
+                .filter(|(imp, _)| p.shards == 1 || *imp == Implementation::Conduit)
+                .count()
+        })
+        .sum();
+    let total = opts.rounds * runs_per_round;
     let started = Instant::now();
     let started_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -251,8 +293,11 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
     for round in 1..=opts.rounds {
         for plan in &plans {
             for &(imp, codec) in &targets {
+                if plan.shards > 1 && imp != Implementation::Conduit {
+                    continue;
+                }
                 i += 1;
-                let name = plan.scenario.name();
+                let name = plan.name();
                 let label = format!(
                     "[{i}/{total}] round {round} {name} {}/{}",
                     imp.name(),
@@ -289,7 +334,7 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
     let mut summaries = Vec::new();
     for plan in &plans {
         for &(imp, codec) in &targets {
-            let name = plan.scenario.name();
+            let name = plan.name();
             let codec = scenario::codec_name(codec);
             let group: Vec<&RunResult> = runs
                 .iter()
@@ -426,8 +471,14 @@ fn run_one(
         imp,
         &SpawnOptions {
             heartbeat,
-            shards: 1,
-            cpu: server_cpu,
+            shards: plan.shards,
+            // A 2-shard server gets both CPUs (the load generator shares the second);
+            // its CPU per delivery is summed over its shards.
+            cpus: match (server_cpu, loadgen_cpu) {
+                (Some(a), Some(b)) if plan.shards > 1 => vec![a, b],
+                (Some(a), _) => vec![a],
+                _ => Vec::new(),
+            },
             password: BENCH_PASSWORD.into(),
             python: python.clone(),
         },
@@ -452,6 +503,7 @@ fn run_one(
     server.stop();
     let mut r = result?;
     r.target = imp.name().into();
+    r.scenario = plan.name();
     Ok(r)
 }
 
@@ -482,6 +534,7 @@ mod tests {
                 assert!(scenario::validate(&spec).is_ok(), "{spec:?}");
             }
         }
-        assert_eq!(plans(false).len(), 7);
+        assert_eq!(plans(false).len(), 10);
+        assert_eq!(plans(false).iter().filter(|p| p.shards == 2).count(), 3);
     }
 }

@@ -75,8 +75,9 @@ pub struct SpawnOptions {
     pub heartbeat: Duration,
     /// Shards (conduit only).
     pub shards: usize,
-    /// Pin the server to this CPU.
-    pub cpu: Option<usize>,
+    /// Pin the server to these CPUs (none: not pinned). netconduit, single-threaded,
+    /// takes the first.
+    pub cpus: Vec<usize>,
     /// Password.
     pub password: String,
     /// The Python interpreter (netconduit only).
@@ -119,8 +120,9 @@ impl ServerProcess {
                     .arg("--password")
                     .arg(&opts.password)
                     .arg("--stop-on-stdin-eof");
-                if let Some(cpu) = opts.cpu {
-                    c.arg("--cpus").arg(cpu.to_string());
+                if !opts.cpus.is_empty() {
+                    let list: Vec<String> = opts.cpus.iter().map(usize::to_string).collect();
+                    c.arg("--cpus").arg(list.join(","));
                 }
                 c.env("RUST_LOG", "warn");
                 c
@@ -141,7 +143,7 @@ impl ServerProcess {
                     .arg(opts.heartbeat.as_secs().max(1).to_string())
                     .arg("--password")
                     .arg(&opts.password);
-                if let Some(cpu) = opts.cpu {
+                if let Some(cpu) = opts.cpus.first() {
                     c.arg("--cpu").arg(cpu.to_string());
                 }
                 c

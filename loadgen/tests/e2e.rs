@@ -134,7 +134,10 @@ fn quick_suite_runs_every_scenario() {
             "broadcast-single",
             "broadcast-rate",
             "broadcast-saturate",
-            "rpc"
+            "rpc",
+            "broadcast-single-2sh",
+            "broadcast-rate-2sh",
+            "broadcast-saturate-2sh"
         ]
     );
     for run in runs {
@@ -156,6 +159,6 @@ fn quick_suite_runs_every_scenario() {
     let connect = &runs[0];
     assert_eq!(connect["ops"], 20);
     assert!(connect["rss_idle_kib"].as_u64().unwrap() > 0);
-    assert_eq!(r["summaries"].as_array().unwrap().len(), 7);
+    assert_eq!(r["summaries"].as_array().unwrap().len(), 10);
     assert!(!r["targets"].as_array().unwrap().is_empty());
 }

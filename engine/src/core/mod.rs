@@ -207,8 +207,9 @@ pub struct CoreCounters {
 struct Pending {
     id: CallId,
     kind: CallKind,
-    /// The method or message type, for the reply's name and logs.
-    route: Box<str>,
+    /// The reply's message type (`<type>_response`), for message calls; RPC replies
+    /// need no name, so an RPC allocates nothing here.
+    response: Option<Box<str>>,
     /// Echoed in the reply.
     correlation_id: u64,
 }
@@ -582,7 +583,7 @@ impl ConnCore {
         self.pending.push(Pending {
             id,
             kind: call_kind,
-            route: route.as_ref().into(),
+            response: (call_kind == CallKind::Message).then(|| response_name(&route).into()),
             correlation_id,
         });
         Some(Event::Call(Call {
@@ -607,8 +608,8 @@ impl ConnCore {
                 (&outcome, p.kind),
                 (Outcome::Rpc(_), CallKind::Rpc) | (Outcome::Message(_), CallKind::Message)
             ),
-            "outcome of the wrong kind for {}",
-            p.route
+            "outcome of the wrong kind for call {:?}",
+            p.id
         );
         let enc = self.encoder(timestamp_ms);
         let frame = match outcome {
@@ -617,19 +618,20 @@ impl ConnCore {
                 enc.rpc_failure(p.correlation_id, f.code, &f.message, f.details.as_ref())
             }
             Outcome::Message(Some(v)) => {
-                enc.message(p.correlation_id, &response_name(&p.route), &v)
+                let name = p.response.as_deref().unwrap_or_default();
+                enc.message(p.correlation_id, name, &v)
             }
             Outcome::Message(None) => return None,
         };
         // A reply that cannot be encoded still answers the caller.
         let frame = match (frame, p.kind) {
             (Err(e), CallKind::Rpc) => {
-                tracing::warn!(conn = %self.id, method = %p.route, "reply cannot be encoded: {e}");
+                tracing::warn!(conn = %self.id, "RPC reply cannot be encoded: {e}");
                 self.counters.frames_not_sent += 1;
                 enc.rpc_failure(
                     p.correlation_id,
                     codes::INTERNAL,
-                    &format!("Error in {}: reply cannot be encoded", p.route),
+                    "the method's result cannot be encoded",
                     None,
                 )
             }

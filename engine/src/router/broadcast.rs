@@ -14,7 +14,14 @@ use crate::exec::LocalBoxFuture;
 use crate::id::ConnectionId;
 
 /// A broadcast being prepared: `.include(..)`, `.exclude(..)`, then `.await` for the
-/// number of connections it was queued to (summed over all shards).
+/// number of receivers (summed over all shards).
+///
+/// The count does not wait on other shards: it is the number of logged-in connections
+/// the filter admits at the moment of sending, read from the directory, so a handler
+/// broadcasting at full speed is never serialised behind a round trip to every shard.
+/// A connection closing at that moment, or cut off as a slow consumer by this very
+/// frame, is still counted; [`Broadcast::exact`] waits for every shard to report how
+/// many queues the frame actually went into.
 ///
 /// A message no peer could receive (a name over 255 bytes) reaches nobody: `.await`
 /// logs it as an error and returns 0, and [`Broadcast::send`] returns the error.
@@ -56,13 +63,24 @@ impl Broadcast {
         self
     }
 
-    /// Sends it: the number of connections it was queued to, or why nobody could
-    /// receive it.
+    /// Sends it: the number of receivers (as `.await` counts them), or why nobody
+    /// could receive it.
     pub async fn send(self) -> Result<usize> {
+        self.send_counted(false).await
+    }
+
+    /// Sends it and waits for every shard with receivers to report how many queues the
+    /// frame went into: the exact count, at the cost of one round trip to each of those
+    /// shards (the sender waits for the slowest).
+    pub async fn exact(self) -> Result<usize> {
+        self.send_counted(true).await
+    }
+
+    async fn send_counted(self, exact: bool) -> Result<usize> {
         let frames = Frames::message(&self.name, &self.data, wall_clock_ms(), None)?;
         Ok(self
             .router
-            .broadcast_frames(Arc::new(frames), Arc::new(self.filter))
+            .broadcast_frames(Arc::new(frames), Arc::new(self.filter), exact)
             .await)
     }
 }

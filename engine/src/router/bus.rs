@@ -89,11 +89,12 @@ pub enum Control {
 
 /// A request to a shard.
 pub enum BusMsg {
-    /// Queue `frames` to every admitted authenticated connection; reply with the count.
+    /// Queue `frames` to every admitted logged-in connection; reply with the count when
+    /// the sender asked for the exact one (`Broadcast::exact`), else send nothing back.
     Broadcast {
         frames: Arc<Frames>,
         filter: Arc<Filter>,
-        reply: flume::Sender<usize>,
+        reply: Option<flume::Sender<usize>>,
     },
     /// Queue `frames` to one connection; reply whether it was queued, or why not
     /// (`Closed` or `QueueFull`).

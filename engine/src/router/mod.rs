@@ -98,6 +98,22 @@ impl RunState {
         }
     }
 
+    /// Logged-in connections of shard `shard` that `filter` admits.
+    fn admitted(&self, shard: usize, filter: &Filter) -> usize {
+        let Some(dir) = self.directory.get(shard).and_then(|d| d.read().ok()) else {
+            return 0;
+        };
+        let here = |id: &&ConnectionId| id.shard() == shard && dir.contains_key(id);
+        match &filter.include {
+            None => dir.len() - filter.exclude.iter().filter(here).count(),
+            Some(ids) => ids
+                .iter()
+                .filter(here)
+                .filter(|id| !filter.exclude.contains(id))
+                .count(),
+        }
+    }
+
     fn lookup(&self, id: ConnectionId) -> Option<Arc<ConnMeta>> {
         self.directory
             .get(id.shard())?
@@ -334,13 +350,30 @@ impl Router {
         Broadcast::new(self.clone(), name, data.into())
     }
 
-    pub(crate) async fn broadcast_frames(&self, frames: Arc<Frames>, filter: Arc<Filter>) -> usize {
+    /// Fans `frames` out to every admitted connection: on this thread's shard at once,
+    /// to the other shards with receivers over their bus. With `exact`, waits for each
+    /// shard's count of connections it queued to; otherwise never waits on another
+    /// shard: the count is read from the directory (logged-in connections admitted by
+    /// `filter`), so a sender broadcasting in a loop is not serialised behind a round
+    /// trip to every shard. Frames from one sender reach each shard, and so each
+    /// receiver, in the order they were sent (one bus per shard).
+    pub(crate) async fn broadcast_frames(
+        &self,
+        frames: Arc<Frames>,
+        filter: Arc<Filter>,
+        exact: bool,
+    ) -> usize {
         crate::exec::yield_if_needed().await;
         let Some(run) = self.run_state() else {
             return 0;
         };
         let local = self.local().map(|(_, s)| s);
-        let (tx, rx) = flume::bounded(run.bus.len());
+        let (tx, rx) = if exact {
+            let (tx, rx) = flume::bounded(run.bus.len());
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let mut pending = 0;
         let mut count = 0;
         for (i, bus) in run.bus.iter().enumerate() {
@@ -348,10 +381,9 @@ impl Router {
                 count += s.fanout(&frames, &filter);
                 continue;
             }
-            if let Some(inc) = &filter.include {
-                if !inc.iter().any(|id| id.shard() == i) {
-                    continue;
-                }
+            let members = run.admitted(i, &filter);
+            if members == 0 {
+                continue;
             }
             let msg = BusMsg::Broadcast {
                 frames: frames.clone(),
@@ -359,17 +391,23 @@ impl Router {
                 reply: tx.clone(),
             };
             if bus.send_async(msg).await.is_ok() {
-                pending += 1;
+                if exact {
+                    pending += 1;
+                } else {
+                    count += members;
+                }
             }
         }
         drop(tx);
         // Not held while waiting: a shard that exits with this request still queued
         // drops it (and its reply sender) only once every holder of the run is gone.
         drop(run);
-        for _ in 0..pending {
-            match rx.recv_async().await {
-                Ok(n) => count += n,
-                Err(_) => break,
+        if let Some(rx) = rx {
+            for _ in 0..pending {
+                match rx.recv_async().await {
+                    Ok(n) => count += n,
+                    Err(_) => break,
+                }
             }
         }
         count

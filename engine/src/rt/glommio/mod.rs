@@ -392,7 +392,10 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
                 filter,
                 reply,
             } => {
-                let _ = reply.try_send(shard.fanout(&frames, &filter));
+                let queued = shard.fanout(&frames, &filter);
+                if let Some(reply) = reply {
+                    let _ = reply.try_send(queued);
+                }
             }
             BusMsg::Send { to, frames, reply } => {
                 let _ = reply.try_send(shard.send_local(to, &frames));
