@@ -221,8 +221,9 @@ pub struct ConnCore {
     config: Arc<CoreConfig>,
     /// This connection's id (reported to native clients at login).
     id: ConnectionId,
-    /// The login exchange; finished once logged in or refused.
-    handshake: ServerHandshake,
+    /// The login exchange, until it ends: dropped at login, so a logged-in connection
+    /// holds neither its nonce nor its session token.
+    handshake: Option<Box<ServerHandshake>>,
     /// Set at login.
     authenticated: bool,
     /// Fixed by the first frame (or the header of a refused first frame).
@@ -261,7 +262,11 @@ impl ConnCore {
     ) -> ConnCore {
         let out = Rc::new(Outbound::new(config.max_outbound_bytes));
         ConnCore {
-            handshake: ServerHandshake::new(server_nonce, session_token, id.as_u64()),
+            handshake: Some(Box::new(ServerHandshake::new(
+                server_nonce,
+                session_token,
+                id.as_u64(),
+            ))),
             config,
             id,
             authenticated: false,
@@ -451,12 +456,20 @@ impl ConnCore {
                 self.misbehaved(PeerMisbehaved::NotAuthenticated, timestamp_ms),
             ));
         }
-        let step = self.handshake.on_frame(
+        let Some(handshake) = self.handshake.as_mut() else {
+            return Some(Event::Close(
+                self.misbehaved(PeerMisbehaved::HandshakeOutOfOrder, timestamp_ms),
+            ));
+        };
+        let step = handshake.on_frame(
             frame,
             &self.config.creds,
             &self.config.v1_limits,
             timestamp_ms,
         );
+        if matches!(step, Ok(ServerStep::Accepted { .. })) {
+            self.handshake = None;
+        }
         match step {
             Ok(ServerStep::Send(challenge)) => self.transmit(Ok(challenge)).map(Event::Close),
             Ok(ServerStep::Accepted { reply, client_name }) => {

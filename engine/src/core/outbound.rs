@@ -96,6 +96,10 @@ struct Gate {
     until: Instant,
 }
 
+/// A drained queue this small is released: re-growing it costs one allocation, holding
+/// it costs every idle connection its slots.
+const SMALL_QUEUE: usize = 4;
+
 /// Queue slots a drained queue may keep allocated; more is released once it is empty.
 pub const KEEP_FRAMES: usize = 256;
 
@@ -229,6 +233,36 @@ impl Outbound {
         self.queued_bytes.get() + self.in_flight_bytes.get()
     }
 
+    /// Takes the one queued frame when it is the only one (and the gate lets it go), for
+    /// a write that needs no batch. Its bytes keep counting against the limit until
+    /// [`finish_batch`](Self::finish_batch).
+    pub fn take_single(&self) -> Option<Bytes> {
+        let gate = self.gate.get();
+        if gate.is_some_and(|g| g.frames_before == 0) {
+            return None;
+        }
+        let mut q = self.frames.borrow_mut();
+        if q.len() != 1 {
+            return None;
+        }
+        let f = q.pop_front()?;
+        if q.capacity() <= SMALL_QUEUE {
+            *q = VecDeque::new();
+        }
+        if let Some(mut g) = gate {
+            g.frames_before -= 1;
+            self.gate.set(Some(g));
+        }
+        debug_assert!(
+            f.len() <= self.queued_bytes.get(),
+            "queued byte count drifted"
+        );
+        self.queued_bytes.set(self.queued_bytes.get() - f.len());
+        self.in_flight_bytes
+            .set(self.in_flight_bytes.get() + f.len());
+        Some(f)
+    }
+
     /// Moves queued frames into `batch`: at most `max_frames` of them and about
     /// `max_bytes` (at least one frame). Their bytes keep counting against the limit
     /// until [`finish_batch`](Self::finish_batch).
@@ -251,8 +285,10 @@ impl Outbound {
                 batch.push(f);
             }
         }
-        if q.is_empty() && q.capacity() > KEEP_FRAMES {
-            // A burst grew it; an idle connection gives the memory back.
+        if q.is_empty() && (q.capacity() > KEEP_FRAMES || q.capacity() <= SMALL_QUEUE) {
+            // A burst grew it, or it never held more than a few frames (a login, a
+            // reply): an idle connection gives the memory back. Between the two, a busy
+            // connection keeps its slots.
             *q = VecDeque::new();
         }
         if let Some(mut g) = gate {

@@ -99,6 +99,20 @@ impl SharedStream {
         Ok(())
     }
 
+    /// Writes one frame, through the same send path as a batch (no batch needed).
+    pub async fn write_frame(&self, mut frame: Bytes) -> io::Result<()> {
+        while !frame.is_empty() {
+            let n = match self.send_gathered(std::slice::from_ref(&frame)) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.write_some(&frame).await?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => return Err(e),
+            };
+            frame.advance(n.min(frame.len()));
+        }
+        Ok(())
+    }
+
     /// Writes every frame of `batch`, gathering them into as few syscalls as the socket
     /// allows, and empties `batch`.
     pub async fn write_batch(&self, batch: &mut Vec<Bytes>) -> io::Result<()> {

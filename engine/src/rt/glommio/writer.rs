@@ -43,10 +43,16 @@ pub(crate) async fn write_loop(
             }
             out.open_gate();
         }
-        // Everything queued since the last wake-up (up to the batch limits) goes out in
-        // one gathered write while the socket takes it.
-        out.take_batch(&mut batch, MAX_IOVECS, max_batch_bytes);
-        let written = stream.write_batch(&mut batch).await;
+        // A lone frame (a reply, one broadcast) is written as it is; everything else
+        // queued since the last wake-up (up to the batch limits) goes out in one
+        // gathered write while the socket takes it.
+        let written = match out.take_single() {
+            Some(frame) => stream.write_frame(frame).await,
+            None => {
+                out.take_batch(&mut batch, MAX_IOVECS, max_batch_bytes);
+                stream.write_batch(&mut batch).await
+            }
+        };
         out.finish_batch();
         if let Err(e) = written {
             batch.clear();
