@@ -4,7 +4,7 @@
 //! for that the wire cannot carry, like an over-long route name). The engine maps each
 //! variant to the reason it sends before closing, via [`WireError::close_reason`].
 
-use crate::header::Codec;
+use crate::codec::Codec;
 
 /// What went wrong while decoding or encoding a frame.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -38,6 +38,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod codec;
 pub mod decoder;
 pub mod encode;
 pub mod error;

@@ -15,14 +15,13 @@ use glommio::spawn_local;
 use glommio::timer::{sleep, Timer};
 
 use super::dispatch::on_inbound;
-use super::local::SendQueue;
 use super::proto::{self, Heartbeat, Tick};
 use super::shared::Inner;
 use super::{ClientDescriptor, ClientError, ClientResult, DisconnectReason};
+use crate::core::Outbound;
 use crate::rt::glommio::io::SharedStream;
+use crate::rt::glommio::writer;
 
-/// Most frames one gathered write passes to the kernel.
-const MAX_BATCH_FRAMES: usize = crate::rt::glommio::io::MAX_IOVECS;
 /// Most bytes one gathered write carries.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// How long `close` lets frames queued before it flush.
@@ -32,8 +31,9 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 pub(super) struct Conn {
     /// The socket, shared by the reader and the writer.
     pub stream: SharedStream,
-    /// Frames waiting for the writer, with byte-based backpressure.
-    pub out: SendQueue,
+    /// Frames waiting for the writer (the server's queue type), with byte-based
+    /// backpressure: a sender waits for room.
+    pub out: Outbound,
     /// The codec the connection logged in with; every frame is sent in it.
     pub codec: Codec,
     /// Largest payload the server accepts; larger frames are refused before sending.
@@ -50,7 +50,7 @@ impl Conn {
     pub fn new(stream: SharedStream, desc: &ClientDescriptor) -> Conn {
         Conn {
             stream,
-            out: SendQueue::new(desc.max_outbound_bytes),
+            out: Outbound::new(desc.max_outbound_bytes),
             codec: desc.codec,
             max_frame_bytes: desc.max_frame_bytes,
             close: RefCell::new(None),
@@ -67,9 +67,7 @@ impl Conn {
     /// Queues a control frame (PING, PONG) of `kind`, ahead of the queue's limit.
     pub fn push_control(&self, kind: FrameKind) {
         match self.encoder().empty(kind) {
-            Ok(frame) => {
-                self.out.push_control(frame);
-            }
+            Ok(frame) => self.out.push_unbounded(frame),
             Err(e) => tracing::debug!(?kind, "control frame not encoded: {e}"),
         }
     }
@@ -85,7 +83,7 @@ impl Conn {
 
     /// Queues `frame`, waiting for room if the queue is full.
     pub async fn send(&self, frame: Bytes) -> ClientResult<()> {
-        if self.out.push(frame).await {
+        if self.out.push_waiting(frame).await {
             Ok(())
         } else {
             Err(ClientError::Disconnected)
@@ -107,7 +105,7 @@ pub(super) async fn run_connection(
         // Graceful: what was queued before close() goes out, then the goodbye.
         // Native only: netconduit has no close frame it acts on.
         if let Ok(Some(bye)) = conn.encoder().close("client closing") {
-            conn.out.push_control(bye);
+            conn.out.push_unbounded(bye);
         }
         conn.out.close();
         let flushed = async {
@@ -215,32 +213,10 @@ async fn read_loop(
     }
 }
 
-/// Drains the send queue into gathered writes until it is closed and empty.
+/// Drains the send queue with the server's writer (gathered writes) until it is closed
+/// and empty.
 async fn write_loop(conn: Rc<Conn>) {
-    // Grows with the bursts it sees; given back when idle, so thousands of quiet
-    // clients on one executor do not each hold a full-size batch.
-    let mut batch: Vec<Bytes> = Vec::new();
-    loop {
-        if conn.out.is_empty() {
-            if conn.out.is_closed() {
-                break;
-            }
-            if batch.capacity() > 64 {
-                batch = Vec::new();
-            }
-            conn.out.ready.wait().await;
-            continue;
-        }
-        let taken = conn
-            .out
-            .take_batch(&mut batch, MAX_BATCH_FRAMES, MAX_BATCH_BYTES);
-        let written = conn.stream.write_batch(&mut batch).await;
-        conn.out.written(taken);
-        if let Err(e) = written {
-            batch.clear();
-            conn.request_close(DisconnectReason::Io(e.to_string()));
-            conn.out.clear();
-            break;
-        }
+    if let Err(e) = writer::write_loop(&conn.out, &conn.stream, MAX_BATCH_BYTES).await {
+        conn.request_close(DisconnectReason::Io(e.to_string()));
     }
 }

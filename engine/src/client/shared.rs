@@ -14,11 +14,12 @@ use futures_lite::FutureExt;
 use glommio::timer::sleep;
 
 use super::dispatch::Handlers;
-use super::local::{OneShot, Signal};
+use super::local::OneShot;
 use super::loops::Conn;
 use super::pending::{Awaiting, Pending};
 use super::supervise::{EventFanout, Jitter};
 use super::{ClientDescriptor, ClientError, ClientEvent, ClientResult, DisconnectReason};
+use crate::core::Signal;
 use crate::id::ConnectionId;
 
 /// Where a call's answer (or its failure) is delivered.

@@ -12,12 +12,10 @@ use conduit_protocol::{Codec, DecoderLimits, Value, ValueLimits};
 
 use super::*;
 
-/// Runs one fuzz input. Panics only on a broken invariant (that is the finding).
-pub fn core(data: &[u8]) {
-    let Some((&mode, rest)) = data.split_first() else {
-        return;
-    };
-    let config = Arc::new(CoreConfig {
+/// Short settings (seconds, small limits) for driving a core by hand — the fuzz target
+/// and the in-memory pair tests — with password `pw`.
+pub(crate) fn small_config(routes: RouteTable) -> CoreConfig {
+    CoreConfig {
         creds: ServerCredentials::new("pw", "fuzz", "1"),
         auth_timeout: Duration::from_secs(5),
         heartbeat_interval: Duration::from_secs(1),
@@ -33,15 +31,23 @@ pub fn core(data: &[u8]) {
         max_auth_frame_bytes: 4096,
         slow_consumer: SlowConsumerPolicy::Disconnect,
         max_outbound_bytes: 256 * 1024,
-        routes: RouteTable::new(
-            [
-                ("add".to_owned(), ArgForm::Value),
-                ("raw".to_owned(), ArgForm::InPlace),
-            ],
-            ["chat".to_owned()],
-            Value::Nil,
-        ),
-    });
+        routes,
+    }
+}
+
+/// Runs one fuzz input. Panics only on a broken invariant (that is the finding).
+pub fn core(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let config = Arc::new(small_config(RouteTable::new(
+        [
+            ("add".to_owned(), ArgForm::Value),
+            ("raw".to_owned(), ArgForm::InPlace),
+        ],
+        ["chat".to_owned()],
+        Value::Nil,
+    )));
     let t0 = Instant::now();
     let mut server = ConnCore::new(
         config.clone(),

@@ -8,58 +8,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::notify::{LocalNotify, Signal};
 use crate::descriptor::SlowConsumerPolicy;
-
-/// Wakes one waiting task on the same thread. Notifications are sticky: a notify with
-/// nobody waiting is seen by the next wait.
-#[derive(Debug, Default)]
-pub struct LocalNotify {
-    notified: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl LocalNotify {
-    /// Wakes the waiter (or lets the next wait return at once).
-    pub fn notify(&self) {
-        self.notified.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    /// Resolves once [`notify`](Self::notify) has been called since the last wait.
-    pub fn wait(&self) -> Notified<'_> {
-        Notified(self)
-    }
-}
-
-/// Future returned by [`LocalNotify::wait`].
-#[derive(Debug)]
-pub struct Notified<'a>(&'a LocalNotify);
-
-impl Future for Notified<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.notified.replace(false) {
-            return Poll::Ready(());
-        }
-        let mut slot = self.0.waker.borrow_mut();
-        match slot.as_ref() {
-            // Keep the stored waker when it would wake the same task: no clone per poll.
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => *slot = Some(cx.waker().clone()),
-        }
-        Poll::Pending
-    }
-}
 
 /// Result of queueing a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +72,8 @@ pub struct Outbound {
     gate: Cell<Option<Gate>>,
     /// Wakes the writer.
     pub ready: LocalNotify,
+    /// Wakes senders waiting for room ([`push_waiting`](Self::push_waiting)).
+    room: Signal,
 }
 
 impl Outbound {
@@ -131,6 +87,7 @@ impl Outbound {
             closed: Cell::new(false),
             gate: Cell::new(None),
             ready: LocalNotify::default(),
+            room: Signal::default(),
         }
     }
 
@@ -152,9 +109,28 @@ impl Outbound {
         }
     }
 
-    /// Queues a connection's last frame (a reason before closing) whatever the limit:
-    /// it replaces nothing and is the last thing ever queued.
-    pub fn push_last(&self, frame: Bytes) {
+    /// Queues `frame`, waiting for room while the queue is over its limit (the
+    /// client's backpressure, where a server would apply its slow-consumer policy). A
+    /// frame larger than the whole limit goes through once nothing else is held, so no
+    /// sender waits forever. `false` if the queue closed first.
+    pub async fn push_waiting(&self, frame: Bytes) -> bool {
+        loop {
+            let room = self.room.wait();
+            match self.push(frame.clone()) {
+                Push::Queued => return true,
+                Push::Closed => return false,
+                Push::Full if self.pending_bytes() == 0 => {
+                    self.push_unbounded(frame);
+                    return true;
+                }
+                Push::Full => room.await,
+            }
+        }
+    }
+
+    /// Queues a small frame whatever the limit: a last frame (a reason before closing)
+    /// or a control frame (PING, PONG) that must not wait behind application data.
+    pub fn push_unbounded(&self, frame: Bytes) {
         if self.closed.get() {
             return;
         }
@@ -215,6 +191,7 @@ impl Outbound {
     pub fn close(&self) {
         self.closed.set(true);
         self.ready.notify();
+        self.room.notify_all();
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -307,6 +284,7 @@ impl Outbound {
     /// bytes no longer count against the limit.
     pub fn finish_batch(&self) {
         self.in_flight_bytes.set(0);
+        self.room.notify_all();
     }
 
     /// Whether nothing is waiting.
@@ -319,6 +297,7 @@ impl Outbound {
     pub fn clear(&self) {
         self.frames.borrow_mut().clear();
         self.queued_bytes.set(0);
+        self.room.notify_all();
     }
 }
 
@@ -360,6 +339,27 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_push_lets_one_big_frame_through_and_unbounded_frames_bypass() {
+        use futures_lite::future::block_on;
+        let q = Outbound::new(10);
+        assert!(
+            block_on(q.push_waiting(Bytes::from_static(&[0; 32]))),
+            "alone: goes"
+        );
+        assert_eq!(q.push(Bytes::from_static(b"x")), Push::Full);
+        q.push_unbounded(Bytes::from_static(b"ping"));
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, 64, 1 << 20);
+        assert_eq!(batch.len(), 2);
+        // The batch in flight still holds its room.
+        assert_eq!(q.push(Bytes::from_static(b"x")), Push::Full);
+        q.finish_batch();
+        assert!(block_on(q.push_waiting(Bytes::from_static(b"x"))));
+        q.close();
+        assert!(!block_on(q.push_waiting(Bytes::from_static(b"y"))));
+    }
+
+    #[test]
     fn batches_stop_at_max_frames_and_a_drained_queue_shrinks() {
         let q = Outbound::new(1 << 20);
         for _ in 0..1000 {
@@ -375,19 +375,5 @@ mod tests {
         assert!(q.frames.borrow().capacity() <= KEEP_FRAMES);
         q.finish_batch();
         assert_eq!(q.pending_bytes(), 0);
-    }
-
-    #[test]
-    fn notify_is_sticky() {
-        let n = LocalNotify::default();
-        n.notify();
-        let waker = futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| {
-            Poll::Ready(cx.waker().clone())
-        }));
-        let mut cx = Context::from_waker(&waker);
-        let mut w = n.wait();
-        assert_eq!(Pin::new(&mut w).poll(&mut cx), Poll::Ready(()));
-        let mut w = n.wait();
-        assert_eq!(Pin::new(&mut w).poll(&mut cx), Poll::Pending);
     }
 }

@@ -319,7 +319,7 @@ async fn teardown(
         if !close.last_after.is_zero() {
             sleep(close.last_after).await;
         }
-        conn.out.push_last(last);
+        conn.out.push_unbounded(last);
     }
     if !reason.flushes() {
         conn.out.clear();

@@ -1,0 +1,101 @@
+//! What the core tells the glue ([`Event`]) and what the glue hands back
+//! ([`Outcome`]): the vocabulary between a connection's decisions and the handlers
+//! the glue runs for it.
+
+use std::borrow::Cow;
+
+use conduit_protocol::{Codec, Value};
+
+use super::Close;
+
+/// Identifies one handler call of one connection, for [`ConnCore::complete`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallId(pub(super) u64);
+
+/// What kind of handler a call goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallKind {
+    /// An RPC method; its result goes back as RPC_RESPONSE / RPC_ERROR.
+    Rpc,
+    /// A message handler; a reply goes back as `<type>_response`.
+    Message,
+}
+
+/// A call's arguments, as the handler will take them.
+#[derive(Debug)]
+pub enum Args<'a> {
+    /// Decoded.
+    Value(Value),
+    /// A native archive still in the receive buffer, 8-byte aligned (in-place methods).
+    Native(&'a [u8]),
+}
+
+/// A handler to run.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// Pass back to [`ConnCore::complete`] with the result.
+    pub id: CallId,
+    /// Which kind of handler.
+    pub kind: CallKind,
+    /// The method or message type; known to route (see [`RouteTable`]).
+    pub route: Cow<'a, str>,
+    /// The arguments.
+    pub args: Args<'a>,
+}
+
+impl Call<'_> {
+    /// The call without borrows of the receive buffer, so the glue may read on while
+    /// the handler runs; `None` for arguments read in place (their handlers are
+    /// synchronous and finish before the buffer is touched again).
+    pub fn into_owned(self) -> Option<Call<'static>> {
+        match self.args {
+            Args::Value(v) => Some(Call {
+                id: self.id,
+                kind: self.kind,
+                route: Cow::Owned(self.route.into_owned()),
+                args: Args::Value(v),
+            }),
+            Args::Native(_) => None,
+        }
+    }
+}
+
+/// What happened, for the glue to act on.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The core handled a frame itself (a ping, a handshake step, `listall`, an
+    /// unknown method, an ignored frame); poll again.
+    Handled,
+    /// The peer logged in (AUTH_SUCCESS is queued): register it and run the connect
+    /// hooks.
+    Authenticated {
+        /// The codec it speaks.
+        codec: Codec,
+        /// Its self-reported name, if any.
+        client_name: Option<String>,
+    },
+    /// Run a handler, then report its result with [`ConnCore::complete`].
+    Call(Call<'a>),
+    /// Close the connection as described.
+    Close(Close),
+}
+
+/// An RPC failure as the wire carries it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    /// netconduit's code.
+    pub code: i64,
+    /// The full message (already prefixed `Error in <method>: ` where that applies).
+    pub message: String,
+    /// Structured details.
+    pub details: Option<Value>,
+}
+
+/// A handler's result.
+#[derive(Debug)]
+pub enum Outcome {
+    /// An RPC method returned.
+    Rpc(Result<Value, Failure>),
+    /// A message handler returned; `Some` is sent back as `<type>_response`.
+    Message(Option<Value>),
+}
