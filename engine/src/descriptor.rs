@@ -51,7 +51,7 @@ pub struct ServerDescriptor {
     /// Server identifier, sent to clients at login. Default `"Server"`.
     pub name: String,
     /// Number of shards (one pinned executor each). Default: the CPUs this process may
-    /// run on.
+    /// run on, clamped to its cgroup's CPU quota.
     pub shards: usize,
     /// Largest frame payload accepted, in bytes; checked before any buffer grows.
     /// Default 1 MiB.
@@ -316,9 +316,11 @@ impl ServerDescriptor {
     }
 }
 
-/// The number of CPUs this process may run on (its affinity mask), at least 1.
+/// The number of CPUs this process may use: its affinity mask, clamped to its cgroup's
+/// CPU quota (a container limited to 2 CPUs on a 64-core node runs 2 shards); at least 1.
 pub fn default_shards() -> usize {
-    allowed_cpus().len().max(1)
+    let cpus = allowed_cpus().len().max(1);
+    crate::host::cgroup_cpu_limit().map_or(cpus, |quota| quota.clamp(1, cpus))
 }
 
 /// The CPUs this process may run on, from its affinity mask.

@@ -62,6 +62,7 @@ mod dispatch;
 mod error;
 mod exec;
 pub mod handlers;
+mod host;
 mod id;
 mod preflight;
 mod router;

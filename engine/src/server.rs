@@ -358,6 +358,11 @@ impl Server {
         let desc = self.descriptor();
         while self.router.stop_requests().try_recv().is_ok() {}
         let (registry, core_config) = self.freeze()?;
+        crate::host::ensure_fds(crate::host::FdDemand {
+            connections: desc.max_connections,
+            refusals: desc.max_refusals_in_flight,
+            shards: desc.shards,
+        })?;
         let ip: std::net::IpAddr = desc.host.parse().map_err(|_| Error::Config {
             field: "host",
             problem: format!("{:?} is not an IP address", desc.host),

@@ -18,8 +18,32 @@ use crate::{Error, Result};
 /// The line `serve` prints once it accepts connections (`READY port=… pid=…`).
 pub const READY_PREFIX: &str = "READY";
 
-/// Most connections the benchmark server admits (well above any scenario's).
+/// Most connections the benchmark server admits (well above any scenario's), when the
+/// host's open-files limit allows them (see [`max_connections`]).
 pub const SERVE_MAX_CONNECTIONS: usize = 25_000;
+
+/// Descriptors kept free of connections: the engine's own per shard and process, and
+/// the refusals in flight (the engine checks the same sum at start).
+const RESERVED_FDS: usize = 64 + 64 + 16 * 64;
+
+/// [`SERVE_MAX_CONNECTIONS`], or fewer when the hard open-files limit would not hold
+/// them (the engine refuses to start a server whose `max_connections` cannot fit).
+pub fn max_connections() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_max == libc::RLIM_INFINITY
+    {
+        return SERVE_MAX_CONNECTIONS;
+    }
+    let fit = usize::try_from(lim.rlim_max)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(RESERVED_FDS);
+    SERVE_MAX_CONNECTIONS.min(fit).max(1)
+}
 
 /// How `serve` is configured.
 #[derive(Clone, Debug)]
@@ -59,7 +83,7 @@ pub fn build(opts: &ServeOptions) -> Result<Server> {
         .port(opts.port)
         .shards(opts.shards)
         .name("conduit-loadgen-serve")
-        .max_connections(SERVE_MAX_CONNECTIONS)
+        .max_connections(max_connections())
         .heartbeat(opts.heartbeat, heartbeat_timeout(opts.heartbeat))
         .drain_timeout(Duration::from_secs(1));
     // Refusals must not be mistaken for slowness; nobody guesses passwords here.
