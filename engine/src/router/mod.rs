@@ -134,6 +134,26 @@ impl RunState {
     }
 }
 
+/// Sends `shard` the request `make` builds around a reply channel and waits for the
+/// answer: `Ok(None)` when the shard went away without answering, `Err(NotRunning)`
+/// when its bus is closed. The run is not held while waiting: a shard that exits with
+/// the request still queued drops it (and its reply sender) only once every holder of
+/// the run is gone.
+async fn ask<T>(
+    run: Arc<RunState>,
+    shard: usize,
+    make: impl FnOnce(flume::Sender<T>) -> BusMsg,
+) -> Result<Option<T>> {
+    let bus = run.bus.get(shard).ok_or(Error::Closed)?.clone();
+    drop(run);
+    let (tx, rx) = flume::bounded(1);
+    bus.send_async(make(tx))
+        .await
+        .map_err(|_| Error::NotRunning)?;
+    drop(bus);
+    Ok(rx.recv_async().await.ok())
+}
+
 /// A logged-in connection's place in the directory and the connection count; both are
 /// given back when this is dropped, whichever way the connection ends.
 pub(crate) struct Listed {
@@ -449,17 +469,13 @@ impl Router {
         if let Some((_, s)) = self.local().filter(|(_, s)| s.index() == id.shard()) {
             return s.send_local(id, &frames);
         }
-        let bus = run.bus.get(id.shard()).ok_or(Error::Closed)?;
-        let (tx, rx) = flume::bounded(1);
-        bus.send_async(BusMsg::Send {
+        ask(run, id.shard(), |reply| BusMsg::Send {
             to: id,
             frames,
-            reply: tx,
+            reply,
         })
-        .await
-        .map_err(|_| Error::NotRunning)?;
-        drop(run); // see broadcast_frames
-        rx.recv_async().await.unwrap_or(Err(Error::Closed))
+        .await?
+        .unwrap_or(Err(Error::Closed))
     }
 
     pub(crate) async fn kick(&self, id: ConnectionId, last: Option<(&str, &Value)>) -> Result<()> {
@@ -473,17 +489,12 @@ impl Router {
         let done = if let Some((_, s)) = self.local().filter(|(_, s)| s.index() == id.shard()) {
             s.kick_local(id, last.as_deref())
         } else {
-            let bus = run.bus.get(id.shard()).ok_or(Error::Closed)?;
-            let (tx, rx) = flume::bounded(1);
-            bus.send_async(BusMsg::Kick {
+            let asked = ask(run, id.shard(), |reply| BusMsg::Kick {
                 to: id,
                 last,
-                reply: tx,
-            })
-            .await
-            .map_err(|_| Error::NotRunning)?;
-            drop(run); // see broadcast_frames
-            rx.recv_async().await.unwrap_or(false)
+                reply,
+            });
+            asked.await?.unwrap_or(false)
         };
         if done {
             Ok(())
