@@ -505,3 +505,34 @@ fn a_handler_that_never_completes_is_dropped_when_its_peer_goes() {
     assert_eq!(other.next_frame().unwrap().header.kind, FrameKind::Pong);
     running.stop().unwrap();
 }
+
+#[test]
+fn names_no_peer_could_receive_are_refused_where_they_are_registered_or_sent() {
+    // A message type whose `<type>_response` would not fit the wire: start says so.
+    let server = Server::new(test_descriptor(PW)).unwrap();
+    server.on(&"m".repeat(247), |_c, _v: Value| async {});
+    match server.start() {
+        Err(Error::Config { field, problem }) => {
+            assert_eq!(field, "message handler");
+            assert!(problem.contains("247 bytes"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // 246 bytes fit.
+    let server = Server::new(test_descriptor(PW)).unwrap();
+    server.on(&"m".repeat(246), |_c, _v: Value| async {});
+    let (running, addr) = start(&server);
+    let c = TestClient::login(addr, Codec::Native, PW);
+    let id = ConnectionId::from_u64(c.connection_id.unwrap());
+    // Sending a name over 255 bytes is an error, not a silent skip of one codec.
+    let long = "n".repeat(256);
+    let sent = futures_block(server.broadcast(&long, Value::Nil).send());
+    assert!(matches!(sent, Err(Error::Encode(_))), "{sent:?}");
+    assert_eq!(conduit::block_on(server.broadcast(&long, Value::Nil)), 0);
+    let direct = futures_block(server.send_to_id(id, &long, Value::Nil));
+    assert!(matches!(direct, Err(Error::Encode(_))), "{direct:?}");
+    // 255 bytes reach the peer.
+    let n = futures_block(server.broadcast(&"n".repeat(255), Value::Nil).send()).unwrap();
+    assert_eq!(n, 1);
+    running.stop().unwrap();
+}
