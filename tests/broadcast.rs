@@ -293,8 +293,7 @@ fn spread(addr: SocketAddr, per: usize) -> Vec<Peer> {
         if full {
             return peers;
         }
-        // Period 3, so no regular alternation of shards (the shards take turns at the
-        // one listening socket) pairs each codec with one shard only.
+        // Period 3, so no regular alternation of shards pairs each codec with one shard.
         let codec = if i % 3 == 0 { Codec::V1 } else { Codec::Native };
         let p = Peer::login(addr, codec);
         *count.entry((p.id.shard(), codec)).or_default() += 1;

@@ -246,23 +246,19 @@ impl Launched {
 pub(crate) fn launch(plan: Plan) -> Result<Launched> {
     crate::preflight::check(plan.buses.len())?;
     let cpus = crate::descriptor::allowed_cpus();
-    let socket = crate::rt::listen_exclusive(plan.bind_addr)?;
     let mut launched = Launched {
         executors: Vec::new(),
-        addr: socket.local_addr()?.as_socket().unwrap_or(plan.bind_addr),
+        addr: plan.bind_addr,
     };
     for (index, bus) in plan.buses.into_iter().enumerate() {
         let (bound_tx, bound_rx) = crossbeam_channel::bounded(1);
-        // Every shard accepts on its own descriptor of the one listening socket.
-        let listen_fd =
-            std::os::fd::OwnedFd::from(std::net::TcpListener::from(socket.try_clone()?));
         let setup = Setup {
             index,
             router: plan.router.clone(),
             run: plan.run.clone(),
             registry: plan.registry.clone(),
             core_config: plan.core_config.clone(),
-            listen_fd,
+            bind_addr: launched.addr,
             bus,
             bound: bound_tx,
         };
@@ -307,8 +303,7 @@ struct Setup {
     run: Arc<RunState>,
     registry: Arc<Registry>,
     core_config: Arc<CoreConfig>,
-    /// A descriptor of the server's one listening socket, for this shard's accepts.
-    listen_fd: std::os::fd::OwnedFd,
+    bind_addr: SocketAddr,
     bus: flume::Receiver<BusMsg>,
     /// Receives the listening address (or the bind error) once the listener exists.
     bound: crossbeam_channel::Sender<std::result::Result<SocketAddr, String>>,
@@ -322,15 +317,17 @@ async fn shard_main(setup: Setup) {
         run,
         registry,
         core_config,
-        listen_fd,
+        bind_addr,
         bus,
         bound,
     } = setup;
-    use std::os::fd::{FromRawFd, IntoRawFd};
-    // SAFETY: `listen_fd` is an open, bound and listening TCP socket this shard owns
-    // (a dup of the server's listener); ownership passes to the glommio listener,
-    // which closes it when dropped.
-    let listener = unsafe { TcpListener::from_raw_fd(listen_fd.into_raw_fd()) };
+    let listener = match TcpListener::bind(bind_addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = bound.send(Err(format!("cannot listen on {bind_addr}: {e}")));
+            return;
+        }
+    };
     let addr = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
