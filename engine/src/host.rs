@@ -189,13 +189,22 @@ mod tests {
     }
 
     #[test]
-    fn the_limit_here_is_read_and_raised() {
-        // Whatever this machine allows, the check runs without error for a small server.
+    fn the_soft_limit_is_raised_to_the_hard_one() {
         let d = FdDemand {
             connections: 10,
             refusals: 1,
             shards: 1,
         };
         assert!(ensure_fds(d).is_ok());
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes only into `lim`.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(
+            lim.rlim_cur, lim.rlim_max,
+            "soft limit raised to the hard one"
+        );
     }
 }

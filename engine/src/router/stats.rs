@@ -60,7 +60,7 @@ pub(crate) struct Stats {
     /// Frames that found a full outbound queue, ever.
     pub slow_consumers: AtomicU64,
     /// Frames the cores did not send (closing connections, policy drops, encoding
-    /// failures) and handler results they dropped as stale, ever.
+    /// failures) and broadcasts no peer could receive, ever.
     pub frames_not_sent: AtomicU64,
     /// Handler results for calls their connection no longer waited on, ever.
     pub stale_results: AtomicU64,

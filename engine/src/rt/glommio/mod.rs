@@ -110,19 +110,19 @@ impl Shard {
         }
     }
 
-    /// Queues `frame` to `conn` under the slow-consumer policy; whether it was queued.
-    fn deliver(&self, conn: &LocalConn, frame: &bytes::Bytes) -> bool {
+    /// Queues `frame` to `conn` under the slow-consumer policy, counting and logging a
+    /// slow consumer, and says what became of it.
+    fn deliver(&self, conn: &LocalConn, frame: &bytes::Bytes) -> Delivery {
         let policy = self.core_config.slow_consumer;
-        match conn.out.offer(frame.clone(), policy) {
-            Delivery::Queued => true,
-            Delivery::Closed => false,
+        let delivery = conn.out.offer(frame.clone(), policy);
+        match delivery {
+            Delivery::Queued | Delivery::Closed => {}
             Delivery::Dropped => {
                 self.router
                     .stats()
                     .slow_consumers
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(conn = %conn.meta.id, "slow consumer: frame dropped");
-                false
             }
             Delivery::Disconnect => {
                 self.router
@@ -131,9 +131,9 @@ impl Shard {
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(conn = %conn.meta.id, "slow consumer: disconnecting");
                 conn.request_close(CloseReason::SlowConsumer);
-                false
             }
         }
+        delivery
     }
 }
 
@@ -146,7 +146,7 @@ impl LocalShard for Shard {
         let mut count = 0;
         let mut deliver = |conn: &LocalConn| {
             if let Some(f) = frames.for_codec(conn.codec()) {
-                if self.deliver(conn, f) {
+                if self.deliver(conn, f) == Delivery::Queued {
                     count += 1;
                 }
             }
@@ -184,12 +184,10 @@ impl LocalShard for Shard {
         };
         // Read before the offer: a disconnecting slow consumer's queue is cleared.
         let pending = c.out.pending_bytes();
-        if self.deliver(&c, f) {
-            Ok(())
-        } else if c.out.is_closed() && pending == 0 {
-            Err(Error::Closed)
-        } else {
-            Err(Error::QueueFull(pending))
+        match self.deliver(&c, f) {
+            Delivery::Queued => Ok(()),
+            Delivery::Closed => Err(Error::Closed),
+            Delivery::Dropped | Delivery::Disconnect => Err(Error::QueueFull(pending)),
         }
     }
 
