@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::error::Error;
+pub use crate::rt::Runtime;
 
 /// What to do with a connection whose outbound queue passes its byte limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -100,8 +101,15 @@ pub struct ServerDescriptor {
     /// Default 64.
     pub max_refusals_in_flight: usize,
     /// Scheduler time slice of each shard; heartbeats and I/O are never held up by a
-    /// busy task for longer. Default 10 ms.
+    /// busy task for longer. Default 10 ms. (glommio's preemption timer; on tokio the
+    /// runtime's cooperative budget plays this part.)
     pub preempt_timer: Duration,
+    /// The runtime backend of the shards. Default [`Runtime::Auto`]: glommio where
+    /// io_uring works, else tokio (the log says which and why).
+    pub runtime: Runtime,
+    /// Connections the kernel holds for the server before it accepts them (the
+    /// `listen` backlog; the kernel caps it at `net.core.somaxconn`). Default 1024.
+    pub listen_backlog: u32,
 }
 
 /// The highest `max_payload_depth` a server accepts. Decoding, dropping and re-encoding
@@ -140,6 +148,8 @@ impl ServerDescriptor {
             bus_capacity: 4096,
             max_refusals_in_flight: 64,
             preempt_timer: Duration::from_millis(10),
+            runtime: Runtime::Auto,
+            listen_backlog: 1024,
         }
     }
 
@@ -177,6 +187,11 @@ impl ServerDescriptor {
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
         self.heartbeat_interval = interval;
         self.heartbeat_timeout = timeout;
+        self
+    }
+    /// Sets `runtime`.
+    pub fn runtime(mut self, runtime: Runtime) -> Self {
+        self.runtime = runtime;
         self
     }
     /// Sets `shards`.
@@ -311,6 +326,9 @@ impl ServerDescriptor {
         }
         if self.preempt_timer.is_zero() || self.preempt_timer > Duration::from_millis(100) {
             return bad("preempt_timer", "must be between 0 and 100 ms".into());
+        }
+        if self.listen_backlog == 0 || self.listen_backlog > i32::MAX as u32 {
+            return bad("listen_backlog", "must be between 1 and 2^31 - 1".into());
         }
         Ok(())
     }

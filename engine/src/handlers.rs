@@ -11,8 +11,8 @@ use ahash::AHashMap;
 use conduit_protocol::v1::codes;
 use conduit_protocol::Value;
 
-pub use crate::exec::LocalBoxFuture;
 use crate::router::{Connection, Router};
+pub use crate::rt::exec::LocalBoxFuture;
 
 /// What a message handler may return: `()` for no reply, or a value sent back to the
 /// sender as `<type>_response`.

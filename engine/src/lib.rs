@@ -33,9 +33,9 @@
 //!
 //! One RPC, socket to socket, each step in its own file:
 //!
-//! 1. `rt/glommio/accept.rs` — the shard accepts the socket and takes a
+//! 1. `rt/shard/accept.rs` — the shard accepts the socket and takes a
 //!    `max_connections` permit;
-//! 2. `rt/glommio/conn.rs` — the read loop moves bytes into the connection's decoder;
+//! 2. `rt/shard/conn.rs` — the read loop moves bytes into the connection's decoder;
 //! 3. `core/mod.rs` — `ConnCore::poll_event` decodes the frame and decides: login,
 //!    ping, `listall`, unknown method, or a handler call to run;
 //! 4. `dispatch.rs` — runs the registered handler (panics contained) and turns its
@@ -43,12 +43,12 @@
 //! 5. `core/mod.rs` — `ConnCore::complete` encodes the reply in the peer's codec and
 //!    queues it on the connection's outbound queue (`core/outbound.rs`, where the
 //!    slow-consumer policy applies);
-//! 6. `rt/glommio/writer.rs` — the writer gathers everything queued into one write
-//!    (`rt/glommio/io.rs`).
+//! 6. `rt/writer.rs` — the writer gathers everything queued into one write
+//!    (`rt/net.rs`).
 //!
 //! A broadcast starts in a handler at `router/broadcast.rs`, is encoded once per codec
 //! (`router/bus.rs`), fans out on the local shard and crosses to the others over their
-//! bus (`router/mod.rs` → `rt/glommio/mod.rs`), then meets steps 5–6 for every
+//! bus (`router/mod.rs` → `rt/shard/mod.rs`), then meets steps 5–6 for every
 //! receiver.
 
 // What `#[rpc]` expands to; not an API of its own.
@@ -60,10 +60,10 @@ mod core;
 pub mod descriptor;
 mod dispatch;
 mod error;
-mod exec;
 pub mod handlers;
 mod host;
 mod id;
+#[cfg(feature = "glommio")]
 mod preflight;
 mod router;
 pub mod rt;
@@ -79,6 +79,7 @@ pub use error::{Error, Result};
 pub use handlers::{IntoReply, IntoRpcMethod, ParamInfo, RpcCall, RpcError, RpcInfo, RpcMethod};
 pub use id::{ConnectionId, ParseIdError};
 pub use router::{Broadcast, Connection, Router, State};
+pub use rt::Runtime;
 pub use server::{Running, Server};
 
 /// Drives a future to completion on the calling (non-shard) thread: for calling

@@ -281,15 +281,20 @@ impl Server {
     }
 
     /// Starts the server in the background and returns once it accepts connections.
-    /// Stop it with [`Running::stop`] (or by dropping the handle).
+    /// Stop it with [`Running::stop`] (or by dropping the handle); an async
+    /// application awaits it with [`Running::stopped`] or
+    /// [`Running::stop_and_wait`]. Starting takes milliseconds (the shards' threads
+    /// start and bind), so calling it from inside a tokio task is fine.
     pub fn start(&self) -> Result<Running> {
         if self.router.set_running(true) {
             return Err(Error::AlreadyRunning);
         }
         match self.start_shards() {
-            Ok(control) => Ok(Running {
+            Ok((control, done, runtime)) => Ok(Running {
                 server: self.clone(),
                 control: Some(control),
+                done,
+                runtime,
             }),
             Err(e) => {
                 self.router.set_running(false);
@@ -354,7 +359,16 @@ impl Server {
         Ok((Arc::new(registry), Arc::new(core_config)))
     }
 
-    fn start_shards(&self) -> Result<JoinHandle<Result<()>>> {
+    /// Starts the shards and the control thread that stops them; returns the thread,
+    /// the channel it reports its end on, and the backend the shards run on.
+    #[allow(clippy::type_complexity, reason = "private, used once")]
+    fn start_shards(
+        &self,
+    ) -> Result<(
+        JoinHandle<Result<()>>,
+        flume::Receiver<Result<()>>,
+        crate::rt::Runtime,
+    )> {
         let desc = self.descriptor();
         while self.router.stop_requests().try_recv().is_ok() {}
         let (registry, core_config) = self.freeze()?;
@@ -371,15 +385,18 @@ impl Server {
             .map(|_| flume::bounded(desc.bus_capacity))
             .unzip();
         let run = Arc::new(RunState::new(senders));
-        let launched = rt::glommio::launch(rt::glommio::Plan {
+        let launched = rt::shard::launch(rt::shard::Plan {
             router: self.router.clone(),
             run: run.clone(),
             registry,
             core_config,
             bind_addr: std::net::SocketAddr::new(ip, desc.port),
+            backlog: desc.listen_backlog as i32,
             buses,
             preempt_timer: desc.preempt_timer,
+            runtime: desc.runtime,
         })?;
+        let backend = launched.backend.runtime();
         let addr = launched.addr;
         let _ = run.addr.set(addr);
         self.router.set_run(Some(run.clone()));
@@ -391,26 +408,36 @@ impl Server {
             launched.join(&run);
             return Err(Error::Runtime(e));
         }
-        tracing::info!(name = %desc.name, %addr, shards = desc.shards, "server running");
+        tracing::info!(name = %desc.name, %addr, shards = desc.shards, runtime = %backend, "server running");
 
         let server = self.clone();
+        let (done_tx, done) = flume::bounded(1);
         let control = std::thread::Builder::new()
             .name("conduit-control".into())
             .spawn(move || {
                 let _ = server.router.stop_requests().recv();
                 tracing::info!("stopping");
                 let errors = shut_down(&run, server.descriptor().shards);
+                launched.stop_accepting();
                 server.router.set_run(None);
                 launched.join(&run);
                 server.router.set_running(false);
                 tracing::info!("stopped");
-                if errors.is_empty() {
+                let result = if errors.is_empty() {
                     Ok(())
                 } else {
                     Err(Error::Runtime(errors.join("; ")))
-                }
+                };
+                // Tell an async waiter, then give the same result to `join`.
+                let _ = done_tx.send(
+                    result
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| Error::Runtime(e.to_string())),
+                );
+                result
             })?;
-        Ok(control)
+        Ok((control, done, backend))
     }
 }
 
@@ -450,6 +477,11 @@ pub struct Running {
     server: Server,
     /// The thread that waits for a stop request and shuts the run down.
     control: Option<JoinHandle<Result<()>>>,
+    /// Receives the run's end from the control thread, for waiting without blocking a
+    /// thread ([`Running::stopped`]).
+    done: flume::Receiver<Result<()>>,
+    /// The backend the shards run on.
+    runtime: crate::rt::Runtime,
 }
 
 impl Running {
@@ -468,6 +500,31 @@ impl Running {
     pub fn stop(mut self) -> Result<()> {
         self.server.stop();
         self.join()
+    }
+
+    /// The runtime backend the shards run on ([`Runtime::Glommio`](crate::rt::Runtime)
+    /// or `Tokio`, never `Auto`).
+    pub fn runtime(&self) -> crate::rt::Runtime {
+        self.runtime
+    }
+
+    /// Waits, without blocking the calling thread, until the server has stopped: for
+    /// async applications (any executor). The server's own threads do the stopping.
+    pub async fn stopped(mut self) -> Result<()> {
+        let result = self
+            .done
+            .recv_async()
+            .await
+            .unwrap_or_else(|_| Err(Error::Runtime("control thread ended early".into())));
+        // The control thread sent its result as its last step; joining it is immediate.
+        let _ = self.join();
+        result
+    }
+
+    /// Asks the server to stop and waits for it without blocking the calling thread.
+    pub async fn stop_and_wait(self) -> Result<()> {
+        self.server.stop();
+        self.stopped().await
     }
 
     fn join(&mut self) -> Result<()> {

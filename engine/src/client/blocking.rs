@@ -43,10 +43,9 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use conduit_protocol::Value;
-use glommio::spawn_local;
 
 use super::{
-    spawn_executor, ClientDescriptor, ClientError, ClientEvent, ClientResult, Events,
+    spawn_executor_on, ClientDescriptor, ClientError, ClientEvent, ClientResult, Events,
     ExecutorThread, SharedStatus,
 };
 use crate::id::ConnectionId;
@@ -134,10 +133,9 @@ fn answer<T: Send + 'static>(
     reply: Reply<T>,
     fut: impl std::future::Future<Output = ClientResult<T>> + 'static,
 ) {
-    spawn_local(async move {
+    crate::rt::spawn(async move {
         let _ = reply.send(fut.await);
-    })
-    .detach();
+    });
 }
 
 /// The executor side: owns the async client and serves commands in order.
@@ -206,7 +204,9 @@ impl Client {
         let (cmd_tx, cmd_rx) = flume::unbounded();
         let (ready_tx, ready_rx) = flume::bounded(1);
         let (d, st) = (desc.clone(), status.clone());
-        let thread = spawn_executor("conduit-client", move || serve(d, st, cmd_rx, ready_tx))?;
+        let thread = spawn_executor_on(d.runtime, "conduit-client", move || {
+            serve(d, st, cmd_rx, ready_tx)
+        })?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

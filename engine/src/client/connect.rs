@@ -10,12 +10,11 @@ use conduit_protocol::handshake::{ClientHandshake, ClientStep, LoginInfo};
 use conduit_protocol::v1::V1Limits;
 use conduit_protocol::{Codec, DecoderLimits, FrameDecoder};
 use futures_lite::FutureExt;
-use glommio::net::TcpStream;
-use glommio::timer::sleep;
 
 use super::loops::Conn;
 use super::{ClientDescriptor, ClientError, ClientResult};
-use crate::rt::glommio::io::SharedStream;
+use crate::rt::exec::sleep;
+use crate::rt::net::SharedStream;
 
 /// A connection that just logged in.
 pub(super) struct Established {
@@ -71,13 +70,21 @@ async fn resolve(desc: &ClientDescriptor) -> ClientResult<Vec<SocketAddr>> {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let host_for_lookup = host.clone();
-    let addrs = glommio::executor()
-        .spawn_blocking(move || {
-            (host_for_lookup.as_str(), port)
-                .to_socket_addrs()
-                .map(Iterator::collect::<Vec<_>>)
-        })
-        .await?;
+    // A plain thread, so the lookup blocks neither backend's executor.
+    let (tx, rx) = flume::bounded(1);
+    std::thread::Builder::new()
+        .name("conduit-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(
+                (host_for_lookup.as_str(), port)
+                    .to_socket_addrs()
+                    .map(Iterator::collect::<Vec<_>>),
+            );
+        })?;
+    let addrs = rx
+        .recv_async()
+        .await
+        .map_err(|_| io::Error::other("name lookup thread ended"))??;
     if addrs.is_empty() {
         return Err(ClientError::Io(io::Error::new(
             io::ErrorKind::NotFound,
@@ -93,11 +100,7 @@ async fn login(
     v1_limits: &V1Limits,
     addr: SocketAddr,
 ) -> ClientResult<Established> {
-    let stream = TcpStream::connect_timeout(addr, desc.connect_timeout)
-        .await
-        .map_err(io::Error::from)?;
-    stream.set_nodelay(true).map_err(io::Error::from)?;
-    let stream = SharedStream::new(stream);
+    let stream = SharedStream::connect(addr, desc.connect_timeout).await?;
     let mut decoder = FrameDecoder::new(DecoderLimits {
         max_payload_bytes: desc.max_frame_bytes,
         initial_buffer_bytes: 4096,

@@ -121,6 +121,11 @@ pub struct ClientDescriptor {
     pub name: String,
     /// Client version sent at login (informational). Default: this crate's version.
     pub version: String,
+    /// The runtime of the executor thread a blocking client (or
+    /// [`spawn_executor`](super::spawn_executor)) starts. Default [`Runtime::Auto`]:
+    /// glommio where io_uring works, else tokio. The async [`Client`](super::Client)
+    /// runs on whatever thread it is used from.
+    pub runtime: crate::rt::Runtime,
 }
 
 impl Default for ClientDescriptor {
@@ -130,6 +135,7 @@ impl Default for ClientDescriptor {
             port: 8080,
             password: String::new(),
             codec: Codec::Native,
+            runtime: crate::rt::Runtime::Auto,
             connect_timeout: Duration::from_secs(10),
             rpc_timeout: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(30),
@@ -177,6 +183,11 @@ impl ClientDescriptor {
         self
     }
 
+    /// Sets `runtime`.
+    pub fn runtime(mut self, runtime: crate::rt::Runtime) -> Self {
+        self.runtime = runtime;
+        self
+    }
     /// Sets `codec`.
     pub fn codec(mut self, codec: Codec) -> Self {
         self.codec = codec;

@@ -157,12 +157,12 @@ impl Events {
     }
 
     /// The next event, waiting at most `timeout`; `None` on timeout or once the client
-    /// is gone. Must run on a glommio executor (it uses its timer).
+    /// is gone. Must run on a client or shard thread (it uses its timer).
     pub async fn next_timeout(&self, timeout: Duration) -> Option<ClientEvent> {
         use futures_lite::FutureExt;
         let next = async { self.rx.recv_async().await.ok() };
         let late = async {
-            glommio::timer::sleep(timeout).await;
+            crate::rt::exec::sleep(timeout).await;
             None
         };
         next.or(late).await

@@ -11,16 +11,15 @@ use bytes::Bytes;
 use conduit_protocol::clock::wall_clock_ms;
 use conduit_protocol::{Codec, Encoder, FrameDecoder, FrameKind};
 use futures_lite::FutureExt;
-use glommio::spawn_local;
-use glommio::timer::{sleep, Timer};
 
 use super::dispatch::on_inbound;
 use super::proto::{self, Heartbeat, Tick};
 use super::shared::Inner;
 use super::{ClientDescriptor, ClientError, ClientResult, DisconnectReason};
 use crate::core::Outbound;
-use crate::rt::glommio::io::SharedStream;
-use crate::rt::glommio::writer;
+use crate::rt::exec::{sleep, spawn_task, Timer};
+use crate::rt::net::SharedStream;
+use crate::rt::writer;
 
 /// Most bytes one gathered write carries.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -98,7 +97,7 @@ pub(super) async fn run_connection(
     conn: &Rc<Conn>,
     decoder: &mut FrameDecoder,
 ) -> DisconnectReason {
-    let writer = spawn_local(write_loop(conn.clone()));
+    let writer = spawn_task(write_loop(conn.clone()));
     let reason = read_loop(inner, conn, decoder).await;
     let reason = conn.close.borrow_mut().take().unwrap_or(reason);
     if reason == DisconnectReason::ClosedByClient {

@@ -75,11 +75,10 @@ use std::time::Duration;
 
 use conduit_protocol::{Codec, Value};
 use futures_lite::FutureExt;
-use glommio::spawn_local;
 
 pub use descriptor::{ClientDescriptor, ReconnectPolicy};
 pub use error::{ClientError, ClientEvent, DisconnectReason, Events};
-pub use executor::{run_local, spawn_executor, ExecutorThread};
+pub use executor::{run_local, spawn_executor, spawn_executor_on, ExecutorThread};
 pub(crate) use shared::SharedStatus;
 
 use crate::id::ConnectionId;
@@ -197,7 +196,7 @@ impl Client {
         inner.install(up.conn.clone(), up.info);
         inner.emit(ClientEvent::Connected);
         inner.supervising.set(true);
-        spawn_local(supervise::supervise(inner.clone(), up.conn, up.decoder)).detach();
+        crate::rt::spawn(supervise::supervise(inner.clone(), up.conn, up.decoder));
         Ok(())
     }
 

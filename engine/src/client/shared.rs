@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::rt::exec::sleep;
 use conduit_protocol::handshake::LoginInfo;
 use conduit_protocol::v1::V1Limits;
 use conduit_protocol::{Value, ValueLimits};
 use futures_lite::FutureExt;
-use glommio::timer::sleep;
 
 use super::dispatch::Handlers;
 use super::local::OneShot;

@@ -6,9 +6,9 @@ use std::cell::{Cell, RefCell};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
+use crate::rt::exec::sleep;
 use conduit_protocol::FrameDecoder;
 use futures_lite::FutureExt;
-use glommio::timer::sleep;
 
 use super::connect::{establish, Established};
 use super::loops::{run_connection, Conn};

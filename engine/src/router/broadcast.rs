@@ -10,8 +10,8 @@ use conduit_protocol::Value;
 
 use super::{Filter, Frames, Router};
 use crate::error::Result;
-use crate::exec::LocalBoxFuture;
 use crate::id::ConnectionId;
+use crate::rt::exec::LocalBoxFuture;
 
 /// A broadcast being prepared: `.include(..)`, `.exclude(..)`, then `.await` for the
 /// number of receivers (summed over all shards).

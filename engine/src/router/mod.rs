@@ -383,7 +383,7 @@ impl Router {
         filter: Arc<Filter>,
         exact: bool,
     ) -> usize {
-        crate::exec::yield_if_needed().await;
+        crate::rt::exec::yield_if_needed().await;
         let Some(run) = self.run_state() else {
             return 0;
         };
@@ -458,7 +458,7 @@ impl Router {
     }
 
     pub(crate) async fn send_to(&self, id: ConnectionId, name: &str, data: &Value) -> Result<()> {
-        crate::exec::yield_if_needed().await;
+        crate::rt::exec::yield_if_needed().await;
         let run = self.run_state().ok_or(Error::NotRunning)?;
         // One receiver: encode its codec only. Not in the directory = not logged in.
         let codec = run
@@ -479,7 +479,7 @@ impl Router {
     }
 
     pub(crate) async fn kick(&self, id: ConnectionId, last: Option<(&str, &Value)>) -> Result<()> {
-        crate::exec::yield_if_needed().await;
+        crate::rt::exec::yield_if_needed().await;
         let run = self.run_state().ok_or(Error::NotRunning)?;
         let codec = run.lookup(id).and_then(|m| m.codec());
         let last = match last {

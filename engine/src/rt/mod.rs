@@ -1,8 +1,221 @@
-//! Runtime helpers for application tasks that live on a shard (timers, background
-//! work), so applications need not depend on the executor directly — and, inside the
-//! crate, the runtime backends: the thin glue that drives the connection core on an
-//! executor (sockets, timers, spawning), one folder per backend.
+//! Runtimes. Applications use [`spawn`] and [`sleep`] to run background work on their
+//! shard whatever the backend, and choose the backend with [`Runtime`].
+//!
+//! Inside the crate: the shard glue that drives the connection core (`shard`, the
+//! same on both backends), the primitives it is written in — spawning and timers
+//! (`exec`), sockets (`net`) — and one file per backend (`glommio`, `tokio`) that
+//! starts its threads. The glue never asks which backend runs it; only `exec`, `net`
+//! and the backend files do.
 
-pub(crate) mod glommio;
+pub(crate) mod exec;
+#[cfg(feature = "glommio")]
+mod glommio;
+pub(crate) mod net;
+#[cfg(feature = "tokio")]
+pub mod service;
+pub(crate) mod shard;
+#[cfg(feature = "tokio")]
+mod tokio;
+pub(crate) mod writer;
 
-pub use crate::exec::{sleep, spawn};
+#[cfg(not(any(feature = "glommio", feature = "tokio")))]
+compile_error!(
+    "conduit needs at least one runtime backend: enable the `glommio` or `tokio` feature"
+);
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use exec::{sleep, spawn};
+
+/// Which runtime drives the shards (and a client's executor thread).
+///
+/// Both backends run the same connection core with the same task structure: one
+/// pinned thread per shard, one reader and one writer task per connection, gathered
+/// writes. They differ in how the thread waits for I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Runtime {
+    /// glommio where io_uring works and the locked-memory limit suffices, otherwise
+    /// tokio; the log says which and why. If glommio passes the check but a shard
+    /// fails to start on it, the whole server starts on tokio instead.
+    #[default]
+    Auto,
+    /// glommio (io_uring). Fails to start, saying what to change, where io_uring is
+    /// refused (Docker's default seccomp profile, `io_uring_disabled`) or locked memory
+    /// is too low.
+    Glommio,
+    /// tokio (epoll): a current-thread runtime with a `LocalSet` per shard. Runs in
+    /// default containers; handlers may call tokio-based libraries directly.
+    Tokio,
+}
+
+impl Runtime {
+    /// The name used in logs and settings: `auto`, `glommio` or `tokio`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Auto => "auto",
+            Runtime::Glommio => "glommio",
+            Runtime::Tokio => "tokio",
+        }
+    }
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Runtime, String> {
+        match s {
+            "auto" => Ok(Runtime::Auto),
+            "glommio" => Ok(Runtime::Glommio),
+            "tokio" => Ok(Runtime::Tokio),
+            other => Err(format!(
+                "unknown runtime {other:?} (expected auto, glommio or tokio)"
+            )),
+        }
+    }
+}
+
+/// A backend this build has, as resolved from a [`Runtime`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    #[cfg(feature = "glommio")]
+    Glommio,
+    #[cfg(feature = "tokio")]
+    Tokio,
+}
+
+impl Backend {
+    /// The public name of this backend.
+    pub(crate) fn runtime(self) -> Runtime {
+        match self {
+            #[cfg(feature = "glommio")]
+            Backend::Glommio => Runtime::Glommio,
+            #[cfg(feature = "tokio")]
+            Backend::Tokio => Runtime::Tokio,
+        }
+    }
+}
+
+/// The backend chosen for `threads` executor threads, and why (for the log); an
+/// explicit choice this build or machine cannot run is an error saying so.
+pub(crate) fn choose(
+    runtime: Runtime,
+    threads: usize,
+) -> Result<(Backend, String), crate::error::Error> {
+    let missing = |name: &str| crate::error::Error::Config {
+        field: "runtime",
+        problem: format!("this build has no {name} backend (cargo feature `{name}`)"),
+    };
+    match runtime {
+        Runtime::Glommio => {
+            #[cfg(feature = "glommio")]
+            {
+                crate::preflight::check(threads)?;
+                Ok((Backend::Glommio, "chosen in the settings".into()))
+            }
+            #[cfg(not(feature = "glommio"))]
+            Err(missing("glommio"))
+        }
+        Runtime::Tokio => {
+            #[cfg(feature = "tokio")]
+            {
+                let _ = threads;
+                Ok((Backend::Tokio, "chosen in the settings".into()))
+            }
+            #[cfg(not(feature = "tokio"))]
+            Err(missing("tokio"))
+        }
+        Runtime::Auto => {
+            let _ = missing;
+            #[cfg(feature = "glommio")]
+            let refused = match crate::preflight::check(threads) {
+                Ok(()) => {
+                    return Ok((
+                        Backend::Glommio,
+                        "io_uring works and locked memory suffices".into(),
+                    ))
+                }
+                Err(e) => e,
+            };
+            #[cfg(feature = "tokio")]
+            {
+                #[cfg(feature = "glommio")]
+                return Ok((
+                    Backend::Tokio,
+                    format!("glommio cannot run here: {refused}"),
+                ));
+                #[cfg(not(feature = "glommio"))]
+                return Ok((Backend::Tokio, "the only backend in this build".into()));
+            }
+            #[cfg(not(feature = "tokio"))]
+            Err(refused)
+        }
+    }
+}
+
+/// How an engine thread is set up.
+pub(crate) struct ThreadSpec {
+    /// The thread's name.
+    pub name: String,
+    /// The CPU it is pinned to, if any.
+    pub cpu: Option<usize>,
+    /// The scheduler time slice (glommio's preemption timer; tokio has its own
+    /// cooperative budget).
+    #[cfg_attr(not(feature = "glommio"), allow(dead_code, reason = "glommio only"))]
+    pub preempt_timer: Duration,
+    /// Memory for glommio's io_uring buffers (unused on tokio).
+    #[cfg_attr(not(feature = "glommio"), allow(dead_code, reason = "glommio only"))]
+    pub io_memory: usize,
+}
+
+/// An engine thread running one future on its backend, joined for the output.
+pub(crate) enum RtThread<T: Send + 'static> {
+    #[cfg(feature = "glommio")]
+    Glommio(::glommio::ExecutorJoinHandle<T>),
+    #[cfg(feature = "tokio")]
+    Tokio(std::thread::JoinHandle<Result<T, String>>),
+}
+
+impl<T: Send + 'static> RtThread<T> {
+    /// Starts a thread running the future `make` builds on `backend`.
+    pub(crate) fn start<G, F>(backend: Backend, spec: ThreadSpec, make: G) -> std::io::Result<Self>
+    where
+        G: FnOnce() -> F + Send + 'static,
+        F: Future<Output = T> + 'static,
+    {
+        match backend {
+            #[cfg(feature = "glommio")]
+            Backend::Glommio => self::glommio::start(spec, make).map(RtThread::Glommio),
+            #[cfg(feature = "tokio")]
+            Backend::Tokio => self::tokio::start(spec, make).map(RtThread::Tokio),
+        }
+    }
+
+    /// The thread's id.
+    pub(crate) fn thread_id(&self) -> std::thread::ThreadId {
+        match self {
+            #[cfg(feature = "glommio")]
+            RtThread::Glommio(h) => h.thread().id(),
+            #[cfg(feature = "tokio")]
+            RtThread::Tokio(h) => h.thread().id(),
+        }
+    }
+
+    /// Waits for the thread; its future's output, or why it did not finish.
+    pub(crate) fn join(self) -> Result<T, String> {
+        match self {
+            #[cfg(feature = "glommio")]
+            RtThread::Glommio(h) => h
+                .join()
+                .map_err(|e| crate::preflight::explain(&e.to_string())),
+            #[cfg(feature = "tokio")]
+            RtThread::Tokio(h) => h.join().map_err(|_| "the thread panicked".to_owned())?,
+        }
+    }
+}

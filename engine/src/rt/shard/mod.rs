@@ -1,16 +1,15 @@
-//! The glommio backend: one pinned executor per shard, each accepting on the shared
-//! port, owning its connections, serving its bus and ticking its heartbeat. Thin glue:
-//! it moves bytes, runs timers and spawns handler futures; the connection core decides.
+//! The shards: one pinned executor thread per shard (glommio or tokio, the same code on
+//! both), each accepting on the server's one listening socket, owning its connections,
+//! serving its bus and ticking its heartbeat. Thin glue: it moves bytes, runs timers
+//! and spawns handler futures; the connection core decides.
 //!
 //! Files, in the order a connection meets them: `accept` (admission), `conn` (read
-//! loop → core → handlers → teardown), `writer` (outbound queue → socket), `io` (the
-//! socket and its gathered writes); this file holds the shard itself: startup, the bus,
-//! lifecycle steps, fan-out and the heartbeat tick.
+//! loop → core → handlers → teardown), then `rt/writer.rs` (outbound queue → socket)
+//! and `rt/net.rs` (the socket and its gathered writes); this file holds the shard
+//! itself: startup, the bus, lifecycle steps, fan-out and the heartbeat tick.
 
 mod accept;
 mod conn;
-pub(crate) mod io;
-pub(crate) mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -22,11 +21,11 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use conduit_protocol::clock::wall_clock_ms;
 use futures_lite::FutureExt;
-use glommio::net::TcpListener;
-use glommio::timer::sleep;
-use glommio::{spawn_local, LocalExecutorBuilder, Placement, Task};
 
 use self::conn::LocalConn;
+use super::exec::{sleep, spawn, spawn_task, yield_if_needed, yield_now, Task};
+use super::net::{listen_exclusive, Listener};
+use super::{Backend, RtThread, Runtime, ThreadSpec};
 use crate::core::{CloseReason, CoreConfig, Delivery, LocalNotify};
 use crate::dispatch::contained;
 use crate::error::{Error, Result};
@@ -61,7 +60,7 @@ pub(crate) struct Shard {
     /// The next connection's sequence number.
     next_seq: Cell<u64>,
     /// Until stop-accepting.
-    listener: RefCell<Option<Rc<TcpListener>>>,
+    listener: RefCell<Option<Rc<Listener>>>,
     /// Running between start- and stop-accepting.
     accept_task: RefCell<Option<Task<()>>>,
     /// Set once Drain started: the pool emptying wakes `drained`.
@@ -212,76 +211,121 @@ pub(crate) struct Plan {
     pub registry: Arc<Registry>,
     /// What every connection core shares.
     pub core_config: Arc<CoreConfig>,
-    /// Where to listen (port 0: the first shard picks one, the others share it).
+    /// Where to listen (port 0: the system picks one).
     pub bind_addr: SocketAddr,
+    /// The listen backlog.
+    pub backlog: i32,
     /// Each shard's bus receiver, in shard order.
     pub buses: Vec<flume::Receiver<BusMsg>>,
     /// The scheduler time slice.
     pub preempt_timer: Duration,
+    /// The backend asked for.
+    pub runtime: Runtime,
 }
 
 /// The shards of a run, started and listening.
 pub(crate) struct Launched {
-    executors: Vec<glommio::ExecutorJoinHandle<()>>,
+    executors: Vec<RtThread<()>>,
+    /// The server's one listening socket, kept to wake every accept at stop.
+    socket: socket2::Socket,
     /// The address every shard listens on.
     pub addr: SocketAddr,
+    /// The backend the shards run on.
+    pub backend: Backend,
 }
 
 impl Launched {
     /// Tells every shard to exit and waits for them.
     pub fn join(self, run: &RunState) {
+        self.stop_accepting();
         for i in 0..self.executors.len() {
             let _ = run.control(i, Control::Exit);
         }
         for h in self.executors {
-            let _ = h.join();
+            if let Err(e) = h.join() {
+                tracing::error!("a shard ended badly: {e}");
+            }
+        }
+    }
+
+    /// Shuts the listening socket's receive side: accepts still waiting on it in any
+    /// shard end with an error (the socket stays open while a shard holds a descriptor,
+    /// so closing one descriptor would not end them), and new connections are refused.
+    pub fn stop_accepting(&self) {
+        if let Err(e) = self.socket.shutdown(std::net::Shutdown::Read) {
+            tracing::trace!("shutdown(listener): {e}");
         }
     }
 }
 
-/// Starts one pinned executor per shard and returns once every one listens, or the
-/// first failure (the shards already started are stopped again).
+/// Starts one pinned executor thread per shard on the chosen backend and returns once
+/// every one listens, or the first failure (the shards already started are stopped
+/// again). With [`Runtime::Auto`], a glommio start that fails part-way is retried on
+/// tokio for every shard: never some shards on each.
 pub(crate) fn launch(plan: Plan) -> Result<Launched> {
-    crate::preflight::check(plan.buses.len())?;
+    let (backend, why) = super::choose(plan.runtime, plan.buses.len())?;
+    tracing::info!(runtime = %backend.runtime(), asked = %plan.runtime, "runtime: {why}");
+    match launch_on(&plan, backend) {
+        #[cfg(all(feature = "glommio", feature = "tokio"))]
+        Err(e) if plan.runtime == Runtime::Auto && backend == Backend::Glommio => {
+            // The failed attempt's sockets are closed by now, so the port binds again.
+            tracing::warn!("glommio failed to start every shard ({e}); starting all on tokio");
+            launch_on(&plan, Backend::Tokio)
+        }
+        r => r,
+    }
+}
+
+/// [`launch`] on one backend.
+fn launch_on(plan: &Plan, backend: Backend) -> Result<Launched> {
+    let socket = listen_exclusive(plan.bind_addr, plan.backlog).map_err(|e| {
+        Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {}: {e}", plan.bind_addr),
+        ))
+    })?;
     let cpus = crate::descriptor::allowed_cpus();
+    let addr = socket.local_addr()?.as_socket().unwrap_or(plan.bind_addr);
     let mut launched = Launched {
         executors: Vec::new(),
-        addr: plan.bind_addr,
+        socket,
+        addr,
+        backend,
     };
-    for (index, bus) in plan.buses.into_iter().enumerate() {
+    for (index, bus) in plan.buses.iter().cloned().enumerate() {
         let (bound_tx, bound_rx) = crossbeam_channel::bounded(1);
+        // Every shard accepts on its own descriptor of the one listening socket.
+        let listen_fd =
+            std::os::fd::OwnedFd::from(std::net::TcpListener::from(launched.socket.try_clone()?));
         let setup = Setup {
             index,
             router: plan.router.clone(),
             run: plan.run.clone(),
             registry: plan.registry.clone(),
             core_config: plan.core_config.clone(),
-            bind_addr: launched.addr,
+            listen_fd,
             bus,
             bound: bound_tx,
         };
         let cpu = cpus[index % cpus.len().max(1)];
-        let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("conduit-shard{index}"))
-            .io_memory(IO_MEMORY_BYTES)
-            .preempt_timer(plan.preempt_timer)
-            .spawn(move || shard_main(setup));
-        let failure = match spawned {
+        let spec = ThreadSpec {
+            name: format!("conduit-shard{index}"),
+            cpu: Some(cpu),
+            preempt_timer: plan.preempt_timer,
+            io_memory: IO_MEMORY_BYTES,
+        };
+        let failure = match RtThread::start(backend, spec, move || shard_main(setup)) {
             Err(e) => Error::Runtime(format!("cannot start shard {index} on CPU {cpu}: {e}")),
             Ok(handle) => {
                 let bound = bound_rx.recv();
                 launched.executors.push(handle);
                 match bound {
-                    // The first shard picked the port (maybe 0 → real); the rest share it.
-                    Ok(Ok(a)) => {
-                        launched.addr = a;
-                        continue;
-                    }
+                    Ok(Ok(())) => continue,
                     Ok(Err(e)) => Error::Io(std::io::Error::other(e)),
                     Err(_) => {
-                        let joined = launched.executors.pop().map(|h| h.join());
+                        let joined = launched.executors.pop().map(RtThread::join);
                         Error::Runtime(match joined {
-                            Some(Err(e)) => crate::preflight::explain(&e.to_string()),
+                            Some(Err(e)) => e,
                             _ => format!("shard {index} exited during startup"),
                         })
                     }
@@ -301,10 +345,11 @@ struct Setup {
     run: Arc<RunState>,
     registry: Arc<Registry>,
     core_config: Arc<CoreConfig>,
-    bind_addr: SocketAddr,
+    /// This shard's descriptor of the server's listening socket.
+    listen_fd: std::os::fd::OwnedFd,
     bus: flume::Receiver<BusMsg>,
-    /// Receives the listening address (or the bind error) once the listener exists.
-    bound: crossbeam_channel::Sender<std::result::Result<SocketAddr, String>>,
+    /// Told once the shard accepts on its listener (or why it cannot).
+    bound: crossbeam_channel::Sender<std::result::Result<(), String>>,
 }
 
 /// Runs one shard until told to exit.
@@ -315,24 +360,18 @@ async fn shard_main(setup: Setup) {
         run,
         registry,
         core_config,
-        bind_addr,
+        listen_fd,
         bus,
         bound,
     } = setup;
-    let listener = match TcpListener::bind(bind_addr) {
+    let listener = match Listener::from_fd(listen_fd) {
         Ok(l) => l,
         Err(e) => {
-            let _ = bound.send(Err(format!("cannot listen on {bind_addr}: {e}")));
+            let _ = bound.send(Err(format!("shard {index} cannot accept: {e}")));
             return;
         }
     };
-    let addr = match listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = bound.send(Err(format!("listener has no address: {e}")));
-            return;
-        }
-    };
+    let addr = listener.local_addr().ok();
     let shard = Rc::new(Shard {
         index,
         router,
@@ -350,16 +389,16 @@ async fn shard_main(setup: Setup) {
         next_refusal: Cell::new(0),
     });
     router::enter_shard(&shard.router, shard.run.clone(), shard.clone());
-    tracing::info!(shard = index, %addr, "shard listening");
-    let _ = bound.send(Ok(addr));
+    tracing::info!(shard = index, ?addr, "shard listening");
+    let _ = bound.send(Ok(()));
 
-    let ticker = spawn_local(heartbeat_loop(shard.clone()));
+    let ticker = spawn_task(heartbeat_loop(shard.clone()));
     bus_loop(&shard, bus).await;
     drop(ticker);
     shard.accept_task.borrow_mut().take();
     // Tasks still unfinished past the drain (a handler that never returned, a refusal
     // still waiting) never run again once the executor exits (glommio does not drop
-    // them): give back what they hold — dropping their permits and directory entries —
+    // them; tokio drops them with the thread's `LocalSet`, later): give back what they hold — dropping their permits and directory entries —
     // and close their sockets. Their disconnect hooks do not run.
     shard.refusals.borrow_mut().clear();
     shard.authed.borrow_mut().clear();
@@ -409,19 +448,20 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
                 // Lifecycle steps may take long (hooks, draining): run them beside the
                 // bus so broadcasts from hooks keep flowing.
                 let s = shard.clone();
-                spawn_local(async move {
+                spawn(async move {
                     let r = control(&s, step).await;
                     let _ = reply.send(r);
-                })
-                .detach();
+                });
             }
         }
         // A receive that finds a message ready never yields, so a busy bus would keep
         // writers, readers and the heartbeat from running (and the queues it fills from
         // draining) for as long as other shards keep it busy.
         served = served.wrapping_add(1);
-        if served % BUS_BATCH == 0 || glommio::executor().need_preempt() {
-            glommio::executor().yield_now().await;
+        if served % BUS_BATCH == 0 {
+            yield_now().await;
+        } else {
+            yield_if_needed().await;
         }
     }
 }
@@ -438,7 +478,7 @@ async fn control(shard: &Rc<Shard>, step: Control) -> std::result::Result<(), St
         Control::StartAccepting => {
             let listener = shard.listener.borrow().clone();
             if let Some(l) = listener {
-                let task = spawn_local(accept::accept_loop(shard.clone(), l));
+                let task = spawn_task(accept::accept_loop(shard.clone(), l));
                 *shard.accept_task.borrow_mut() = Some(task);
             }
         }

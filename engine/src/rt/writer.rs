@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_lite::FutureExt;
-use glommio::timer::sleep;
 
-use super::io::{SharedStream, MAX_IOVECS};
+use super::exec::sleep;
+use super::net::{SharedStream, MAX_IOVECS};
 use crate::core::outbound::{Outbound, KEEP_FRAMES};
 
 /// Writes what `out` queues until it is closed and empty, then closes the write side.
@@ -72,47 +72,71 @@ mod tests {
         clippy::expect_used,
         reason = "tests fail loudly on the first unexpected error"
     )]
-    //! The writer against real loopback sockets on a glommio executor: what only the
-    //! glue does (partial gathered writes, a peer that resets mid-write).
+    //! The writer against real loopback sockets on each backend: what only the glue
+    //! does (partial gathered writes, a peer that resets mid-write).
 
     use std::io::Read;
     use std::net::Shutdown;
     use std::rc::Rc;
+    use std::time::Duration;
 
     use bytes::Bytes;
-    use glommio::net::TcpListener;
-    use glommio::LocalExecutorBuilder;
 
     use super::*;
     use crate::core::outbound::Push;
+    use crate::rt::net::Listener;
+    use crate::rt::{Backend, RtThread, ThreadSpec};
+
+    /// The backends this build has.
+    fn backends() -> Vec<Backend> {
+        vec![
+            #[cfg(feature = "glommio")]
+            Backend::Glommio,
+            #[cfg(feature = "tokio")]
+            Backend::Tokio,
+        ]
+    }
 
     /// Runs `body` with a connected (server stream, blocking peer socket) pair on a
-    /// fresh executor.
+    /// fresh thread of `backend`.
     fn with_pair<T: Send + 'static>(
+        backend: Backend,
         body: impl FnOnce(SharedStream, std::net::TcpStream) -> Box<dyn std::future::Future<Output = T>>
             + Send
             + 'static,
     ) -> T {
-        LocalExecutorBuilder::default()
-            .spawn(move || async move {
-                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-                let addr = listener.local_addr().unwrap();
-                let peer = std::net::TcpStream::connect(addr).unwrap();
-                let stream = listener.accept().await.unwrap();
-                Box::into_pin(body(SharedStream::new(stream), peer)).await
-            })
-            .unwrap()
-            .join()
-            .unwrap()
+        let spec = ThreadSpec {
+            name: "writer-test".into(),
+            cpu: None,
+            preempt_timer: Duration::from_millis(10),
+            io_memory: 64 * 1024,
+        };
+        RtThread::start(backend, spec, move || async move {
+            let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = std_listener.local_addr().unwrap();
+            let listener = Listener::from_fd(std_listener.into()).unwrap();
+            let peer = std::net::TcpStream::connect(addr).unwrap();
+            let stream = listener.accept().await.unwrap();
+            Box::into_pin(body(stream, peer)).await
+        })
+        .unwrap()
+        .join()
+        .unwrap()
     }
 
     #[test]
     fn partial_gathered_writes_deliver_every_byte_in_order() {
+        for backend in backends() {
+            partial_gathered_writes_on(backend);
+        }
+    }
+
+    fn partial_gathered_writes_on(backend: Backend) {
         // 300 frames of varied sizes (small ones coalesced, large ones gathered), far
         // more than the socket buffers hold, read slowly by a plain thread: writes come
         // back short and partial, the writer waits for room with nothing else running
         // on its executor, and every byte still arrives once, in order.
-        let (got, expect) = with_pair(|stream, mut peer| {
+        let (got, expect) = with_pair(backend, |stream, mut peer| {
             Box::new(async move {
                 let out = Rc::new(Outbound::new(64 << 20));
                 let mut expect = Vec::new();
@@ -142,12 +166,18 @@ mod tests {
             })
         });
         assert_eq!(got.len(), expect.len());
-        assert!(got == expect, "bytes differ");
+        assert!(got == expect, "bytes differ on {backend:?}");
     }
 
     #[test]
     fn a_peer_reset_mid_write_ends_the_writer_with_its_error() {
-        let (result, closed, pending) = with_pair(|stream, peer| {
+        for backend in backends() {
+            peer_reset_on(backend);
+        }
+    }
+
+    fn peer_reset_on(backend: Backend) {
+        let (result, closed, pending) = with_pair(backend, |stream, peer| {
             Box::new(async move {
                 let out = Rc::new(Outbound::new(256 << 20));
                 for _ in 0..2000 {

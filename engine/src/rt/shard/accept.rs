@@ -9,14 +9,12 @@ use std::time::Duration;
 use conduit_protocol::clock::wall_clock_ms;
 use conduit_protocol::{DecoderLimits, Encoder, FrameDecoder};
 use futures_lite::FutureExt;
-use glommio::net::{TcpListener, TcpStream};
-use glommio::spawn_local;
-use glommio::timer::sleep;
 
 use super::conn::serve;
-use super::io::SharedStream;
 use super::Shard;
 use crate::core::CloseReason;
+use crate::rt::exec::{sleep, spawn};
+use crate::rt::net::{Listener, SharedStream};
 
 /// How long a refused connection may take to say which codec it speaks.
 const REFUSAL_WAIT: Duration = Duration::from_secs(5);
@@ -26,7 +24,7 @@ const REFUSAL_FRAME_BYTES: u32 = 4096;
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
 /// Accepts until the task is dropped (stop accepting).
-pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>) {
+pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>) {
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -39,9 +37,7 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>) {
         };
         let max = shard.router.descriptor().max_connections;
         match shard.router.stats().slots.try_acquire(max) {
-            Some(slot) => {
-                spawn_local(serve(shard.clone(), stream, slot)).detach();
-            }
+            Some(slot) => spawn(serve(shard.clone(), stream, slot)),
             None => refuse(&shard, stream),
         }
     }
@@ -50,7 +46,7 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>) {
 /// Turns away a connection over `max_connections`: if it speaks within the auth timeout
 /// it gets an AUTH_FAILURE saying why, in its codec; either way it is closed and never
 /// counted.
-fn refuse(shard: &Rc<Shard>, stream: TcpStream) {
+fn refuse(shard: &Rc<Shard>, stream: SharedStream) {
     let stats = shard.router.stats();
     let max = shard.router.descriptor().max_refusals_in_flight;
     let Some(permit) = stats.refusing.try_acquire(max) else {
@@ -61,8 +57,7 @@ fn refuse(shard: &Rc<Shard>, stream: TcpStream) {
     // Held by the shard, so a shard exiting before this task ends gives it back.
     let key = shard.hold_refusal(permit);
     let shard = shard.clone();
-    spawn_local(async move {
-        let stream = SharedStream::new(stream);
+    spawn(async move {
         let mut decoder = FrameDecoder::new(DecoderLimits {
             max_payload_bytes: REFUSAL_FRAME_BYTES,
             initial_buffer_bytes: 256,
@@ -95,6 +90,5 @@ fn refuse(shard: &Rc<Shard>, stream: TcpStream) {
         }
         stream.shutdown_write().await;
         shard.release_refusal(key);
-    })
-    .detach();
+    });
 }

@@ -1,4 +1,4 @@
-//! One server connection on a glommio shard, from accept to the last hook: the read
+//! One server connection on a shard, from accept to the last hook: the read
 //! loop that feeds the core and runs the handlers it asks for, and the teardown the
 //! core's [`Close`] describes.
 
@@ -11,18 +11,16 @@ use std::time::Instant;
 use conduit_protocol::clock::wall_clock_ms;
 use conduit_protocol::{Codec, FrameDecoder};
 use futures_lite::FutureExt;
-use glommio::net::TcpStream;
-use glommio::spawn_local;
-use glommio::timer::sleep;
 
-use super::io::SharedStream;
-use super::writer::write_loop;
 use super::Shard;
 use crate::core::{
     Args, Call, Close, CloseReason, ConnCore, Event, LocalNotify, Outbound, Outcome,
 };
 use crate::dispatch::{self, contained};
 use crate::router::{ConnMeta, Connection, Listed, Permit};
+use crate::rt::exec::{sleep, spawn_task, Task};
+use crate::rt::net::SharedStream;
+use crate::rt::writer::write_loop;
 
 /// A connection as its owning shard holds it.
 pub(crate) struct LocalConn {
@@ -89,8 +87,7 @@ fn random_bytes<const N: usize>() -> Option<[u8; N]> {
 }
 
 /// Serves one accepted connection holding `slot` until it is gone.
-pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, slot: Permit) {
-    let stream = SharedStream::new(stream);
+pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, slot: Permit) {
     let desc = shard.router.descriptor();
     if let Err(e) = stream.configure(desc.buffer_size) {
         tracing::debug!("socket options: {e}");
@@ -131,7 +128,7 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream, slot: Permit) {
     let writer = {
         let conn = conn.clone();
         let max_batch = desc.max_write_batch_bytes;
-        spawn_local(async move {
+        spawn_task(async move {
             if let Err(e) = write_loop(&conn.out, &conn.stream, max_batch).await {
                 conn.request_close(CloseReason::Io(e.kind()));
             }
@@ -299,12 +296,7 @@ async fn logged_in(shard: &Rc<Shard>, conn: &Rc<LocalConn>, codec: Codec, client
 
 /// Carries out `close`: the last frame (after the brake, for a failed login), a flush
 /// within the drain timeout or none, the socket's end, and the disconnect hooks.
-async fn teardown(
-    shard: &Rc<Shard>,
-    conn: &Rc<LocalConn>,
-    close: Close,
-    writer: glommio::Task<()>,
-) {
+async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer: Task<()>) {
     let id = conn.meta.id;
     let reason = close.reason;
     conn.meta.set_closed();

@@ -1,0 +1,33 @@
+//! The glommio backend's threads: one `LocalExecutor` each, pinned when asked, with its
+//! io_uring rings. Everything else glommio-specific sits behind `exec` and `net`.
+
+use std::future::Future;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::{Backend, ThreadSpec};
+
+/// Starts an executor thread running the future `make` builds.
+pub(super) fn start<G, F, T>(
+    spec: ThreadSpec,
+    make: G,
+) -> std::io::Result<glommio::ExecutorJoinHandle<T>>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let placement = match spec.cpu {
+        Some(cpu) => Placement::Fixed(cpu),
+        None => Placement::Unbound,
+    };
+    LocalExecutorBuilder::new(placement)
+        .name(&spec.name)
+        .io_memory(spec.io_memory)
+        .preempt_timer(spec.preempt_timer)
+        .spawn(move || {
+            super::exec::enter(Backend::Glommio);
+            make()
+        })
+        .map_err(std::io::Error::from)
+}
