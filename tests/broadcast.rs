@@ -23,7 +23,7 @@ use std::time::Duration;
 use conduit::{Codec, Connection, ConnectionId, Running, Server, ServerDescriptor, Value};
 use conduit_protocol::FrameKind;
 use conduit_tests::forge::message_frame;
-use conduit_tests::{start, test_descriptor, TestClient};
+use conduit_tests::{matrix, start, test_descriptor, TestClient};
 
 const PW: &str = "secret";
 const WAIT: Duration = Duration::from_secs(10);
@@ -362,7 +362,7 @@ fn check_cast(
 
 // ---- tests -------------------------------------------------------------------------
 
-#[test]
+#[matrix]
 fn include_exclude_and_their_difference_reach_exactly_the_chosen_connections() {
     let fx = Fixture::new(test_descriptor(PW));
     let mut peers = spread(fx.addr, 2);
@@ -455,7 +455,7 @@ fn include_exclude_and_their_difference_reach_exactly_the_chosen_connections() {
     fx.stop();
 }
 
-#[test]
+#[matrix]
 fn broadcast_to_nobody_counts_zero() {
     let fx = Fixture::new(test_descriptor(PW));
     let mut peers = spread(fx.addr, 1);
@@ -516,7 +516,7 @@ fn broadcast_to_nobody_counts_zero() {
     fx.stop();
 }
 
-#[test]
+#[matrix]
 fn broadcast_from_a_plain_thread_reaches_every_shard_and_counts() {
     let fx = Fixture::new(test_descriptor(PW));
     let mut peers = spread(fx.addr, 2);
@@ -542,7 +542,7 @@ fn broadcast_from_a_plain_thread_reaches_every_shard_and_counts() {
     fx.stop();
 }
 
-#[test]
+#[matrix]
 fn thousands_of_broadcasts_from_one_sender_arrive_in_order_on_both_shards() {
     const COUNT: u64 = 5000;
     let fx = Fixture::new(test_descriptor(PW));
@@ -597,7 +597,7 @@ fn thousands_of_broadcasts_from_one_sender_arrive_in_order_on_both_shards() {
     fx.stop();
 }
 
-#[test]
+#[matrix]
 fn direct_send_and_kick_reach_connections_on_the_other_shard() {
     let fx = Fixture::new(test_descriptor(PW));
     let mut peers = spread(fx.addr, 2);
@@ -693,7 +693,7 @@ fn direct_send_and_kick_reach_connections_on_the_other_shard() {
     fx.stop();
 }
 
-#[test]
+#[matrix]
 fn slow_consumer_is_disconnected_while_a_hundred_others_get_every_message() {
     const GOOD: usize = 100;
     const ROUNDS: u64 = 12;
@@ -812,7 +812,7 @@ fn slow_consumer_is_disconnected_while_a_hundred_others_get_every_message() {
     fx.stop();
 }
 
-#[test]
+#[matrix]
 fn direct_send_to_a_full_queue_reports_queue_full_then_closed() {
     let desc = test_descriptor(PW)
         .max_frame_bytes(16 * 1024)
@@ -848,7 +848,7 @@ fn direct_send_to_a_full_queue_reports_queue_full_then_closed() {
     fx.stop();
 }
 
-#[test]
+#[matrix]
 fn frames_behind_a_kick_are_not_handled() {
     let fx = Fixture::new(test_descriptor(PW));
     for codec in [Codec::V1, Codec::Native] {
@@ -890,7 +890,7 @@ fn frames_behind_a_kick_are_not_handled() {
 /// `strace -f -e trace=sendmsg -o /tmp/st.txt <broadcast test binary>
 /// a_burst_to_one_connection --nocapture`. Every `sendmsg` is the server's gathered
 /// write (the test clients use `write`/`sendto`).
-#[test]
+#[matrix]
 fn a_burst_to_one_connection_arrives_whole_and_in_order() {
     const COUNT: u64 = 2000;
     let fx = Fixture::new(test_descriptor(PW));
@@ -925,7 +925,7 @@ fn a_burst_to_one_connection_arrives_whole_and_in_order() {
 /// Many threads keeping a shard's bus busy must not keep that shard from its other
 /// work: a client on it still gets its PONG promptly. (Before the bus loop yielded, the
 /// worst PONG here took over 2 s in some runs; with it, about 15 ms.)
-#[test]
+#[matrix]
 fn a_busy_bus_does_not_starve_its_shard() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;

@@ -19,13 +19,13 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conduit::client::{blocking, run_local, spawn_executor};
+use conduit::client::blocking;
 use conduit::{
     Client, ClientDescriptor, ClientError, ClientEvent, Codec, DisconnectReason, RpcError, RpcInfo,
     Running, Server, ServerDescriptor, Value,
 };
 use conduit_protocol::{v1, DecoderLimits, FrameDecoder, FrameKind};
-use conduit_tests::{start, test_descriptor};
+use conduit_tests::{matrix, start, test_descriptor};
 
 const PW: &str = "secret";
 /// Bound on every wait for something that should happen promptly.
@@ -91,8 +91,20 @@ fn build_server(desc: ServerDescriptor, held: Option<mpsc::Sender<()>>) -> Serve
     server
 }
 
+/// Runs the future `make` builds on a client executor of the test's backend and waits
+/// for its output.
+fn run_client<G, F, T>(make: G) -> conduit::client::ClientResult<T>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    conduit_tests::spawn_client("test-client", make).join()
+}
+
 fn client_desc(addr: SocketAddr, codec: Codec) -> ClientDescriptor {
     ClientDescriptor::new(PW)
+        .runtime(conduit_tests::runtime())
         .addr(addr)
         .codec(codec)
         .connect_timeout(WAIT)
@@ -133,11 +145,11 @@ fn restart_on(port: u16, held: Option<mpsc::Sender<()>>) -> (Server, Running) {
 
 // ---- async client -------------------------------------------------------------------
 
-#[test]
+#[matrix]
 fn async_client_calls_messages_and_requests_in_both_codecs() {
     let server = build_server(test_descriptor(PW).name("T-async"), None);
     let (running, addr) = start(&server);
-    run_local(move || async move {
+    run_client(move || async move {
         for codec in CODECS {
             let client = Client::new(client_desc(addr, codec)).unwrap();
             // Registered before open: the welcome sent right at login is not missed.
@@ -238,7 +250,7 @@ fn async_client_calls_messages_and_requests_in_both_codecs() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn async_client_times_out_refuses_bad_password_and_fails_without_server() {
     let server = build_server(test_descriptor(PW), None);
     let (running, addr) = start(&server);
@@ -250,7 +262,7 @@ fn async_client_times_out_refuses_bad_password_and_fails_without_server() {
     // Accepts (in the kernel's backlog) but never says a word.
     let silent_listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_addr = silent_listener.local_addr().unwrap();
-    run_local(move || async move {
+    run_client(move || async move {
         for codec in CODECS {
             let client = Client::connect(client_desc(addr, codec)).await.unwrap();
             let started = Instant::now();
@@ -304,12 +316,12 @@ fn async_client_times_out_refuses_bad_password_and_fails_without_server() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn one_executor_holds_hundreds_of_clients() {
     const N: usize = 300;
     let server = build_server(test_descriptor(PW).max_connections(N + 10), None);
     let (running, addr) = start(&server);
-    let count = run_local(move || async move {
+    let count = run_client(move || async move {
         let mut clients = Vec::with_capacity(N);
         for i in 0..N {
             let codec = CODECS[i % 2];
@@ -331,13 +343,13 @@ fn one_executor_holds_hundreds_of_clients() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn async_client_reconnects_after_a_server_restart_on_the_same_port() {
     for codec in CODECS {
         let server = build_server(test_descriptor(PW), None);
         let (running, addr) = start(&server);
         let (ready_tx, ready_rx) = mpsc::channel::<()>();
-        let body = spawn_executor("async-reconnect", move || async move {
+        let body = conduit_tests::spawn_client("async-reconnect", move || async move {
             let client = Client::new(client_desc(addr, codec)).unwrap();
             let notes = Rc::new(RefCell::new(0));
             let n = notes.clone();
@@ -378,8 +390,7 @@ fn async_client_reconnects_after_a_server_restart_on_the_same_port() {
             client.call("push_me", Value::map()).await.unwrap();
             assert_eq!(*notes.borrow(), 1);
             client.close().await;
-        })
-        .unwrap();
+        });
         ready_rx.recv_timeout(WAIT).expect("client connected");
         let port = addr.port();
         running.stop().unwrap();
@@ -392,7 +403,7 @@ fn async_client_reconnects_after_a_server_restart_on_the_same_port() {
 
 // ---- blocking facade ----------------------------------------------------------------
 
-#[test]
+#[matrix]
 fn blocking_client_calls_messages_and_requests_in_both_codecs() {
     let server = build_server(test_descriptor(PW), None);
     let (running, addr) = start(&server);
@@ -483,7 +494,7 @@ fn blocking_client_calls_messages_and_requests_in_both_codecs() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn blocking_client_wrong_password_is_auth_failed() {
     let server = build_server(test_descriptor(PW), None);
     let (running, addr) = start(&server);
@@ -497,7 +508,7 @@ fn blocking_client_wrong_password_is_auth_failed() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn blocking_client_reconnects_reauthenticates_and_fails_pending_calls() {
     for codec in CODECS {
         let (held_tx, held_rx) = mpsc::channel();
@@ -554,7 +565,7 @@ fn blocking_client_reconnects_reauthenticates_and_fails_pending_calls() {
     }
 }
 
-#[test]
+#[matrix]
 fn blocking_client_gives_up_after_max_attempts() {
     let server = build_server(test_descriptor(PW), None);
     let (running, addr) = start(&server);
@@ -622,7 +633,7 @@ fn silent_v1_server(listener: TcpListener) -> Vec<FrameKind> {
     }
 }
 
-#[test]
+#[matrix]
 fn client_answers_pings_pings_when_idle_and_drops_a_silent_server() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use conduit::{ServerDescriptor, Value};
 use conduit_protocol::Codec;
-use conduit_tests::{start, TestClient};
+use conduit_tests::{matrix, start, TestClient};
 
 #[path = "../engine/examples/background_tasks.rs"]
 mod background_tasks;
@@ -57,8 +57,8 @@ fn args(pairs: &[(&str, Value)]) -> Value {
     Value::from_pairs(pairs.iter().cloned())
 }
 
-#[test]
-fn basic_server() {
+#[matrix]
+fn basic_server_example() {
     let server = basic_server::build(desc("secret")).unwrap();
     let (running, addr) = start(&server);
     let mut c = TestClient::login(addr, Codec::V1, "secret");
@@ -83,8 +83,8 @@ fn basic_server() {
     running.stop().unwrap();
 }
 
-#[test]
-fn typed_rpc() {
+#[matrix]
+fn typed_rpc_example() {
     let server = typed_rpc::build(desc("secret")).unwrap();
     let (running, addr) = start(&server);
     let mut c = TestClient::login(addr, Codec::Native, "secret");
@@ -151,7 +151,7 @@ fn typed_rpc() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn chat_server_three_clients() {
     let server = chat_server::build(desc("chat_secret").name("ChatServer")).unwrap();
     let (running, addr) = start(&server);
@@ -266,8 +266,8 @@ fn chat_server_three_clients() {
     running.stop().unwrap();
 }
 
-#[test]
-fn game_server() {
+#[matrix]
+fn game_server_example() {
     let server = game_server::build(desc("secret")).unwrap();
     let (running, addr) = start(&server);
     let mut p1 = TestClient::login(addr, Codec::Native, "secret");
@@ -304,7 +304,7 @@ fn game_server() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn background_tasks_broadcast_status() {
     let server = background_tasks::build(desc("secret"), Duration::from_millis(50)).unwrap();
     let (running, addr) = start(&server);
@@ -317,7 +317,7 @@ fn background_tasks_broadcast_status() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn shutdown_from_a_handler_tells_everyone_and_closes() {
     let server = shutdown::build(desc("secret")).unwrap();
     let (running, addr) = start(&server);
@@ -343,7 +343,7 @@ fn shutdown_from_a_handler_tells_everyone_and_closes() {
     }
 }
 
-#[test]
+#[matrix]
 fn chat_client_talks_to_chat_server() {
     use std::sync::{Arc, Mutex};
     let server = chat_server::build(desc("chat_secret")).unwrap();
@@ -354,7 +354,9 @@ fn chat_client_talks_to_chat_server() {
     let screen = Arc::new(Mutex::new(Vec::<u8>::new()));
     let shown: chat_client::Screen = screen.clone();
     let input = std::io::Cursor::new("hello\n/users\n/name carol\n/quit\n");
-    let desc = conduit::ClientDescriptor::new("chat_secret").addr(addr);
+    let desc = conduit::ClientDescriptor::new("chat_secret")
+        .runtime(conduit_tests::runtime())
+        .addr(addr);
     chat_client::run(desc, Some("alice"), input, shown).unwrap();
 
     let mut seen = Vec::new();

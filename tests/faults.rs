@@ -18,7 +18,7 @@ use conduit::{Codec, ConnectionId, RpcError, RpcInfo, Server, ServerDescriptor, 
 use conduit_protocol::v1::{self, V1Payload};
 use conduit_protocol::FrameKind;
 use conduit_tests::forge::{auth_frame, message_frame};
-use conduit_tests::{start, test_descriptor, TestClient};
+use conduit_tests::{matrix, start, test_descriptor, TestClient};
 
 const PW: &str = "secret";
 const CODECS: [Codec; 2] = [Codec::V1, Codec::Native];
@@ -185,7 +185,7 @@ fn flood(max: usize, extra: usize, refusals_in_flight: usize) -> Flood {
     result
 }
 
-#[test]
+#[matrix]
 fn max_connections_plus_200_simultaneous_connects() {
     // Room to refuse every extra connection with its reason.
     let f = flood(50, 200, 256);
@@ -208,7 +208,7 @@ fn max_connections_plus_200_simultaneous_connects() {
 
 // ---- vanishing and resetting peers ------------------------------------------------------
 
-#[test]
+#[matrix]
 fn vanished_clients_are_dropped_by_the_heartbeat() {
     let interval = Duration::from_millis(100);
     let timeout = Duration::from_millis(500);
@@ -260,7 +260,7 @@ fn vanished_clients_are_dropped_by_the_heartbeat() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn peers_that_reset_mid_frame_leak_no_slot() {
     let max = 4;
     let server = Server::new(test_descriptor(PW).max_connections(max)).unwrap();
@@ -314,7 +314,7 @@ fn peers_that_reset_mid_frame_leak_no_slot() {
 
 // ---- handler panics and errors -------------------------------------------------------------
 
-#[test]
+#[matrix]
 fn handler_panics_and_errors_under_load_are_isolated() {
     quiet_deliberate_panics();
     let server = Server::new(test_descriptor(PW)).unwrap();
@@ -408,7 +408,7 @@ fn handler_panics_and_errors_under_load_are_isolated() {
 
 // ---- stop under load -------------------------------------------------------------------------
 
-#[test]
+#[matrix]
 fn stop_during_a_broadcast_storm_with_rpcs_in_flight() {
     let drain = Duration::from_secs(1);
     let max = 40;
@@ -595,7 +595,7 @@ fn stop_during_a_broadcast_storm_with_rpcs_in_flight() {
     assert_eq!(server.connection_count(), 0);
 }
 
-#[test]
+#[matrix]
 fn a_broadcast_loop_in_a_handler_does_not_starve_its_shard() {
     // On one shard nothing else ever makes such a loop wait: the engine's own sends
     // must give the shard's readers, writers and heartbeat their turn.

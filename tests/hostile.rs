@@ -31,7 +31,7 @@ use conduit_tests::forge::{
     self, empty_frame, junk, message_frame, native_message, native_routed_raw, nested, patch,
     raw_header, v1_message_raw, v1_raw,
 };
-use conduit_tests::{rss_bytes, start, test_descriptor, OwnedFrame, TestClient};
+use conduit_tests::{matrix, rss_bytes, start, test_descriptor, OwnedFrame, TestClient};
 
 const PW: &str = "secret";
 const CODECS: [Codec; 2] = [Codec::V1, Codec::Native];
@@ -178,7 +178,7 @@ fn deep_message(f: &OwnedFrame) -> (String, Value) {
 
 // ---- the cases -------------------------------------------------------------------------
 
-#[test]
+#[matrix]
 fn garbage_bad_magic_and_unknown_version_get_no_reply_and_are_closed() {
     let t = Target::new(desc());
     let http = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n".to_vec();
@@ -214,7 +214,7 @@ fn garbage_bad_magic_and_unknown_version_get_no_reply_and_are_closed() {
     t.assert_serving_then_stop();
 }
 
-#[test]
+#[matrix]
 fn unknown_message_type_is_refused_with_a_reason() {
     let t = Target::new(desc());
     for codec in CODECS {
@@ -231,7 +231,7 @@ fn unknown_message_type_is_refused_with_a_reason() {
     t.assert_serving_then_stop();
 }
 
-#[test]
+#[matrix]
 fn a_refused_codec_is_told_why_in_its_own_codec() {
     for (allow_v1, allow_native) in [(false, true), (true, false)] {
         let t = Target::new(desc().allow_v1(allow_v1).allow_native(allow_native));
@@ -258,7 +258,7 @@ fn a_refused_codec_is_told_why_in_its_own_codec() {
     }
 }
 
-#[test]
+#[matrix]
 fn content_length_4gib_is_refused_without_allocating_it() {
     let t = Target::new(desc());
     let before = rss_bytes();
@@ -315,7 +315,7 @@ fn content_length_4gib_is_refused_without_allocating_it() {
     t.assert_serving_then_stop();
 }
 
-#[test]
+#[matrix]
 fn a_large_claim_before_login_is_refused_at_once_and_allowed_after() {
     // Before login only an auth frame may arrive, and it is small: a header claiming a
     // large payload must not make the server reserve it (nor wait for it until the
@@ -375,7 +375,7 @@ fn trickle(c: &mut TestClient, bytes: &[u8], gap: Duration) -> (Option<Instant>,
     (None, seen)
 }
 
-#[test]
+#[matrix]
 fn slowloris_before_login_is_closed_by_the_auth_timeout() {
     let auth_timeout = Duration::from_millis(600);
     let t = Target::new(test_descriptor(PW).auth_timeout(auth_timeout));
@@ -404,7 +404,7 @@ fn slowloris_before_login_is_closed_by_the_auth_timeout() {
     t.assert_serving_then_stop();
 }
 
-#[test]
+#[matrix]
 fn slowloris_after_login_is_closed_by_the_heartbeat() {
     // Life is whole frames: a frame that never completes is silence, so the peer is
     // closed `heartbeat_timeout` after its last whole frame, however many bytes trickle
@@ -457,7 +457,7 @@ fn slowloris_after_login_is_closed_by_the_heartbeat() {
     t.assert_serving_then_stop();
 }
 
-#[test]
+#[matrix]
 fn truncated_frame_then_silence_is_closed() {
     let auth_timeout = Duration::from_millis(500);
     let hb_timeout = Duration::from_millis(600);
@@ -491,7 +491,7 @@ fn truncated_frame_then_silence_is_closed() {
     t.assert_serving_then_stop();
 }
 
-#[test]
+#[matrix]
 fn nesting_and_value_limits_close_the_connection() {
     // Frames up to 8 MiB, so only the payload limits refuse what follows.
     let t = Target::new(
@@ -611,7 +611,7 @@ fn nesting_and_value_limits_close_the_connection() {
     t.assert_serving_then_stop();
 }
 
-#[test]
+#[matrix]
 fn oversize_frames_and_decompression_bombs_close_the_connection() {
     let max = 64 * 1024;
     let t = Target::new(desc().max_frame_bytes(max));
@@ -681,7 +681,7 @@ fn oversize_frames_and_decompression_bombs_close_the_connection() {
     t.assert_serving_then_stop();
 }
 
-#[test]
+#[matrix]
 fn invalid_utf8_is_a_protocol_error() {
     let t = Target::new(desc());
     // v1, before login: the password hash is not UTF-8.
@@ -746,7 +746,7 @@ fn invalid_utf8_is_a_protocol_error() {
     t.assert_serving_then_stop();
 }
 
-#[test]
+#[matrix]
 fn frames_before_login_never_reach_a_handler() {
     let t = Target::new(desc());
     for codec in CODECS {
@@ -832,7 +832,7 @@ fn frames_before_login_never_reach_a_handler() {
     t.assert_serving_then_stop();
 }
 
-#[test]
+#[matrix]
 fn auth_frames_after_login_are_ignored() {
     let t = Target::new(desc());
     let mut keep = Vec::new();
@@ -872,7 +872,7 @@ fn auth_frames_after_login_are_ignored() {
     t.assert_serving_then_stop();
 }
 
-#[test]
+#[matrix]
 fn codec_switch_and_garbage_after_login_close_the_connection() {
     let t = Target::new(desc());
     let mut c = t.login(Codec::V1);
@@ -931,7 +931,7 @@ fn codec_switch_and_garbage_after_login_close_the_connection() {
     t.assert_serving_then_stop();
 }
 
-#[test]
+#[matrix]
 fn ping_flood_without_reading_is_cut_off_as_a_slow_consumer() {
     let t = Target::new(
         desc()
@@ -986,7 +986,7 @@ fn ping_flood_without_reading_is_cut_off_as_a_slow_consumer() {
     t.assert_serving_then_stop();
 }
 
-#[test]
+#[matrix]
 fn wrong_password_brake() {
     // The default brake: 200 ms before a failure is sent and the socket closed.
     let delay = Duration::from_millis(200);

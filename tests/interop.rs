@@ -28,7 +28,7 @@ use conduit::client::blocking::Client;
 use conduit::{
     rpc, ClientDescriptor, ClientError, Codec, RpcError, Server, ServerDescriptor, Value,
 };
-use conduit_tests::start;
+use conduit_tests::{matrix, start};
 
 #[path = "../engine/examples/chat_server.rs"]
 mod chat_server;
@@ -296,6 +296,7 @@ async fn divide(a: f64, b: f64) -> Result<f64, RpcError> {
 /// included).
 fn interop_server() -> Server {
     let desc = ServerDescriptor::new("chat_secret")
+        .runtime(conduit_tests::runtime())
         .host("127.0.0.1")
         .port(0)
         .shards(2)
@@ -327,7 +328,7 @@ fn tally(line: &str) -> Option<(u32, u32)> {
     Some((passed, failed))
 }
 
-#[test]
+#[matrix]
 fn netconduit_clients_against_our_chat_server() {
     init_logging();
     let python = venv_python();
@@ -402,6 +403,7 @@ impl Peer {
     /// Connects with handlers registered first, so nothing pushed at login is missed.
     fn open(port: u16, password: &str) -> Result<Peer, ClientError> {
         let desc = ClientDescriptor::new(password)
+            .runtime(conduit_tests::runtime())
             .host("127.0.0.1")
             .port(port)
             .codec(Codec::V1)
@@ -442,7 +444,7 @@ fn rpc_error(r: Result<Value, ClientError>) -> (i64, String) {
     }
 }
 
-#[test]
+#[matrix]
 fn our_client_against_netconduit_server() {
     init_logging();
     let port = free_port();

@@ -14,13 +14,14 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use conduit::{Running, Server, ServerDescriptor};
+use conduit::{Running, Runtime, Server, ServerDescriptor};
 use conduit_protocol::handshake::{ClientHandshake, ClientStep, HandshakeError};
 use conduit_protocol::native::{self, ArchivedValueTree};
 use conduit_protocol::v1::{self, V1Limits, V1Payload};
 use conduit_protocol::{
     Codec, DecoderLimits, Frame, FrameDecoder, FrameKind, Header, Value, ValueLimits,
 };
+pub use conduit_test_macros::matrix;
 
 /// How long a test waits for any one frame before failing.
 pub const FRAME_WAIT: Duration = Duration::from_secs(10);
@@ -377,9 +378,53 @@ impl TestClient {
     }
 }
 
-/// A descriptor for tests: 127.0.0.1, port 0, 2 shards, short timeouts.
+thread_local! {
+    /// The backend the running test builds its servers and clients on.
+    static RUNTIME: std::cell::Cell<Runtime> = const { std::cell::Cell::new(Runtime::Auto) };
+}
+
+/// Runs `test` with servers and clients built on `runtime` (what `#[matrix]` calls).
+/// A backend this machine cannot run (glommio where io_uring is refused) is skipped,
+/// saying why on stderr: the same test runs on the other backend.
+pub fn on_runtime(runtime: Runtime, test: fn()) {
+    if let Err(e) = runtime.resolve(2) {
+        eprintln!("skipped on {runtime}: {e}");
+        return;
+    }
+    RUNTIME.set(runtime);
+    test();
+}
+
+/// The backend of the running test ([`Runtime::Auto`] outside `#[matrix]`).
+pub fn runtime() -> Runtime {
+    RUNTIME.get()
+}
+
+/// Starts a client executor thread on the test's backend running the future `make`
+/// builds; the thread inherits the test's backend (for descriptors built on it).
+pub fn spawn_client<G, F, T>(name: &str, make: G) -> conduit::client::ExecutorThread<T>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let rt = runtime();
+    let thread = conduit::client::spawn_executor_on(rt, name, move || {
+        RUNTIME.set(rt);
+        make()
+    })
+    .expect("client executor starts");
+    if rt != Runtime::Auto {
+        assert_eq!(thread.runtime(), rt, "client on the test's backend");
+    }
+    thread
+}
+
+/// A descriptor for tests: 127.0.0.1, port 0, 2 shards, short timeouts, on the
+/// running test's backend.
 pub fn test_descriptor(password: &str) -> ServerDescriptor {
     let mut d = ServerDescriptor::new(password)
+        .runtime(runtime())
         .host("127.0.0.1")
         .port(0)
         .shards(2)
@@ -389,9 +434,13 @@ pub fn test_descriptor(password: &str) -> ServerDescriptor {
     d
 }
 
-/// Starts `server` and returns the running handle and its address.
+/// Starts `server` and returns the running handle and its address. Checks that it runs
+/// on the test's backend (so a matrix test cannot pass on the wrong one).
 pub fn start(server: &Server) -> (Running, SocketAddr) {
     let running = server.start().expect("server starts");
+    if runtime() != Runtime::Auto {
+        assert_eq!(running.runtime(), runtime(), "server on the test's backend");
+    }
     let addr = server.local_addr().expect("bound address");
     (running, addr)
 }

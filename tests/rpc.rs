@@ -9,7 +9,7 @@
 
 use conduit::{rpc, Connection, RpcError, RpcInfo, RpcMethod, Server, Value};
 use conduit_protocol::{Codec, FrameKind};
-use conduit_tests::{start, test_descriptor, TestClient};
+use conduit_tests::{matrix, start, test_descriptor, TestClient};
 use serde::{Deserialize, Serialize};
 
 const PW: &str = "secret";
@@ -189,7 +189,7 @@ fn error_fields(details: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-#[test]
+#[matrix]
 fn calls_validation_and_errors_in_both_codecs() {
     let server = server();
     let (running, addr) = start(&server);
@@ -315,7 +315,7 @@ fn calls_validation_and_errors_in_both_codecs() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn a_panicking_handler_is_isolated() {
     let server = server();
     let (running, addr) = start(&server);
@@ -334,7 +334,7 @@ fn a_panicking_handler_is_isolated() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn listall_describes_every_method_in_registration_order() {
     let server = server();
     let (running, addr) = start(&server);
@@ -400,7 +400,7 @@ fn listall_describes_every_method_in_registration_order() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn message_handlers_reply_as_type_response() {
     let server = server();
     let (running, addr) = start(&server);
@@ -421,7 +421,7 @@ fn message_handlers_reply_as_type_response() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn archived_handlers_read_native_arguments_in_place_and_serve_v1_too() {
     let server = server();
     let (running, addr) = start(&server);
@@ -469,7 +469,7 @@ fn archived_handlers_read_native_arguments_in_place_and_serve_v1_too() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn typed_message_handlers() {
     #[derive(Deserialize)]
     struct Chat {

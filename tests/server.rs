@@ -15,12 +15,12 @@ use std::time::Duration;
 use conduit::{ConnectionId, Error, Server, ServerDescriptor, Value};
 use conduit_protocol::v1::{self, V1Payload};
 use conduit_protocol::{Codec, FrameKind};
-use conduit_tests::{start, test_descriptor, TestClient};
+use conduit_tests::{matrix, start, test_descriptor, TestClient};
 
 const PW: &str = "secret";
 const WAIT: Duration = Duration::from_secs(10);
 
-#[test]
+#[matrix]
 fn login_succeeds_in_both_codecs_and_ping_is_answered() {
     let server = Server::new(test_descriptor(PW).name("T1")).unwrap();
     let (running, addr) = start(&server);
@@ -49,7 +49,7 @@ fn login_succeeds_in_both_codecs_and_ping_is_answered() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn wrong_password_gets_a_failure_then_close() {
     let server = Server::new(test_descriptor(PW)).unwrap();
     let (running, addr) = start(&server);
@@ -70,7 +70,7 @@ fn wrong_password_gets_a_failure_then_close() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn silent_client_is_closed_after_auth_timeout() {
     let server = Server::new(test_descriptor(PW).auth_timeout(Duration::from_millis(300))).unwrap();
     let (running, addr) = start(&server);
@@ -87,7 +87,7 @@ fn silent_client_is_closed_after_auth_timeout() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn pre_auth_frames_and_garbage_are_closed() {
     let server = Server::new(test_descriptor(PW)).unwrap();
     let (running, addr) = start(&server);
@@ -116,7 +116,7 @@ fn pre_auth_frames_and_garbage_are_closed() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn connection_over_max_is_refused_and_count_never_exceeds_max() {
     let server = Server::new(test_descriptor(PW).max_connections(3)).unwrap();
     let (running, addr) = start(&server);
@@ -148,7 +148,7 @@ fn connection_over_max_is_refused_and_count_never_exceeds_max() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn silent_peer_is_dropped_by_heartbeat_while_answering_peer_stays() {
     let (tx, rx) = mpsc::channel::<(ConnectionId, Duration)>();
     let desc =
@@ -203,7 +203,7 @@ fn silent_peer_is_dropped_by_heartbeat_while_answering_peer_stays() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn hooks_run_in_order_and_disconnect_runs_exactly_once_per_client() {
     let events: Arc<Mutex<Vec<String>>> = Arc::default();
     let server = Server::new(test_descriptor(PW)).unwrap();
@@ -332,7 +332,7 @@ fn hooks_run_in_order_and_disconnect_runs_exactly_once_per_client() {
     );
 }
 
-#[test]
+#[matrix]
 fn stop_with_100_live_connections_returns_and_every_hook_ran() {
     let connects = Arc::new(Mutex::new(0usize));
     let disconnects = Arc::new(Mutex::new(HashSet::new()));
@@ -372,7 +372,7 @@ fn stop_with_100_live_connections_returns_and_every_hook_ran() {
     assert!(!server.is_running());
 }
 
-#[test]
+#[matrix]
 fn connections_spread_over_two_shards() {
     let server = Server::new(test_descriptor(PW).shards(2)).unwrap();
     let (running, addr) = start(&server);
@@ -391,7 +391,7 @@ fn connections_spread_over_two_shards() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn invalid_descriptors_are_refused_by_new() {
     assert!(matches!(
         Server::new(ServerDescriptor::new("")),
@@ -411,7 +411,7 @@ fn invalid_descriptors_are_refused_by_new() {
     ));
 }
 
-#[test]
+#[matrix]
 fn start_twice_is_an_error_and_restart_works() {
     let server = Server::new(test_descriptor(PW)).unwrap();
     let running = server.start().unwrap();
@@ -438,7 +438,7 @@ impl Drop for DropFlag {
     }
 }
 
-#[test]
+#[matrix]
 fn a_handler_that_never_completes_is_dropped_when_its_peer_goes() {
     let server = Server::new(test_descriptor(PW)).unwrap();
     let (tx, rx) = mpsc::channel();
@@ -472,7 +472,7 @@ fn a_handler_that_never_completes_is_dropped_when_its_peer_goes() {
     running.stop().unwrap();
 }
 
-#[test]
+#[matrix]
 fn names_no_peer_could_receive_are_refused_where_they_are_registered_or_sent() {
     // A message type whose `<type>_response` would not fit the wire: start says so.
     let server = Server::new(test_descriptor(PW)).unwrap();

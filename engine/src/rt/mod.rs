@@ -50,6 +50,13 @@ pub enum Runtime {
 }
 
 impl Runtime {
+    /// The backend this setting starts on this machine for `threads` shards
+    /// ([`Glommio`](Runtime::Glommio) or [`Tokio`](Runtime::Tokio)), or why it cannot
+    /// start: the same check a server makes at start.
+    pub fn resolve(self, threads: usize) -> crate::Result<Runtime> {
+        choose(self, threads).map(|(backend, _)| backend.runtime())
+    }
+
     /// The name used in logs and settings: `auto`, `glommio` or `tokio`.
     pub fn name(self) -> &'static str {
         match self {
