@@ -574,3 +574,111 @@ fn our_client_against_netconduit_server() {
     a.client.close();
     drop(py);
 }
+
+// ---------------------------------------------------------------------------------
+// Where io_uring is refused (Docker's default seccomp profile): `Runtime::Auto` serves
+// netconduit clients on tokio.
+
+/// Set in the child's environment: the port file it writes once listening.
+const SECCOMP_CHILD_PORT_FILE: &str = "CONDUIT_SECCOMP_CHILD_PORT_FILE";
+
+#[test]
+fn auto_serves_netconduit_where_io_uring_is_refused() {
+    let python = venv_python();
+    assert!(python.exists());
+    let port_file = workspace_dir()
+        .join("target")
+        .join(format!("seccomp-child-{}.port", unique_suffix()));
+    let _ = std::fs::remove_file(&port_file);
+    // This test binary again, its child half only, under a filter refusing io_uring.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_no-io-uring"))
+        .arg(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "seccomp_child", "--nocapture"])
+        .env(SECCOMP_CHILD_PORT_FILE, &port_file)
+        .env("RUST_LOG", "warn,conduit=info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("child starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        if let Ok(s) = std::fs::read_to_string(&port_file) {
+            if s.ends_with('\n') {
+                break s;
+            }
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the child did not start listening:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = std::fs::remove_file(&port_file);
+    let (port, runtime) = line.trim().split_once(' ').expect("\"PORT RUNTIME\"");
+    let py = spawn_python(
+        &script("interop_client.py"),
+        &[
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.into(),
+            "--password".into(),
+            "chat_secret".into(),
+            "--clients".into(),
+            "20".into(),
+        ],
+    );
+    let (status, out, err) = py.finish(Duration::from_secs(120));
+    // Closing its stdin stops the child's server.
+    drop(child.stdin.take());
+    let child_out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&child_out.stderr).into_owned()
+        + &String::from_utf8_lossy(&child_out.stdout);
+    assert_eq!(runtime, "tokio", "Auto chose {runtime}; child log:\n{log}");
+    assert!(
+        log.contains("glommio cannot run here") && log.contains("Operation not permitted"),
+        "the log says why tokio was chosen:\n{log}"
+    );
+    let last = out
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .cloned()
+        .unwrap_or_default();
+    let (passed, failed) =
+        tally(&last).unwrap_or_else(|| panic!("no closing tally; last line {last:?}\n{err}"));
+    assert_eq!(failed, 0, "python stderr:\n{err}\nchild log:\n{log}");
+    assert!(passed >= 15, "only {passed} cases ran");
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{err}");
+    assert!(child_out.status.success(), "child failed:\n{log}");
+}
+
+/// The child half of `auto_serves_netconduit_where_io_uring_is_refused` (run by it,
+/// under the seccomp filter): the chat server with `Runtime::Auto`, until stdin closes.
+#[test]
+#[ignore = "the child process of auto_serves_netconduit_where_io_uring_is_refused"]
+fn seccomp_child() {
+    let port_file = std::env::var_os(SECCOMP_CHILD_PORT_FILE).expect("run by the parent test");
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    // Outside `#[matrix]`, so the runtime is left to `Auto`.
+    let server = interop_server();
+    assert_eq!(server.descriptor().runtime, conduit::Runtime::Auto);
+    let running = server.start().expect("starts under the filter");
+    let addr = server.local_addr().unwrap();
+    let tmp = std::path::PathBuf::from(&port_file).with_extension("tmp");
+    std::fs::write(&tmp, format!("{} {}\n", addr.port(), running.runtime())).unwrap();
+    std::fs::rename(&tmp, &port_file).unwrap();
+    // Until the parent closes our stdin.
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    running.stop().unwrap();
+}

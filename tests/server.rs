@@ -388,6 +388,40 @@ fn connections_spread_over_two_shards() {
         HashSet::from([0, 1]),
         "40 connections landed on {shards:?}"
     );
+    let on_0 = clients
+        .iter()
+        .filter(|c| ConnectionId::from_u64(c.connection_id.unwrap()).shard() == 0)
+        .count();
+    eprintln!(
+        "one listening socket, 2 shards: {on_0} / {} of 40 connections",
+        40 - on_0
+    );
+    running.stop().unwrap();
+}
+
+#[matrix]
+fn the_port_belongs_to_one_server() {
+    let server = Server::new(test_descriptor(PW).shards(2)).unwrap();
+    let (running, addr) = start(&server);
+    // A second conduit server on the same port fails to start, saying why.
+    let intruder = Server::new(test_descriptor(PW).port(addr.port())).unwrap();
+    let err = intruder.start().unwrap_err().to_string();
+    assert!(err.contains("in use"), "{err}");
+    // So does any program of the same user that asks for SO_REUSEPORT.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_reuse_port(true).unwrap();
+    let bound = sock.bind(&addr.into());
+    assert_eq!(
+        bound.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::AddrInUse)
+    );
+    // The server was not disturbed: both shards still accept on the port.
+    let c = TestClient::login(addr, Codec::V1, PW);
+    drop(c);
+    running.stop().unwrap();
+    // Once it stopped, the port is free again (a restart binds at once).
+    let again = Server::new(test_descriptor(PW).port(addr.port())).unwrap();
+    let (running, _) = start(&again);
     running.stop().unwrap();
 }
 

@@ -87,14 +87,23 @@ mod tests {
     use crate::rt::net::Listener;
     use crate::rt::{Backend, RtThread, ThreadSpec};
 
-    /// The backends this build has.
+    /// The backends this build has and this machine can run (glommio needs io_uring).
     fn backends() -> Vec<Backend> {
-        vec![
+        let all = [
             #[cfg(feature = "glommio")]
             Backend::Glommio,
             #[cfg(feature = "tokio")]
             Backend::Tokio,
-        ]
+        ];
+        all.into_iter()
+            .filter(|b| match crate::rt::choose(b.runtime(), 1) {
+                Ok(_) => true,
+                Err(e) => {
+                    eprintln!("skipped on {b:?}: {e}");
+                    false
+                }
+            })
+            .collect()
     }
 
     /// Runs `body` with a connected (server stream, blocking peer socket) pair on a
