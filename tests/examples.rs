@@ -29,6 +29,8 @@ mod chat_server;
 mod game_server;
 #[path = "../engine/examples/shutdown.rs"]
 mod shutdown;
+#[path = "../engine/examples/tokio_embed.rs"]
+mod tokio_embed;
 #[path = "../engine/examples/typed_rpc.rs"]
 mod typed_rpc;
 
@@ -388,4 +390,53 @@ fn chat_client_talks_to_chat_server() {
     assert!(out.contains("alice"), "{out}");
     assert!(out.contains("* you are now carol"), "{out}");
     running.stop().unwrap();
+}
+
+/// A tokio application embeds the server: started from inside the application's
+/// runtime, stopped by awaiting, and a handler awaits a tokio-based call (the
+/// application's own TCP service) on the tokio backend.
+#[test]
+fn tokio_embed_handler_awaits_a_tokio_service() {
+    let app = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    app.block_on(async {
+        let (scores, served) = tokio_embed::scores_service().await.unwrap();
+        let server = tokio_embed::build(desc("secret"), scores).unwrap();
+        let running = server.start().unwrap();
+        assert_eq!(running.runtime(), conduit::Runtime::Tokio);
+        let addr = server.local_addr().unwrap();
+        // The test's blocking client runs off the application's runtime threads.
+        let replies = tokio::task::spawn_blocking(move || {
+            let mut c = TestClient::login(addr, Codec::Native, "secret");
+            ["alice", "bob"]
+                .iter()
+                .map(|name| {
+                    c.send_message("score", &Value::map().with("name", *name))
+                        .unwrap();
+                    c.next_message().unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        for ((kind, data), name) in replies.iter().zip(["alice", "bob"]) {
+            assert_eq!(kind, "score_response");
+            assert_eq!(
+                data.get("name").and_then(Value::as_str),
+                Some(name),
+                "{data}"
+            );
+            assert_eq!(
+                data.get("score").and_then(Value::as_i64),
+                Some(tokio_embed::score_of(name)),
+                "{data}"
+            );
+        }
+        assert_eq!(served.load(std::sync::atomic::Ordering::Relaxed), 2);
+        running.stop_and_wait().await.unwrap();
+        assert!(!server.is_running());
+    });
 }

@@ -96,6 +96,15 @@ pub mod __bench {
     pub use crate::core::outbound::{Outbound, Push};
 }
 
+/// The runtime-neutral primitives the engine is written in (threads, tasks, timers,
+/// sockets on either backend), for the load generator; not an API.
+#[doc(hidden)]
+pub mod __rt {
+    pub use crate::rt::exec::{current, sleep, spawn, spawn_task, yield_now, Task, Timer};
+    pub use crate::rt::net::SharedStream;
+    pub use crate::rt::{choose, Backend, RtThread, Runtime, ThreadSpec};
+}
+
 /// The connection core's fuzz driver (the cargo-fuzz target and its `cargo test`
 /// replay); not an API.
 #[doc(hidden)]

@@ -27,7 +27,7 @@ pub(crate) fn enter(backend: Backend) {
 
 /// The backend of the calling thread: the one the engine started it with, else tokio
 /// inside a tokio runtime (an application's own), else glommio.
-pub(crate) fn current() -> Backend {
+pub fn current() -> Backend {
     if let Some(b) = CURRENT.get() {
         return b;
     }
@@ -67,7 +67,7 @@ pub fn spawn(fut: impl Future<Output = ()> + 'static) {
 
 /// A task on the current thread, awaited for its output; dropping it cancels the task
 /// (on both backends, so the glue's "drop to stop" holds everywhere).
-pub(crate) struct Task<T>(TaskInner<T>);
+pub struct Task<T>(TaskInner<T>);
 
 enum TaskInner<T> {
     #[cfg(feature = "glommio")]
@@ -77,7 +77,7 @@ enum TaskInner<T> {
 }
 
 /// Spawns `fut` on the current thread and returns its handle.
-pub(crate) fn spawn_task<T: 'static>(fut: impl Future<Output = T> + 'static) -> Task<T> {
+pub fn spawn_task<T: 'static>(fut: impl Future<Output = T> + 'static) -> Task<T> {
     Task(match current() {
         #[cfg(feature = "glommio")]
         Backend::Glommio => TaskInner::Glommio(glommio::spawn_local(fut)),
@@ -118,7 +118,7 @@ impl<T> Drop for Task<T> {
 }
 
 /// A timer that can be moved to a new deadline without allocating again.
-pub(crate) struct Timer(TimerInner);
+pub struct Timer(TimerInner);
 
 enum TimerInner {
     #[cfg(feature = "glommio")]
@@ -129,7 +129,7 @@ enum TimerInner {
 
 impl Timer {
     /// Fires `d` from now.
-    pub(crate) fn new(d: Duration) -> Timer {
+    pub fn new(d: Duration) -> Timer {
         Timer(match current() {
             #[cfg(feature = "glommio")]
             Backend::Glommio => TimerInner::Glommio(glommio::timer::Timer::new(d)),
@@ -139,7 +139,7 @@ impl Timer {
     }
 
     /// Fires `d` from now instead.
-    pub(crate) fn reset(&mut self, d: Duration) {
+    pub fn reset(&mut self, d: Duration) {
         match &mut self.0 {
             #[cfg(feature = "glommio")]
             TimerInner::Glommio(t) => t.reset(d),
@@ -178,7 +178,7 @@ pub async fn yield_if_needed() {
 }
 
 /// Lets the current thread's other tasks run before continuing.
-pub(crate) async fn yield_now() {
+pub async fn yield_now() {
     match current() {
         #[cfg(feature = "glommio")]
         Backend::Glommio => glommio::executor().yield_now().await,

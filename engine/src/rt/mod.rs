@@ -90,16 +90,18 @@ impl std::str::FromStr for Runtime {
 
 /// A backend this build has, as resolved from a [`Runtime`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Backend {
+pub enum Backend {
+    /// glommio (io_uring).
     #[cfg(feature = "glommio")]
     Glommio,
+    /// tokio (epoll).
     #[cfg(feature = "tokio")]
     Tokio,
 }
 
 impl Backend {
     /// The public name of this backend.
-    pub(crate) fn runtime(self) -> Runtime {
+    pub fn runtime(self) -> Runtime {
         match self {
             #[cfg(feature = "glommio")]
             Backend::Glommio => Runtime::Glommio,
@@ -111,10 +113,7 @@ impl Backend {
 
 /// The backend chosen for `threads` executor threads, and why (for the log); an
 /// explicit choice this build or machine cannot run is an error saying so.
-pub(crate) fn choose(
-    runtime: Runtime,
-    threads: usize,
-) -> Result<(Backend, String), crate::error::Error> {
+pub fn choose(runtime: Runtime, threads: usize) -> Result<(Backend, String), crate::error::Error> {
     let missing = |name: &str| crate::error::Error::Config {
         field: "runtime",
         problem: format!("this build has no {name} backend (cargo feature `{name}`)"),
@@ -167,7 +166,7 @@ pub(crate) fn choose(
 }
 
 /// How an engine thread is set up.
-pub(crate) struct ThreadSpec {
+pub struct ThreadSpec {
     /// The thread's name.
     pub name: String,
     /// The CPU it is pinned to, if any.
@@ -182,16 +181,18 @@ pub(crate) struct ThreadSpec {
 }
 
 /// An engine thread running one future on its backend, joined for the output.
-pub(crate) enum RtThread<T: Send + 'static> {
+pub enum RtThread<T: Send + 'static> {
+    /// A glommio executor thread.
     #[cfg(feature = "glommio")]
     Glommio(::glommio::ExecutorJoinHandle<T>),
+    /// A thread running a tokio runtime and `LocalSet`.
     #[cfg(feature = "tokio")]
     Tokio(std::thread::JoinHandle<Result<T, String>>),
 }
 
 impl<T: Send + 'static> RtThread<T> {
     /// Starts a thread running the future `make` builds on `backend`.
-    pub(crate) fn start<G, F>(backend: Backend, spec: ThreadSpec, make: G) -> std::io::Result<Self>
+    pub fn start<G, F>(backend: Backend, spec: ThreadSpec, make: G) -> std::io::Result<Self>
     where
         G: FnOnce() -> F + Send + 'static,
         F: Future<Output = T> + 'static,
@@ -205,7 +206,7 @@ impl<T: Send + 'static> RtThread<T> {
     }
 
     /// The thread's id.
-    pub(crate) fn thread_id(&self) -> std::thread::ThreadId {
+    pub fn thread_id(&self) -> std::thread::ThreadId {
         match self {
             #[cfg(feature = "glommio")]
             RtThread::Glommio(h) => h.thread().id(),
@@ -215,7 +216,7 @@ impl<T: Send + 'static> RtThread<T> {
     }
 
     /// Waits for the thread; its future's output, or why it did not finish.
-    pub(crate) fn join(self) -> Result<T, String> {
+    pub fn join(self) -> Result<T, String> {
         match self {
             #[cfg(feature = "glommio")]
             RtThread::Glommio(h) => h

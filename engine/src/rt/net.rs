@@ -30,7 +30,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use super::Backend;
 
 /// A connected TCP stream of either backend.
-enum Stream {
+pub(crate) enum Stream {
     #[cfg(feature = "glommio")]
     Glommio(glommio::net::TcpStream),
     #[cfg(feature = "tokio")]
