@@ -582,16 +582,16 @@ fn our_client_against_netconduit_server() {
 /// Set in the child's environment: the port file it writes once listening.
 const SECCOMP_CHILD_PORT_FILE: &str = "CONDUIT_SECCOMP_CHILD_PORT_FILE";
 
-#[test]
-fn auto_serves_netconduit_where_io_uring_is_refused() {
-    let python = venv_python();
-    assert!(python.exists());
+/// The chat server in a child process (this test binary again, running
+/// `seccomp_child` only) under `no-io-uring` with `filter_args`; returns the child,
+/// its port and the runtime it reports.
+fn start_filtered_child(filter_args: &[&str]) -> (Child, u16, String) {
     let port_file = workspace_dir()
         .join("target")
         .join(format!("seccomp-child-{}.port", unique_suffix()));
     let _ = std::fs::remove_file(&port_file);
-    // This test binary again, its child half only, under a filter refusing io_uring.
     let mut child = Command::new(env!("CARGO_BIN_EXE_no-io-uring"))
+        .args(filter_args)
         .arg(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "seccomp_child", "--nocapture"])
         .env(SECCOMP_CHILD_PORT_FILE, &port_file)
@@ -604,9 +604,7 @@ fn auto_serves_netconduit_where_io_uring_is_refused() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let line = loop {
         if let Ok(s) = std::fs::read_to_string(&port_file) {
-            if s.ends_with('\n') {
-                break s;
-            }
+            break s;
         }
         if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
             let _ = child.kill();
@@ -621,13 +619,30 @@ fn auto_serves_netconduit_where_io_uring_is_refused() {
     };
     let _ = std::fs::remove_file(&port_file);
     let (port, runtime) = line.trim().split_once(' ').expect("\"PORT RUNTIME\"");
+    (child, port.parse().unwrap(), runtime.to_owned())
+}
+
+/// Stops a child from [`start_filtered_child`] (closing its stdin) and returns its log.
+fn stop_filtered_child(mut child: Child) -> (ExitStatus, String) {
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status, log)
+}
+
+#[test]
+fn auto_serves_netconduit_where_io_uring_is_refused() {
+    let python = venv_python();
+    assert!(python.exists());
+    let (child, port, runtime) = start_filtered_child(&[]);
     let py = spawn_python(
         &script("interop_client.py"),
         &[
             "--host".into(),
             "127.0.0.1".into(),
             "--port".into(),
-            port.into(),
+            port.to_string(),
             "--password".into(),
             "chat_secret".into(),
             "--clients".into(),
@@ -635,11 +650,7 @@ fn auto_serves_netconduit_where_io_uring_is_refused() {
         ],
     );
     let (status, out, err) = py.finish(Duration::from_secs(120));
-    // Closing its stdin stops the child's server.
-    drop(child.stdin.take());
-    let child_out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&child_out.stderr).into_owned()
-        + &String::from_utf8_lossy(&child_out.stdout);
+    let (child_status, log) = stop_filtered_child(child);
     assert_eq!(runtime, "tokio", "Auto chose {runtime}; child log:\n{log}");
     assert!(
         log.contains("glommio cannot run here") && log.contains("Operation not permitted"),
@@ -656,7 +667,29 @@ fn auto_serves_netconduit_where_io_uring_is_refused() {
     assert_eq!(failed, 0, "python stderr:\n{err}\nchild log:\n{log}");
     assert!(passed >= 15, "only {passed} cases ran");
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{err}");
-    assert!(child_out.status.success(), "child failed:\n{log}");
+    assert!(child_status.success(), "child failed:\n{log}");
+}
+
+/// io_uring rings can be set up (the probe passes) but not registered, so glommio
+/// fails while starting its shards: `Auto` starts every shard on tokio instead.
+#[test]
+fn auto_falls_back_for_the_whole_server_when_glommio_fails_after_the_probe() {
+    let (child, port, runtime) = start_filtered_child(&["--only-register"]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let desc = ClientDescriptor::new("chat_secret")
+        .addr(addr)
+        .codec(Codec::Native);
+    let client = Client::connect(desc).expect("serves after the fall back");
+    let sum = client.call("add", params(&[("a", 2.into()), ("b", 3.into())]));
+    drop(client);
+    let (child_status, log) = stop_filtered_child(child);
+    assert_eq!(sum.unwrap(), Value::Int(5), "{log}");
+    assert_eq!(runtime, "tokio", "child log:\n{log}");
+    assert!(
+        log.contains("io_uring works") && log.contains("starting all on tokio"),
+        "the log tells the fall back:\n{log}"
+    );
+    assert!(child_status.success(), "child failed:\n{log}");
 }
 
 /// The child half of `auto_serves_netconduit_where_io_uring_is_refused` (run by it,
@@ -675,6 +708,7 @@ fn seccomp_child() {
     assert_eq!(server.descriptor().runtime, conduit::Runtime::Auto);
     let running = server.start().expect("starts under the filter");
     let addr = server.local_addr().unwrap();
+    // Written whole, then renamed into place: the parent never reads half a line.
     let tmp = std::path::PathBuf::from(&port_file).with_extension("tmp");
     std::fs::write(&tmp, format!("{} {}\n", addr.port(), running.runtime())).unwrap();
     std::fs::rename(&tmp, &port_file).unwrap();

@@ -1,8 +1,10 @@
-//! `no-io-uring COMMAND [ARGS...]`: runs a command with the io_uring system calls
-//! refused (`EPERM`), as Docker's default seccomp profile (Docker 25+), containerd 2.0's
-//! RuntimeDefault and Kubernetes' `SeccompDefault` do. The filter is inherited by every
-//! thread and child of the command, so whole suites run as they would in such a
-//! container:
+//! `no-io-uring [--only-register] COMMAND [ARGS...]`: runs a command with the io_uring
+//! system calls refused (`EPERM`), as Docker's default seccomp profile (Docker 25+),
+//! containerd 2.0's RuntimeDefault and Kubernetes' `SeccompDefault` do. The filter is
+//! inherited by every thread and child of the command, so whole suites run as they
+//! would in such a container. `--only-register` refuses `io_uring_register` alone: a
+//! ring can be set up (so a probe passes) but glommio cannot start an executor on it,
+//! the failure-after-the-probe case `Runtime::Auto` must survive.
 //!
 //! ```sh
 //! cargo run -p conduit-tests --bin no-io-uring -- cargo test --workspace
@@ -15,12 +17,22 @@ use std::process::{Command, ExitCode};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
 
 fn main() -> ExitCode {
-    let mut args = std::env::args_os().skip(1);
+    let mut args = std::env::args_os().skip(1).peekable();
+    let only_register = args.next_if(|a| a == "--only-register").is_some();
     let Some(program) = args.next() else {
-        eprintln!("usage: no-io-uring COMMAND [ARGS...]");
+        eprintln!("usage: no-io-uring [--only-register] COMMAND [ARGS...]");
         return ExitCode::from(2);
     };
-    if let Err(e) = refuse_io_uring() {
+    let calls: &[i64] = if only_register {
+        &[libc::SYS_io_uring_register]
+    } else {
+        &[
+            libc::SYS_io_uring_setup,
+            libc::SYS_io_uring_enter,
+            libc::SYS_io_uring_register,
+        ]
+    };
+    if let Err(e) = refuse(calls) {
         eprintln!("no-io-uring: cannot install the seccomp filter: {e}");
         return ExitCode::from(1);
     }
@@ -31,16 +43,11 @@ fn main() -> ExitCode {
 }
 
 /// Installs a filter on this thread (inherited across `exec` and by every thread and
-/// process started after it) answering `io_uring_setup`, `io_uring_enter` and
-/// `io_uring_register` with `EPERM` and allowing everything else.
-fn refuse_io_uring() -> Result<(), Box<dyn std::error::Error>> {
-    let calls = [
-        libc::SYS_io_uring_setup,
-        libc::SYS_io_uring_enter,
-        libc::SYS_io_uring_register,
-    ];
+/// process started after it) answering `calls` with `EPERM` and allowing everything
+/// else.
+fn refuse(calls: &[i64]) -> Result<(), Box<dyn std::error::Error>> {
     let filter = SeccompFilter::new(
-        calls.into_iter().map(|c| (c, vec![])).collect(),
+        calls.iter().map(|&c| (c, vec![])).collect(),
         SeccompAction::Allow,
         SeccompAction::Errno(libc::EPERM as u32),
         std::env::consts::ARCH.try_into()?,
