@@ -109,6 +109,13 @@ pub enum BusMsg {
         last: Option<Arc<Frames>>,
         reply: flume::Sender<bool>,
     },
+    /// Serve a connection another shard accepted: shards take turns, whichever one the
+    /// kernel woke to accept (see `RunState::next_home`). It holds its
+    /// `max_connections` slot already.
+    Adopt {
+        stream: std::net::TcpStream,
+        slot: super::Permit,
+    },
     /// A lifecycle step; the reply carries the step's outcome.
     Control {
         step: Control,

@@ -17,7 +17,7 @@ use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -85,6 +85,8 @@ pub(crate) struct RunState {
     directory: Vec<RwLock<AHashMap<ConnectionId, Arc<ConnMeta>>>>,
     /// The listening address, once the first shard bound it.
     pub addr: OnceLock<SocketAddr>,
+    /// Counts accepted connections, to deal them out to the shards in turn.
+    accepted: AtomicUsize,
 }
 
 impl RunState {
@@ -95,7 +97,16 @@ impl RunState {
             bus,
             directory: (0..shards).map(|_| RwLock::default()).collect(),
             addr: OnceLock::new(),
+            accepted: AtomicUsize::new(0),
         }
+    }
+
+    /// The shard that serves the next accepted connection. Shards take turns whichever
+    /// shard accepted it: the kernel wakes every shard waiting on the one listening
+    /// socket and the first awake wins (on epoll one shard can win most accepts), so
+    /// dealing them out keeps each shard's share within one connection of even.
+    pub fn next_home(&self) -> usize {
+        self.accepted.fetch_add(1, Ordering::Relaxed) % self.bus.len().max(1)
     }
 
     /// Logged-in connections of shard `shard` that `filter` admits.

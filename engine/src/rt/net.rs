@@ -120,6 +120,48 @@ impl SharedStream {
         Ok(stream)
     }
 
+    /// Takes an accepted stream that arrived from another thread onto the current
+    /// thread's backend.
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<SharedStream> {
+        Ok(SharedStream::wrap(match super::exec::current() {
+            #[cfg(feature = "glommio")]
+            Backend::Glommio => {
+                use std::os::fd::{FromRawFd, IntoRawFd};
+                // SAFETY: the descriptor is an open, connected TCP socket passed in by
+                // value; ownership moves to the glommio stream, which closes it.
+                Stream::Glommio(unsafe {
+                    glommio::net::TcpStream::from_raw_fd(stream.into_raw_fd())
+                })
+            }
+            #[cfg(feature = "tokio")]
+            Backend::Tokio => {
+                stream.set_nonblocking(true)?;
+                Stream::Tokio(tokio::net::TcpStream::from_std(stream)?)
+            }
+        }))
+    }
+
+    /// Releases the stream from this thread's backend, to hand it to another thread
+    /// ([`SharedStream::from_std`] there). Only for a stream no task holds yet.
+    pub fn into_std(self) -> io::Result<std::net::TcpStream> {
+        let stream = Rc::try_unwrap(self.0)
+            .map_err(|_| io::Error::other("the stream is still shared"))?
+            .into_inner();
+        match stream {
+            // glommio cannot give its descriptor up: keep a duplicate, close its own.
+            #[cfg(feature = "glommio")]
+            Stream::Glommio(s) => {
+                // SAFETY: `s` owns this open descriptor and outlives the borrow.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.as_raw_fd()) };
+                let owned = fd.try_clone_to_owned()?;
+                drop(s);
+                Ok(std::net::TcpStream::from(owned))
+            }
+            #[cfg(feature = "tokio")]
+            Stream::Tokio(s) => s.into_std(),
+        }
+    }
+
     /// Applies the socket options of a server connection.
     pub fn configure(&self, buffer_size: usize) -> io::Result<()> {
         let s = self.0.borrow();

@@ -13,6 +13,7 @@ use futures_lite::FutureExt;
 use super::conn::serve;
 use super::Shard;
 use crate::core::CloseReason;
+use crate::router::{BusMsg, Permit};
 use crate::rt::exec::{sleep, spawn};
 use crate::rt::net::{Listener, SharedStream};
 
@@ -37,9 +38,49 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>) {
         };
         let max = shard.router.descriptor().max_connections;
         match shard.router.stats().slots.try_acquire(max) {
-            Some(slot) => spawn(serve(shard.clone(), stream, slot)),
+            Some(slot) => place(&shard, stream, slot),
             None => refuse(&shard, stream),
         }
+    }
+}
+
+/// Serves an admitted connection on the shard whose turn it is: here, or handed over
+/// that shard's bus. If the hand-over cannot be made (its bus is full or gone), it is
+/// served here: a connection is never dropped for balance.
+fn place(shard: &Rc<Shard>, stream: SharedStream, slot: Permit) {
+    let home = shard.run.next_home();
+    if home == shard.index {
+        spawn(serve(shard.clone(), stream, slot));
+        return;
+    }
+    let std = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(shard = shard.index, "cannot hand a connection over: {e}");
+            return;
+        }
+    };
+    let msg = BusMsg::Adopt { stream: std, slot };
+    let Err(e) = shard.run.bus[home].try_send(msg) else {
+        return;
+    };
+    if let BusMsg::Adopt { stream, slot } = e.into_inner() {
+        match SharedStream::from_std(stream) {
+            Ok(stream) => spawn(serve(shard.clone(), stream, slot)),
+            Err(e) => tracing::warn!(shard = shard.index, "cannot take a connection back: {e}"),
+        }
+    }
+}
+
+/// Serves a connection another shard accepted and handed over (see [`place`]), unless
+/// this shard has stopped accepting (the server is stopping: it is closed).
+pub(super) fn adopt(shard: &Rc<Shard>, stream: std::net::TcpStream, slot: Permit) {
+    if shard.listener.borrow().is_none() {
+        return;
+    }
+    match SharedStream::from_std(stream) {
+        Ok(stream) => spawn(serve(shard.clone(), stream, slot)),
+        Err(e) => tracing::warn!(shard = shard.index, "cannot adopt a connection: {e}"),
     }
 }
 

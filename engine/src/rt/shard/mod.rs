@@ -440,6 +440,7 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
             BusMsg::Kick { to, last, reply } => {
                 let _ = reply.try_send(shard.kick_local(to, last.as_deref()));
             }
+            BusMsg::Adopt { stream, slot } => accept::adopt(shard, stream, slot),
             BusMsg::Control { step, reply } => {
                 if step == Control::Exit {
                     let _ = reply.send(Ok(()));
