@@ -2,7 +2,8 @@
 //!
 //! A thread-per-core server engine speaking netconduit's protocol: password auth,
 //! heartbeat, RPC, named message handlers, broadcast and lifecycle hooks. Each shard is
-//! a pinned executor that accepts on the shared port and owns its connections; a
+//! a pinned executor thread — glommio (io_uring) or tokio (epoll), see [`Runtime`] —
+//! that accepts on the server's listening socket and owns its connections; a
 //! broadcast is encoded once and the same bytes are queued to every receiver, across
 //! shards over a bounded bus.
 //!

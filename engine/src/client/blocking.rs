@@ -3,8 +3,8 @@
 //!
 //! # Design
 //!
-//! Each blocking client runs an async [`Client`](super::Client) on a private glommio
-//! executor thread and talks to it over a channel; every method sends one command and
+//! Each blocking client runs an async [`Client`](super::Client) on a private executor
+//! thread (of [`ClientDescriptor::runtime`](super::ClientDescriptor::runtime)) and talks to it over a channel; every method sends one command and
 //! (when it has a result) blocks on a one-shot reply.
 //!
 //! Why not `std::net::TcpStream` and a reader thread: the login handshakes, the
@@ -15,8 +15,8 @@
 //! no global state, a slow handler stalls only its own client, and the client's whole
 //! lifetime (thread included) is the value's.
 //!
-//! The cost is two threads per client (the executor and glommio's helper thread) and
-//! three small io_uring rings. That suits applications, tools and tests; to run
+//! The cost is one executor thread per client (on glommio also its helper thread and
+//! three small io_uring rings). That suits applications, tools and tests; to run
 //! thousands of clients, use the async client on your own executors.
 //!
 //! Handlers run on the client's executor thread, one at a time, in arrival order. A

@@ -122,7 +122,7 @@ pub struct ClientDescriptor {
     /// Client version sent at login (informational). Default: this crate's version.
     pub version: String,
     /// The runtime of the executor thread a blocking client (or
-    /// [`spawn_executor`](super::spawn_executor)) starts. Default [`Runtime::Auto`]:
+    /// [`spawn_executor`](super::spawn_executor)) starts. Default [`Runtime::Auto`](crate::Runtime::Auto):
     /// glommio where io_uring works, else tokio. The async [`Client`](super::Client)
     /// runs on whatever thread it is used from.
     pub runtime: crate::rt::Runtime,

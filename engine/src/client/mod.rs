@@ -1,7 +1,9 @@
 //! The conduit client: RPC calls, pushed messages, request/response, heartbeat and
 //! automatic reconnection, speaking either codec.
 //!
-//! [`Client`] is async and runs on a glommio executor thread. It is built to be cheap:
+//! [`Client`] is async and runs on an executor thread of either runtime: one started
+//! with [`spawn_executor_on`] (glommio or tokio), a server's shard, or an application's
+//! own tokio runtime (inside a `tokio::task::LocalSet`). It is built to be cheap:
 //! one connection costs one reader task (which also keeps the heartbeat, with a single
 //! re-armed timer) and one writer task that gathers queued frames into vectored
 //! writes. There is no per-client thread, lock or atomic, so one executor holds
@@ -41,8 +43,8 @@
 //! * [`blocking`]: the same client for plain threads.
 //! * `descriptor.rs`, `error.rs`: settings ([`ClientDescriptor`]); errors, disconnect
 //!   reasons and events.
-//! * `executor.rs`: [`spawn_executor`] and [`run_local`], to host clients without
-//!   depending on glommio.
+//! * `executor.rs`: [`spawn_executor`], [`spawn_executor_on`] and [`run_local`], to
+//!   host clients without depending on a runtime crate.
 //! * `shared.rs`: the state one client's handles and tasks share, its lifecycle
 //!   states, and how a call waits for its answer.
 //! * `pending.rs`: calls waiting for an answer, keyed by correlation id (a pure data
@@ -101,7 +103,7 @@ impl Drop for Handle {
     }
 }
 
-/// An async conduit client on a glommio executor. Cheap to clone (clones share the
+/// An async conduit client on an executor thread (either runtime). Cheap to clone (clones share the
 /// connection); `!Send`: it belongs to the executor thread that created it.
 ///
 /// Dropping the last clone closes the connection (without waiting for it).
@@ -129,8 +131,8 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for `desc` (validated first), not yet connected: register handlers and
     /// event hooks, then [`open`](Self::open) it. The client belongs to the thread that
-    /// creates it; `open` and the other async methods must run on a glommio executor
-    /// there.
+    /// creates it; `open` and the other async methods must run on an executor there
+    /// (see the module docs).
     pub fn new(desc: ClientDescriptor) -> ClientResult<Client> {
         desc.validate()?;
         let seed = connect::random_bytes::<8>().map_or(0x9E37_79B9_7F4A_7C15, u64::from_le_bytes);
