@@ -496,3 +496,55 @@ fn typed_message_handlers() {
     }
     running.stop().unwrap();
 }
+
+/// A handler on either backend hands tokio-based work to the service thread and
+/// replies with its result; a failing job is an error reply, never a hang.
+#[matrix]
+fn handlers_reach_tokio_services_through_the_service_thread() {
+    let server = Server::new(test_descriptor(PW)).unwrap();
+    // A tokio service the application runs: a listener on the service thread's runtime
+    // that answers each connection with one byte.
+    let service_addr = conduit::block_on(conduit::rt::service::call(|| async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                use tokio::io::AsyncWriteExt;
+                let _ = s.write_all(&[42]).await;
+            }
+        });
+        addr
+    }))
+    .unwrap();
+    server.on("ask", move |_c, data: Value| async move {
+        let fail = data.get("fail").and_then(Value::as_bool).unwrap_or(false);
+        let answer = conduit::rt::service::call(move || async move {
+            use tokio::io::AsyncReadExt;
+            assert!(!fail, "the job fails");
+            let mut s = tokio::net::TcpStream::connect(service_addr).await.unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            i64::from(b[0])
+        })
+        .await;
+        match answer {
+            Ok(v) => Value::map().with("answer", v),
+            Err(e) => Value::map().with("error", e.to_string()),
+        }
+    });
+    let (running, addr) = start(&server);
+    let mut c = TestClient::login(addr, Codec::Native, PW);
+    c.send_message("ask", &Value::map()).unwrap();
+    assert_eq!(
+        c.next_message().unwrap(),
+        ("ask_response".to_owned(), Value::map().with("answer", 42))
+    );
+    c.send_message("ask", &Value::map().with("fail", true))
+        .unwrap();
+    let (_, reply) = c.next_message().unwrap();
+    assert_eq!(
+        reply.get("error").and_then(Value::as_str),
+        Some("the service job panicked")
+    );
+    running.stop().unwrap();
+}
