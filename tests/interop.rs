@@ -584,13 +584,18 @@ const SECCOMP_CHILD_PORT_FILE: &str = "CONDUIT_SECCOMP_CHILD_PORT_FILE";
 
 /// The chat server in a child process (this test binary again, running
 /// `seccomp_child` only) under `no-io-uring` with `filter_args`; returns the child,
-/// its port and the runtime it reports.
-fn start_filtered_child(filter_args: &[&str]) -> (Child, u16, String) {
+/// its port and the runtime it reports. With `refused`, the child also checks that an
+/// explicit glommio server fails to start, saying why.
+fn start_filtered_child(filter_args: &[&str], refused: bool) -> (Child, u16, String) {
     let port_file = workspace_dir()
         .join("target")
         .join(format!("seccomp-child-{}.port", unique_suffix()));
     let _ = std::fs::remove_file(&port_file);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_no-io-uring"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_no-io-uring"));
+    if refused {
+        cmd.env("CONDUIT_SECCOMP_CHILD_EXPECT_REFUSED", "1");
+    }
+    let mut child = cmd
         .args(filter_args)
         .arg(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "seccomp_child", "--nocapture"])
@@ -635,7 +640,7 @@ fn stop_filtered_child(mut child: Child) -> (ExitStatus, String) {
 fn auto_serves_netconduit_where_io_uring_is_refused() {
     let python = venv_python();
     assert!(python.exists());
-    let (child, port, runtime) = start_filtered_child(&[]);
+    let (child, port, runtime) = start_filtered_child(&[], true);
     let py = spawn_python(
         &script("interop_client.py"),
         &[
@@ -656,6 +661,7 @@ fn auto_serves_netconduit_where_io_uring_is_refused() {
         log.contains("glommio cannot run here") && log.contains("Operation not permitted"),
         "the log says why tokio was chosen:\n{log}"
     );
+    assert!(log.contains("explicit glommio: "), "{log}");
     let last = out
         .iter()
         .rev()
@@ -674,7 +680,7 @@ fn auto_serves_netconduit_where_io_uring_is_refused() {
 /// fails while starting its shards: `Auto` starts every shard on tokio instead.
 #[test]
 fn auto_falls_back_for_the_whole_server_when_glommio_fails_after_the_probe() {
-    let (child, port, runtime) = start_filtered_child(&["--only-register"]);
+    let (child, port, runtime) = start_filtered_child(&["--only-register"], false);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let desc = ClientDescriptor::new("chat_secret")
         .addr(addr)
@@ -703,6 +709,22 @@ fn seccomp_child() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+    // An explicit glommio server where io_uring is refused fails with the reason.
+    if std::env::var_os("CONDUIT_SECCOMP_CHILD_EXPECT_REFUSED").is_some() {
+        let explicit = Server::new(
+            ServerDescriptor::new("x")
+                .host("127.0.0.1")
+                .port(0)
+                .runtime(conduit::Runtime::Glommio),
+        )
+        .unwrap();
+        let err = explicit.start().expect_err("glommio cannot start here");
+        eprintln!("explicit glommio: {err}");
+        assert!(
+            err.to_string().contains("io_uring is not available"),
+            "{err}"
+        );
+    }
     // Outside `#[matrix]`, so the runtime is left to `Auto`.
     let server = interop_server();
     assert_eq!(server.descriptor().runtime, conduit::Runtime::Auto);
