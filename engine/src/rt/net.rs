@@ -142,23 +142,30 @@ impl SharedStream {
     }
 
     /// Releases the stream from this thread's backend, to hand it to another thread
-    /// ([`SharedStream::from_std`] there). Only for a stream no task holds yet.
-    pub fn into_std(self) -> io::Result<std::net::TcpStream> {
-        let stream = Rc::try_unwrap(self.0)
-            .map_err(|_| io::Error::other("the stream is still shared"))?
-            .into_inner();
+    /// ([`SharedStream::from_std`] there). Only for a stream no task holds yet. When it
+    /// cannot be released — still shared, or (glommio) no duplicate descriptor at the
+    /// open-files limit — the stream comes back with the error, still usable here.
+    pub fn into_std(self) -> Result<std::net::TcpStream, (Option<SharedStream>, io::Error)> {
+        let stream = match Rc::try_unwrap(self.0) {
+            Ok(cell) => cell.into_inner(),
+            Err(rc) => {
+                let e = io::Error::other("the stream is still shared");
+                return Err((Some(SharedStream(rc)), e));
+            }
+        };
         match stream {
             // glommio cannot give its descriptor up: keep a duplicate, close its own.
             #[cfg(feature = "glommio")]
             Stream::Glommio(s) => {
                 // SAFETY: `s` owns this open descriptor and outlives the borrow.
                 let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.as_raw_fd()) };
-                let owned = fd.try_clone_to_owned()?;
-                drop(s);
-                Ok(std::net::TcpStream::from(owned))
+                match fd.try_clone_to_owned() {
+                    Ok(owned) => Ok(std::net::TcpStream::from(owned)),
+                    Err(e) => Err((Some(SharedStream::wrap(Stream::Glommio(s))), e)),
+                }
             }
             #[cfg(feature = "tokio")]
-            Stream::Tokio(s) => s.into_std(),
+            Stream::Tokio(s) => s.into_std().map_err(|e| (None, e)),
         }
     }
 

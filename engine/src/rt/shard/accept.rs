@@ -55,8 +55,11 @@ fn place(shard: &Rc<Shard>, stream: SharedStream, slot: Permit) {
     }
     let std = match stream.into_std() {
         Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(shard = shard.index, "cannot hand a connection over: {e}");
+        Err((stream, e)) => {
+            tracing::debug!(shard = shard.index, "serving here, not handed over: {e}");
+            if let Some(stream) = stream {
+                spawn(serve(shard.clone(), stream, slot));
+            }
             return;
         }
     };
