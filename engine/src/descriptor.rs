@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use crate::error::Error;
-pub use crate::rt::Runtime;
 
 /// What to do with a connection whose outbound queue passes its byte limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -16,6 +15,59 @@ pub enum SlowConsumerPolicy {
     /// Drop the frame that did not fit and keep the connection (for feeds where the
     /// latest state matters more than every update).
     DropNewest,
+}
+
+/// Which runtime drives the shards (and a client's executor thread).
+///
+/// Both backends run the same connection core with the same task structure: one
+/// pinned thread per shard, one reader and one writer task per connection, gathered
+/// writes. They differ in how the thread waits for I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Runtime {
+    /// glommio where io_uring works and the locked-memory limit suffices, otherwise
+    /// tokio; the log says which and why. If glommio passes the check but a shard
+    /// fails to start on it, the whole server starts on tokio instead.
+    #[default]
+    Auto,
+    /// glommio (io_uring). Fails to start, saying what to change, where io_uring is
+    /// refused (Docker's default seccomp profile, `io_uring_disabled`) or locked memory
+    /// is too low.
+    Glommio,
+    /// tokio (epoll): a current-thread runtime with a `LocalSet` per shard. Runs in
+    /// default containers; handlers may call tokio-based libraries directly.
+    Tokio,
+}
+
+impl Runtime {
+    /// The name used in logs and settings: `auto`, `glommio` or `tokio`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Auto => "auto",
+            Runtime::Glommio => "glommio",
+            Runtime::Tokio => "tokio",
+        }
+    }
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Runtime, String> {
+        match s {
+            "auto" => Ok(Runtime::Auto),
+            "glommio" => Ok(Runtime::Glommio),
+            "tokio" => Ok(Runtime::Tokio),
+            other => Err(format!(
+                "unknown runtime {other:?} (expected auto, glommio or tokio)"
+            )),
+        }
+    }
 }
 
 /// Configuration of a [`Server`](crate::Server), named as in netconduit's

@@ -34,9 +34,9 @@
 //!
 //! One RPC, socket to socket, each step in its own file:
 //!
-//! 1. `rt/shard/accept.rs` — the shard accepts the socket and takes a
+//! 1. `shard/accept.rs` — the shard accepts the socket and takes a
 //!    `max_connections` permit;
-//! 2. `rt/shard/conn.rs` — the read loop moves bytes into the connection's decoder;
+//! 2. `shard/conn.rs` — the read loop moves bytes into the connection's decoder;
 //! 3. `core/mod.rs` — `ConnCore::poll_event` decodes the frame and decides: login,
 //!    ping, `listall`, unknown method, or a handler call to run;
 //! 4. `dispatch.rs` — runs the registered handler (panics contained) and turns its
@@ -49,7 +49,7 @@
 //!
 //! A broadcast starts in a handler at `router/broadcast.rs`, is encoded once per codec
 //! (`router/bus.rs`), fans out on the local shard and crosses to the others over their
-//! bus (`router/mod.rs` → `rt/shard/mod.rs`), then meets steps 5–6 for every
+//! bus (`router/mod.rs` → `shard/mod.rs`), then meets steps 5–6 for every
 //! receiver.
 
 // What `#[rpc]` expands to; not an API of its own.
@@ -69,6 +69,7 @@ mod preflight;
 mod router;
 pub mod rt;
 mod server;
+mod shard;
 
 pub use client::{Client, ClientDescriptor, ClientError, ClientEvent, DisconnectReason};
 pub use conduit_macros::rpc;

@@ -16,7 +16,6 @@ use crate::handlers::{
     IntoReply, IntoRpcMethod, LifecycleHook, LocalBoxFuture, Registry, RpcCall, RpcError, RpcInfo,
 };
 use crate::router::{Connection, Control, Router, RunState};
-use crate::rt;
 
 /// A startup or shutdown hook as registered.
 type ServerHook = Arc<dyn Fn(Server) -> LocalBoxFuture<()> + Send + Sync>;
@@ -385,7 +384,7 @@ impl Server {
             .map(|_| flume::bounded(desc.bus_capacity))
             .unzip();
         let run = Arc::new(RunState::new(senders));
-        let launched = rt::shard::launch(rt::shard::Plan {
+        let launched = crate::shard::launch(crate::shard::Plan {
             router: self.router.clone(),
             run: run.clone(),
             registry,

@@ -1,11 +1,10 @@
 //! Runtimes. Applications use [`spawn`] and [`sleep`] to run background work on their
 //! shard whatever the backend, and choose the backend with [`Runtime`].
 //!
-//! Inside the crate: the shard glue that drives the connection core (`shard`, the
-//! same on both backends), the primitives it is written in — spawning and timers
-//! (`exec`), sockets (`net`) — and one file per backend (`glommio`, `tokio`) that
-//! starts its threads. The glue never asks which backend runs it; only `exec`, `net`
-//! and the backend files do.
+//! Inside the crate: the primitives the shard glue (`crate::shard`, the same on both
+//! backends) and the client are written in — spawning and timers (`exec`), sockets
+//! (`net`), the writer (`writer`) — and one file per backend (`glommio`, `tokio`) that
+//! starts its threads. Only `exec`, `net` and the backend files name a backend.
 
 pub(crate) mod exec;
 #[cfg(feature = "glommio")]
@@ -13,7 +12,6 @@ mod glommio;
 pub(crate) mod net;
 #[cfg(feature = "tokio")]
 pub mod service;
-pub(crate) mod shard;
 #[cfg(feature = "tokio")]
 mod tokio;
 pub(crate) mod writer;
@@ -28,26 +26,7 @@ use std::time::Duration;
 
 pub use exec::{sleep, spawn};
 
-/// Which runtime drives the shards (and a client's executor thread).
-///
-/// Both backends run the same connection core with the same task structure: one
-/// pinned thread per shard, one reader and one writer task per connection, gathered
-/// writes. They differ in how the thread waits for I/O.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Runtime {
-    /// glommio where io_uring works and the locked-memory limit suffices, otherwise
-    /// tokio; the log says which and why. If glommio passes the check but a shard
-    /// fails to start on it, the whole server starts on tokio instead.
-    #[default]
-    Auto,
-    /// glommio (io_uring). Fails to start, saying what to change, where io_uring is
-    /// refused (Docker's default seccomp profile, `io_uring_disabled`) or locked memory
-    /// is too low.
-    Glommio,
-    /// tokio (epoll): a current-thread runtime with a `LocalSet` per shard. Runs in
-    /// default containers; handlers may call tokio-based libraries directly.
-    Tokio,
-}
+pub use crate::descriptor::Runtime;
 
 impl Runtime {
     /// The backend this setting starts on this machine for `threads` shards
@@ -55,36 +34,6 @@ impl Runtime {
     /// start: the same check a server makes at start.
     pub fn resolve(self, threads: usize) -> crate::Result<Runtime> {
         choose(self, threads).map(|(backend, _)| backend.runtime())
-    }
-
-    /// The name used in logs and settings: `auto`, `glommio` or `tokio`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Runtime::Auto => "auto",
-            Runtime::Glommio => "glommio",
-            Runtime::Tokio => "tokio",
-        }
-    }
-}
-
-impl std::fmt::Display for Runtime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Runtime {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Runtime, String> {
-        match s {
-            "auto" => Ok(Runtime::Auto),
-            "glommio" => Ok(Runtime::Glommio),
-            "tokio" => Ok(Runtime::Tokio),
-            other => Err(format!(
-                "unknown runtime {other:?} (expected auto, glommio or tokio)"
-            )),
-        }
     }
 }
 

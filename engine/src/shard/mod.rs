@@ -6,7 +6,8 @@
 //! Files, in the order a connection meets them: `accept` (admission), `conn` (read
 //! loop → core → handlers → teardown), then `rt/writer.rs` (outbound queue → socket)
 //! and `rt/net.rs` (the socket and its gathered writes); this file holds the shard
-//! itself: startup, the bus, lifecycle steps, fan-out and the heartbeat tick.
+//! itself: startup, the bus, lifecycle steps, fan-out and the heartbeat tick. It is
+//! written in the runtime-neutral primitives of `rt` and never names a backend.
 
 mod accept;
 mod conn;
@@ -23,15 +24,15 @@ use conduit_protocol::clock::wall_clock_ms;
 use futures_lite::FutureExt;
 
 use self::conn::LocalConn;
-use super::exec::{sleep, spawn, spawn_task, yield_if_needed, yield_now, Task};
-use super::net::{listen_exclusive, Listener};
-use super::{Backend, RtThread, Runtime, ThreadSpec};
 use crate::core::{CloseReason, CoreConfig, Delivery, LocalNotify};
 use crate::dispatch::contained;
 use crate::error::{Error, Result};
 use crate::handlers::Registry;
 use crate::id::ConnectionId;
 use crate::router::{self, BusMsg, Control, Filter, Frames, LocalShard, Permit, Router, RunState};
+use crate::rt::exec::{sleep, spawn, spawn_task, yield_if_needed, yield_now, Task};
+use crate::rt::net::{listen_exclusive, Listener};
+use crate::rt::{Backend, RtThread, Runtime, ThreadSpec};
 
 /// Bus messages served in a row before the bus lets the shard's other tasks run.
 const BUS_BATCH: u32 = 64;
@@ -263,7 +264,7 @@ impl Launched {
 /// again). With [`Runtime::Auto`], a glommio start that fails part-way is retried on
 /// tokio for every shard: never some shards on each.
 pub(crate) fn launch(plan: Plan) -> Result<Launched> {
-    let (backend, why) = super::choose(plan.runtime, plan.buses.len())?;
+    let (backend, why) = crate::rt::choose(plan.runtime, plan.buses.len())?;
     tracing::info!(runtime = %backend.runtime(), asked = %plan.runtime, "runtime: {why}");
     match launch_on(&plan, backend) {
         #[cfg(all(feature = "glommio", feature = "tokio"))]
