@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use conduit::Runtime;
 use conduit_protocol::Codec;
 
 use crate::report;
@@ -65,6 +66,52 @@ impl From<CodecArg> for Codec {
     }
 }
 
+/// The runtime backend of our server (`serve`, and the server a scenario spawns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeArg {
+    /// glommio where io_uring works, else tokio (the engine's choice, reported).
+    Auto,
+    /// glommio (io_uring); fails to start where io_uring is refused.
+    Glommio,
+    /// tokio (epoll).
+    Tokio,
+}
+
+impl From<RuntimeArg> for Runtime {
+    fn from(r: RuntimeArg) -> Runtime {
+        match r {
+            RuntimeArg::Auto => Runtime::Auto,
+            RuntimeArg::Glommio => Runtime::Glommio,
+            RuntimeArg::Tokio => Runtime::Tokio,
+        }
+    }
+}
+
+/// The runtime backends `suite` runs our server on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SuiteRuntimeArg {
+    /// glommio where io_uring works, else tokio (the engine's choice, reported).
+    Auto,
+    /// glommio (io_uring); refused up front where io_uring is.
+    Glommio,
+    /// tokio (epoll).
+    Tokio,
+    /// glommio and tokio side by side: every scenario on each, in every round.
+    Both,
+}
+
+impl SuiteRuntimeArg {
+    /// The backends to run, in the order each scenario runs on them.
+    pub fn runtimes(self) -> Vec<Runtime> {
+        match self {
+            SuiteRuntimeArg::Auto => vec![Runtime::Auto],
+            SuiteRuntimeArg::Glommio => vec![Runtime::Glommio],
+            SuiteRuntimeArg::Tokio => vec![Runtime::Tokio],
+            SuiteRuntimeArg::Both => vec![Runtime::Glommio, Runtime::Tokio],
+        }
+    }
+}
+
 /// Implementations to compare against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CompareArg {
@@ -90,6 +137,10 @@ pub struct SuiteArgs {
     /// Our codecs to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [CodecArg::Native, CodecArg::V1])]
     pub codecs: Vec<CodecArg>,
+    /// Our server's runtime backend; `both` runs every scenario on glommio and on
+    /// tokio, side by side. The load generator itself always runs on `auto`'s choice.
+    #[arg(long, value_enum, default_value_t = SuiteRuntimeArg::Auto)]
+    pub runtime: SuiteRuntimeArg,
     /// JSON output (default target/loadgen/suite.json).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -126,6 +177,9 @@ pub struct TargetArgs {
     /// Shards of a spawned conduit server.
     #[arg(long, default_value_t = 1)]
     pub shards: usize,
+    /// Runtime backend of a spawned conduit server.
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Auto)]
+    pub runtime: RuntimeArg,
     /// Connects in flight at once.
     #[arg(long, default_value_t = 90)]
     pub connect_concurrency: usize,
@@ -265,6 +319,9 @@ pub struct ServeArgs {
     /// Receive buffer each connection starts with, bytes (default: the engine's).
     #[arg(long)]
     pub recv_buffer_bytes: Option<usize>,
+    /// Runtime backend (the READY line says which one runs).
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Auto)]
+    pub runtime: RuntimeArg,
 }
 
 /// Longest time any single flag may ask for, seconds.
@@ -311,6 +368,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
                 cpus: a.cpus,
                 stop_on_stdin_eof: a.stop_on_stdin_eof,
                 recv_buffer_bytes: a.recv_buffer_bytes,
+                runtime: a.runtime.into(),
             })?;
             Ok(0)
         }
@@ -322,6 +380,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
                 rounds: a.rounds.unwrap_or(if quick { 1 } else { 3 }),
                 connections: a.connections.unwrap_or(if quick { 50 } else { 1000 }),
                 codecs: a.codecs.into_iter().map(Codec::from).collect(),
+                runtimes: a.runtime.runtimes(),
                 out: a
                     .out
                     .unwrap_or_else(|| target::output_dir().join("suite.json")),
@@ -399,9 +458,15 @@ fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
                 },
                 password: t.password.clone(),
                 python,
+                runtime: t.runtime.into(),
             },
         )
     };
+    if t.runtime != RuntimeArg::Auto && t.target != "conduit" {
+        return Err(Error::Args(
+            "--runtime chooses the backend of a spawned conduit server (--target conduit)".into(),
+        ));
+    }
     let (server, addr, pid, name) = match t.target.as_str() {
         "conduit" => {
             let s = spawn(Implementation::Conduit, None)?;
@@ -443,12 +508,14 @@ fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
         progress: !t.no_progress,
         scenario,
     };
+    let runtime = server.as_ref().and_then(|s| s.runtime);
     let result = scenario::run(spec, loadgen_cpu);
     if let Some(s) = server {
         s.stop();
     }
     let mut r: RunResult = result?;
     r.target = name;
+    r.runtime = runtime.map(|rt| rt.name().into());
     print!("{}", report::runs_table(std::slice::from_ref(&r)));
     if let Some(path) = &t.json {
         let json =
@@ -499,6 +566,34 @@ mod tests {
             matches!(cli.command, Command::Suite(ref s) if s.quick && s.compare.is_some() && s.codecs.len() == 2)
         );
         assert!(Cli::try_parse_from(["conduit-loadgen", "suite", "--compare", "grpc"]).is_err());
+        // The server's backend: `auto` unless asked; `both` is the suite's alone.
+        let suite_runtimes = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Suite(s) => s.runtime.runtimes(),
+            other => panic!("not a suite: {other:?}"),
+        };
+        assert_eq!(
+            suite_runtimes(&["conduit-loadgen", "suite"]),
+            [Runtime::Auto]
+        );
+        assert_eq!(
+            suite_runtimes(&["conduit-loadgen", "suite", "--runtime", "both"]),
+            [Runtime::Glommio, Runtime::Tokio]
+        );
+        assert!(Cli::try_parse_from(["conduit-loadgen", "suite", "--runtime", "epoll"]).is_err());
+        let cli = Cli::try_parse_from(["conduit-loadgen", "serve", "--runtime", "tokio"]).unwrap();
+        assert!(matches!(cli.command, Command::Serve(ref s) if s.runtime == RuntimeArg::Tokio));
+        assert!(Cli::try_parse_from(["conduit-loadgen", "serve", "--runtime", "both"]).is_err());
+        // Only a server this starts can be put on a backend.
+        let cli = Cli::try_parse_from([
+            "conduit-loadgen",
+            "rpc",
+            "--target",
+            "127.0.0.1:9",
+            "--runtime",
+            "tokio",
+        ])
+        .unwrap();
+        assert!(matches!(dispatch(cli.command), Err(Error::Args(m)) if m.contains("--runtime")));
         assert!(seconds("x", 0.0).is_err());
         assert!(seconds("x", f64::NAN).is_err());
         assert!(seconds("x", 601.0).is_err());

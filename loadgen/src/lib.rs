@@ -3,8 +3,9 @@
 //! Load generator and benchmark suite for conduit and any netconduit-v1 server.
 //! Scenarios run over real sockets on 127.0.0.1 only, each bounded in count and
 //! time; a lean raw-protocol client ([`wire`]) drives thousands of connections from
-//! one glommio executor pinned to its own core, and the server's CPU time and memory
-//! are read from `/proc/<pid>` ([`procfs`]).
+//! one executor pinned to its own core (glommio where io_uring works, else tokio: the
+//! engine's own choice), and the server's CPU time and memory are read from
+//! `/proc/<pid>` ([`procfs`]).
 //!
 //! * [`cli`] — the `conduit-loadgen` command line (clap).
 //! * [`scenario`] — `connect`, `heartbeat`, `broadcast` (single / rate / saturate)
@@ -12,7 +13,8 @@
 //! * [`target`] — the server under test: our `serve` child process, the Python
 //!   netconduit reference server (in a venv it creates), or any running server.
 //! * [`serve`] — the benchmark server (`conduit-loadgen serve`).
-//! * [`suite`] — every scenario against every target, interleaved rounds, medians.
+//! * [`suite`] — every scenario against every target (our server on one runtime or
+//!   both), interleaved rounds, medians.
 //! * [`soak`] — connections churning through an in-process server; RSS, descriptors
 //!   and `connection_count` must come back.
 //! * [`report`] — the human table and the JSON.
@@ -52,7 +54,7 @@ pub enum Error {
     /// A run hit its time bound before it could finish its essential part.
     #[error("timed out: {0}")]
     Timeout(String),
-    /// The glommio executor could not start or died.
+    /// The load generator's executor could not start or died.
     #[error("executor: {0}")]
     Runtime(String),
 }
@@ -71,12 +73,6 @@ impl From<conduit_protocol::handshake::HandshakeError> for Error {
             }
             e => Error::Protocol(e.to_string()),
         }
-    }
-}
-
-impl<T> From<glommio::GlommioError<T>> for Error {
-    fn from(e: glommio::GlommioError<T>) -> Error {
-        Error::Io(std::io::Error::from(e))
     }
 }
 

@@ -73,6 +73,16 @@ pub fn dur_us(v: Option<f64>) -> String {
     }
 }
 
+/// The server column of every table: the target, with the runtime backend it ran on
+/// when it said (`conduit[glommio]`, `conduit[tokio]`, `netconduit`), so rows of the
+/// same server on different backends are told apart.
+pub fn server_label(target: &str, runtime: Option<&str>) -> String {
+    match runtime {
+        Some(rt) => format!("{target}[{rt}]"),
+        None => target.to_owned(),
+    }
+}
+
 /// Headers of [`run_row`].
 pub const RUN_HEADERS: [&str; 13] = [
     "scenario",
@@ -95,7 +105,11 @@ pub fn run_row(r: &RunResult) -> Vec<String> {
     let l = r.latency;
     vec![
         r.scenario.clone(),
-        format!("{}/{}", r.target, r.codec),
+        format!(
+            "{}/{}",
+            server_label(&r.target, r.runtime.as_deref()),
+            r.codec
+        ),
         r.connections.to_string(),
         format!("{} {}", num(Some(r.ops as f64)), r.op),
         num(Some(r.ops_per_s)),
@@ -128,7 +142,7 @@ pub fn runs_table(results: &[RunResult]) -> String {
         out.push_str(&format!(
             "{} {}/{}: {} connections ready in {}; server RSS {} idle (before: {}); client core {}; frame {} B{}\n",
             r.scenario,
-            r.target,
+            server_label(&r.target, r.runtime.as_deref()),
             r.codec,
             r.connections,
             dur_us(Some(r.connect_s * 1e6)),
@@ -156,13 +170,17 @@ fn kib(v: Option<u64>) -> String {
     v.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
 }
 
-/// Medians over the rounds of one (scenario, target, codec).
+/// Medians over the rounds of one (scenario, target, runtime asked for, codec).
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
     /// Scenario.
     pub scenario: String,
     /// Target implementation.
     pub target: String,
+    /// The runtime backend its rounds ran on, as the server reported it (`glommio`,
+    /// `tokio`; `glommio+tokio` if rounds asked for `auto` got different backends;
+    /// `None` when the server does not say).
+    pub runtime: Option<String>,
     /// Codec.
     pub codec: String,
     /// Rounds that produced a result.
@@ -233,9 +251,16 @@ pub fn summarize(runs: &[&RunResult], failed_rounds: usize) -> Option<Summary> {
     }
     let lats: Vec<&LatencySummary> = runs.iter().filter_map(|r| r.latency.as_ref()).collect();
     let fans: Vec<&LatencySummary> = runs.iter().filter_map(|r| r.fanout.as_ref()).collect();
+    let mut runtimes: Vec<&str> = Vec::new();
+    for rt in runs.iter().filter_map(|r| r.runtime.as_deref()) {
+        if !runtimes.contains(&rt) {
+            runtimes.push(rt);
+        }
+    }
     Some(Summary {
         scenario: first.scenario.clone(),
         target: first.target.clone(),
+        runtime: (!runtimes.is_empty()).then(|| runtimes.join("+")),
         codec: first.codec.clone(),
         rounds: runs.len(),
         failed_rounds,
@@ -286,7 +311,11 @@ pub const SUMMARY_HEADERS: [&str; 14] = [
 pub fn summary_row(s: &Summary) -> Vec<String> {
     vec![
         s.scenario.clone(),
-        format!("{}/{}", s.target, s.codec),
+        format!(
+            "{}/{}",
+            server_label(&s.target, s.runtime.as_deref()),
+            s.codec
+        ),
         s.rounds.to_string(),
         s.connect_ms.map_or("-".into(), |ms| dur_us(Some(ms * 1e3))),
         num(s.ops_per_s),
@@ -319,6 +348,8 @@ pub struct Comparison {
     pub scenario: String,
     /// Our codec compared (`native` or `v1`).
     pub codec: String,
+    /// The runtime backend ours ran on.
+    pub runtime: Option<String>,
     /// Our median ops/s ÷ netconduit's.
     pub throughput_ratio: Option<f64>,
     /// netconduit's median server CPU per op ÷ ours (how many times less CPU we use).
@@ -345,6 +376,7 @@ pub fn compare(ours: &Summary, theirs: &Summary) -> Comparison {
     Comparison {
         scenario: ours.scenario.clone(),
         codec: ours.codec.clone(),
+        runtime: ours.runtime.clone(),
         // Heartbeat "ops" are pings, paced by each server's own timer: no throughput.
         throughput_ratio: ratio(ours.ops_per_s, theirs.ops_per_s)
             .filter(|_| !ours.scenario.starts_with("heartbeat")),
@@ -376,7 +408,11 @@ pub fn comparison_row(c: &Comparison) -> Vec<String> {
     let x = |v: Option<f64>| v.map_or("-".into(), |v| format!("{}×", num(Some(v))));
     vec![
         c.scenario.clone(),
-        format!("conduit/{}", c.codec),
+        format!(
+            "{}/{}",
+            server_label("conduit", c.runtime.as_deref()),
+            c.codec
+        ),
         x(c.throughput_ratio),
         x(c.cpu_per_op_ratio),
         x(c.p99_ratio),
@@ -400,6 +436,9 @@ pub struct TargetCheck {
     pub measured: Option<f64>,
     /// Whether it is met.
     pub met: Option<bool>,
+    /// The runtime backend conduit ran on for this measurement (as in
+    /// [`Summary::runtime`]).
+    pub runtime: Option<String>,
 }
 
 impl TargetCheck {
@@ -417,17 +456,42 @@ impl TargetCheck {
             at_most,
             measured,
             met: measured.map(|m| if at_most { m <= target } else { m >= target }),
+            runtime: None,
         }
     }
 }
 
 /// The targets against `summaries` (conduit, native codec) and, when present,
-/// the netconduit comparison.
+/// the netconduit comparison: one set for each runtime backend conduit ran on (one
+/// unmeasured set when there is no conduit summary).
 pub fn target_checks(summaries: &[Summary]) -> Vec<TargetCheck> {
+    let mut runtimes: Vec<Option<&str>> = Vec::new();
+    for s in summaries
+        .iter()
+        .filter(|s| s.target == "conduit" && s.codec == "native")
+    {
+        if !runtimes.contains(&s.runtime.as_deref()) {
+            runtimes.push(s.runtime.as_deref());
+        }
+    }
+    if runtimes.is_empty() {
+        runtimes.push(None);
+    }
+    runtimes
+        .into_iter()
+        .flat_map(|runtime| checks_on(summaries, runtime))
+        .collect()
+}
+
+/// The targets for conduit (native codec) on `runtime`.
+fn checks_on(summaries: &[Summary], runtime: Option<&str>) -> Vec<TargetCheck> {
     let ours = |scenario: &str| {
-        summaries
-            .iter()
-            .find(|s| s.scenario == scenario && s.target == "conduit" && s.codec == "native")
+        summaries.iter().find(|s| {
+            s.scenario == scenario
+                && s.target == "conduit"
+                && s.codec == "native"
+                && s.runtime.as_deref() == runtime
+        })
     };
     let theirs = |scenario: &str| {
         summaries
@@ -552,17 +616,22 @@ pub fn target_checks(summaries: &[Summary]) -> Vec<TargetCheck> {
             ),
         );
     }
+    for check in &mut v {
+        check.runtime = runtime.map(str::to_owned);
+    }
     v
 }
 
 /// Headers of [`target_row`].
-pub const TARGET_HEADERS: [&str; 4] = ["target (conduit/native)", "goal", "measured", "met"];
+pub const TARGET_HEADERS: [&str; 5] =
+    ["target (native codec)", "server", "goal", "measured", "met"];
 
 /// One target check as a table row.
 pub fn target_row(t: &TargetCheck) -> Vec<String> {
     let cmp = if t.at_most { "≤" } else { "≥" };
     vec![
         t.goal.clone(),
+        server_label("conduit", t.runtime.as_deref()),
         format!("{cmp} {} {}", num(Some(t.target)), t.unit),
         t.measured
             .map_or("-".into(), |m| format!("{} {}", num(Some(m)), t.unit)),
@@ -611,13 +680,67 @@ mod tests {
         assert_eq!(dur_us(Some(12.0)), "12.0 µs");
     }
 
+    /// A finished `scenario` run of conduit on `runtime` costing `cpu_us` per op.
+    fn run_on(scenario: &str, runtime: &str, cpu_us: f64) -> RunResult {
+        let spec = crate::scenario::RunSpec {
+            connect: crate::wire::ConnectSpec {
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+                codec: conduit_protocol::Codec::Native,
+                password: "x".into(),
+                attempts: 1,
+                connect_timeout: std::time::Duration::from_secs(1),
+            },
+            connections: 10,
+            connect_concurrency: 10,
+            connect_deadline: std::time::Duration::from_secs(1),
+            server_pid: None,
+            label: String::new(),
+            progress: false,
+            scenario: crate::scenario::Scenario::Connect {
+                settle: std::time::Duration::ZERO,
+            },
+        };
+        let mut r = RunResult::new(&spec);
+        r.scenario = scenario.into();
+        r.target = "conduit".into();
+        r.runtime = Some(runtime.into());
+        r.server_cpu_us_per_op = Some(cpu_us);
+        r
+    }
+
+    #[test]
+    fn every_runtime_gets_its_own_rows_and_targets() {
+        let glommio = run_on("rpc", "glommio", 5.0);
+        let tokio = run_on("rpc", "tokio", 9.0);
+        let g = summarize(&[&glommio], 0).unwrap();
+        let t = summarize(&[&tokio], 0).unwrap();
+        assert_eq!(g.runtime.as_deref(), Some("glommio"));
+        assert_eq!(summary_row(&g)[1], "conduit[glommio]/native");
+        assert_eq!(run_row(&tokio)[1], "conduit[tokio]/native");
+        // Rounds of `auto` that landed on different backends say so.
+        let mixed = summarize(&[&glommio, &tokio, &glommio], 0).unwrap();
+        assert_eq!(mixed.runtime.as_deref(), Some("glommio+tokio"));
+
+        let checks = target_checks(&[g, t]);
+        let rpc = |rt: &str| {
+            checks
+                .iter()
+                .find(|c| c.goal.starts_with("rpc") && c.runtime.as_deref() == Some(rt))
+                .and_then(|c| c.measured)
+        };
+        assert_eq!(rpc("glommio"), Some(5.0));
+        assert_eq!(rpc("tokio"), Some(9.0));
+        assert_eq!(checks.len(), 2 * target_checks(&[]).len());
+        assert!(target_checks(&[]).iter().all(|c| c.measured.is_none()));
+    }
+
     #[test]
     fn checks_and_ratios() {
         let t = TargetCheck::new("x", "µs", 0.12, true, Some(0.24));
         assert_eq!(t.met, Some(false));
-        assert_eq!(target_row(&t)[3], "NO (2.00× over)");
+        assert_eq!(target_row(&t)[4], "NO (2.00× over)");
         let t = TargetCheck::new("y", "×", 100.0, false, Some(50.0));
-        assert_eq!(target_row(&t)[3], "NO (2.00× short)");
+        assert_eq!(target_row(&t)[4], "NO (2.00× short)");
         let t = TargetCheck::new("z", "ms", 150.0, true, None);
         assert_eq!(t.met, None);
         assert_eq!(ratio(Some(10.0), Some(0.0)), None);

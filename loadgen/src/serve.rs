@@ -1,21 +1,24 @@
 //! `conduit-loadgen serve`: the conduit server the scenarios measure.
 //!
 //! Handlers: RPC `add(a, b)`, and message `bench_broadcast`, whose handler broadcasts
-//! the received data as message `tick` to every other connection (no reply). It
-//! prints `READY port=<port> pid=<pid>` on stdout once it accepts connections, and
-//! stops on SIGINT / SIGTERM, or when its stdin closes if asked to (so a suite that
+//! the received data as message `tick` to every other connection (no reply). It runs
+//! on the runtime backend it is given (`--runtime`, default `auto`), prints
+//! `READY port=<port> pid=<pid> runtime=<glommio|tokio>` on stdout once it accepts
+//! connections — the backend it actually runs on, so a suite records what it measured —
+//! and stops on SIGINT / SIGTERM, or when its stdin closes if asked to (so a suite that
 //! dies takes its servers with it).
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use conduit::handlers::RpcInfo;
-use conduit::{RpcError, Server, ServerDescriptor, Value};
+use conduit::{RpcError, Runtime, Server, ServerDescriptor, Value};
 
 use crate::wire::{BENCH_BROADCAST, TICK};
 use crate::{Error, Result};
 
-/// The line `serve` prints once it accepts connections (`READY port=… pid=…`).
+/// The line `serve` prints once it accepts connections (`READY port=… pid=…
+/// runtime=…`).
 pub const READY_PREFIX: &str = "READY";
 
 /// Most connections the benchmark server admits (well above any scenario's), when the
@@ -64,6 +67,8 @@ pub struct ServeOptions {
     pub stop_on_stdin_eof: bool,
     /// Receive buffer each connection starts with (`None`: the engine's default).
     pub recv_buffer_bytes: Option<usize>,
+    /// The runtime backend asked of the server ([`Runtime::Auto`]: the engine picks).
+    pub runtime: Runtime,
 }
 
 /// Shortest heartbeat timeout `serve` uses: a loaded machine must not turn a slow
@@ -85,7 +90,8 @@ pub fn build(opts: &ServeOptions) -> Result<Server> {
         .name("conduit-loadgen-serve")
         .max_connections(max_connections())
         .heartbeat(opts.heartbeat, heartbeat_timeout(opts.heartbeat))
-        .drain_timeout(Duration::from_secs(1));
+        .drain_timeout(Duration::from_secs(1))
+        .runtime(opts.runtime);
     // Refusals must not be mistaken for slowness; nobody guesses passwords here.
     desc = desc.auth_failure_delay(Duration::from_millis(1));
     if let Some(n) = opts.recv_buffer_bytes {
@@ -131,9 +137,10 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "{READY_PREFIX} port={} pid={}",
+            "{READY_PREFIX} port={} pid={} runtime={}",
             server.port(),
-            std::process::id()
+            std::process::id(),
+            running.runtime()
         )?;
         out.flush()?;
     }
@@ -198,19 +205,38 @@ pub fn pin_process(cpus: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Parses the `READY port=… pid=…` line.
-pub fn parse_ready(line: &str) -> Option<(u16, u32)> {
+/// What a server's READY line says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// The port it listens on.
+    pub port: u16,
+    /// Its pid.
+    pub pid: u32,
+    /// The runtime backend it runs on: `serve` says; other servers (netconduit's
+    /// reference server) do not.
+    pub runtime: Option<Runtime>,
+}
+
+/// Parses the `READY port=… pid=… [runtime=…]` line.
+pub fn parse_ready(line: &str) -> Option<Ready> {
     let rest = line.trim().strip_prefix(READY_PREFIX)?;
     let mut port = None;
     let mut pid = None;
+    let mut runtime = None;
     for part in rest.split_ascii_whitespace() {
         if let Some(v) = part.strip_prefix("port=") {
             port = v.parse().ok();
         } else if let Some(v) = part.strip_prefix("pid=") {
             pid = v.parse().ok();
+        } else if let Some(v) = part.strip_prefix("runtime=") {
+            runtime = Some(v.parse().ok()?);
         }
     }
-    Some((port?, pid?))
+    Some(Ready {
+        port: port?,
+        pid: pid?,
+        runtime,
+    })
 }
 
 #[cfg(test)]
@@ -219,8 +245,21 @@ mod tests {
 
     #[test]
     fn ready_line() {
-        assert_eq!(parse_ready("READY port=4242 pid=77\n"), Some((4242, 77)));
-        assert_eq!(parse_ready("READY pid=77 port=1"), Some((1, 77)));
+        let ready = |port, pid, runtime| Some(Ready { port, pid, runtime });
+        assert_eq!(
+            parse_ready("READY port=4242 pid=77\n"),
+            ready(4242, 77, None)
+        );
+        assert_eq!(parse_ready("READY pid=77 port=1"), ready(1, 77, None));
+        assert_eq!(
+            parse_ready("READY port=1 pid=2 runtime=tokio"),
+            ready(1, 2, Some(Runtime::Tokio))
+        );
+        assert_eq!(
+            parse_ready("READY runtime=glommio port=1 pid=2"),
+            ready(1, 2, Some(Runtime::Glommio))
+        );
+        assert_eq!(parse_ready("READY port=1 pid=2 runtime=epoll"), None);
         assert_eq!(parse_ready("READY port=4242"), None);
         assert_eq!(parse_ready("hello"), None);
         assert_eq!(parse_ready("READY port=99999 pid=1"), None);

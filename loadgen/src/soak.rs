@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use conduit::__rt::{sleep, spawn};
 use conduit_protocol::{Codec, FrameKind};
 use futures_lite::FutureExt;
-use glommio::timer::sleep;
-use glommio::{spawn_local, LocalExecutorBuilder, Placement};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use crate::procfs::{self, Proc};
 use crate::scenario::{self, MAX_CONNECTIONS, MAX_DURATION};
@@ -168,7 +168,8 @@ impl SoakResult {
 
     /// No descriptor is left open beyond the baseline except, at most, the one
     /// eventfd glommio 0.9 keeps for every executor that ever ran (the soak's client
-    /// executor; measured: an empty executor spawned and joined leaves one behind).
+    /// executor when it runs on glommio; measured: an empty glommio executor spawned
+    /// and joined leaves one behind).
     pub fn fds_returned(&self) -> bool {
         let eventfds = self
             .fds_left
@@ -304,6 +305,7 @@ pub fn run(a: &SoakArgs) -> Result<SoakResult> {
         cpus: Vec::new(),
         stop_on_stdin_eof: false,
         recv_buffer_bytes: None,
+        runtime: conduit::Runtime::Auto,
     })?;
     let running = server
         .start()
@@ -416,17 +418,10 @@ impl Totals {
 
 /// The clients, on one executor of their own (on the load generator's CPU).
 fn churn(a: &SoakArgs, addr: SocketAddr, duration: Duration) -> Result<Totals> {
-    let placement = scenario::loadgen_cpu().map_or(Placement::Unbound, Placement::Fixed);
     let a = a.clone();
-    LocalExecutorBuilder::new(placement)
-        .name("soak")
-        .io_memory(64 * 1024)
-        .ring_depth(1024)
-        .preempt_timer(Duration::from_millis(10))
-        .spawn(move || async move { churn_here(&a, addr, duration).await })
-        .map_err(|e| Error::Runtime(format!("cannot start the load generator: {e}")))?
-        .join()
-        .map_err(|e| Error::Runtime(format!("load generator died: {e}")))
+    scenario::on_executor("soak", scenario::loadgen_cpu(), move || async move {
+        churn_here(&a, addr, duration).await
+    })
 }
 
 #[derive(Default)]
@@ -448,14 +443,15 @@ fn bump(c: &Cell<u64>) {
 
 async fn churn_here(a: &SoakArgs, addr: SocketAddr, duration: Duration) -> Totals {
     let counters = Rc::new(Counters::default());
-    let sem = Rc::new(glommio::sync::Semaphore::new(a.concurrency as u64));
+    // Shared with each connection's task, which holds its slot's permit to the end.
+    let sem = Arc::new(Semaphore::new(a.concurrency));
     let t0 = Instant::now();
     let stop_starting = t0 + duration;
     // A connection's task is spawned only once it has a slot, so at most
     // `concurrency` exist at a time (the load generator's memory stays flat).
     let all = async {
         for i in 0..a.connections {
-            let Ok(permit) = sem.acquire_static_permit(1).await else {
+            let Ok(permit) = sem.clone().acquire_owned().await else {
                 break;
             };
             if Instant::now() >= stop_starting {
@@ -476,7 +472,7 @@ async fn churn_here(a: &SoakArgs, addr: SocketAddr, duration: Duration) -> Total
                 attempts: MAX_CONNECT_ATTEMPTS,
                 connect_timeout: Duration::from_secs(5),
             };
-            spawn_local(async move {
+            spawn(async move {
                 let _permit = permit;
                 if let Err(e) = lifetime(i, &spec, &a, &counters).await {
                     bump(&counters.errors);
@@ -485,11 +481,11 @@ async fn churn_here(a: &SoakArgs, addr: SocketAddr, duration: Duration) -> Total
                         .borrow_mut()
                         .get_or_insert_with(|| e.to_string());
                 }
-            })
-            .detach();
+            });
         }
         // Every slot back: the last connection is gone.
-        sem.acquire(a.concurrency as u64).await.is_ok()
+        // `validate` keeps `concurrency` within MAX_CONNECTIONS: it fits a u32.
+        sem.acquire_many(a.concurrency as u32).await.is_ok()
     };
     let bound = async {
         sleep(duration + GRACE).await;

@@ -1,10 +1,14 @@
-//! `suite`: every scenario against our server (native and v1 codec) and, with
-//! `--compare netconduit`, against the Python reference server, in interleaved rounds
-//! (ours, theirs, ours, theirs, …); medians, ratios and the target table.
+//! `suite`: every scenario against our server (native and v1 codec) on the runtime
+//! backend `--runtime` asks for — or on glommio and tokio side by side with `both` —
+//! and, with `--compare netconduit`, against the Python reference server, in
+//! interleaved rounds (ours, theirs, ours, theirs, …); medians, ratios and the target
+//! table. The load generator itself always runs on the backend `auto` picks, so a
+//! comparison between backends changes only the server.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use conduit::Runtime;
 use conduit_protocol::Codec;
 use serde::Serialize;
 
@@ -38,6 +42,10 @@ pub struct SuiteOptions {
     pub connections: usize,
     /// Our codecs to run.
     pub codecs: Vec<Codec>,
+    /// The runtime backends to run our server on, each against every scenario and
+    /// codec, side by side in every round ([`Runtime::Auto`]: the one the server
+    /// picks).
+    pub runtimes: Vec<Runtime>,
     /// JSON output path.
     pub out: PathBuf,
     /// Live progress line.
@@ -176,10 +184,35 @@ pub struct Failure {
     pub scenario: String,
     /// Target.
     pub target: String,
+    /// The runtime backend asked of the server (conduit only; `auto` when the server
+    /// picks: a failed run may not have got far enough to say which).
+    pub runtime: Option<String>,
     /// Codec.
     pub codec: String,
     /// What went wrong.
     pub error: String,
+}
+
+/// One server configuration the suite measures: the implementation, the backend asked
+/// of it (conduit only) and the codec the clients speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Peer {
+    imp: Implementation,
+    runtime: Option<Runtime>,
+    codec: Codec,
+}
+
+impl Peer {
+    /// `conduit/native`, `conduit[tokio]/v1`, `netconduit/v1`: the backend appears
+    /// when one was asked for (the result rows show the one the server ran on).
+    fn label(&self) -> String {
+        let runtime = self.runtime.filter(|r| *r != Runtime::Auto);
+        format!(
+            "{}/{}",
+            report::server_label(self.imp.name(), runtime.map(Runtime::name)),
+            scenario::codec_name(self.codec)
+        )
+    }
 }
 
 /// The machine the suite ran on.
@@ -199,6 +232,9 @@ pub struct Machine {
     pub server_cpu: Option<usize>,
     /// CPU the load generator was pinned to.
     pub loadgen_cpu: Option<usize>,
+    /// The runtime backend the load generator ran on (`auto`'s choice, whatever the
+    /// server's).
+    pub loadgen_runtime: String,
 }
 
 fn read_trim(path: &str) -> String {
@@ -228,6 +264,9 @@ pub struct SuiteReport {
     pub rounds: usize,
     /// Connections per scenario.
     pub connections: usize,
+    /// The runtime backends asked of our server (`auto`, `glommio`, `tokio`); each
+    /// run and summary says which one it ran on.
+    pub runtimes: Vec<String>,
     /// Unix time the suite started, seconds.
     pub started_unix: u64,
     /// Wall time, seconds.
@@ -252,6 +291,21 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
     if opts.codecs.is_empty() {
         return Err(Error::Args("at least one codec".into()));
     }
+    if opts.runtimes.is_empty() {
+        return Err(Error::Args("at least one runtime".into()));
+    }
+    let plans = plans(opts.quick);
+    // A backend this machine cannot run (glommio where io_uring is refused) would fail
+    // every one of its runs: say so before starting any server.
+    let most_shards = plans.iter().map(|p| p.shards).max().unwrap_or(1);
+    for &runtime in opts.runtimes.iter().filter(|r| **r != Runtime::Auto) {
+        runtime
+            .resolve(most_shards)
+            .map_err(|e| Error::Target(format!("conduit cannot run on {runtime} here: {e}")))?;
+    }
+    let loadgen_runtime = Runtime::Auto
+        .resolve(1)
+        .map_err(|e| Error::Runtime(format!("no runtime for the load generator: {e}")))?;
     let python = if opts.compare_netconduit {
         Some(target::ensure_venv(&opts.venv)?)
     } else {
@@ -263,23 +317,30 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
     } else {
         (None, None)
     };
-    let mut targets: Vec<(Implementation, Codec)> = opts
-        .codecs
-        .iter()
-        .map(|c| (Implementation::Conduit, *c))
-        .collect();
-    if python.is_some() {
-        targets.push((Implementation::Netconduit, Codec::V1));
+    // Each codec on every runtime in turn, so one scenario's runs on glommio and on
+    // tokio follow each other: whatever else the machine is doing then, both get it.
+    let mut peers: Vec<Peer> = Vec::new();
+    for &codec in &opts.codecs {
+        for &runtime in &opts.runtimes {
+            peers.push(Peer {
+                imp: Implementation::Conduit,
+                runtime: Some(runtime),
+                codec,
+            });
+        }
     }
-    let plans = plans(opts.quick);
+    if python.is_some() {
+        peers.push(Peer {
+            imp: Implementation::Netconduit,
+            runtime: None,
+            codec: Codec::V1,
+        });
+    }
+    let runs_on =
+        |plan: &Plan, peer: &Peer| plan.shards == 1 || peer.imp == Implementation::Conduit;
     let runs_per_round: usize = plans
         .iter()
-        .map(|p| {
-            targets
-                .iter()
-                .filter(|(imp, _)| p.shards == 1 || *imp == Implementation::Conduit)
-                .count()
-        })
+        .map(|p| peers.iter().filter(|peer| runs_on(p, peer)).count())
         .sum();
     let total = opts.rounds * runs_per_round;
     let started = Instant::now();
@@ -287,45 +348,40 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let loadavg_before = read_trim("/proc/loadavg");
-    let mut runs = Vec::new();
-    let mut failures = Vec::new();
+    // Each run and failure with the index of its peer in `peers`.
+    let mut runs: Vec<(usize, RunResult)> = Vec::new();
+    let mut failures: Vec<(usize, Failure)> = Vec::new();
     let mut i = 0;
     for round in 1..=opts.rounds {
         for plan in &plans {
-            for &(imp, codec) in &targets {
-                if plan.shards > 1 && imp != Implementation::Conduit {
+            for (k, peer) in peers.iter().enumerate() {
+                if !runs_on(plan, peer) {
                     continue;
                 }
                 i += 1;
                 let name = plan.name();
-                let label = format!(
-                    "[{i}/{total}] round {round} {name} {}/{}",
-                    imp.name(),
-                    scenario::codec_name(codec)
-                );
-                match run_one(
-                    opts,
-                    plan,
-                    imp,
-                    codec,
-                    server_cpu,
-                    loadgen_cpu,
-                    &python,
-                    &label,
-                ) {
+                let label = format!("[{i}/{total}] round {round} {name} {}", peer.label());
+                match run_one(opts, plan, *peer, server_cpu, loadgen_cpu, &python, &label) {
                     Ok(r) => {
-                        eprintln!("{label}: {}", one_line(&r));
-                        runs.push(r);
+                        // The label names the backend asked for; `auto` resolved here.
+                        let on = match (peer.runtime, &r.runtime) {
+                            (Some(Runtime::Auto), Some(rt)) => format!("on {rt}: "),
+                            _ => String::new(),
+                        };
+                        eprintln!("{label}: {on}{}", one_line(&r));
+                        runs.push((k, r));
                     }
                     Err(e) => {
                         eprintln!("{label}: FAILED: {e}");
-                        failures.push(Failure {
+                        let failure = Failure {
                             round,
                             scenario: name,
-                            target: imp.name().into(),
-                            codec: scenario::codec_name(codec).into(),
+                            target: peer.imp.name().into(),
+                            runtime: peer.runtime.map(|r| r.name().into()),
+                            codec: scenario::codec_name(peer.codec).into(),
                             error: e.to_string(),
-                        });
+                        };
+                        failures.push((k, failure));
                     }
                 }
             }
@@ -333,16 +389,16 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
     }
     let mut summaries = Vec::new();
     for plan in &plans {
-        for &(imp, codec) in &targets {
-            let name = plan.name();
-            let codec = scenario::codec_name(codec);
+        let name = plan.name();
+        for k in 0..peers.len() {
             let group: Vec<&RunResult> = runs
                 .iter()
-                .filter(|r| r.scenario == name && r.target == imp.name() && r.codec == codec)
+                .filter(|(p, r)| *p == k && r.scenario == name)
+                .map(|(_, r)| r)
                 .collect();
             let failed = failures
                 .iter()
-                .filter(|f| f.scenario == name && f.target == imp.name() && f.codec == codec)
+                .filter(|(p, f)| *p == k && f.scenario == name)
                 .count();
             if let Some(s) = report::summarize(&group, failed) {
                 summaries.push(s);
@@ -368,14 +424,16 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
             loadavg_after: read_trim("/proc/loadavg"),
             server_cpu,
             loadgen_cpu,
+            loadgen_runtime: loadgen_runtime.name().into(),
         },
         quick: opts.quick,
         rounds: opts.rounds,
         connections: opts.connections,
+        runtimes: opts.runtimes.iter().map(|r| r.name().into()).collect(),
         started_unix,
         wall_s: started.elapsed().as_secs_f64(),
-        runs,
-        failures,
+        runs: runs.into_iter().map(|(_, r)| r).collect(),
+        failures: failures.into_iter().map(|(_, f)| f).collect(),
         summaries,
         comparisons,
         targets,
@@ -393,7 +451,7 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
 pub fn render(r: &SuiteReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "conduit-loadgen suite: {} connections, {} round(s){}, {:.0} s; {} CPUs ({}), server on CPU {}, load generator on CPU {}\n\n",
+        "conduit-loadgen suite: {} connections, {} round(s){}, {:.0} s; {} CPUs ({}), server on CPU {} (runtime {}), load generator on CPU {} ({})\n\n",
         r.connections,
         r.rounds,
         if r.quick { " (quick)" } else { "" },
@@ -401,7 +459,9 @@ pub fn render(r: &SuiteReport) -> String {
         r.machine.cpus,
         r.machine.cpu_model,
         r.machine.server_cpu.map_or("any".into(), |c| c.to_string()),
+        r.runtimes.join(", "),
         r.machine.loadgen_cpu.map_or("any".into(), |c| c.to_string()),
+        r.machine.loadgen_runtime,
     ));
     out.push_str("Medians over rounds:\n");
     let rows: Vec<Vec<String>> = r.summaries.iter().map(report::summary_row).collect();
@@ -417,7 +477,11 @@ pub fn render(r: &SuiteReport) -> String {
     for f in &r.failures {
         out.push_str(&format!(
             "FAILED round {} {} {}/{}: {}\n",
-            f.round, f.scenario, f.target, f.codec, f.error
+            f.round,
+            f.scenario,
+            report::server_label(&f.target, f.runtime.as_deref()),
+            f.codec,
+            f.error
         ));
     }
     out
@@ -439,21 +503,21 @@ fn one_line(r: &RunResult) -> String {
     )
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one run's independent coordinates (plan, target, codec, both CPUs, venv, label); \
-              a struct built at the single call site would only move the list"
-)]
+/// One run of `plan` against `peer`, on a server of its own.
 fn run_one(
     opts: &SuiteOptions,
     plan: &Plan,
-    imp: Implementation,
-    codec: Codec,
+    peer: Peer,
     server_cpu: Option<usize>,
     loadgen_cpu: Option<usize>,
     python: &Option<PathBuf>,
     label: &str,
 ) -> Result<RunResult> {
+    let Peer {
+        imp,
+        runtime,
+        codec,
+    } = peer;
     let mut scenario = plan.scenario.clone();
     let mut heartbeat = plan.heartbeat;
     if imp == Implementation::Netconduit {
@@ -481,6 +545,7 @@ fn run_one(
             },
             password: BENCH_PASSWORD.into(),
             python: python.clone(),
+            runtime: runtime.unwrap_or_default(),
         },
     )?;
     let spec = RunSpec {
@@ -499,10 +564,13 @@ fn run_one(
         progress: opts.progress,
         scenario,
     };
+    // What the server says it runs on, not what was asked: `auto` resolves there.
+    let ran_on = server.runtime;
     let result = scenario::run(spec, loadgen_cpu);
     server.stop();
     let mut r = result?;
     r.target = imp.name().into();
+    r.runtime = ran_on.map(|rt| rt.name().into());
     r.scenario = plan.name();
     Ok(r)
 }

@@ -12,6 +12,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use conduit::Runtime;
+
 use crate::serve::parse_ready;
 use crate::{Error, Result};
 
@@ -82,6 +84,8 @@ pub struct SpawnOptions {
     pub password: String,
     /// The Python interpreter (netconduit only).
     pub python: Option<PathBuf>,
+    /// The runtime backend asked of the server (conduit only).
+    pub runtime: Runtime,
 }
 
 /// A running server child. Dropping it stops the server (stdin closes), killing it
@@ -94,6 +98,9 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     /// Its pid, for `/proc`.
     pub pid: u32,
+    /// The runtime backend it says it runs on (conduit: what `Auto` resolved to, or
+    /// the backend asked for; `None` for netconduit).
+    pub runtime: Option<Runtime>,
     /// Its log file (stderr).
     pub log: PathBuf,
 }
@@ -119,6 +126,8 @@ impl ServerProcess {
                     .arg(opts.heartbeat.as_millis().to_string())
                     .arg("--password")
                     .arg(&opts.password)
+                    .arg("--runtime")
+                    .arg(opts.runtime.name())
                     .arg("--stop-on-stdin-eof");
                 if !opts.cpus.is_empty() {
                     let list: Vec<String> = opts.cpus.iter().map(usize::to_string).collect();
@@ -177,12 +186,14 @@ impl ServerProcess {
             stdin,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             pid: 0,
+            runtime: None,
             log,
         };
         match rx.recv_timeout(READY_TIMEOUT) {
-            Ok((port, pid)) => {
-                proc.addr.set_port(port);
-                proc.pid = pid;
+            Ok(ready) => {
+                proc.addr.set_port(ready.port);
+                proc.pid = ready.pid;
+                proc.runtime = ready.runtime;
                 Ok(proc)
             }
             Err(_) => {

@@ -1,5 +1,5 @@
-//! The lean raw-protocol client the scenarios drive: one glommio `TcpStream` and one
-//! [`FrameDecoder`] per connection, logged in by the protocol crate's
+//! The lean raw-protocol client the scenarios drive: one TCP stream (on the executor's
+//! backend) and one [`FrameDecoder`] per connection, logged in by the protocol crate's
 //! [`ClientHandshake`] (either codec), and the benchmark payloads (encode and a cheap
 //! decode that reads only the fields a scenario needs).
 //!
@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use conduit::__rt::{sleep, SharedStream};
 use conduit_protocol::clock::wall_clock_ms;
 use conduit_protocol::handshake::{ClientHandshake, ClientStep};
 use conduit_protocol::native::{self, ArchivedValueTree};
@@ -18,8 +19,6 @@ use conduit_protocol::v1::{self, V1Limits, V1Payload};
 use conduit_protocol::{
     auth, Codec, DecoderLimits, Encoder, FrameDecoder, FrameKind, Header, Value,
 };
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 
 use crate::Error;
 
@@ -45,7 +44,7 @@ pub const CLIENT_MAX_PAYLOAD_BYTES: u32 = 4 * 1024 * 1024;
 
 /// One authenticated client connection.
 pub struct Conn {
-    stream: TcpStream,
+    stream: SharedStream,
     /// Decodes what the server sends.
     pub decoder: FrameDecoder,
     /// The codec this connection speaks.
@@ -84,16 +83,16 @@ impl Conn {
         let mut attempt = 0;
         let stream = loop {
             attempt += 1;
-            match TcpStream::connect_timeout(spec.addr, spec.connect_timeout).await {
+            // Sets TCP_NODELAY, as the load generator always has.
+            match SharedStream::connect(spec.addr, spec.connect_timeout).await {
                 Ok(s) => break s,
                 Err(e) if attempt < spec.attempts.min(MAX_CONNECT_ATTEMPTS) => {
                     tracing::debug!("connect attempt {attempt} failed: {e}");
-                    glommio::timer::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                    sleep(Duration::from_millis(20 * u64::from(attempt))).await;
                 }
-                Err(e) => return Err(Error::Io(io::Error::from(e))),
+                Err(e) => return Err(Error::Io(e)),
             }
         };
-        stream.set_nodelay(true).map_err(io::Error::from)?;
         let mut conn = Conn {
             stream,
             decoder: FrameDecoder::new(DecoderLimits {

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use conduit::Runtime;
 use serde_json::Value;
 
 fn exe() -> Command {
@@ -97,12 +98,31 @@ fn broadcast_counts_add_up_in_both_codecs() {
     }
 }
 
+/// The scenarios of a quick suite, in the order they run.
+const SCENARIOS: [&str; 10] = [
+    "connect",
+    "heartbeat",
+    "heartbeat-ping",
+    "broadcast-single",
+    "broadcast-rate",
+    "broadcast-saturate",
+    "rpc",
+    "broadcast-single-2sh",
+    "broadcast-rate-2sh",
+    "broadcast-saturate-2sh",
+];
+
+/// One quick suite runs every scenario on glommio and on tokio, side by side, and
+/// labels each run, summary and target with the backend the server reported. Where
+/// this machine cannot run glommio (io_uring refused), `--runtime both` is refused
+/// before any server starts, and the default (`auto`) runs everything on tokio.
 #[test]
-fn quick_suite_runs_every_scenario() {
+fn quick_suite_runs_every_scenario_on_both_runtimes() {
     let scratch = Scratch::new("suite");
     let json = scratch.file("suite.json");
-    run(exe()
-        .args([
+    let suite = |runtime: &str| {
+        let mut cmd = exe();
+        cmd.args([
             "suite",
             "--quick",
             "--connections",
@@ -110,9 +130,29 @@ fn quick_suite_runs_every_scenario() {
             "--codecs",
             "native",
             "--no-progress",
+            "--runtime",
+            runtime,
             "--out",
         ])
-        .arg(&json));
+        .arg(&json);
+        cmd
+    };
+    let runtimes: &[&str] = match Runtime::Glommio.resolve(2) {
+        Ok(_) => {
+            run(&mut suite("both"));
+            &["glommio", "tokio"]
+        }
+        Err(why) => {
+            eprintln!("glommio cannot run here ({why}): checking that `both` is refused");
+            let out = suite("both").output().expect("run conduit-loadgen");
+            assert_eq!(out.status.code(), Some(2), "{out:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("cannot run on glommio"), "{stderr}");
+            assert!(!json.exists(), "no run started");
+            run(&mut suite("auto"));
+            &["tokio"]
+        }
+    };
     let r = read_json(&json);
     assert_eq!(
         r["failures"].as_array().unwrap().len(),
@@ -121,26 +161,23 @@ fn quick_suite_runs_every_scenario() {
         r["failures"]
     );
     let runs = r["runs"].as_array().unwrap();
-    let names: Vec<&str> = runs
+    // Each scenario on every runtime in turn, labelled with the one the server ran on.
+    let ran: Vec<(&str, &str)> = runs
         .iter()
-        .map(|x| x["scenario"].as_str().unwrap())
+        .map(|x| {
+            (
+                x["scenario"].as_str().unwrap(),
+                x["runtime"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(
-        names,
-        [
-            "connect",
-            "heartbeat",
-            "heartbeat-ping",
-            "broadcast-single",
-            "broadcast-rate",
-            "broadcast-saturate",
-            "rpc",
-            "broadcast-single-2sh",
-            "broadcast-rate-2sh",
-            "broadcast-saturate-2sh"
-        ]
-    );
+    let expected: Vec<(&str, &str)> = SCENARIOS
+        .iter()
+        .flat_map(|s| runtimes.iter().map(move |rt| (*s, *rt)))
+        .collect();
+    assert_eq!(ran, expected);
     for run in runs {
+        assert_eq!(run["target"], "conduit");
         assert_eq!(run["errors"], 0, "{run:#}");
         assert_eq!(run["connections"], 20);
         if let Some(loss) = run["loss"].as_object() {
@@ -152,13 +189,36 @@ fn quick_suite_runs_every_scenario() {
                 "{run:#}"
             );
         }
+        match run["scenario"].as_str().unwrap() {
+            "rpc" => {
+                assert_eq!(run["op"], "calls");
+                assert!(run["ops"].as_u64().unwrap() > 0);
+            }
+            "connect" => {
+                assert_eq!(run["ops"], 20);
+                assert!(run["rss_idle_kib"].as_u64().unwrap() > 0);
+            }
+            _ => {}
+        }
     }
-    let rpc = &runs[6];
-    assert_eq!(rpc["op"], "calls");
-    assert!(rpc["ops"].as_u64().unwrap() > 0);
-    let connect = &runs[0];
-    assert_eq!(connect["ops"], 20);
-    assert!(connect["rss_idle_kib"].as_u64().unwrap() > 0);
-    assert_eq!(r["summaries"].as_array().unwrap().len(), 10);
-    assert!(!r["targets"].as_array().unwrap().is_empty());
+    let summaries = r["summaries"].as_array().unwrap();
+    assert_eq!(summaries.len(), SCENARIOS.len() * runtimes.len());
+    for rt in runtimes {
+        assert_eq!(
+            summaries.iter().filter(|s| s["runtime"] == *rt).count(),
+            SCENARIOS.len(),
+            "{rt}"
+        );
+        assert!(
+            r["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["runtime"] == *rt),
+            "no targets checked on {rt}"
+        );
+    }
+    // The load generator ran on `auto`'s choice whatever the server's backend.
+    let loadgen = Runtime::Auto.resolve(1).unwrap();
+    assert_eq!(r["machine"]["loadgen_runtime"], loadgen.name());
 }

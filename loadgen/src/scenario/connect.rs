@@ -9,10 +9,10 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use conduit::__rt::{sleep, spawn_task, Task};
 use conduit_protocol::{Codec, FrameKind};
 use futures_lite::FutureExt;
-use glommio::timer::sleep;
-use glommio::{spawn_local, Task};
+use tokio::sync::Semaphore;
 
 use super::progress::Progress;
 use super::{RunResult, RunSpec, Scenario, MAX_DURATION};
@@ -109,9 +109,8 @@ async fn connect_all(
     total: usize,
     counter: Rc<Cell<u64>>,
 ) -> Result<(Vec<Conn>, Latency, u64)> {
-    let sem = Rc::new(glommio::sync::Semaphore::new(
-        spec.connect_concurrency as u64,
-    ));
+    // tokio's semaphore is executor-independent: it works on either backend.
+    let sem = Rc::new(Semaphore::new(spec.connect_concurrency));
     let lat = Rc::new(RefCell::new(Latency::new()));
     let failures = Rc::new(Cell::new(0u64));
     let first_error: Rc<RefCell<Option<String>>> = Rc::default();
@@ -125,8 +124,8 @@ async fn connect_all(
                 first_error.clone(),
             );
             let cs = spec.connect.clone();
-            spawn_local(async move {
-                let _permit = sem.acquire_permit(1).await.ok()?;
+            spawn_task(async move {
+                let _permit = sem.acquire().await.ok()?;
                 let start = Instant::now();
                 match Conn::open(&cs, i as u64).await {
                     Ok(c) => {
@@ -185,7 +184,7 @@ async fn prime_all(conns: Vec<Conn>, deadline: Duration) -> Result<Vec<Conn>> {
     let tasks: Vec<Task<Result<Conn>>> = conns
         .into_iter()
         .map(|mut c| {
-            spawn_local(async move {
+            spawn_task(async move {
                 let ping = c.empty_frame(FrameKind::Ping)?;
                 c.send(&ping).await?;
                 loop {

@@ -9,9 +9,8 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use conduit::__rt::{sleep, spawn_task, Task};
 use conduit_protocol::FrameKind;
-use glommio::timer::sleep;
-use glommio::{spawn_local, Task};
 
 use super::progress::Progress;
 use super::{check_duration, RunResult, RunSpec};
@@ -59,7 +58,7 @@ pub(super) async fn run(
         .map(|c| {
             let beat = beat.clone();
             let client_ping = h.client_ping;
-            spawn_local(async move {
+            spawn_task(async move {
                 if heartbeat_conn(c, &beat, client_ping).await.is_err() {
                     beat.errors.set(beat.errors.get() + 1);
                 }

@@ -1,6 +1,8 @@
-//! The scenarios. Each runs on one glommio executor (pinned to the load generator's
-//! core), one task per connection, and is bounded in count and in time: when a bound
-//! is hit the remaining tasks are cancelled and the result says it did not complete.
+//! The scenarios. Each runs on one executor (pinned to the load generator's core;
+//! glommio or tokio, as [`Runtime::Auto`] picks on this machine, whatever the server
+//! under test runs on), one task per connection, and is bounded in count and in time:
+//! when a bound is hit the remaining tasks are cancelled and the result says it did
+//! not complete.
 //!
 //! Every scenario opens and authenticates its connections first (bounded concurrency,
 //! retries for servers with small listen backlogs; `connect.rs`), then measures one
@@ -20,8 +22,9 @@ mod rpc;
 
 use std::time::Duration;
 
+use conduit::__rt::{choose, RtThread, ThreadSpec};
+use conduit::Runtime;
 use conduit_protocol::Codec;
-use glommio::{LocalExecutorBuilder, Placement};
 use serde::Serialize;
 
 use crate::procfs::{self, CpuMark, Proc};
@@ -46,15 +49,12 @@ pub const MAX_CONNECT_CONCURRENCY: usize = 4096;
 /// Longest measured phase of any run.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
 
-/// The load generator's executor: scheduler time slice.
+/// The load generator's executor: scheduler time slice (glommio's preemption timer).
 const PREEMPT: Duration = Duration::from_millis(10);
 
-/// The load generator's executor: DMA buffer memory (no file I/O, so the minimum).
+/// The load generator's executor: glommio's DMA buffer memory (no file I/O, so the
+/// minimum; unused on tokio).
 const IO_MEMORY_BYTES: usize = 64 * 1024;
-
-/// The load generator's executor: io_uring submission queue depth, sized for
-/// thousands of sockets waiting at once.
-const RING_DEPTH: usize = 1024;
 
 /// One scenario run: connections, bounds and what to measure.
 #[derive(Clone, Debug)]
@@ -114,6 +114,9 @@ pub struct RunResult {
     pub scenario: String,
     /// Target name (set by the caller: `conduit`, `netconduit`, an address).
     pub target: String,
+    /// The runtime backend the server ran on, as it reported it (set by the caller:
+    /// `glommio` or `tokio` for conduit; `None` when the server does not say).
+    pub runtime: Option<String>,
     /// `native` or `v1`.
     pub codec: String,
     /// Connections the scenario measured (receivers for broadcasts).
@@ -173,10 +176,12 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    fn new(spec: &RunSpec) -> RunResult {
+    /// An empty result for `spec`, filled in as the run goes.
+    pub(crate) fn new(spec: &RunSpec) -> RunResult {
         RunResult {
             scenario: spec.scenario.name(),
             target: String::new(),
+            runtime: None,
             codec: codec_name(spec.connect.codec).into(),
             connections: spec.connections,
             connect_s: 0.0,
@@ -288,17 +293,32 @@ pub fn loadgen_cpu() -> Option<usize> {
 /// for its result.
 pub fn run(spec: RunSpec, cpu: Option<usize>) -> Result<RunResult> {
     validate(&spec)?;
-    let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
-    let handle = LocalExecutorBuilder::new(placement)
-        .name("loadgen")
-        .io_memory(IO_MEMORY_BYTES)
-        .ring_depth(RING_DEPTH)
-        .preempt_timer(PREEMPT)
-        .spawn(move || async move { run_here(spec).await })
-        .map_err(|e| Error::Runtime(format!("cannot start the load generator: {e}")))?;
-    handle
+    on_executor("loadgen", cpu, move || async move { run_here(spec).await })?
+}
+
+/// Runs the future `make` builds on a fresh load-generator executor thread named
+/// `name`, pinned to `cpu` (unpinned when `None`), and waits for its output. The
+/// backend is [`Runtime::Auto`]'s choice for this machine, independent of the server
+/// under test, so comparisons between server backends change only the server.
+pub fn on_executor<T, G, F>(name: &str, cpu: Option<usize>, make: G) -> Result<T>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let (backend, why) = choose(Runtime::Auto, 1)
+        .map_err(|e| Error::Runtime(format!("no runtime for the load generator: {e}")))?;
+    tracing::debug!("load generator on {}: {why}", backend.runtime());
+    let spec = ThreadSpec {
+        name: name.to_owned(),
+        cpu,
+        preempt_timer: PREEMPT,
+        io_memory: IO_MEMORY_BYTES,
+    };
+    RtThread::start(backend, spec, make)
+        .map_err(|e| Error::Runtime(format!("cannot start the load generator: {e}")))?
         .join()
-        .map_err(|e| Error::Runtime(format!("load generator died: {e}")))?
+        .map_err(|e| Error::Runtime(format!("load generator died: {e}")))
 }
 
 /// Runs `spec` on the current executor.

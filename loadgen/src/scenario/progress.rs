@@ -7,8 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use glommio::timer::sleep;
-use glommio::{spawn_local, Task};
+use conduit::__rt::{sleep, spawn_task, Task};
 
 use super::RunSpec;
 
@@ -28,7 +27,7 @@ impl Progress {
         let task = (spec.progress && std::io::stderr().is_terminal()).then(|| {
             let counter = counter.clone();
             let label = spec.label.clone();
-            spawn_local(async move {
+            spawn_task(async move {
                 let t0 = Instant::now();
                 loop {
                     sleep(PROGRESS_EVERY).await;

@@ -10,10 +10,9 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use conduit::__rt::{sleep, spawn_task, Task};
 use conduit_protocol::FrameKind;
 use futures_lite::FutureExt;
-use glommio::timer::sleep;
-use glommio::{spawn_local, Task};
 
 use super::progress::Progress;
 use super::{check_duration, RunResult, RunSpec};
@@ -96,7 +95,7 @@ pub(super) async fn run(spec: &RunSpec, r: &RpcSpec, conns: Vec<Conn>, result: &
         .map(|(i, c)| {
             let calls = calls.clone();
             let depth = r.depth;
-            spawn_local(async move {
+            spawn_task(async move {
                 if let Err(e) = rpc_conn(c, i as i64, depth, &calls).await {
                     tracing::debug!("rpc connection {i}: {e}");
                     calls.failed.set(calls.failed.get() + 1);

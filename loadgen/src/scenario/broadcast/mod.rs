@@ -13,10 +13,9 @@ mod send;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use conduit::__rt::{sleep, spawn_task, Task};
 use conduit_protocol::FrameKind;
 use futures_lite::FutureExt;
-use glommio::timer::sleep;
-use glommio::{spawn_local, Task};
 
 use self::fan::Fan;
 use super::progress::Progress;
@@ -171,7 +170,7 @@ pub(super) async fn run(
         .enumerate()
         .map(|(i, c)| {
             let fan = fan.clone();
-            spawn_local(async move {
+            spawn_task(async move {
                 if let Err(e) = receive(c, i, &fan).await {
                     tracing::debug!("receiver {i}: {e}");
                     fan.errors.set(fan.errors.get() + 1);
@@ -191,15 +190,13 @@ pub(super) async fn run(
         .map(|(s, c)| {
             let fan = fan.clone();
             let b = b.clone();
-            spawn_local(
-                async move { send::send_loop(c, s, &fan, &b, codec, pad, send_until).await },
-            )
+            spawn_task(async move { send::send_loop(c, s, &fan, &b, codec, pad, send_until).await })
         })
         .collect();
     let tick = {
         let fan = fan.clone();
         let counter = progress.counter.clone();
-        spawn_local(async move {
+        spawn_task(async move {
             loop {
                 counter.set(fan.deliveries.get());
                 sleep(Duration::from_millis(100)).await;

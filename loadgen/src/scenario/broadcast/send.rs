@@ -10,9 +10,9 @@
 
 use std::time::{Duration, Instant};
 
+use conduit::__rt::sleep;
 use conduit_protocol::Codec;
 use futures_lite::FutureExt;
-use glommio::timer::sleep;
 
 use super::fan::Fan;
 use super::{BroadcastMode, BroadcastSpec};
