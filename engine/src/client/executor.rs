@@ -81,6 +81,8 @@ where
         preempt_timer: Duration::from_millis(10),
         // Clients do no DMA file I/O; keep glommio's registered buffer at its minimum.
         io_memory: 64 * 1024,
+        // glommio's default ring size: a client thread drives few sockets.
+        ring_depth: 128,
     };
     let handle = RtThread::start(backend, spec, make)?;
     Ok(ExecutorThread { handle, backend })

@@ -24,6 +24,7 @@ where
     LocalExecutorBuilder::new(placement)
         .name(&spec.name)
         .io_memory(spec.io_memory)
+        .ring_depth(spec.ring_depth)
         .preempt_timer(spec.preempt_timer)
         .spawn(move || {
             super::exec::enter(Backend::Glommio);

@@ -127,6 +127,11 @@ pub struct ThreadSpec {
     /// Memory for glommio's io_uring buffers (unused on tokio).
     #[cfg_attr(not(feature = "glommio"), allow(dead_code, reason = "glommio only"))]
     pub io_memory: usize,
+    /// Entries of glommio's io_uring rings (unused on tokio; epoll has no queue to
+    /// size): deeper rings keep more operations in flight per wake-up, for threads that
+    /// drive thousands of sockets.
+    #[cfg_attr(not(feature = "glommio"), allow(dead_code, reason = "glommio only"))]
+    pub ring_depth: usize,
 }
 
 /// An engine thread running one future on its backend, joined for the output.

@@ -119,6 +119,7 @@ mod tests {
             cpu: None,
             preempt_timer: Duration::from_millis(10),
             io_memory: 64 * 1024,
+            ring_depth: 128,
         };
         RtThread::start(backend, spec, move || async move {
             let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -38,6 +38,8 @@ use crate::rt::{Backend, RtThread, Runtime, ThreadSpec};
 const BUS_BATCH: u32 = 64;
 /// Memory glommio may use for each shard's io_uring buffers (measured: ≤ 2 MiB).
 const IO_MEMORY_BYTES: usize = 256 * 1024;
+/// Entries of each shard's io_uring rings (glommio's default).
+const RING_DEPTH: usize = 128;
 /// Shortest and longest heartbeat tick.
 const TICK_MIN: Duration = Duration::from_millis(10);
 const TICK_MAX: Duration = Duration::from_secs(1);
@@ -314,6 +316,7 @@ fn launch_on(plan: &Plan, backend: Backend) -> Result<Launched> {
             cpu: Some(cpu),
             preempt_timer: plan.preempt_timer,
             io_memory: IO_MEMORY_BYTES,
+            ring_depth: RING_DEPTH,
         };
         let failure = match RtThread::start(backend, spec, move || shard_main(setup)) {
             Err(e) => Error::Runtime(format!("cannot start shard {index} on CPU {cpu}: {e}")),

@@ -56,6 +56,10 @@ const PREEMPT: Duration = Duration::from_millis(10);
 /// minimum; unused on tokio).
 const IO_MEMORY_BYTES: usize = 64 * 1024;
 
+/// The load generator's executor: glommio's io_uring submission queue depth, sized for
+/// thousands of sockets waiting at once (unused on tokio).
+const RING_DEPTH: usize = 1024;
+
 /// One scenario run: connections, bounds and what to measure.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
@@ -314,6 +318,7 @@ where
         cpu,
         preempt_timer: PREEMPT,
         io_memory: IO_MEMORY_BYTES,
+        ring_depth: RING_DEPTH,
     };
     RtThread::start(backend, spec, make)
         .map_err(|e| Error::Runtime(format!("cannot start the load generator: {e}")))?
