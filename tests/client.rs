@@ -670,3 +670,29 @@ fn client_answers_pings_pings_when_idle_and_drops_a_silent_server() {
         Err(ClientError::Disconnected)
     ));
 }
+
+/// The async client inside an application's own tokio runtime (no conduit executor
+/// thread): within a `LocalSet` it connects (its tasks and heartbeat timer on the
+/// application's runtime), calls and closes, against either server backend.
+#[matrix]
+fn async_client_runs_inside_an_applications_tokio_runtime() {
+    let server = build_server(test_descriptor(PW), None);
+    let (running, addr) = start(&server);
+    let app = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    let sums = local.block_on(&app, async move {
+        let mut sums = Vec::new();
+        for codec in CODECS {
+            let client = Client::connect(client_desc(addr, codec)).await.unwrap();
+            assert!(client.is_connected());
+            sums.push(client.call("add", add(20, 22)).await.unwrap());
+            client.close().await;
+        }
+        sums
+    });
+    assert_eq!(sums, vec![Value::Int(42), Value::Int(42)]);
+    running.stop().unwrap();
+}
