@@ -450,8 +450,16 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
 /// The suite's tables as text.
 pub fn render(r: &SuiteReport) -> String {
     let mut out = String::new();
+    // What was asked, and what the servers reported running on (`auto` resolves).
+    let mut ran: Vec<&str> = r
+        .summaries
+        .iter()
+        .filter_map(|s| s.runtime.as_deref())
+        .collect();
+    ran.sort_unstable();
+    ran.dedup();
     out.push_str(&format!(
-        "conduit-loadgen suite: {} connections, {} round(s){}, {:.0} s; {} CPUs ({}), server on CPU {} (runtime {}), load generator on CPU {} ({})\n\n",
+        "conduit-loadgen suite: {} connections, {} round(s){}, {:.0} s; {} CPUs ({}), server on CPU {} (runtime {} → ran on {}), load generator on CPU {} ({})\n\n",
         r.connections,
         r.rounds,
         if r.quick { " (quick)" } else { "" },
@@ -460,6 +468,7 @@ pub fn render(r: &SuiteReport) -> String {
         r.machine.cpu_model,
         r.machine.server_cpu.map_or("any".into(), |c| c.to_string()),
         r.runtimes.join(", "),
+        if ran.is_empty() { "-".to_owned() } else { ran.join(", ") },
         r.machine.loadgen_cpu.map_or("any".into(), |c| c.to_string()),
         r.machine.loadgen_runtime,
     ));
