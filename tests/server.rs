@@ -421,7 +421,7 @@ fn the_port_belongs_to_one_server() {
     running.stop().unwrap();
 }
 
-#[matrix]
+#[test]
 fn invalid_descriptors_are_refused_by_new() {
     assert!(matches!(
         Server::new(ServerDescriptor::new("")),

@@ -283,7 +283,8 @@ impl Server {
     /// Stop it with [`Running::stop`] (or by dropping the handle); an async
     /// application awaits it with [`Running::stopped`] or
     /// [`Running::stop_and_wait`]. Starting takes milliseconds (the shards' threads
-    /// start and bind), so calling it from inside a tokio task is fine.
+    /// start and bind, the `on_startup` hooks run), so calling it from inside a tokio
+    /// task is fine — unless a startup hook waits for that task's own runtime.
     pub fn start(&self) -> Result<Running> {
         if self.router.set_running(true) {
             return Err(Error::AlreadyRunning);
@@ -416,8 +417,7 @@ impl Server {
             .spawn(move || {
                 let _ = server.router.stop_requests().recv();
                 tracing::info!("stopping");
-                let errors = shut_down(&run, server.descriptor().shards);
-                launched.stop_accepting();
+                let errors = shut_down(&run, &launched, server.descriptor().shards);
                 server.router.set_run(None);
                 launched.join(&run);
                 server.router.set_running(false);
@@ -440,15 +440,18 @@ impl Server {
     }
 }
 
-/// The graceful part of stopping: stop accepting, run the shutdown hooks, then drain
-/// every shard at once (each closes its connections in parallel). Returns what failed.
-fn shut_down(run: &Arc<RunState>, shards: usize) -> Vec<String> {
+/// The graceful part of stopping: stop accepting (and refuse new connections at once:
+/// none waits in the listen backlog through the hooks and the drain), run the shutdown
+/// hooks, then drain every shard at once (each closes its connections in parallel).
+/// Returns what failed.
+fn shut_down(run: &Arc<RunState>, launched: &crate::shard::Launched, shards: usize) -> Vec<String> {
     let mut errors = Vec::new();
     for i in 0..shards {
         if let Err(e) = run.control(i, Control::StopAccepting) {
             errors.push(e);
         }
     }
+    launched.stop_accepting();
     if let Err(e) = run.control(0, Control::RunShutdownHooks) {
         errors.push(e);
     }
@@ -509,6 +512,8 @@ impl Running {
 
     /// Waits, without blocking the calling thread, until the server has stopped: for
     /// async applications (any executor). The server's own threads do the stopping.
+    /// Dropping this future before it finishes drops the handle: that stops the
+    /// server and waits for it, blocking, as dropping [`Running`] does.
     pub async fn stopped(mut self) -> Result<()> {
         let result = self
             .done

@@ -99,8 +99,9 @@ impl<T> Future for Task<T> {
                 Poll::Ready(Ok(v)) => Poll::Ready(v),
                 // The task's panic is the awaiting task's, as on glommio.
                 Poll::Ready(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // Cancelled: only by dropping this handle, so never seen here.
-                Poll::Ready(Err(_)) => Poll::Pending,
+                // Cancelled while awaited: only a dropped `LocalSet` does that, at the
+                // thread's end; waiting would never end, so say so.
+                Poll::Ready(Err(_)) => panic!("awaited a task that was cancelled"),
             },
         }
     }

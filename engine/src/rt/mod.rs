@@ -22,6 +22,8 @@ compile_error!(
 );
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use exec::{sleep, spawn};
@@ -135,13 +137,29 @@ pub struct ThreadSpec {
 }
 
 /// An engine thread running one future on its backend, joined for the output.
-pub enum RtThread<T: Send + 'static> {
-    /// A glommio executor thread.
+pub struct RtThread<T: Send + 'static> {
+    /// The backend's handle.
+    handle: Handle<T>,
+    /// Set when the thread's future is gone (finished, or dropped by a panic), so a
+    /// caller never waits on a thread that can no longer answer.
+    gone: Arc<AtomicBool>,
+}
+
+/// The backend's join handle.
+enum Handle<T: Send + 'static> {
     #[cfg(feature = "glommio")]
     Glommio(::glommio::ExecutorJoinHandle<T>),
-    /// A thread running a tokio runtime and `LocalSet`.
     #[cfg(feature = "tokio")]
     Tokio(std::thread::JoinHandle<Result<T, String>>),
+}
+
+/// Sets its flag when dropped: with the thread's future, however it ends.
+struct GoneOnDrop(Arc<AtomicBool>);
+
+impl Drop for GoneOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 impl<T: Send + 'static> RtThread<T> {
@@ -151,33 +169,56 @@ impl<T: Send + 'static> RtThread<T> {
         G: FnOnce() -> F + Send + 'static,
         F: Future<Output = T> + 'static,
     {
-        match backend {
+        let gone = Arc::new(AtomicBool::new(false));
+        let guard = GoneOnDrop(gone.clone());
+        let make = move || {
+            let fut = make();
+            async move {
+                let _guard = guard;
+                fut.await
+            }
+        };
+        let handle = match backend {
             #[cfg(feature = "glommio")]
-            Backend::Glommio => self::glommio::start(spec, make).map(RtThread::Glommio),
+            Backend::Glommio => self::glommio::start(spec, make).map(Handle::Glommio),
             #[cfg(feature = "tokio")]
-            Backend::Tokio => self::tokio::start(spec, make).map(RtThread::Tokio),
-        }
+            Backend::Tokio => self::tokio::start(spec, make).map(Handle::Tokio),
+        }?;
+        Ok(RtThread { handle, gone })
     }
 
     /// The thread's id.
     pub fn thread_id(&self) -> std::thread::ThreadId {
-        match self {
+        match &self.handle {
             #[cfg(feature = "glommio")]
-            RtThread::Glommio(h) => h.thread().id(),
+            Handle::Glommio(h) => h.thread().id(),
             #[cfg(feature = "tokio")]
-            RtThread::Tokio(h) => h.thread().id(),
+            Handle::Tokio(h) => h.thread().id(),
         }
+    }
+
+    /// Whether the thread's future has finished or was dropped (it answers nothing
+    /// more).
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
     }
 
     /// Waits for the thread; its future's output, or why it did not finish.
     pub fn join(self) -> Result<T, String> {
-        match self {
+        match self.handle {
             #[cfg(feature = "glommio")]
-            RtThread::Glommio(h) => h
+            Handle::Glommio(h) => h
                 .join()
                 .map_err(|e| crate::preflight::explain(&e.to_string())),
             #[cfg(feature = "tokio")]
-            RtThread::Tokio(h) => h.join().map_err(|_| "the thread panicked".to_owned())?,
+            Handle::Tokio(h) => h.join().map_err(|p| {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                format!("the thread panicked: {what}")
+            })?,
         }
     }
 }

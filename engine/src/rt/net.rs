@@ -4,10 +4,10 @@
 //!
 //! Neither backend's stream writes a whole batch at once (glommio's
 //! `poll_write_vectored` writes only the first buffer), so the writer gathers with
-//! `sendmsg` on the raw fd itself on both, and waits for writability the backend's way
-//! only when the socket is full: glommio by writing the first frame through its ring,
-//! tokio through its readiness (cleared by the failed send, so it waits for the next
-//! edge).
+//! `sendmsg` on the raw fd itself on both, and waits for room the backend's way only
+//! when the socket is full: on glommio by writing the first frame with its stream
+//! (a direct `send`, then a wait for writability on its ring), on tokio through its
+//! readiness (cleared by the failed send, so it waits for the next edge).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -235,8 +235,9 @@ impl SharedStream {
         }
     }
 
-    /// Waits for a full socket to take bytes again: glommio writes (part of) `first`
-    /// through its ring and returns how much went; tokio waits for writability.
+    /// Waits for a full socket to take bytes again. On glommio this also writes:
+    /// its stream sends (part of) `first` once there is room, and how much went is
+    /// returned; on tokio it only waits for writability (`None`: nothing written).
     async fn wait_writable(&self, first: &[u8]) -> io::Result<Option<usize>> {
         let backend = match &*self.0.borrow() {
             #[cfg(feature = "glommio")]

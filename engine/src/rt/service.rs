@@ -13,6 +13,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
 
+use futures_lite::FutureExt;
+
 /// Jobs the global service thread queues before [`call`] answers
 /// [`ServiceError::Busy`].
 pub const SERVICE_QUEUE_JOBS: usize = 1024;
@@ -40,6 +42,10 @@ type Job = Box<dyn FnOnce() + Send>;
 pub struct Service {
     /// The bounded queue of jobs; disconnected once the thread is gone.
     jobs: flume::Sender<Job>,
+    /// Never sent on: its sender lives as long as the thread, so a caller waiting
+    /// for an answer learns the thread is gone even if its job is still queued (a
+    /// dead thread's queue keeps its jobs, and their answer senders, alive).
+    alive: flume::Receiver<()>,
 }
 
 impl Service {
@@ -54,10 +60,12 @@ impl Service {
     /// [`ServiceError::Down`].
     pub(crate) fn start(name: &str, capacity: usize) -> Service {
         let (jobs, queue) = flume::bounded::<Job>(capacity.max(1));
+        let (alive_tx, alive) = flume::bounded::<()>(1);
         let thread_name = name.to_owned();
         let started = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
+                let _alive = alive_tx;
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -78,13 +86,16 @@ impl Service {
         if let Err(e) = started {
             tracing::error!("service thread cannot start: {e}");
         }
-        Service { jobs }
+        Service { jobs, alive }
     }
 
     /// Runs the future `make` builds on the service thread's tokio runtime and awaits
     /// its output from any executor (or from a plain thread with
     /// [`block_on`](crate::block_on)).
-    pub fn call<G, F, T>(&self, make: G) -> impl Future<Output = Result<T, ServiceError>> + 'static
+    pub fn call<G, F, T>(
+        &self,
+        make: G,
+    ) -> impl Future<Output = Result<T, ServiceError>> + Send + 'static
     where
         G: FnOnce() -> F + Send + 'static,
         F: Future<Output = T> + Send + 'static,
@@ -92,7 +103,8 @@ impl Service {
     {
         let (reply, answer) = flume::bounded(1);
         let job: Job = Box::new(move || {
-            let task = tokio::spawn(make());
+            // `make` runs inside the task, so even its own panic is the task's.
+            let task = tokio::spawn(async move { make().await });
             tokio::spawn(async move {
                 let out = match task.await {
                     Ok(v) => Ok(v),
@@ -109,13 +121,18 @@ impl Service {
             Err(flume::TrySendError::Full(_)) => Err(ServiceError::Busy(self.jobs.len())),
             Err(flume::TrySendError::Disconnected(_)) => Err(ServiceError::Down),
         };
-        let wait: Pin<Box<dyn Future<Output = Result<T, ServiceError>>>> = match queued {
+        let alive = self.alive.clone();
+        let wait: Pin<Box<dyn Future<Output = Result<T, ServiceError>> + Send>> = match queued {
             Err(e) => Box::pin(std::future::ready(Err(e))),
-            Ok(()) => {
-                Box::pin(
-                    async move { answer.recv_async().await.unwrap_or(Err(ServiceError::Down)) },
-                )
-            }
+            Ok(()) => Box::pin(
+                async move { answer.recv_async().await.unwrap_or(Err(ServiceError::Down)) }.or(
+                    async move {
+                        // Only ever ends by disconnecting: the thread is gone.
+                        let _ = alive.recv_async().await;
+                        Err(ServiceError::Down)
+                    },
+                ),
+            ),
         };
         wait
     }
@@ -134,7 +151,7 @@ impl Service {
 /// assert_eq!(answer, 42);
 /// # Ok(()) }
 /// ```
-pub fn call<G, F, T>(make: G) -> impl Future<Output = Result<T, ServiceError>> + 'static
+pub fn call<G, F, T>(make: G) -> impl Future<Output = Result<T, ServiceError>> + Send + 'static
 where
     G: FnOnce() -> F + Send + 'static,
     F: Future<Output = T> + Send + 'static,
@@ -163,6 +180,9 @@ mod tests {
         assert!(v.unwrap() > 0);
         let p = crate::block_on(s.call(|| async { panic!("job fails") }));
         assert_eq!(p, Err::<(), _>(ServiceError::Panicked));
+        // A panic in the closure itself, before any future: the same.
+        let p = crate::block_on(s.call(|| -> std::future::Ready<()> { panic!("make fails") }));
+        assert_eq!(p, Err(ServiceError::Panicked));
         // The thread goes on after a job's panic.
         assert_eq!(crate::block_on(s.call(|| async { 7 })), Ok(7));
     }
@@ -192,19 +212,25 @@ mod tests {
     #[test]
     fn a_dead_service_is_down_not_a_hang() {
         let s = Service::start("svc-down", 4);
-        // A job that kills the thread (a panic outside any task unwinds the loop).
-        let (done_tx, done) = std::sync::mpsc::channel::<()>();
+        // Wedge the thread, queue a call behind the wedge, then kill the thread (a
+        // raw job's panic unwinds the loop): the queued call is answered `Down`.
+        let (release, wedge) = std::sync::mpsc::channel::<()>();
+        let (wedged_tx, wedged) = std::sync::mpsc::channel::<()>();
         s.jobs
             .try_send(Box::new(move || {
-                let _guard = done_tx;
+                wedged_tx.send(()).unwrap();
+                wedge.recv().unwrap();
                 panic!("the service thread dies");
             }))
             .unwrap();
-        // The sender is dropped as the thread unwinds.
-        assert!(done.recv().is_err());
-        // A call now fails instead of waiting: refused by the closed queue, or, if
-        // queued while the thread unwinds, dropped with the queue (its answer with it).
-        let r = crate::block_on(s.call(|| async { 1 }));
-        assert_eq!(r, Err(ServiceError::Down));
+        wedged.recv().unwrap();
+        let queued = s.call(|| async { 1 });
+        release.send(()).unwrap();
+        assert_eq!(crate::block_on(queued), Err(ServiceError::Down));
+        // And a call made after is refused or answered `Down` the same way.
+        assert_eq!(
+            crate::block_on(s.call(|| async { 2 })),
+            Err(ServiceError::Down)
+        );
     }
 }

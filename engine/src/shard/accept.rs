@@ -75,12 +75,10 @@ fn place(shard: &Rc<Shard>, stream: SharedStream, slot: Permit) {
     }
 }
 
-/// Serves a connection another shard accepted and handed over (see [`place`]), unless
-/// this shard has stopped accepting (the server is stopping: it is closed).
+/// Serves a connection another shard accepted and handed over (see [`place`]). One
+/// arriving while the server stops is served too — it was accepted — and closed by
+/// the drain with the stop's reason, like every other connection.
 pub(super) fn adopt(shard: &Rc<Shard>, stream: std::net::TcpStream, slot: Permit) {
-    if shard.listener.borrow().is_none() {
-        return;
-    }
     match SharedStream::from_std(stream) {
         Ok(stream) => spawn(serve(shard.clone(), stream, slot)),
         Err(e) => tracing::warn!(shard = shard.index, "cannot adopt a connection: {e}"),

@@ -124,6 +124,15 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, slot: Permit) 
     });
     shard.pool.borrow_mut().insert(id, conn.clone());
     tracing::debug!(conn = %id, %peer, "accepted");
+    // Arrived after the drain asked every connection to close (handed over late).
+    if shard.draining.get() {
+        conn.request_close(CloseReason::ServerStopping);
+    }
+    let mut unfinished = Unfinished {
+        shard: shard.clone(),
+        conn: conn.clone(),
+        armed: true,
+    };
 
     let writer = {
         let conn = conn.clone();
@@ -138,6 +147,46 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, slot: Permit) 
     let close = read_loop(&shard, &conn, &mut decoder).await;
     drop(decoder);
     teardown(&shard, &conn, close, writer).await;
+    unfinished.armed = false;
+}
+
+/// Gives back what a connection holds — its place in the shard, its
+/// `max_connections` slot, its directory entry — and closes its socket if its task
+/// ends without its teardown: a panic in the glue (tokio contains it to the task), or
+/// the task dropped with its thread. Counts then never drift; disconnect hooks do not
+/// run.
+struct Unfinished {
+    shard: Rc<Shard>,
+    conn: Rc<LocalConn>,
+    /// Cleared once the teardown has run.
+    armed: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let id = self.conn.meta.id;
+        self.conn.meta.set_closed();
+        // `try_`: whatever panicked may have held a borrow.
+        if let Ok(mut pool) = self.shard.pool.try_borrow_mut() {
+            pool.remove(&id);
+        }
+        self.shard.remove_authed(&self.conn);
+        if let Ok(mut held) = self.conn.held.try_borrow_mut() {
+            let held = std::mem::take(&mut *held);
+            // Empty when the exiting shard already gave it back (and said so).
+            if held.slot.is_some() || held.listed.is_some() {
+                tracing::error!(conn = %id, "connection task ended without its teardown");
+            }
+        }
+        self.conn.abandon();
+        let empty = self.shard.pool.try_borrow().is_ok_and(|p| p.is_empty());
+        if self.shard.draining.get() && empty {
+            self.shard.drained.notify();
+        }
+    }
 }
 
 /// Reads and acts on frames until the connection must close; returns how.

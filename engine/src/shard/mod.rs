@@ -102,7 +102,10 @@ impl Shard {
     }
 
     fn remove_authed(&self, conn: &LocalConn) {
-        let mut authed = self.authed.borrow_mut();
+        // `try_`: also called while unwinding from a panic that may hold the borrow.
+        let Ok(mut authed) = self.authed.try_borrow_mut() else {
+            return;
+        };
         let slot = conn.slot.get();
         if slot < authed.len() && Arc::ptr_eq(&authed[slot].meta, &conn.meta) {
             authed.swap_remove(slot);
@@ -238,11 +241,14 @@ pub(crate) struct Launched {
 }
 
 impl Launched {
-    /// Tells every shard to exit and waits for them.
+    /// Tells every shard to exit and waits for them. A shard whose thread is already
+    /// gone (it failed, or panicked) is not asked: nothing would answer.
     pub fn join(self, run: &RunState) {
         self.stop_accepting();
-        for i in 0..self.executors.len() {
-            let _ = run.control(i, Control::Exit);
+        for (i, shard) in self.executors.iter().enumerate() {
+            if !shard.is_gone() {
+                let _ = run.control(i, Control::Exit);
+            }
         }
         for h in self.executors {
             if let Err(e) = h.join() {
@@ -253,7 +259,8 @@ impl Launched {
 
     /// Shuts the listening socket's receive side: accepts still waiting on it in any
     /// shard end with an error (the socket stays open while a shard holds a descriptor,
-    /// so closing one descriptor would not end them), and new connections are refused.
+    /// so closing one descriptor would not end them), and new connections are refused
+    /// (reset) instead of waiting in the backlog. Idempotent.
     pub fn stop_accepting(&self) {
         if let Err(e) = self.socket.shutdown(std::net::Shutdown::Read) {
             tracing::trace!("shutdown(listener): {e}");
@@ -298,8 +305,13 @@ fn launch_on(plan: &Plan, backend: Backend) -> Result<Launched> {
     for (index, bus) in plan.buses.iter().cloned().enumerate() {
         let (bound_tx, bound_rx) = crossbeam_channel::bounded(1);
         // Every shard accepts on its own descriptor of the one listening socket.
-        let listen_fd =
-            std::os::fd::OwnedFd::from(std::net::TcpListener::from(launched.socket.try_clone()?));
+        let listen_fd = match launched.socket.try_clone() {
+            Ok(s) => std::os::fd::OwnedFd::from(std::net::TcpListener::from(s)),
+            Err(e) => {
+                launched.join(&plan.run);
+                return Err(Error::Io(e));
+            }
+        };
         let setup = Setup {
             index,
             router: plan.router.clone(),
@@ -325,7 +337,13 @@ fn launch_on(plan: &Plan, backend: Backend) -> Result<Launched> {
                 launched.executors.push(handle);
                 match bound {
                     Ok(Ok(())) => continue,
-                    Ok(Err(e)) => Error::Io(std::io::Error::other(e)),
+                    Ok(Err(e)) => {
+                        // It returned before serving its bus: join it, do not ask it.
+                        if let Some(h) = launched.executors.pop() {
+                            let _ = h.join();
+                        }
+                        Error::Io(std::io::Error::other(e))
+                    }
                     Err(_) => {
                         let joined = launched.executors.pop().map(RtThread::join);
                         Error::Runtime(match joined {
@@ -401,9 +419,10 @@ async fn shard_main(setup: Setup) {
     drop(ticker);
     shard.accept_task.borrow_mut().take();
     // Tasks still unfinished past the drain (a handler that never returned, a refusal
-    // still waiting) never run again once the executor exits (glommio does not drop
-    // them; tokio drops them with the thread's `LocalSet`, later): give back what they hold — dropping their permits and directory entries —
-    // and close their sockets. Their disconnect hooks do not run.
+    // still waiting) never run again once the executor exits (glommio never drops them;
+    // tokio drops them later, with the thread's `LocalSet`): give back what they hold
+    // now — their permits and directory entries — and close their sockets. Their
+    // disconnect hooks do not run.
     shard.refusals.borrow_mut().clear();
     shard.authed.borrow_mut().clear();
     let left: Vec<Rc<LocalConn>> = shard.pool.borrow_mut().drain().map(|(_, c)| c).collect();
