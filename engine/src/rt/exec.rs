@@ -55,7 +55,9 @@ pub async fn sleep(d: Duration) {
 
 /// Runs `fut` in the background on the current shard. Must be called from a handler or
 /// hook (on a shard thread), or from a thread running a conduit client; inside an
-/// application's own tokio runtime, from within a `tokio::task::LocalSet`.
+/// application's own tokio runtime, from within a `tokio::task::LocalSet`. On the
+/// tokio backend, not from a task started with `tokio::spawn` (it runs outside the
+/// shard's `LocalSet`; tokio panics there).
 pub fn spawn(fut: impl Future<Output = ()> + 'static) {
     match current() {
         #[cfg(feature = "glommio")]
