@@ -735,6 +735,14 @@ fn seccomp_child() {
     assert_eq!(server.descriptor().runtime, conduit::Runtime::Auto);
     let running = server.start().expect("starts under the filter");
     let addr = server.local_addr().unwrap();
+    // A blocking client with `Auto` works here too (its executor falls back the same).
+    let desc = ClientDescriptor::new("chat_secret")
+        .addr(addr)
+        .codec(Codec::Native);
+    let client = Client::connect(desc).expect("a client starts under the filter");
+    let sum = client.call("add", params(&[("a", 20.into()), ("b", 22.into())]));
+    assert_eq!(sum.unwrap(), Value::Int(42));
+    drop(client);
     // Written whole, then renamed into place: the parent never reads half a line.
     let tmp = std::path::PathBuf::from(&port_file).with_extension("tmp");
     std::fs::write(&tmp, format!("{} {}\n", addr.port(), running.runtime())).unwrap();

@@ -200,31 +200,52 @@ impl Client {
     /// then [`open`](Self::open). Starts the client's executor thread.
     pub fn new(desc: ClientDescriptor) -> ClientResult<Client> {
         desc.validate()?;
+        match Client::start(&desc, desc.runtime) {
+            // As a server does: glommio passed the check but its executor did not
+            // start (e.g. `io_uring_register` refused) — run on tokio instead.
+            #[cfg(all(feature = "glommio", feature = "tokio"))]
+            Err((e, Some(crate::Runtime::Glommio))) if desc.runtime == crate::Runtime::Auto => {
+                tracing::warn!("client executor failed on glommio ({e}); using tokio");
+                Client::start(&desc, crate::Runtime::Tokio).map_err(|(e, _)| e)
+            }
+            r => r.map_err(|(e, _)| e),
+        }
+    }
+
+    /// [`new`](Self::new) on `runtime`; an error says which backend failed, if one
+    /// was started.
+    fn start(
+        desc: &ClientDescriptor,
+        runtime: crate::Runtime,
+    ) -> Result<Client, (ClientError, Option<crate::Runtime>)> {
         let status = Arc::new(SharedStatus::default());
         let (cmd_tx, cmd_rx) = flume::unbounded();
         let (ready_tx, ready_rx) = flume::bounded(1);
         let (d, st) = (desc.clone(), status.clone());
-        let thread = spawn_executor_on(d.runtime, "conduit-client", move || {
+        let thread = spawn_executor_on(runtime, "conduit-client", move || {
             serve(d, st, cmd_rx, ready_tx)
-        })?;
+        })
+        .map_err(|e| (e, None))?;
+        let ran = Some(thread.runtime());
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 let _ = thread.join();
-                return Err(e);
+                return Err((e, None));
             }
             // The executor died before it could serve (it says why when joined).
             Err(_) => {
-                return Err(match thread.join() {
+                let e = match thread.join() {
                     Err(e) => e,
                     Ok(()) => ClientError::Closed,
-                })
+                };
+                return Err((e, ran));
             }
         }
         Ok(Client {
             cmds: cmd_tx,
             status,
-            desc,
+            desc: desc.clone(),
             thread_id: thread.thread_id(),
             thread: Mutex::new(Some(thread)),
         })
