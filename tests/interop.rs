@@ -320,6 +320,18 @@ fn init_logging() {
         .try_init();
 }
 
+/// The closing `N passed, M failed` of a Python client's output (its last non-empty
+/// line), parsed; fails the test, showing `stderr`, when there is none.
+fn final_tally(out: &[String], stderr: &str) -> (u32, u32) {
+    let last = out
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .cloned()
+        .unwrap_or_default();
+    tally(&last).unwrap_or_else(|| panic!("no closing tally; last line {last:?}\n{stderr}"))
+}
+
 /// Parses a closing `N passed, M failed` line.
 fn tally(line: &str) -> Option<(u32, u32)> {
     let (p, f) = line.trim().split_once(", ")?;
@@ -355,19 +367,12 @@ fn netconduit_clients_against_our_chat_server() {
         println!("py stderr:\n{err}");
     }
     running.stop().unwrap();
-    let last = out
-        .iter()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .cloned()
-        .unwrap_or_default();
     let failures: Vec<&String> = out.iter().filter(|l| l.starts_with("FAIL")).collect();
     assert!(
         status.is_some(),
         "interop_client.py timed out; failures so far: {failures:#?}\nstderr:\n{err}"
     );
-    let (passed, failed) =
-        tally(&last).unwrap_or_else(|| panic!("no closing tally; last line {last:?}\n{err}"));
+    let (passed, failed) = final_tally(&out, &err);
     assert_eq!(failed, 0, "failed cases: {failures:#?}\nstderr:\n{err}");
     assert!(passed >= 15, "only {passed} cases ran");
     assert!(
@@ -662,14 +667,7 @@ fn auto_serves_netconduit_where_io_uring_is_refused() {
         "the log says why tokio was chosen:\n{log}"
     );
     assert!(log.contains("explicit glommio: "), "{log}");
-    let last = out
-        .iter()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .cloned()
-        .unwrap_or_default();
-    let (passed, failed) =
-        tally(&last).unwrap_or_else(|| panic!("no closing tally; last line {last:?}\n{err}"));
+    let (passed, failed) = final_tally(&out, &err);
     assert_eq!(failed, 0, "python stderr:\n{err}\nchild log:\n{log}");
     assert!(passed >= 15, "only {passed} cases ran");
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{err}");

@@ -187,19 +187,26 @@ mod tests {
         assert_eq!(crate::block_on(s.call(|| async { 7 })), Ok(7));
     }
 
-    #[test]
-    fn a_full_queue_is_busy_at_once_and_drains_after() {
-        let s = Service::start("svc-busy", 2);
-        // Wedge the thread: its job loop blocks until released.
+    /// Wedges the service thread: its job loop blocks until the returned sender sends,
+    /// then panics (killing the thread) if `then_die`.
+    fn wedge(s: &Service, then_die: bool) -> std::sync::mpsc::Sender<()> {
         let (release, wedge) = std::sync::mpsc::channel::<()>();
         let (wedged_tx, wedged) = std::sync::mpsc::channel::<()>();
         s.jobs
             .try_send(Box::new(move || {
                 wedged_tx.send(()).unwrap();
                 wedge.recv().unwrap();
+                assert!(!then_die, "the service thread dies");
             }))
             .unwrap();
         wedged.recv().unwrap();
+        release
+    }
+
+    #[test]
+    fn a_full_queue_is_busy_at_once_and_drains_after() {
+        let s = Service::start("svc-busy", 2);
+        let release = wedge(&s, false);
         let a = s.call(|| async { 1 });
         let b = s.call(|| async { 2 });
         let c = crate::block_on(s.call(|| async { 3 }));
@@ -214,16 +221,7 @@ mod tests {
         let s = Service::start("svc-down", 4);
         // Wedge the thread, queue a call behind the wedge, then kill the thread (a
         // raw job's panic unwinds the loop): the queued call is answered `Down`.
-        let (release, wedge) = std::sync::mpsc::channel::<()>();
-        let (wedged_tx, wedged) = std::sync::mpsc::channel::<()>();
-        s.jobs
-            .try_send(Box::new(move || {
-                wedged_tx.send(()).unwrap();
-                wedge.recv().unwrap();
-                panic!("the service thread dies");
-            }))
-            .unwrap();
-        wedged.recv().unwrap();
+        let release = wedge(&s, true);
         let queued = s.call(|| async { 1 });
         release.send(()).unwrap();
         assert_eq!(crate::block_on(queued), Err(ServiceError::Down));
