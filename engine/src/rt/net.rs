@@ -331,7 +331,12 @@ impl SharedStream {
 
     /// The send itself, on the raw socket (see [`SharedStream::send_gathered`]).
     fn send_raw(sock: &socket2::SockRef<'_>, frames: &[Bytes]) -> io::Result<usize> {
+        // No SIGPIPE from a peer that went away (Rust programs ignore it anyway; a host
+        // application may not). macOS has no MSG_NOSIGNAL; there the Rust default holds.
+        #[cfg(target_os = "linux")]
         let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        #[cfg(not(target_os = "linux"))]
+        let flags = libc::MSG_DONTWAIT;
         match frames {
             [] => Ok(0),
             [one] => sock.send_with_flags(one, flags),
