@@ -18,11 +18,12 @@
 //! * [`soak`] — connections churning through an in-process server; RSS, descriptors
 //!   and `connection_count` must come back.
 //! * [`report`] — the human table and the JSON.
-//! * [`targets`] — the performance targets, checked against the suite's medians.
+//! * [`goals`] — the performance targets, checked against the suite's medians.
 //! * [`stats`] — histograms, loss accounting, the coordinated-omission-aware
 //!   schedule.
 
 pub mod cli;
+pub mod goals;
 pub mod procfs;
 pub mod report;
 pub mod scenario;
@@ -31,7 +32,6 @@ pub mod soak;
 pub mod stats;
 pub mod suite;
 pub mod target;
-pub mod targets;
 pub mod wire;
 
 /// Everything that can go wrong in a load-generator run.

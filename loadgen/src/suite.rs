@@ -12,12 +12,12 @@ use conduit::Runtime;
 use conduit_protocol::Codec;
 use serde::Serialize;
 
+use crate::goals::{self, TargetCheck};
 use crate::report::{self, Comparison, Summary};
 use crate::scenario::{
     self, BroadcastMode, BroadcastSpec, HeartbeatSpec, RpcSpec, RunResult, RunSpec, Scenario,
 };
 use crate::target::{self, Implementation, ServerProcess, SpawnOptions, BENCH_PASSWORD};
-use crate::targets::{self, TargetCheck};
 use crate::wire::{ConnectSpec, MAX_CONNECT_ATTEMPTS};
 use crate::{Error, Result};
 
@@ -415,7 +415,7 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
             comparisons.push(report::compare(ours, theirs));
         }
     }
-    let targets = targets::target_checks(&summaries);
+    let targets = goals::target_checks(&summaries);
     let report = SuiteReport {
         machine: Machine {
             cpus: cpus.len(),
@@ -482,8 +482,8 @@ pub fn render(r: &SuiteReport) -> String {
         out.push_str(&report::table(&report::COMPARISON_HEADERS, &rows));
     }
     out.push_str("\nTargets:\n");
-    let rows: Vec<Vec<String>> = r.targets.iter().map(targets::target_row).collect();
-    out.push_str(&report::table(&targets::TARGET_HEADERS, &rows));
+    let rows: Vec<Vec<String>> = r.targets.iter().map(goals::target_row).collect();
+    out.push_str(&report::table(&goals::TARGET_HEADERS, &rows));
     for f in &r.failures {
         out.push_str(&format!(
             "FAILED round {} {} {}/{}: {}\n",
