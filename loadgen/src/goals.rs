@@ -1,4 +1,4 @@
-//! The performance targets, checked against the suite's summaries: what
+//! The performance targets, checked against the suite's summaries: what
 //! each target bounds ([`TargetCheck`]), the checks for every runtime backend conduit
 //! ran on ([`target_checks`]), and the target table ([`TARGET_HEADERS`], [`target_row`]).
 
@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::report::{num, ratio, server_label, Summary};
 
-/// One of the targets, measured.
+/// One of the performance targets, measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct TargetCheck {
     /// What is measured.
@@ -46,7 +46,7 @@ impl TargetCheck {
     }
 }
 
-/// The targets against `summaries` (conduit, native codec) and, when present,
+/// The performance targets against `summaries` (conduit, native codec) and, when present,
 /// the netconduit comparison: one set for each runtime backend conduit ran on (one
 /// unmeasured set when there is no conduit summary).
 pub fn target_checks(summaries: &[Summary]) -> Vec<TargetCheck> {

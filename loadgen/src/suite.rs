@@ -280,7 +280,7 @@ pub struct SuiteReport {
     pub summaries: Vec<Summary>,
     /// conduit vs netconduit.
     pub comparisons: Vec<Comparison>,
-    /// The targets.
+    /// The performance targets, checked.
     pub targets: Vec<TargetCheck>,
 }
 
