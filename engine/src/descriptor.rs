@@ -162,6 +162,16 @@ pub struct ServerDescriptor {
     /// Connections the kernel holds for the server before it accepts them (the
     /// `listen` backlog; the kernel caps it at `net.core.somaxconn`). Default 1024.
     pub listen_backlog: u32,
+    /// Most rooms that may exist at once (a room exists while it has members); a join
+    /// that would make one more is refused, joins to existing rooms are not. Default
+    /// 10 000.
+    pub max_rooms: usize,
+    /// Most rooms one connection may be in, so one connection cannot use up
+    /// `max_rooms`. Default 64.
+    pub max_rooms_per_connection: usize,
+    /// Longest room name, in bytes (names are UTF-8 with no control characters).
+    /// Default 128.
+    pub max_room_name_bytes: usize,
 }
 
 /// The highest `max_payload_depth` a server accepts. Decoding, dropping and re-encoding
@@ -202,6 +212,9 @@ impl ServerDescriptor {
             preempt_timer: Duration::from_millis(10),
             runtime: Runtime::Auto,
             listen_backlog: 1024,
+            max_rooms: 10_000,
+            max_rooms_per_connection: 64,
+            max_room_name_bytes: 128,
         }
     }
 
@@ -381,6 +394,18 @@ impl ServerDescriptor {
         }
         if self.listen_backlog == 0 || self.listen_backlog > i32::MAX as u32 {
             return bad("listen_backlog", "must be between 1 and 2^31 - 1".into());
+        }
+        if self.max_rooms == 0 {
+            return bad("max_rooms", "must be at least 1".into());
+        }
+        if self.max_rooms_per_connection == 0 || self.max_rooms_per_connection > self.max_rooms {
+            return bad(
+                "max_rooms_per_connection",
+                "must be between 1 and max_rooms".into(),
+            );
+        }
+        if self.max_room_name_bytes == 0 || self.max_room_name_bytes > 4096 {
+            return bad("max_room_name_bytes", "must be between 1 and 4096".into());
         }
         Ok(())
     }

@@ -40,6 +40,9 @@ pub enum Error {
     /// A connection's outbound queue is full.
     #[error("outbound queue full ({0} bytes queued)")]
     QueueFull(usize),
+    /// A room operation was refused (a name or a limit).
+    #[error(transparent)]
+    Room(#[from] crate::router::RoomError),
 }
 
 /// Shorthand for results of this crate.

@@ -80,7 +80,7 @@ pub use descriptor::{ServerDescriptor, SlowConsumerPolicy};
 pub use error::{Error, Result};
 pub use handlers::{IntoReply, IntoRpcMethod, ParamInfo, RpcCall, RpcError, RpcInfo, RpcMethod};
 pub use id::{ConnectionId, ParseIdError};
-pub use router::{Broadcast, Connection, Router, State};
+pub use router::{Broadcast, Connection, Room, RoomError, Router, State};
 pub use rt::Runtime;
 pub use server::{Running, Server};
 

@@ -29,6 +29,8 @@ struct Setup {
     on_startup: Vec<ServerHook>,
     /// `on_shutdown` hooks, bound likewise.
     on_shutdown: Vec<ServerHook>,
+    /// `on_join` / `on_leave` hooks, handed to each run.
+    room_hooks: crate::router::RoomHooks,
     /// Message types registered with names too long for a `<type>_response` on the
     /// wire; `start` refuses them.
     bad_names: Vec<String>,
@@ -245,6 +247,34 @@ impl Server {
             .push(Arc::new(move |c| Box::pin(hook(c))));
     }
 
+    /// Runs `hook` after a connection joined a room (with the room's name), in the
+    /// task that called [`Connection::join`] before that returns — so a presence
+    /// announcement is ordered with what the joiner does next.
+    pub fn on_join<F, Fut>(&self, hook: F)
+    where
+        F: Fn(Connection, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        self.setup()
+            .room_hooks
+            .on_join
+            .push(Arc::new(move |c, r| Box::pin(hook(c, r))));
+    }
+
+    /// Runs `hook` after a connection left a room: in the task that called
+    /// [`Connection::leave`], or on its shard when it disconnected (once per room,
+    /// before the disconnect hooks).
+    pub fn on_leave<F, Fut>(&self, hook: F)
+    where
+        F: Fn(Connection, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        self.setup()
+            .room_hooks
+            .on_leave
+            .push(Arc::new(move |c, r| Box::pin(hook(c, r))));
+    }
+
     /// Makes `value` available to every handler as [`State<T>`](crate::State), by type
     /// (`server.state::<T>()`, or a `State<T>` parameter of an `#[rpc]` method).
     /// Registering a type again replaces it.
@@ -384,7 +414,13 @@ impl Server {
         let (senders, buses): (Vec<_>, Vec<_>) = (0..desc.shards)
             .map(|_| flume::bounded(desc.bus_capacity))
             .unzip();
-        let run = Arc::new(RunState::new(senders));
+        let limits = crate::router::RoomLimits {
+            max_rooms: desc.max_rooms,
+            max_rooms_per_connection: desc.max_rooms_per_connection,
+            max_room_name_bytes: desc.max_room_name_bytes,
+        };
+        let room_hooks = self.setup().room_hooks.clone();
+        let run = Arc::new(RunState::new(senders, limits, room_hooks));
         let launched = crate::shard::launch(crate::shard::Plan {
             router: self.router.clone(),
             run: run.clone(),

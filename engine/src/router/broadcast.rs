@@ -35,6 +35,8 @@ pub struct Broadcast {
     data: Value,
     /// Who receives it.
     filter: Filter,
+    /// Rooms it goes to (everyone when empty), resolved when it is sent.
+    rooms: Vec<String>,
 }
 
 impl Broadcast {
@@ -44,7 +46,16 @@ impl Broadcast {
             name: name.to_owned(),
             data,
             filter: Filter::default(),
+            rooms: Vec::new(),
         }
+    }
+
+    /// Only members of this room; call again for more rooms (their union: a
+    /// connection in several receives it once). Combines with `include`/`exclude`. A
+    /// room nobody is in contributes nobody.
+    pub fn to(mut self, room: impl AsRef<str>) -> Broadcast {
+        self.rooms.push(room.as_ref().to_owned());
+        self
     }
 
     /// Only these connections (intersected with any earlier include).
@@ -76,8 +87,18 @@ impl Broadcast {
         self.send_counted(true).await
     }
 
-    async fn send_counted(self, exact: bool) -> Result<usize> {
+    async fn send_counted(mut self, exact: bool) -> Result<usize> {
         let frames = Frames::message(&self.name, &self.data, wall_clock_ms(), None)?;
+        if !self.rooms.is_empty() {
+            let Some(run) = self.router.run_state() else {
+                return Ok(0);
+            };
+            let rooms: Vec<_> = self.rooms.iter().filter_map(|r| run.rooms.get(r)).collect();
+            if rooms.is_empty() {
+                return Ok(0);
+            }
+            self.filter.rooms = Some(rooms);
+        }
         Ok(self
             .router
             .broadcast_frames(Arc::new(frames), Arc::new(self.filter), exact)

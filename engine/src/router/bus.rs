@@ -54,9 +54,12 @@ impl Frames {
     }
 }
 
-/// Which connections a broadcast goes to: `include` (all when `None`) minus `exclude`.
+/// Which connections a broadcast goes to: the members of `rooms` (everyone when
+/// `None`), narrowed to `include` (when set), minus `exclude`.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
+    /// Only members of these rooms, each connection once (everyone when `None`).
+    pub rooms: Option<Vec<Arc<super::rooms::RoomEntry>>>,
     /// Only these (all when `None`).
     pub include: Option<AHashSet<ConnectionId>>,
     /// Never these.

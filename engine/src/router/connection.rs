@@ -1,10 +1,13 @@
 //! `Connection`: the application's handle to one client, usable from any shard or
 //! thread. Operations on a connection owned by another shard travel over the bus.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ahash::AHashMap;
 
 use conduit_protocol::{Codec, Value};
 
@@ -26,6 +29,12 @@ pub(crate) struct ConnMeta {
     authenticated: AtomicBool,
     /// Set when the connection starts closing: sends to it fail fast.
     closed: AtomicBool,
+    /// The rooms it is in (at most `max_rooms_per_connection`); changed only by the
+    /// room registry, under its lock.
+    pub rooms: Mutex<Vec<Arc<str>>>,
+    /// The application's typed values for this connection (see
+    /// [`Connection::insert_extension`]); cleared when it is gone.
+    extensions: Mutex<AHashMap<TypeId, Box<dyn Any + Send + Sync>>>,
 }
 
 impl ConnMeta {
@@ -36,7 +45,21 @@ impl ConnMeta {
             codec: AtomicU8::new(0),
             authenticated: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            rooms: Mutex::default(),
+            extensions: Mutex::default(),
         }
+    }
+
+    fn extensions(&self) -> MutexGuard<'_, AHashMap<TypeId, Box<dyn Any + Send + Sync>>> {
+        // A panic elsewhere cannot leave the map half-changed: each use is one call.
+        self.extensions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops every extension (the connection is gone).
+    pub fn clear_extensions(&self) {
+        let taken = std::mem::take(&mut *self.extensions());
+        // Dropped outside the lock: a value's `Drop` may use the connection.
+        drop(taken);
     }
 
     pub fn set_authenticated(&self, codec: Codec) {
@@ -120,6 +143,101 @@ impl Connection {
             return Err(Error::Closed);
         }
         self.router.send_to(self.meta.id, name, &data.into()).await
+    }
+
+    // ---- rooms ------------------------------------------------------------------------
+
+    /// Puts the connection in room `room` (made if nobody is in it yet); `Ok(false)`
+    /// if it was in already. Takes effect before this returns: a broadcast to the room
+    /// sent afterwards reaches it. Runs the `on_join` hooks (only when it joined now).
+    ///
+    /// Refused with [`Error::Room`] for a bad name, when the connection is in
+    /// `max_rooms_per_connection` rooms, or when `max_rooms` rooms exist and this one
+    /// would be new; [`Error::Closed`] when the connection is gone.
+    pub async fn join(&self, room: &str) -> Result<bool> {
+        let run = self.router.run_state().ok_or(Error::NotRunning)?;
+        match run.rooms.join(&self.meta, room)? {
+            None => Err(Error::Closed),
+            Some(false) => Ok(false),
+            Some(true) => {
+                let hooks = run.room_hooks.on_join.clone();
+                drop(run);
+                for hook in hooks {
+                    hook(self.clone(), room.to_owned()).await;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Takes the connection out of room `room`; whether it was in. Takes effect before
+    /// this returns: a broadcast to the room sent afterwards does not reach it. Runs
+    /// the `on_leave` hooks (only when it was in).
+    pub async fn leave(&self, room: &str) -> Result<bool> {
+        let run = self.router.run_state().ok_or(Error::NotRunning)?;
+        if !run.rooms.leave(&self.meta, room) {
+            return Ok(false);
+        }
+        let hooks = run.room_hooks.on_leave.clone();
+        drop(run);
+        for hook in hooks {
+            hook(self.clone(), room.to_owned()).await;
+        }
+        Ok(true)
+    }
+
+    /// The rooms it is in.
+    pub fn rooms(&self) -> Vec<String> {
+        let rooms = self.meta.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms.iter().map(|r| r.to_string()).collect()
+    }
+
+    /// Whether it is in room `room`.
+    pub fn in_room(&self, room: &str) -> bool {
+        let rooms = self.meta.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms.iter().any(|r| &**r == room)
+    }
+
+    // ---- extensions -------------------------------------------------------------------
+
+    /// Stores `value` on this connection, one per type (the previous one of its type is
+    /// returned). Every handle to the connection, on any shard or thread, sees it;
+    /// it is dropped when the connection is gone (after the disconnect hooks).
+    pub fn insert_extension<T: Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        let old = self
+            .meta
+            .extensions()
+            .insert(TypeId::of::<T>(), Box::new(value));
+        old.and_then(|b| b.downcast::<T>().ok()).map(|b| *b)
+    }
+
+    /// A copy of the value of type `T` stored on this connection.
+    pub fn extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.meta
+            .extensions()
+            .get(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_ref::<T>())
+            .cloned()
+    }
+
+    /// Runs `f` on the value of type `T` stored on this connection (to read part of it
+    /// or change it in place); `None` if there is none. `f` must not use this
+    /// connection's extensions itself.
+    pub fn with_extension<T: Send + Sync + 'static, R>(
+        &self,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Option<R> {
+        self.meta
+            .extensions()
+            .get_mut(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_mut::<T>())
+            .map(f)
+    }
+
+    /// Removes and returns the value of type `T` stored on this connection.
+    pub fn remove_extension<T: Send + Sync + 'static>(&self) -> Option<T> {
+        let old = self.meta.extensions().remove(&TypeId::of::<T>());
+        old.and_then(|b| b.downcast::<T>().ok()).map(|b| *b)
     }
 
     /// Closes the connection (a kick). Queued frames are flushed first, within the

@@ -11,6 +11,7 @@
 mod broadcast;
 pub(crate) mod bus;
 mod connection;
+pub(crate) mod rooms;
 mod stats;
 
 use std::any::{Any, TypeId};
@@ -29,11 +30,26 @@ pub use broadcast::Broadcast;
 pub(crate) use bus::{BusMsg, Control, Filter, Frames};
 pub(crate) use connection::ConnMeta;
 pub use connection::Connection;
+pub use rooms::{Room, RoomError};
+pub(crate) use rooms::{RoomLimits, Rooms};
 pub(crate) use stats::{Permit, Stats};
 
 use crate::descriptor::ServerDescriptor;
 use crate::error::{Error, Result};
 use crate::id::ConnectionId;
+use crate::rt::exec::LocalBoxFuture;
+
+/// A hook run when a connection joins or leaves a room (with the room's name).
+pub(crate) type RoomHook = Arc<dyn Fn(Connection, String) -> LocalBoxFuture<()> + Send + Sync>;
+
+/// The room hooks of a run.
+#[derive(Default, Clone)]
+pub(crate) struct RoomHooks {
+    /// After a connection joined a room.
+    pub on_join: Vec<RoomHook>,
+    /// After a connection left a room, by `leave` or by disconnecting.
+    pub on_leave: Vec<RoomHook>,
+}
 
 /// What a shard offers the router on its own thread: delivery to the connections it
 /// owns, without a bus round trip.
@@ -87,17 +103,27 @@ pub(crate) struct RunState {
     pub addr: OnceLock<SocketAddr>,
     /// Counts accepted connections, to deal them out to the shards in turn.
     accepted: AtomicUsize,
+    /// Every room and its members.
+    pub rooms: Rooms,
+    /// Run when connections join and leave rooms.
+    pub room_hooks: RoomHooks,
 }
 
 impl RunState {
     /// A run with one bus sender per shard.
-    pub fn new(bus: Vec<flume::Sender<BusMsg>>) -> RunState {
+    pub fn new(
+        bus: Vec<flume::Sender<BusMsg>>,
+        limits: RoomLimits,
+        room_hooks: RoomHooks,
+    ) -> RunState {
         let shards = bus.len();
         RunState {
             bus,
             directory: (0..shards).map(|_| RwLock::default()).collect(),
             addr: OnceLock::new(),
             accepted: AtomicUsize::new(0),
+            rooms: Rooms::new(shards, limits),
+            room_hooks,
         }
     }
 
@@ -111,6 +137,11 @@ impl RunState {
 
     /// Logged-in connections of shard `shard` that `filter` admits.
     fn admitted(&self, shard: usize, filter: &Filter) -> usize {
+        if let Some(rooms) = &filter.rooms {
+            let mut n = 0;
+            rooms::for_each_member(rooms, shard, |id| n += usize::from(filter.admits(id)));
+            return n;
+        }
         let Some(dir) = self.directory.get(shard).and_then(|d| d.read().ok()) else {
             return 0;
         };
@@ -169,17 +200,20 @@ async fn ask<T>(
 /// given back when this is dropped, whichever way the connection ends.
 pub(crate) struct Listed {
     run: Arc<RunState>,
-    id: ConnectionId,
+    meta: Arc<ConnMeta>,
     _counted: Permit,
 }
 
 impl Drop for Listed {
     fn drop(&mut self) {
-        if let Some(d) = self.run.directory.get(self.id.shard()) {
+        let id = self.meta.id;
+        if let Some(d) = self.run.directory.get(id.shard()) {
             if let Ok(mut m) = d.write() {
-                m.remove(&self.id);
+                m.remove(&id);
             }
         }
+        // Its rooms too, however it ends (the teardown leaves them first, with hooks).
+        self.run.rooms.leave_all(&self.meta);
     }
 }
 
@@ -288,12 +322,12 @@ impl Router {
         let counted = self.inner.stats.connections.acquire();
         if let Some(d) = run.directory.get(id.shard()) {
             if let Ok(mut m) = d.write() {
-                m.insert(id, meta);
+                m.insert(id, meta.clone());
             }
         }
         Listed {
             run: run.clone(),
-            id,
+            meta,
             _counted: counted,
         }
     }
@@ -374,9 +408,21 @@ impl Router {
 
     // ---- messaging -------------------------------------------------------------------
 
+    /// A room by name: its members across every shard, and broadcasts to them.
+    pub fn room(&self, name: &str) -> Room {
+        Room::new(self.clone(), name)
+    }
+
+    /// The names of every room with members.
+    pub fn rooms(&self) -> Vec<String> {
+        self.run_state()
+            .map(|r| r.rooms.names())
+            .unwrap_or_default()
+    }
+
     /// Broadcasts a message to every logged-in connection; narrow it with
-    /// [`Broadcast::include`] / [`Broadcast::exclude`], then `.await` it for the number
-    /// of connections it was queued to.
+    /// [`Broadcast::to`] (rooms), [`Broadcast::include`] / [`Broadcast::exclude`], then
+    /// `.await` it for the number of connections it was queued to.
     pub fn broadcast(&self, name: &str, data: impl Into<Value>) -> Broadcast {
         Broadcast::new(self.clone(), name, data.into())
     }

@@ -402,14 +402,27 @@ async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer:
     let listed = conn.held.borrow_mut().listed.take();
     if let Some(listed) = listed {
         shard.remove_authed(conn);
+        // Out of its rooms first, so the leave hooks see the room without it.
+        let rooms = shard.run.rooms.leave_all(&conn.meta);
         drop(listed);
         let handle = shard.handle(conn);
+        for room in rooms {
+            for hook in &shard.run.room_hooks.on_leave {
+                if contained(|| hook(handle.clone(), room.to_string()))
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(conn = %id, "an on_leave hook panicked");
+                }
+            }
+        }
         for hook in &shard.registry.on_disconnect {
             if contained(|| hook(handle.clone())).await.is_err() {
                 tracing::error!(conn = %id, "an on_client_disconnect hook panicked");
             }
         }
     }
+    conn.meta.clear_extensions();
     tracing::info!(conn = %id, ?reason, "disconnected");
     conn.held.borrow_mut().slot.take();
     if shard.draining.get() && shard.pool.borrow().is_empty() {

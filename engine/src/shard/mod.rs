@@ -156,6 +156,19 @@ impl LocalShard for Shard {
                 }
             }
         };
+        if let Some(rooms) = &filter.rooms {
+            // Only the rooms' members on this shard: cost follows members, not
+            // connections.
+            let pool = self.pool.borrow();
+            router::rooms::for_each_member(rooms, self.index, |id| {
+                if let Some(c) = pool.get(&id) {
+                    if c.meta.is_authenticated() && filter.admits(id) {
+                        deliver(c);
+                    }
+                }
+            });
+            return count;
+        }
         match &filter.include {
             // A small include set is cheaper to walk than the whole shard.
             Some(ids) if ids.len() < self.authed.borrow().len() => {
