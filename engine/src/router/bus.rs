@@ -112,6 +112,15 @@ pub enum BusMsg {
         last: Option<Arc<Frames>>,
         reply: flume::Sender<bool>,
     },
+    /// Put a connection of this shard in a room, or take it out (`join` false). Done by
+    /// the owner, in bus order, so broadcasts sent to this shard before the change
+    /// still see the old membership and those sent after it see the new.
+    Room {
+        meta: Arc<super::ConnMeta>,
+        room: String,
+        join: bool,
+        reply: flume::Sender<Result<Option<bool>, super::RoomError>>,
+    },
     /// Serve a connection another shard accepted: shards take turns, whichever one the
     /// kernel woke to accept (see `RunState::next_home`). It holds its
     /// `max_connections` slot already.

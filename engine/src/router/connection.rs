@@ -155,11 +155,11 @@ impl Connection {
     /// `max_rooms_per_connection` rooms, or when `max_rooms` rooms exist and this one
     /// would be new; [`Error::Closed`] when the connection is gone.
     pub async fn join(&self, room: &str) -> Result<bool> {
-        let run = self.router.run_state().ok_or(Error::NotRunning)?;
-        match run.rooms.join(&self.meta, room)? {
+        match self.router.change_room(&self.meta, room, true).await? {
             None => Err(Error::Closed),
             Some(false) => Ok(false),
             Some(true) => {
+                let run = self.router.run_state().ok_or(Error::NotRunning)?;
                 let hooks = run.room_hooks.on_join.clone();
                 drop(run);
                 for hook in hooks {
@@ -174,10 +174,10 @@ impl Connection {
     /// this returns: a broadcast to the room sent afterwards does not reach it. Runs
     /// the `on_leave` hooks (only when it was in).
     pub async fn leave(&self, room: &str) -> Result<bool> {
-        let run = self.router.run_state().ok_or(Error::NotRunning)?;
-        if !run.rooms.leave(&self.meta, room) {
+        if self.router.change_room(&self.meta, room, false).await? != Some(true) {
             return Ok(false);
         }
+        let run = self.router.run_state().ok_or(Error::NotRunning)?;
         let hooks = run.room_hooks.on_leave.clone();
         drop(run);
         for hook in hooks {

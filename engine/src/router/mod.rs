@@ -165,6 +165,20 @@ impl RunState {
             .cloned()
     }
 
+    /// Applies a room change on the connection's own shard (see `Router::change_room`).
+    pub fn apply_room_change(
+        &self,
+        meta: &ConnMeta,
+        room: &str,
+        join: bool,
+    ) -> std::result::Result<Option<bool>, RoomError> {
+        if join {
+            self.rooms.join(meta, room)
+        } else {
+            Ok(Some(self.rooms.leave(meta, room)))
+        }
+    }
+
     /// Sends a lifecycle step to one shard and waits for its outcome.
     pub fn control(&self, shard: usize, step: Control) -> std::result::Result<(), String> {
         let (tx, rx) = crossbeam_channel::bounded(1);
@@ -488,6 +502,30 @@ impl Router {
             }
         }
         count
+    }
+
+    /// Puts `meta`'s connection in `room` (`join`) or takes it out, on its own shard —
+    /// at once when that is this thread's shard, else over its bus, waiting for the
+    /// change — so the change is ordered with the broadcasts this task sent before and
+    /// sends after. `Some(changed)`, or `None` when the connection is gone.
+    pub(crate) async fn change_room(
+        &self,
+        meta: &Arc<ConnMeta>,
+        room: &str,
+        join: bool,
+    ) -> Result<Option<bool>> {
+        let run = self.run_state().ok_or(Error::NotRunning)?;
+        let shard = meta.id.shard();
+        if self.local().is_some_and(|(_, s)| s.index() == shard) {
+            return Ok(run.apply_room_change(meta, room, join)?);
+        }
+        let asked = ask(run, shard, |reply| BusMsg::Room {
+            meta: meta.clone(),
+            room: room.to_owned(),
+            join,
+            reply,
+        });
+        Ok(asked.await?.transpose()?.flatten())
     }
 
     /// The connection with `id`, if it is connected and logged in (netconduit's

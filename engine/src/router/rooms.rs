@@ -2,9 +2,11 @@
 //!
 //! One registry per run maps a room's name to its members, kept per shard, so a room
 //! broadcast visits only shards with members and, on each, only the members there
-//! (cost proportional to members, not to connections). Membership changes under the
-//! registry's write lock from any thread and take effect before `join`/`leave`
-//! returns: a broadcast issued afterwards by the same task sees them. A room exists
+//! (cost proportional to members, not to connections). A connection's membership is
+//! changed by its own shard (over its bus when asked from elsewhere: see
+//! `Router::change_room`), under the registry's write lock, before `join`/`leave`
+//! returns: broadcasts the same task sent before see the old membership, those it
+//! sends after see the new. Anyone may read it (counts, presence). A room exists
 //! while it has members; `max_rooms` bounds how many exist, `max_rooms_per_connection`
 //! how many one connection is in, so no connection can use up the total.
 

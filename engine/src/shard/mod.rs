@@ -477,6 +477,14 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
                 let _ = reply.try_send(shard.kick_local(to, last.as_deref()));
             }
             BusMsg::Adopt { stream, slot } => accept::adopt(shard, stream, slot),
+            BusMsg::Room {
+                meta,
+                room,
+                join,
+                reply,
+            } => {
+                let _ = reply.try_send(shard.run.apply_room_change(&meta, &room, join));
+            }
             BusMsg::Control { step, reply } => {
                 if step == Control::Exit {
                     let _ = reply.send(Ok(()));
