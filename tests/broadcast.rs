@@ -124,7 +124,7 @@ fn install_handlers(server: &Server) {
         };
         let mut sent = 0u64;
         let first = loop {
-            match target.send_message("fill", pad.as_str()).await {
+            match target.send_message("fill", pad.clone()).await {
                 Ok(()) => sent += 1,
                 Err(e) => break e,
             }
@@ -132,7 +132,7 @@ fn install_handlers(server: &Server) {
                 return Value::map().with("found", true).with("sent", sent);
             }
         };
-        let second = target.send_message("fill", pad.as_str()).await;
+        let second = target.send_message("fill", pad.clone()).await;
         Value::map()
             .with("found", true)
             .with("sent", sent)

@@ -469,28 +469,104 @@ fn archived_handlers_read_native_arguments_in_place_and_serve_v1_too() {
     running.stop().unwrap();
 }
 
+/// Typed messages in and out: a validated handler gets its struct or, for data that
+/// does not fit or breaks a rule, its sender gets `<type>_error` with the RPC error's
+/// shape (code 2000, one entry per field); replies and broadcasts take any
+/// `Serialize` value.
 #[matrix]
 fn typed_message_handlers() {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, garde::Validate)]
     struct Chat {
+        #[garde(length(min = 1, max = 10))]
         message: String,
+        #[garde(range(min = 0, max = 5))]
+        #[serde(default)]
+        mood: i64,
+    }
+    #[derive(Serialize)]
+    struct Echo {
+        echo: String,
+        mood: i64,
     }
     let server = Server::new(test_descriptor(PW)).unwrap();
-    server.on_typed("chat", |_c, chat: Chat| async move {
-        Value::map().with("echo", chat.message)
+    server.on_validated("chat", |c, chat: Chat| async move {
+        c.server()
+            .broadcast(
+                "heard",
+                Echo {
+                    echo: chat.message.clone(),
+                    mood: chat.mood,
+                },
+            )
+            .exclude([c.id()])
+            .await;
+        conduit::Reply(Echo {
+            echo: chat.message.to_uppercase(),
+            mood: chat.mood,
+        })
     });
+    server.on_typed("count", |_c, n: i64| async move { Value::from(n + 1) });
     let (running, addr) = start(&server);
+    let mut listener = TestClient::login(addr, Codec::V1, PW);
     for codec in [Codec::V1, Codec::Native] {
         let mut c = TestClient::login(addr, codec, PW);
-        c.send_message("chat", &Value::map().with("message", "yo"))
+        c.send_message("chat", &Value::map().with("message", "yo").with("mood", 2))
             .unwrap();
         assert_eq!(
             c.next_message().unwrap(),
-            ("chat_response".to_owned(), Value::map().with("echo", "yo"))
+            (
+                "chat_response".to_owned(),
+                Value::map().with("echo", "YO").with("mood", 2)
+            )
         );
-        // Data that does not fit: no reply, connection stays.
+        assert_eq!(
+            listener.next_message().unwrap(),
+            (
+                "heard".to_owned(),
+                Value::map().with("echo", "yo").with("mood", 2)
+            )
+        );
+        // Broken rules: both listed, and the handler never ran (nothing was heard).
+        c.send_message(
+            "chat",
+            &Value::map()
+                .with("message", "far too long a message")
+                .with("mood", 9),
+        )
+        .unwrap();
+        let (name, err) = c.next_message().unwrap();
+        assert_eq!(name, "chat_error");
+        assert_eq!(err.get("code"), Some(&Value::Int(2000)));
+        let fields: Vec<&str> = match err.get("details").and_then(|d| d.get("errors")) {
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(|e| e.get("field").and_then(Value::as_str))
+                .collect(),
+            other => panic!("no error list: {other:?}"),
+        };
+        assert_eq!(fields, vec!["message", "mood"]);
+        // Data of the wrong shape: a missing field, then a value that is no map.
         c.send_message("chat", &Value::map().with("nope", 1))
             .unwrap();
+        let (name, err) = c.next_message().unwrap();
+        assert_eq!(name, "chat_error");
+        assert!(
+            err.get("error")
+                .and_then(Value::as_str)
+                .unwrap()
+                .contains("message"),
+            "{err}"
+        );
+        c.send_message("count", &Value::from("seven")).unwrap();
+        let (name, err) = c.next_message().unwrap();
+        assert_eq!(name, "count_error");
+        assert_eq!(err.get("code"), Some(&Value::Int(2000)));
+        c.send_message("count", &Value::from(7)).unwrap();
+        assert_eq!(
+            c.next_message().unwrap(),
+            ("count_response".to_owned(), Value::Int(8))
+        );
+        // The connection stays.
         c.ping().unwrap();
         assert_eq!(c.next_frame().unwrap().header.kind, FrameKind::Pong);
     }

@@ -200,20 +200,25 @@ impl Args {
         match t.validate() {
             Ok(()) => Some(t),
             Err(report) => {
-                for (path, err) in report.iter() {
-                    let field = path.to_string();
-                    self.errors.push(FieldError {
-                        field: if field.is_empty() {
-                            "params".into()
-                        } else {
-                            field
-                        },
-                        message: err.message().to_string(),
-                        kind: "value_error".into(),
-                    });
-                }
+                self.push_report(&report);
                 None
             }
+        }
+    }
+
+    /// Records every rule a `garde` report says was broken.
+    fn push_report(&mut self, report: &garde::Report) {
+        for (path, err) in report.iter() {
+            let field = path.to_string();
+            self.errors.push(FieldError {
+                field: if field.is_empty() {
+                    "params".into()
+                } else {
+                    field
+                },
+                message: err.message().to_string(),
+                kind: "value_error".into(),
+            });
         }
     }
 
@@ -259,4 +264,46 @@ impl Args {
     pub fn into_error(self) -> RpcError {
         self.error()
     }
+}
+
+/// A typed message's `garde` check (`T::validate`), when its handler asks for one.
+pub(crate) type Check<T> = Option<fn(&T) -> Result<(), garde::Report>>;
+
+/// A typed message's data as `T` (the message's type in `name`), checked by `T`'s
+/// `garde` rules when `validate` is given, or the validation error (code 2000, one
+/// entry per field) its sender gets back as `<name>_error`.
+pub(crate) fn typed_message<T: DeserializeOwned>(
+    connection: &crate::Connection,
+    name: &str,
+    data: Value,
+    validate: Check<T>,
+) -> Result<T, RpcError> {
+    let call = RpcCall {
+        connection: connection.clone(),
+        method: name.to_owned(),
+        params: data,
+    };
+    let t = if matches!(call.params, Value::Map(_)) {
+        // A map: field by field, so each problem names its field.
+        let mut args = Args::new(&call)?;
+        let t = args.flatten::<T>();
+        (t, args)
+    } else {
+        let mut args = Args {
+            method: call.method.clone(),
+            params: Vec::new(),
+            errors: Vec::new(),
+            took_all: true,
+        };
+        let t = args.convert::<T>("data", call.params.clone());
+        (t, args)
+    };
+    let (t, mut args) = t;
+    if let (Some(t), Some(check)) = (&t, validate) {
+        if let Err(report) = check(t) {
+            args.push_report(&report);
+        }
+    }
+    args.finish()?;
+    t.ok_or_else(|| args.into_error())
 }

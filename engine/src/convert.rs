@@ -12,6 +12,19 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, String> {
     serde_json::from_value(json).map_err(|e| e.to_string())
 }
 
+/// Message data as a [`Value`]: a `Value` as it is (moved, no copy), anything else
+/// `Serialize` through serde.
+pub fn into_value<T: Serialize + 'static>(data: T) -> Result<Value, String> {
+    let mut slot = Some(data);
+    if let Some(v) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Value>>() {
+        return v.take().ok_or_else(|| "no data".to_owned());
+    }
+    match slot {
+        Some(t) => to_value(&t),
+        None => Err("no data".to_owned()),
+    }
+}
+
 /// `t` as a [`Value`].
 pub fn to_value<T: Serialize + ?Sized>(t: &T) -> Result<Value, String> {
     let json = serde_json::to_value(t).map_err(|e| e.to_string())?;

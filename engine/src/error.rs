@@ -40,6 +40,10 @@ pub enum Error {
     /// A connection's outbound queue is full.
     #[error("outbound queue full ({0} bytes queued)")]
     QueueFull(usize),
+    /// Message data that cannot become a [`Value`](crate::Value) (its `Serialize`
+    /// failed: a map with non-string keys, say).
+    #[error("cannot convert the message data: {0}")]
+    Data(String),
     /// A room operation was refused (a name or a limit).
     #[error(transparent)]
     Room(#[from] crate::router::RoomError),

@@ -39,6 +39,35 @@ impl<T: Into<Value>> IntoReply for Option<T> {
     }
 }
 
+/// A typed reply: any `Serialize` value of yours, sent back as `<type>_response`
+/// (`return Reply(Score { .. })` from an `on` handler). One whose `Serialize` fails is
+/// logged and not sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply<T>(pub T);
+
+impl<T: serde::Serialize + 'static> IntoReply for Reply<T> {
+    fn into_reply(self) -> Option<Value> {
+        match crate::convert::into_value(self.0) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!("reply not sent: its data does not serialize: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// What the sender of a typed message gets when its data does not fit the handler's
+/// type or breaks its `garde` rules: a message `<type>_error` whose data has the same
+/// shape as a failed RPC's error — `{code: 2000, error, details: {errors: [{field,
+/// message, type}]}}` (a message has no correlation id to answer with a failure).
+pub(crate) fn message_error_value(e: &RpcError) -> Value {
+    Value::map()
+        .with("code", e.code)
+        .with("error", e.message.as_str())
+        .with("details", e.details.clone().unwrap_or(Value::Nil))
+}
+
 /// An RPC failure as the client sees it: a code and a message (netconduit's codes: 4000
 /// unknown method, 2000 validation, 1001 any other failure), with optional details.
 #[derive(Clone, Debug, PartialEq)]

@@ -78,7 +78,9 @@ pub use conduit_protocol::{Codec, Value};
 pub use core::{CloseReason, PeerMisbehaved};
 pub use descriptor::{ServerDescriptor, SlowConsumerPolicy};
 pub use error::{Error, Result};
-pub use handlers::{IntoReply, IntoRpcMethod, ParamInfo, RpcCall, RpcError, RpcInfo, RpcMethod};
+pub use handlers::{
+    IntoReply, IntoRpcMethod, ParamInfo, Reply, RpcCall, RpcError, RpcInfo, RpcMethod,
+};
 pub use id::{ConnectionId, ParseIdError};
 pub use router::{Broadcast, Connection, Room, RoomError, Router, State};
 pub use rt::Runtime;

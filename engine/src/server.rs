@@ -171,9 +171,13 @@ impl Server {
             .push(h);
     }
 
-    /// Registers a handler for messages of type `name` whose data is a typed struct
-    /// (any `Deserialize` type). Data that does not fit is logged and dropped without a
-    /// reply, as netconduit does with a handler that raises.
+    /// Registers a handler for messages of type `name` whose data is a typed value
+    /// (any `Deserialize` type; a struct reads the data's map field by field). Data
+    /// that does not fit never reaches the handler: the sender gets a message
+    /// `<name>_error` with `{code: 2000, error, details: {errors: [{field, message,
+    /// type}]}}`, the shape of a failed RPC's error (a message has no correlation id
+    /// to answer with a failure). Return [`Reply`](crate::Reply) to answer with a typed
+    /// value.
     pub fn on_typed<T, F, Fut, R>(&self, name: &str, handler: F)
     where
         T: serde::de::DeserializeOwned + 'static,
@@ -181,19 +185,50 @@ impl Server {
         Fut: Future<Output = R> + 'static,
         R: IntoReply,
     {
+        self.on_checked(name, None, handler);
+    }
+
+    /// [`on_typed`](Self::on_typed) whose data must also pass `T`'s `garde` rules
+    /// (`#[derive(garde::Validate)]`), as `#[rpc]` arguments do: every broken rule is
+    /// listed in the `<name>_error` sent back.
+    pub fn on_validated<T, F, Fut, R>(&self, name: &str, handler: F)
+    where
+        T: serde::de::DeserializeOwned + garde::Validate + 'static,
+        T::Context: Default,
+        F: Fn(Connection, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: IntoReply,
+    {
+        self.on_checked(name, Some(|t: &T| t.validate()), handler);
+    }
+
+    fn on_checked<T, F, Fut, R>(
+        &self,
+        name: &str,
+        validate: crate::args::Check<T>,
+        handler: F,
+    ) where
+        T: serde::de::DeserializeOwned + 'static,
+        F: Fn(Connection, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: IntoReply,
+    {
         let msg_name = name.to_owned();
+        let error_name = format!("{name}_error");
+        let handler = Arc::new(handler);
         self.on(name, move |c: Connection, v: Value| {
-            let call = match crate::convert::from_value::<T>(v) {
-                Ok(t) => Some(handler(c, t)),
-                Err(e) => {
-                    tracing::warn!(message = %msg_name, "message data does not fit the handler: {e}");
-                    None
-                }
-            };
+            let typed = crate::args::typed_message::<T>(&c, &msg_name, v, validate);
+            let (handler, error_name) = (handler.clone(), error_name.clone());
             async move {
-                match call {
-                    Some(f) => f.await.into_reply(),
-                    None => None,
+                match typed {
+                    Ok(t) => handler(c, t).await.into_reply(),
+                    Err(e) => {
+                        let data = crate::handlers::message_error_value(&e);
+                        if let Err(err) = c.send_message(&error_name, data).await {
+                            tracing::debug!(conn = %c.id(), "{error_name} not sent: {err}");
+                        }
+                        None
+                    }
                 }
             }
         });

@@ -9,7 +9,7 @@ use conduit_protocol::clock::wall_clock_ms;
 use conduit_protocol::Value;
 
 use super::{Filter, Frames, Router};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::ConnectionId;
 use crate::rt::exec::LocalBoxFuture;
 
@@ -23,16 +23,17 @@ use crate::rt::exec::LocalBoxFuture;
 /// frame, is still counted; [`Broadcast::exact`] waits for every shard to report how
 /// many queues the frame actually went into.
 ///
-/// A message no peer could receive (a name over 255 bytes) reaches nobody: `.await`
-/// logs it as an error and returns 0, and [`Broadcast::send`] returns the error.
+/// A message no peer could receive (a name over 255 bytes, data whose `Serialize`
+/// fails) reaches nobody: `.await` logs it as an error and returns 0, and
+/// [`Broadcast::send`] returns the error.
 #[must_use = "a broadcast does nothing until awaited"]
 pub struct Broadcast {
     /// Where it goes out.
     router: Router,
     /// The message type.
     name: String,
-    /// Its data.
-    data: Value,
+    /// Its data, or why it could not be converted.
+    data: std::result::Result<Value, String>,
     /// Who receives it.
     filter: Filter,
     /// Rooms it goes to (everyone when empty), resolved when it is sent.
@@ -40,7 +41,11 @@ pub struct Broadcast {
 }
 
 impl Broadcast {
-    pub(crate) fn new(router: Router, name: &str, data: Value) -> Broadcast {
+    pub(crate) fn new(
+        router: Router,
+        name: &str,
+        data: std::result::Result<Value, String>,
+    ) -> Broadcast {
         Broadcast {
             router,
             name: name.to_owned(),
@@ -88,7 +93,8 @@ impl Broadcast {
     }
 
     async fn send_counted(mut self, exact: bool) -> Result<usize> {
-        let frames = Frames::message(&self.name, &self.data, wall_clock_ms(), None)?;
+        let data = self.data.as_ref().map_err(|e| Error::Data(e.clone()))?;
+        let frames = Frames::message(&self.name, data, wall_clock_ms(), None)?;
         if !self.rooms.is_empty() {
             let Some(run) = self.router.run_state() else {
                 return Ok(0);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ahash::AHashMap;
 
-use conduit_protocol::{Codec, Value};
+use conduit_protocol::Codec;
 
 use super::Router;
 use crate::error::{Error, Result};
@@ -138,11 +138,18 @@ impl Connection {
     ///
     /// Returns [`Error::Closed`] if the connection is gone, or [`Error::QueueFull`] when
     /// its outbound queue is over the limit (it is then handled as a slow consumer).
-    pub async fn send_message(&self, name: &str, data: impl Into<Value>) -> Result<()> {
+    ///
+    /// `data` is a [`Value`](crate::Value) or anything `Serialize` (a struct of yours).
+    pub async fn send_message(
+        &self,
+        name: &str,
+        data: impl serde::Serialize + 'static,
+    ) -> Result<()> {
         if self.meta.is_closed() {
             return Err(Error::Closed);
         }
-        self.router.send_to(self.meta.id, name, &data.into()).await
+        let data = crate::convert::into_value(data).map_err(Error::Data)?;
+        self.router.send_to(self.meta.id, name, &data).await
     }
 
     // ---- rooms ------------------------------------------------------------------------
@@ -247,10 +254,13 @@ impl Connection {
     }
 
     /// Sends a last message, flushes it, then closes (the guide's "kick" with reason).
-    pub async fn disconnect_with(&self, name: &str, data: impl Into<Value>) -> Result<()> {
-        self.router
-            .kick(self.meta.id, Some((name, &data.into())))
-            .await
+    pub async fn disconnect_with(
+        &self,
+        name: &str,
+        data: impl serde::Serialize + 'static,
+    ) -> Result<()> {
+        let data = crate::convert::into_value(data).map_err(Error::Data)?;
+        self.router.kick(self.meta.id, Some((name, &data))).await
     }
 }
 

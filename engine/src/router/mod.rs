@@ -437,8 +437,10 @@ impl Router {
     /// Broadcasts a message to every logged-in connection; narrow it with
     /// [`Broadcast::to`] (rooms), [`Broadcast::include`] / [`Broadcast::exclude`], then
     /// `.await` it for the number of connections it was queued to.
-    pub fn broadcast(&self, name: &str, data: impl Into<Value>) -> Broadcast {
-        Broadcast::new(self.clone(), name, data.into())
+    ///
+    /// `data` is a [`Value`] or anything `Serialize` (a struct of yours).
+    pub fn broadcast(&self, name: &str, data: impl serde::Serialize + 'static) -> Broadcast {
+        Broadcast::new(self.clone(), name, crate::convert::into_value(data))
     }
 
     /// Fans `frames` out to every admitted connection: on this thread's shard at once,
@@ -547,9 +549,10 @@ impl Router {
         &self,
         id: ConnectionId,
         name: &str,
-        data: impl Into<Value>,
+        data: impl serde::Serialize + 'static,
     ) -> Result<()> {
-        self.send_to(id, name, &data.into()).await
+        let data = crate::convert::into_value(data).map_err(Error::Data)?;
+        self.send_to(id, name, &data).await
     }
 
     pub(crate) async fn send_to(&self, id: ConnectionId, name: &str, data: &Value) -> Result<()> {

@@ -289,7 +289,7 @@ impl Room {
     }
 
     /// A broadcast to its members: `server.broadcast(name, data).to(room)`.
-    pub fn broadcast(&self, name: &str, data: impl Into<conduit_protocol::Value>) -> Broadcast {
+    pub fn broadcast(&self, name: &str, data: impl serde::Serialize + 'static) -> Broadcast {
         self.router.broadcast(name, data).to(&self.name)
     }
 }
