@@ -392,6 +392,83 @@ fn chat_client_talks_to_chat_server() {
     running.stop().unwrap();
 }
 
+/// The chat example's channels: the Rust chat client joins `#rust` where a watcher is
+/// a member and a bystander is not; its lines go to the channel only, presence is
+/// announced to the channel, and leaving ends it.
+#[matrix]
+fn chat_channels_reach_only_their_members() {
+    use std::sync::{Arc, Mutex};
+    let server = chat_server::build(desc("chat_secret")).unwrap();
+    let (running, addr) = start(&server);
+    let mut watcher = TestClient::login(addr, Codec::Native, "chat_secret");
+    assert_eq!(watcher.next_message().unwrap().0, "welcome");
+    let mut bystander = TestClient::login(addr, Codec::V1, "chat_secret");
+    assert_eq!(bystander.next_message().unwrap().0, "welcome");
+    assert_eq!(watcher.next_message().unwrap().0, "user_joined");
+    let joined = watcher
+        .rpc("join_channel", &Value::map().with("channel", "#rust"))
+        .unwrap();
+    assert_eq!(
+        data(joined),
+        Value::map()
+            .with("channel", "#rust")
+            .with("joined", true)
+            .with("members", 1)
+    );
+
+    let screen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let shown: chat_client::Screen = screen.clone();
+    let input =
+        std::io::Cursor::new("/join #rust\nin the channel\n/all to everyone\n/leave\n/quit\n");
+    let client_desc = conduit::ClientDescriptor::new("chat_secret")
+        .runtime(conduit_tests::runtime())
+        .addr(addr);
+    chat_client::run(client_desc, Some("dana"), input, shown).unwrap();
+
+    // The watcher (a member) sees the channel's life; the bystander only the public
+    // part — the `chat` sent after the channel message proves it never came.
+    let mut seen = Vec::new();
+    while seen.last().map(|(n, _): &(String, Value)| n.as_str()) != Some("user_left") {
+        seen.push(watcher.next_message().unwrap());
+    }
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "user_joined",
+            "name_change",
+            "channel_joined",
+            "channel_chat",
+            "chat",
+            "channel_left",
+            "user_left"
+        ]
+    );
+    assert_eq!(
+        seen[2].1,
+        Value::map()
+            .with("channel", "#rust")
+            .with("username", "dana")
+            .with("count", 2)
+    );
+    assert_eq!(
+        seen[3].1.get("message"),
+        Some(&Value::from("in the channel"))
+    );
+    assert_eq!(seen[4].1.get("message"), Some(&Value::from("to everyone")));
+    assert_eq!(seen[5].1.get("count"), Some(&Value::Int(1)));
+    let mut public: Vec<String> = Vec::new();
+    while public.last().map(String::as_str) != Some("user_left") {
+        public.push(bystander.next_message().unwrap().0);
+    }
+    assert_eq!(public, ["user_joined", "name_change", "chat", "user_left"]);
+    let out = String::from_utf8(screen.lock().unwrap().clone()).unwrap();
+    assert!(out.contains("[#rust] * you joined (2 here)"), "{out}");
+    assert!(out.contains("[#rust] * you left"), "{out}");
+    assert_eq!(server.room("#rust").len(), 1);
+    running.stop().unwrap();
+}
+
 /// A tokio application embeds the server: started from inside the application's
 /// runtime, stopped by awaiting, and a handler awaits a tokio-based call (the
 /// application's own TCP service) on the tokio backend.

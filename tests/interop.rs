@@ -374,7 +374,7 @@ fn netconduit_clients_against_our_chat_server() {
     );
     let (passed, failed) = final_tally(&out, &err);
     assert_eq!(failed, 0, "failed cases: {failures:#?}\nstderr:\n{err}");
-    assert!(passed >= 15, "only {passed} cases ran");
+    assert!(passed >= 19, "only {passed} cases ran");
     assert!(
         status.is_some_and(|s| s.success()),
         "interop_client.py exited with {status:?}\nstderr:\n{err}"
@@ -669,7 +669,7 @@ fn auto_serves_netconduit_where_io_uring_is_refused() {
     assert!(log.contains("explicit glommio: "), "{log}");
     let (passed, failed) = final_tally(&out, &err);
     assert_eq!(failed, 0, "python stderr:\n{err}\nchild log:\n{log}");
-    assert!(passed >= 15, "only {passed} cases ran");
+    assert!(passed >= 19, "only {passed} cases ran");
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{err}");
     assert!(child_status.success(), "child failed:\n{log}");
 }

@@ -2,7 +2,8 @@
 //!
 //! `cargo run --example chat_client -- [host] [port] [name]` (defaults 127.0.0.1, 8080).
 //! Type a line to chat; `/name NEW` renames you, `/users` lists who is online,
-//! `/quit` leaves. Set `CODEC=v1` to speak netconduit's MessagePack codec.
+//! `/join #room` joins a channel and sends your lines there (`/all TEXT` still talks to
+//! everyone), `/leave` leaves it, `/channels` lists them, `/quit` leaves. Set `CODEC=v1` to speak netconduit's MessagePack codec.
 
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
@@ -89,10 +90,38 @@ pub fn run(
             &format!("* {} is now {}", text(&d, "old"), text(&d, "new")),
         )
     });
+    let s = screen.clone();
+    client.on("channel_chat", move |d| {
+        show(
+            &s,
+            &format!(
+                "[{}] <{}> {}",
+                text(&d, "channel"),
+                text(&d, "from"),
+                text(&d, "message")
+            ),
+        )
+    });
+    for (event, verb) in [("channel_joined", "joined"), ("channel_left", "left")] {
+        let s = screen.clone();
+        client.on(event, move |d| {
+            show(
+                &s,
+                &format!(
+                    "[{}] * {} {verb} ({} here)",
+                    text(&d, "channel"),
+                    text(&d, "username"),
+                    text(&d, "count")
+                ),
+            )
+        });
+    }
     client.open()?;
     if let Some(n) = name {
         client.request("set_name", Value::map().with("username", n))?;
     }
+    // The channel plain lines go to, once joined.
+    let mut channel: Option<String> = None;
     for line in input.lines() {
         let Ok(line) = line else { break };
         let line = line.trim();
@@ -107,8 +136,30 @@ pub fn run(
         } else if let Some(new) = line.strip_prefix("/name ") {
             let r = client.request("set_name", Value::map().with("username", new.trim()))?;
             show(&screen, &format!("* you are now {}", text(&r, "username")));
+        } else if let Some(room) = line.strip_prefix("/join ") {
+            let room = room.trim();
+            let r = client.call("join_channel", Value::map().with("channel", room))?;
+            show(
+                &screen,
+                &format!("[{room}] * you joined ({} here)", text(&r, "members")),
+            );
+            channel = Some(room.to_owned());
+        } else if line == "/leave" {
+            if let Some(room) = channel.take() {
+                client.call("leave_channel", Value::map().with("channel", room.as_str()))?;
+                show(&screen, &format!("[{room}] * you left"));
+            }
+        } else if line == "/channels" {
+            let r = client.call("list_channels", Value::map())?;
+            show(&screen, &format!("* channels: {}", r));
+        } else if let (Some(room), false) = (&channel, line.starts_with("/all ")) {
+            let data = Value::map()
+                .with("channel", room.as_str())
+                .with("message", line);
+            client.request("channel_chat", data)?;
         } else {
-            client.request("chat", Value::map().with("message", line))?;
+            let message = line.strip_prefix("/all ").unwrap_or(line);
+            client.request("chat", Value::map().with("message", message))?;
         }
     }
     client.close();

@@ -1,5 +1,8 @@
 //! The Server Guide's "Complete Example": a chat server with usernames, chat messages,
-//! name changes and join/leave events.
+//! name changes and join/leave events — plus channels, which go beyond the guide:
+//! rooms joined through RPC (`join_channel`, `leave_channel`, `list_channels`, so
+//! netconduit clients use them too), `channel_chat` messages that reach only the
+//! channel, and presence announcements from the room hooks.
 //!
 //! `cargo run --release --example chat_server` (port 8080, password `chat_secret`;
 //! `PORT` overrides). Try it with two `chat_client`s.
@@ -53,6 +56,40 @@ async fn get_user_count(users: State<Users>) -> usize {
     users.with(|u| u.len())
 }
 
+/// Join a channel (`#name`); its members are told.
+#[rpc]
+async fn join_channel(conn: Connection, channel: String) -> Result<Value, conduit::RpcError> {
+    let joined = conn
+        .join(&channel)
+        .await
+        .map_err(conduit::RpcError::failed)?;
+    let members = conn.server().room(&channel).len();
+    Ok(Value::map()
+        .with("channel", channel)
+        .with("joined", joined)
+        .with("members", members))
+}
+
+/// Leave a channel.
+#[rpc]
+async fn leave_channel(conn: Connection, channel: String) -> Result<bool, conduit::RpcError> {
+    conn.leave(&channel)
+        .await
+        .map_err(conduit::RpcError::failed)
+}
+
+/// The channels with members, and the caller's own.
+#[rpc]
+async fn list_channels(conn: Connection) -> Value {
+    let mut all = conn.server().rooms();
+    all.sort();
+    let mut mine = conn.rooms();
+    mine.sort();
+    Value::map()
+        .with("channels", Value::from_iter(all))
+        .with("mine", Value::from_iter(mine))
+}
+
 fn users(server: &Router) -> State<Users> {
     server
         .state::<Users>()
@@ -66,6 +103,9 @@ pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
     server.rpc(set_username);
     server.rpc(get_users);
     server.rpc(get_user_count);
+    server.rpc(join_channel);
+    server.rpc(leave_channel);
+    server.rpc(list_channels);
 
     // === Message Handlers ===
 
@@ -85,6 +125,32 @@ pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
         Value::map().with("sent", true)
     });
 
+    // A message to one channel the sender is in; everyone else never sees it.
+    server.on("channel_chat", |client, data: Value| async move {
+        let srv = client.server();
+        let channel = data.get("channel").and_then(Value::as_str).unwrap_or("");
+        if !client.in_room(channel) {
+            return Value::map()
+                .with("sent", false)
+                .with("error", "not in that channel");
+        }
+        let username = users(srv).with(|u| u.get(&client.id()).cloned());
+        let message = data.get("message").and_then(Value::as_str).unwrap_or("");
+        let receivers = srv
+            .room(channel)
+            .broadcast(
+                "channel_chat",
+                Value::map()
+                    .with("channel", channel)
+                    .with("from", username.unwrap_or_else(|| "Anonymous".into()))
+                    .with("message", message)
+                    .with("time", now()),
+            )
+            .exclude([client.id()])
+            .await;
+        Value::map().with("sent", true).with("receivers", receivers)
+    });
+
     server.on("set_name", |client, data: Value| async move {
         let srv = client.server();
         let username = data
@@ -101,6 +167,40 @@ pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
             .await;
         }
         Value::map().with("username", username)
+    });
+
+    // === Presence in channels ===
+
+    server.on_join(|conn, channel| async move {
+        let srv = conn.server();
+        let name = users(srv).with(|u| u.get(&conn.id()).cloned());
+        let count = srv.room(&channel).len();
+        srv.room(&channel)
+            .broadcast(
+                "channel_joined",
+                Value::map()
+                    .with("channel", channel.as_str())
+                    .with("username", name.unwrap_or_default())
+                    .with("count", count),
+            )
+            .exclude([conn.id()])
+            .await;
+    });
+
+    // Also when a member disconnects (before `on_client_disconnect` forgets its name).
+    server.on_leave(|conn, channel| async move {
+        let srv = conn.server();
+        let name = users(srv).with(|u| u.get(&conn.id()).cloned());
+        let count = srv.room(&channel).len();
+        srv.room(&channel)
+            .broadcast(
+                "channel_left",
+                Value::map()
+                    .with("channel", channel.as_str())
+                    .with("username", name.unwrap_or_default())
+                    .with("count", count),
+            )
+            .await;
     });
 
     // === Lifecycle ===

@@ -33,6 +33,10 @@ EVENTS = (
     "chat",
     "chat_response",
     "set_name_response",
+    "channel_chat",
+    "channel_chat_response",
+    "channel_joined",
+    "channel_left",
 )
 
 # How long any one expected event or reply may take.
@@ -355,6 +359,41 @@ async def user_left_event(state):
     await b.close()
 
 
+async def channels(_state):
+    """Rooms through the application's RPC methods: a channel message reaches its
+    members only; presence is announced to the channel."""
+    x, _ = await open_with_welcome("chan_X")
+    y, welcome_y = await open_with_welcome("chan_Y")
+    z, _ = await open_with_welcome("chan_Z")
+    try:
+        r = await x.call("join_channel", channel="#py")
+        expect_eq(r, ok({"channel": "#py", "joined": True, "members": 1}), "first join_channel")
+        r = await y.call("join_channel", channel="#py")
+        expect_eq(r, ok({"channel": "#py", "joined": True, "members": 2}), "second join_channel")
+        joined = await x.wait_for("channel_joined", lambda d: d.get("channel") == "#py")
+        expect_eq(joined, {"channel": "#py", "username": welcome_y["username"], "count": 2}, "channel_joined")
+        await x.client.send("channel_chat", {"channel": "#py", "message": "only for #py"})
+        expect_eq(await x.wait_for("channel_chat_response"), {"sent": True, "receivers": 1}, "channel_chat_response")
+        msg = await y.wait_for("channel_chat", lambda d: d.get("message") == "only for #py")
+        expect_eq(msg.get("channel"), "#py", "channel_chat.channel")
+        # A chat to everyone, sent after: when Z has it, the channel message would
+        # have reached Z before it (one sender's frames arrive in order).
+        await x.client.send("chat", {"message": "after the channel"})
+        await z.wait_for("chat", lambda d: d.get("message") == "after the channel")
+        expect_eq(z.received("channel_chat"), [], "Z (in no channel) got no channel message")
+        await z.client.send("channel_chat", {"channel": "#py", "message": "not a member"})
+        refused = await z.wait_for("channel_chat_response")
+        expect_eq(refused.get("sent"), False, "a non-member cannot send to the channel")
+        chans = await z.call("list_channels")
+        expect_eq(chans, ok({"channels": ["#py"], "mine": []}), "list_channels")
+        await y.close()
+        left = await x.wait_for("channel_left", lambda d: d.get("channel") == "#py")
+        expect_eq(left.get("count"), 1, "channel_left.count after Y disconnected")
+    finally:
+        await x.close()
+        await z.close()
+
+
 async def heartbeat_idle(_state):
     """Idle past several intervals and past both timeouts: the server (1 s / 5 s) pings
     the quiet client and must get its PONGs; the chatty client (1 s / 5 s) pings and
@@ -442,6 +481,7 @@ async def main():
     if "C" in state:
         await case("name_change reaches everyone", name_change_event(state))
         await case("user_left on disconnect", user_left_event(state))
+    await case("channels: join by RPC, messages reach members only, presence", channels(state))
     await case(f"heartbeat keeps idle clients connected ({ARGS.idle}s)", heartbeat_idle(state))
     await case("first connection still healthy", closing(state))
     await case(f"{ARGS.clients} clients at once, each gets its own results", many_clients(state))
