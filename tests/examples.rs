@@ -306,6 +306,49 @@ fn game_server_example() {
     running.stop().unwrap();
 }
 
+/// The game example's matches: a typed, validated `join_match` (a bad id is answered
+/// with `join_match_error`), and moves inside a match reach only that match's players.
+#[matrix]
+fn game_matches_are_rooms() {
+    let server = game_server::build(desc("secret")).unwrap();
+    let (running, addr) = start(&server);
+    let mut a = TestClient::login(addr, Codec::Native, "secret");
+    let mut b = TestClient::login(addr, Codec::V1, "secret");
+    let mut c = TestClient::login(addr, Codec::Native, "secret");
+    let join = |p: &mut TestClient, id: &str| {
+        p.send_message("join_match", &Value::map().with("match_id", id))
+            .unwrap();
+        p.next_message().unwrap()
+    };
+    let (name, err) = join(&mut a, "no spaces!");
+    assert_eq!(name, "join_match_error");
+    assert_eq!(err.get("code"), Some(&Value::Int(2000)));
+    assert_eq!(
+        join(&mut a, "m1"),
+        (
+            "join_match_response".to_owned(),
+            Value::map().with("match_id", "m1").with("players", 1)
+        )
+    );
+    assert_eq!(join(&mut b, "m1").1.get("players"), Some(&Value::Int(2)));
+    assert_eq!(join(&mut c, "m2").1.get("players"), Some(&Value::Int(1)));
+    // A move in m1 reaches b, not c: c's next message is the chat sent after it (one
+    // sender's frames arrive in order).
+    a.send_message("player_move", &Value::map().with("x", 1).with("y", 2))
+        .unwrap();
+    let (name, moved) = b.next_message().unwrap();
+    assert_eq!(name, "player_moved");
+    assert_eq!(moved.get("y"), Some(&Value::Float(2.0)));
+    a.send_message("chat", &Value::map().with("message", "gl"))
+        .unwrap();
+    assert_eq!(c.next_message().unwrap().0, "chat");
+    assert_eq!(b.next_message().unwrap().0, "chat");
+    // Switching matches leaves the old one.
+    assert_eq!(join(&mut b, "m2").1.get("players"), Some(&Value::Int(2)));
+    assert_eq!(server.room("match:m1").len(), 1);
+    running.stop().unwrap();
+}
+
 #[matrix]
 fn background_tasks_broadcast_status() {
     let server = background_tasks::build(desc("secret"), Duration::from_millis(50)).unwrap();

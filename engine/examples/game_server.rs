@@ -1,12 +1,16 @@
 //! The Server Guide's "Multiple Handlers": a game server with player_move,
-//! player_attack and chat.
+//! player_attack and chat — plus matches, which go beyond the guide: a player joins a
+//! match with a typed, validated `join_match` message; a match is a room, so moves of
+//! a player in a match reach only the players of that match; which match a player is
+//! in is kept on its connection (an extension).
 //!
 //! `cargo run --example game_server` (port 8080, password `secret`; `PORT` overrides).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use conduit::{ConnectionId, Server, ServerDescriptor, Value};
+use conduit::{ConnectionId, Reply, Server, ServerDescriptor, Value};
+use serde::{Deserialize, Serialize};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -30,6 +34,42 @@ impl Players {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut map)
     }
+}
+
+/// `join_match`'s data, checked before the handler runs: a bad one is answered with
+/// `join_match_error` (code 2000, one entry per field).
+#[derive(Deserialize, garde::Validate)]
+pub struct JoinMatch {
+    /// Which match: 1 to 16 letters, digits or `-`.
+    #[garde(length(min = 1, max = 16), pattern(r"^[A-Za-z0-9-]+$"))]
+    pub match_id: String,
+}
+
+/// `join_match`'s reply.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum MatchJoined {
+    /// Joined.
+    Joined {
+        /// The match joined.
+        match_id: String,
+        /// Players in it now, the joiner included.
+        players: usize,
+    },
+    /// Refused (a room limit).
+    Refused {
+        /// Why.
+        error: String,
+    },
+}
+
+/// The match a player is in, kept on its connection.
+#[derive(Clone, Debug)]
+struct InMatch(String);
+
+/// The room of match `id`.
+fn match_room(id: &str) -> String {
+    format!("match:{id}")
 }
 
 /// Damage dealt by `attacker` to `target`: deterministic so that tests can check it.
@@ -58,16 +98,38 @@ pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
                 }
             });
         }
-        srv.broadcast(
+        let moved = srv.broadcast(
             "player_moved",
             Value::map()
                 .with("player_id", client.id().short())
                 .with("x", x)
                 .with("y", y),
-        )
-        .exclude([client.id()])
-        .await;
+        );
+        // In a match, only its players see the move.
+        let moved = match client.extension::<InMatch>() {
+            Some(InMatch(id)) => moved.to(match_room(&id)),
+            None => moved,
+        };
+        moved.exclude([client.id()]).await;
         None
+    });
+
+    server.on_validated("join_match", |client, join: JoinMatch| async move {
+        // One match at a time: leave the previous one first.
+        if let Some(InMatch(old)) = client.remove_extension::<InMatch>() {
+            let _ = client.leave(&match_room(&old)).await;
+        }
+        let room = match_room(&join.match_id);
+        if let Err(e) = client.join(&room).await {
+            return Reply(MatchJoined::Refused {
+                error: e.to_string(),
+            });
+        }
+        client.insert_extension(InMatch(join.match_id.clone()));
+        Reply(MatchJoined::Joined {
+            players: client.server().room(&room).len(),
+            match_id: join.match_id,
+        })
     });
 
     server.on("player_attack", |client, data: Value| async move {
