@@ -237,6 +237,39 @@ impl Rooms {
 /// A room by name, for presence and room broadcasts: `server.room("lobby")`. Reads the
 /// membership at the moment of asking, across every shard. A room with no members
 /// reads as empty; it is made by the first [`Connection::join`](crate::Connection::join).
+///
+/// ```no_run
+/// use conduit::{Reply, Server, ServerDescriptor, Value};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Deserialize, garde::Validate)]
+/// struct JoinMatch {
+///     #[garde(length(min = 1, max = 16))]
+///     match_id: String,
+/// }
+///
+/// #[derive(Serialize)]
+/// struct Joined {
+///     match_id: String,
+///     players: usize,
+/// }
+///
+/// let server = Server::new(ServerDescriptor::new("secret"))?;
+/// // Data that breaks the rules never reaches the handler: the sender gets
+/// // `join_match_error` {code: 2000, error, details: {errors: [{field, message, type}]}}.
+/// server.on_validated("join_match", |conn, join: JoinMatch| async move {
+///     let room = format!("match:{}", join.match_id);
+///     conn.join(&room).await.ok();
+///     let players = conn.server().room(&room).len();
+///     Reply(Joined { match_id: join.match_id, players }) // sent as join_match_response
+/// });
+/// server.on_join(|conn, room| async move {
+///     let who = Value::map().with("id", conn.id().to_string());
+///     conn.server().broadcast("joined", who).to(room).exclude([conn.id()]).await;
+/// });
+/// server.run()?;
+/// # Ok::<(), conduit::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Room {
     /// The server.
