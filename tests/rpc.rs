@@ -624,3 +624,61 @@ fn handlers_reach_tokio_services_through_the_service_thread() {
     );
     running.stop().unwrap();
 }
+
+/// Totals per connection, for `tally`.
+#[derive(Default)]
+struct Tallies(std::sync::Mutex<std::collections::HashMap<conduit::ConnectionId, i64>>);
+
+/// Adds `add × times` to the caller's total (a message handler with injected state).
+#[rpc]
+async fn tally(
+    conn: Connection,
+    tallies: conduit::State<Tallies>,
+    add: i64,
+    #[default(1)] times: i64,
+) -> Result<i64, RpcError> {
+    if add < 0 {
+        return Err(RpcError::failed("negative"));
+    }
+    let mut t = tallies.0.lock().unwrap();
+    let total = t.entry(conn.id()).or_default();
+    *total += add * times;
+    Ok(*total)
+}
+
+/// An `#[rpc]` function as a message handler: arguments from the data map, injected
+/// `Connection` and `State`, errors sent back as `<name>_error` — and it is no RPC.
+#[matrix]
+fn rpc_style_message_handlers() {
+    let server = Server::new(test_descriptor(PW)).unwrap();
+    server.manage(Tallies::default());
+    server.on_message(tally);
+    let (running, addr) = start(&server);
+    for codec in [Codec::V1, Codec::Native] {
+        let mut c = TestClient::login(addr, codec, PW);
+        let mut send = |data: Value| {
+            c.send_message("tally", &data).unwrap();
+            c.next_message().unwrap()
+        };
+        assert_eq!(
+            send(Value::map().with("add", 2)),
+            ("tally_response".to_owned(), Value::Int(2))
+        );
+        assert_eq!(
+            send(Value::map().with("add", 2).with("times", 3)),
+            ("tally_response".to_owned(), Value::Int(8))
+        );
+        let (name, err) = send(Value::map());
+        assert_eq!(name, "tally_error");
+        assert_eq!(err.get("code"), Some(&Value::Int(2000)));
+        let (name, err) = send(Value::map().with("add", -1));
+        assert_eq!(name, "tally_error");
+        assert_eq!(
+            (err.get("code"), err.get("error").and_then(Value::as_str)),
+            (Some(&Value::Int(1001)), Some("Error in tally: negative"))
+        );
+        let (code, _, _) = failed(&c.rpc("tally", &Value::map().with("add", 1)).unwrap());
+        assert_eq!(code, 4000, "a message handler is not an RPC method");
+    }
+    running.stop().unwrap();
+}

@@ -61,10 +61,10 @@ impl<T: serde::Serialize + 'static> IntoReply for Reply<T> {
 /// type or breaks its `garde` rules: a message `<type>_error` whose data has the same
 /// shape as a failed RPC's error — `{code: 2000, error, details: {errors: [{field,
 /// message, type}]}}` (a message has no correlation id to answer with a failure).
-pub(crate) fn message_error_value(e: &RpcError) -> Value {
+pub(crate) fn message_error_value(e: &RpcError, name: &str) -> Value {
     Value::map()
         .with("code", e.code)
-        .with("error", e.message.as_str())
+        .with("error", e.wire_message(name))
         .with("details", e.details.clone().unwrap_or(Value::Nil))
 }
 

@@ -202,12 +202,8 @@ impl Server {
         self.on_checked(name, Some(|t: &T| t.validate()), handler);
     }
 
-    fn on_checked<T, F, Fut, R>(
-        &self,
-        name: &str,
-        validate: crate::args::Check<T>,
-        handler: F,
-    ) where
+    fn on_checked<T, F, Fut, R>(&self, name: &str, validate: crate::args::Check<T>, handler: F)
+    where
         T: serde::de::DeserializeOwned + 'static,
         F: Fn(Connection, T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = R> + 'static,
@@ -219,11 +215,50 @@ impl Server {
         self.on(name, move |c: Connection, v: Value| {
             let typed = crate::args::typed_message::<T>(&c, &msg_name, v, validate);
             let (handler, error_name) = (handler.clone(), error_name.clone());
+            let msg_name2 = msg_name.clone();
             async move {
                 match typed {
                     Ok(t) => handler(c, t).await.into_reply(),
                     Err(e) => {
-                        let data = crate::handlers::message_error_value(&e);
+                        let data = crate::handlers::message_error_value(&e, &msg_name2);
+                        if let Err(err) = c.send_message(&error_name, data).await {
+                            tracing::debug!(conn = %c.id(), "{error_name} not sent: {err}");
+                        }
+                        None
+                    }
+                }
+            }
+        });
+    }
+
+    /// Registers an `#[rpc]` function (or any [`RpcMethod`](crate::RpcMethod)) as the
+    /// handler of the **messages** named like it: the message's data map is its
+    /// arguments, with everything `#[rpc]` gives — injected `Connection` and
+    /// `State<T>`, defaults, `#[validate]` structs with `garde` rules. Its result is
+    /// sent back as `<name>_response` (nothing for `()` or nil); an error — a bad
+    /// argument (code 2000, one entry per field) or the handler's own `Err` — is sent
+    /// back as a message `<name>_error` with the RPC error's shape `{code, error,
+    /// details}`. It is not callable by RPC unless also registered with
+    /// [`rpc`](Self::rpc).
+    pub fn on_message(&self, method: impl IntoRpcMethod) {
+        let method = method.into_rpc_method();
+        let name = method.info.name.clone();
+        let error_name = format!("{name}_error");
+        let call = method.call;
+        let msg_name = name.clone();
+        self.on(&name, move |c: Connection, data: Value| {
+            let fut = call(crate::RpcCall {
+                connection: c.clone(),
+                method: msg_name.clone(),
+                params: data,
+            });
+            let (name, error_name) = (msg_name.clone(), error_name.clone());
+            async move {
+                match fut.await {
+                    Ok(Value::Nil) => None,
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        let data = crate::handlers::message_error_value(&e, &name);
                         if let Err(err) = c.send_message(&error_name, data).await {
                             tracing::debug!(conn = %c.id(), "{error_name} not sent: {err}");
                         }
