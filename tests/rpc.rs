@@ -682,3 +682,67 @@ fn rpc_style_message_handlers() {
     }
     running.stop().unwrap();
 }
+
+/// A move read in place as a message handler.
+fn move_message() -> RpcMethod {
+    RpcMethod::archived::<Move, _, _, _>(RpcInfo::new("moved"), |call, m: &ArchivedMove| {
+        if m.name.as_str().is_empty() {
+            return Err(RpcError::failed("name must not be empty"));
+        }
+        Ok(Value::map()
+            .with("sum", m.x.to_native() + m.y.to_native())
+            .with("by", call.connection.id().to_string()))
+    })
+}
+
+/// A message whose native data its handler reads in place (`on_message` of an archived
+/// method), and the same handler for a netconduit-v1 sender's map; errors come back as
+/// `<name>_error` before anything sent after them.
+#[matrix]
+fn archived_message_handlers_read_native_data_in_place() {
+    let server = Server::new(test_descriptor(PW)).unwrap();
+    server.on_message(move_message());
+    let (running, addr) = start(&server);
+    let mut n = TestClient::login(addr, Codec::Native, PW);
+    let body = Move {
+        x: 40,
+        y: 2,
+        name: "p1".into(),
+    };
+    let frame = conduit_protocol::native::Encoder::new(0)
+        .message("moved", &body)
+        .unwrap();
+    n.send_raw(&frame).unwrap();
+    let (name, reply) = n.next_message().unwrap();
+    assert_eq!(name, "moved_response");
+    assert_eq!(reply.get("sum"), Some(&Value::Int(42)));
+    // A failure, then a ping: the error is queued before the pong.
+    let bad = Move {
+        x: 0,
+        y: 0,
+        name: String::new(),
+    };
+    let frame = conduit_protocol::native::Encoder::new(0)
+        .message("moved", &bad)
+        .unwrap();
+    n.send_raw(&frame).unwrap();
+    n.ping().unwrap();
+    let (name, err) = n.next_message().unwrap();
+    assert_eq!(name, "moved_error");
+    assert_eq!(
+        err.get("error").and_then(Value::as_str),
+        Some("Error in moved: name must not be empty")
+    );
+    assert_eq!(n.next_frame().unwrap().header.kind, FrameKind::Pong);
+    // netconduit-v1 senders send a map; the same handler reads it.
+    let mut v = TestClient::login(addr, Codec::V1, PW);
+    v.send_message(
+        "moved",
+        &Value::map().with("x", 1).with("y", 2).with("name", "p2"),
+    )
+    .unwrap();
+    let (name, reply) = v.next_message().unwrap();
+    assert_eq!(name, "moved_response");
+    assert_eq!(reply.get("sum"), Some(&Value::Int(3)));
+    running.stop().unwrap();
+}

@@ -13,9 +13,13 @@ use crate::core::{Args, Call, CallKind, Failure, Outcome};
 use crate::handlers::{RawArgs, Registry, RpcCall, RpcError};
 use crate::router::Connection;
 
-/// Runs a call whose arguments are read in place (`RpcMethod::archived`): such handlers
-/// are synchronous, so this borrows the receive buffer only while it runs.
+/// Runs a call whose arguments are read in place (`RpcMethod::archived`, as an RPC
+/// method or through `on_message`): such handlers are synchronous, so this borrows
+/// the receive buffer only while it runs.
 pub(crate) fn run_in_place(registry: &Registry, conn: &Connection, call: Call<'_>) -> Outcome {
+    if call.kind == CallKind::Message {
+        return run_message_in_place(registry, conn, call);
+    }
     let method = call.route;
     let result = match (registry.rpcs.get(method.as_ref()), call.args) {
         (Some(entry), Args::Native(bytes)) => match &entry.archived {
@@ -35,6 +39,39 @@ pub(crate) fn run_in_place(registry: &Registry, conn: &Connection, call: Call<'_
         _ => Err(RpcError::failed("arguments arrived undecoded")),
     };
     Outcome::Rpc(result.map_err(|e| failure(e, &method)))
+}
+
+/// A message whose native data its handler reads in place; its error goes back as
+/// `<name>_error`, queued now, before anything the connection sends later.
+fn run_message_in_place(registry: &Registry, conn: &Connection, call: Call<'_>) -> Outcome {
+    let name = call.route;
+    let (Some(archived), Args::Native(bytes)) =
+        (registry.archived_messages.get(name.as_ref()), call.args)
+    else {
+        return Outcome::Message(None);
+    };
+    let rpc = RpcCall {
+        connection: conn.clone(),
+        method: name.to_string(),
+        params: Value::Nil,
+    };
+    let result =
+        std::panic::catch_unwind(AssertUnwindSafe(|| archived(&rpc, RawArgs::Native(bytes))))
+            .unwrap_or_else(|_| Err(panicked(conn, &name)));
+    match result {
+        Ok(Value::Nil) => Outcome::Message(None),
+        Ok(v) => Outcome::Message(Some(v)),
+        Err(e) => {
+            let data = crate::handlers::message_error_value(&e, &name);
+            if let Err(err) = conn
+                .router
+                .send_here(conn.id(), &format!("{name}_error"), &data)
+            {
+                tracing::debug!(conn = %conn.id(), "{name}_error not sent: {err}");
+            }
+            Outcome::Message(None)
+        }
+    }
 }
 
 fn failure(e: RpcError, method: &str) -> Failure {

@@ -451,6 +451,9 @@ pub(crate) type RpcEntry = RpcMethod;
 #[derive(Default, Clone)]
 pub(crate) struct Registry {
     pub messages: AHashMap<String, Vec<MessageFn>>,
+    /// Message types whose handler reads native data in place (`on_message` of an
+    /// [`RpcMethod::archived`]); v1 senders go through `messages` as usual.
+    pub archived_messages: AHashMap<String, ArchivedFn>,
     pub rpcs: AHashMap<String, RpcEntry>,
     /// Registration order, for `listall`.
     pub rpc_order: Vec<String>,
@@ -508,16 +511,23 @@ impl Registry {
     /// What the connection core needs to know of these handlers.
     pub fn route_table(&self) -> crate::core::RouteTable {
         use crate::core::ArgForm;
-        crate::core::RouteTable::new(
-            self.rpcs.iter().map(|(name, m)| {
-                let form = if m.archived.is_some() {
-                    ArgForm::InPlace
-                } else {
-                    ArgForm::Value
-                };
-                (name.clone(), form)
+        let form = |in_place: bool| {
+            if in_place {
+                ArgForm::InPlace
+            } else {
+                ArgForm::Value
+            }
+        };
+        crate::core::RouteTable::with_message_forms(
+            self.rpcs
+                .iter()
+                .map(|(name, m)| (name.clone(), form(m.archived.is_some()))),
+            self.messages.keys().map(|name| {
+                // One in-place handler per type: more would each need the buffer.
+                let in_place = self.archived_messages.contains_key(name)
+                    && self.messages.get(name).is_some_and(|h| h.len() == 1);
+                (name.clone(), form(in_place))
             }),
-            self.messages.keys().cloned(),
             self.listall(),
         )
     }

@@ -244,6 +244,13 @@ impl Server {
         let method = method.into_rpc_method();
         let name = method.info.name.clone();
         let error_name = format!("{name}_error");
+        if let Some(archived) = method.archived {
+            // Native senders' data is read in place (see `dispatch::run_in_place`).
+            self.setup()
+                .registry
+                .archived_messages
+                .insert(name.clone(), archived);
+        }
         let call = method.call;
         let msg_name = name.clone();
         self.on(&name, move |c: Connection, data: Value| {

@@ -457,12 +457,12 @@ impl ConnCore {
         timestamp_ms: u64,
     ) -> Option<Event<'d>> {
         let (call_kind, form) = if kind == FrameKind::Message {
-            if !self.config.routes.has_message(&route) {
+            let Some(form) = self.config.routes.message(&route) else {
                 tracing::debug!(conn = %self.id, name = %route, "no handler for message type; ignored");
                 self.counters.unrouted_messages += 1;
                 return None;
-            }
-            (CallKind::Message, ArgForm::Value)
+            };
+            (CallKind::Message, form)
         } else if route == LISTALL {
             let reply = self
                 .encoder(timestamp_ms)

@@ -2,10 +2,10 @@
 //! each RPC takes its arguments, and `listall`'s answer — enough to decide every frame's
 //! fate without calling into the application.
 
-use ahash::{AHashMap, AHashSet};
+use ahash::AHashMap;
 use conduit_protocol::Value;
 
-/// How an RPC method takes its arguments.
+/// How an RPC method (or a message handler) takes its arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArgForm {
     /// A decoded [`Value`] map (every `#[rpc]` function).
@@ -20,8 +20,8 @@ pub enum ArgForm {
 pub struct RouteTable {
     /// Registered RPC methods.
     rpcs: AHashMap<String, ArgForm>,
-    /// Message types with at least one handler.
-    messages: AHashSet<String>,
+    /// Message types with at least one handler, and how they take their data.
+    messages: AHashMap<String, ArgForm>,
     /// The built-in `listall` answer, computed once at start.
     listall: Value,
 }
@@ -30,10 +30,24 @@ pub struct RouteTable {
 pub const LISTALL: &str = "listall";
 
 impl RouteTable {
-    /// A table of `rpcs`, `messages` and the `listall` answer.
+    /// A table of `rpcs`, `messages` (decoded data) and the `listall` answer.
     pub fn new(
         rpcs: impl IntoIterator<Item = (String, ArgForm)>,
         messages: impl IntoIterator<Item = String>,
+        listall: Value,
+    ) -> RouteTable {
+        RouteTable::with_message_forms(
+            rpcs,
+            messages.into_iter().map(|m| (m, ArgForm::Value)),
+            listall,
+        )
+    }
+
+    /// A table whose message types say how they take their data (in place for
+    /// handlers of archived data).
+    pub fn with_message_forms(
+        rpcs: impl IntoIterator<Item = (String, ArgForm)>,
+        messages: impl IntoIterator<Item = (String, ArgForm)>,
         listall: Value,
     ) -> RouteTable {
         RouteTable {
@@ -48,9 +62,9 @@ impl RouteTable {
         self.rpcs.get(method).copied()
     }
 
-    /// Whether messages of type `name` have a handler.
-    pub fn has_message(&self, name: &str) -> bool {
-        self.messages.contains(name)
+    /// How messages of type `name` take their data, if they have a handler.
+    pub fn message(&self, name: &str) -> Option<ArgForm> {
+        self.messages.get(name).copied()
     }
 
     /// The `listall` answer.

@@ -555,6 +555,21 @@ impl Router {
         self.send_to(id, name, &data).await
     }
 
+    /// Queues a message to connection `id` of this thread's shard at once (no await, no
+    /// bus): for synchronous handlers answering their own connection.
+    pub(crate) fn send_here(&self, id: ConnectionId, name: &str, data: &Value) -> Result<()> {
+        let (run, shard) = self
+            .local()
+            .filter(|(_, s)| s.index() == id.shard())
+            .ok_or(Error::Closed)?;
+        let codec = run
+            .lookup(id)
+            .and_then(|m| m.codec())
+            .ok_or(Error::Closed)?;
+        let frames = Frames::message(name, data, wall_clock_ms(), Some(codec))?;
+        shard.send_local(id, &frames)
+    }
+
     pub(crate) async fn send_to(&self, id: ConnectionId, name: &str, data: &Value) -> Result<()> {
         crate::rt::exec::yield_if_needed().await;
         let run = self.run_state().ok_or(Error::NotRunning)?;
