@@ -46,7 +46,24 @@ pub enum Error {
     Data(String),
     /// A room operation was refused (a name or a limit).
     #[error(transparent)]
-    Room(#[from] crate::router::RoomError),
+    Room(#[from] RoomError),
+}
+
+/// Why a room operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoomError {
+    /// The name is empty, longer than `max_room_name_bytes`, or has a control
+    /// character.
+    #[error("invalid room name: {0}")]
+    InvalidName(&'static str),
+    /// The connection is already in `max_rooms_per_connection` rooms.
+    #[error("the connection is already in {0} rooms (max_rooms_per_connection)")]
+    TooManyForConnection(usize),
+    /// `max_rooms` rooms exist: a new room cannot be made (existing rooms still take
+    /// members).
+    #[error("{0} rooms exist (max_rooms); no new room can be made")]
+    TooManyRooms(usize),
 }
 
 /// Shorthand for results of this crate.
