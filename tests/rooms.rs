@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use conduit::{ConnectionId, RoomError, Server, ServerDescriptor, Value};
+use conduit::{Connection, ConnectionId, RoomError, Server, ServerDescriptor, Value};
 use conduit_protocol::Codec;
 use conduit_tests::{matrix, start, test_descriptor, TestClient};
 
@@ -49,28 +49,29 @@ fn ids(data: &Value, key: &str) -> Vec<ConnectionId> {
     }
 }
 
+/// The connection a join or leave is for: the one with the message's `id` (wherever
+/// it lives), else the sender.
+fn target(c: &Connection, data: &Value) -> Connection {
+    match data.get("id").and_then(Value::as_str) {
+        Some(id) => c.server().connection(id.parse().unwrap()).unwrap(),
+        None => c.clone(),
+    }
+}
+
 /// A server whose handlers let a client join and leave rooms (its own, or — with an
 /// `id` — another connection's, wherever it lives) and broadcast to rooms.
 fn server(desc: ServerDescriptor) -> Server {
     let server = Server::new(desc).unwrap();
     server.on("join", |c, data: Value| async move {
         let room = data.get("room").and_then(Value::as_str).unwrap_or_default();
-        let target = match data.get("id").and_then(Value::as_str) {
-            Some(id) => c.server().connection(id.parse().unwrap()).unwrap(),
-            None => c.clone(),
-        };
-        match target.join(room).await {
+        match target(&c, &data).join(room).await {
             Ok(new) => Value::map().with("joined", new),
             Err(e) => Value::map().with("error", e.to_string()),
         }
     });
     server.on("leave", |c, data: Value| async move {
         let room = data.get("room").and_then(Value::as_str).unwrap_or_default();
-        let target = match data.get("id").and_then(Value::as_str) {
-            Some(id) => c.server().connection(id.parse().unwrap()).unwrap(),
-            None => c.clone(),
-        };
-        Value::map().with("left", target.leave(room).await.unwrap())
+        Value::map().with("left", target(&c, &data).leave(room).await.unwrap())
     });
     // Broadcast `said` to `rooms` (narrowed by `include` / `exclude`), then `marker` to
     // everyone from this same task; reply with the count.

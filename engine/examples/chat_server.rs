@@ -128,6 +128,24 @@ fn users(server: &Router) -> State<Users> {
         .unwrap_or_else(|| State::new(Users::default()))
 }
 
+/// Tells the other members of `channel` that `conn` joined or left (`event`), with the
+/// member count after the change.
+async fn announce(conn: Connection, channel: String, event: &'static str) {
+    let srv = conn.server();
+    let name = users(srv).with(|u| u.get(&conn.id()).cloned());
+    let room = srv.room(&channel);
+    let count = room.len();
+    room.broadcast(
+        event,
+        Value::map()
+            .with("channel", channel.as_str())
+            .with("username", name.unwrap_or_default())
+            .with("count", count),
+    )
+    .exclude([conn.id()])
+    .await;
+}
+
 /// Builds the server (used by `main` and by the tests).
 pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
     let server = Server::new(desc)?;
@@ -181,37 +199,9 @@ pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
 
     // === Presence in channels ===
 
-    server.on_join(|conn, channel| async move {
-        let srv = conn.server();
-        let name = users(srv).with(|u| u.get(&conn.id()).cloned());
-        let count = srv.room(&channel).len();
-        srv.room(&channel)
-            .broadcast(
-                "channel_joined",
-                Value::map()
-                    .with("channel", channel.as_str())
-                    .with("username", name.unwrap_or_default())
-                    .with("count", count),
-            )
-            .exclude([conn.id()])
-            .await;
-    });
-
+    server.on_join(|conn, channel| announce(conn, channel, "channel_joined"));
     // Also when a member disconnects (before `on_client_disconnect` forgets its name).
-    server.on_leave(|conn, channel| async move {
-        let srv = conn.server();
-        let name = users(srv).with(|u| u.get(&conn.id()).cloned());
-        let count = srv.room(&channel).len();
-        srv.room(&channel)
-            .broadcast(
-                "channel_left",
-                Value::map()
-                    .with("channel", channel.as_str())
-                    .with("username", name.unwrap_or_default())
-                    .with("count", count),
-            )
-            .await;
-    });
+    server.on_leave(|conn, channel| announce(conn, channel, "channel_left"));
 
     // === Lifecycle ===
 
