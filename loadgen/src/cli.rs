@@ -37,11 +37,13 @@ pub enum Command {
     Connect(ConnectArgs),
     /// N idle connections answering the server's heartbeat.
     Heartbeat(HeartbeatArgs),
-    /// N receivers, sender(s) broadcasting through the server.
+    /// N receivers, sender(s) broadcasting through the server; or, with
+    /// --room-members M, M of N connections in a room, one of them broadcasting to it.
     Broadcast(BroadcastArgs),
     /// N connections × depth `add` calls in flight.
     Rpc(RpcArgs),
-    /// Run the benchmark server (RPC `add`, message `bench_broadcast` → `tick`).
+    /// Run the benchmark server (RPC `add`, messages `bench_broadcast` → `tick`,
+    /// `bench_join`, `bench_room_broadcast` → `tick` to a room).
     Serve(ServeArgs),
     /// Connections churning through an in-process server (connect, log in, RPCs and
     /// broadcasts, leave); RSS, open descriptors and `connection_count` must come back.
@@ -168,7 +170,8 @@ pub struct TargetArgs {
     /// Codec the clients speak.
     #[arg(long, value_enum, default_value_t = CodecArg::Native)]
     pub codec: CodecArg,
-    /// Connections (broadcast: receivers).
+    /// Connections (broadcast: receivers; with --room-members: all of them, the sender
+    /// and the other members included).
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
     /// Password.
@@ -273,6 +276,12 @@ pub struct BroadcastArgs {
     /// netconduit-v1 `tick` payload size, bytes.
     #[arg(long, default_value_t = 64)]
     pub payload_bytes: usize,
+    /// A room broadcast: this many of the --connections (the sender among them, spread
+    /// evenly over the server's shards) join a room, and the sender broadcasts to the
+    /// room one message at a time (--mode single); the other connections stay idle and
+    /// must receive nothing. Needs conduit's benchmark server (`bench_join`).
+    #[arg(long)]
+    pub room_members: Option<usize>,
 }
 
 /// `rpc` options.
@@ -406,6 +415,12 @@ pub fn dispatch(command: Command) -> Result<i32> {
             single(a.target, a.heartbeat_ms.max(1), scenario)
         }
         Command::Broadcast(a) => {
+            if a.room_members.is_some() && a.target.target == "netconduit" {
+                return Err(Error::Args(
+                    "--room-members needs conduit's benchmark server (netconduit's has no rooms)"
+                        .into(),
+                ));
+            }
             let mode = match a.mode {
                 ModeArg::Single => BroadcastMode::Single,
                 ModeArg::Rate => BroadcastMode::Rate { hz: a.rate },
@@ -421,6 +436,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
                 duration: seconds("duration-s", a.duration_s)?,
                 drain: seconds("drain-s", a.drain_s)?,
                 payload_bytes: a.payload_bytes,
+                room_members: a.room_members,
             });
             single(a.target, 30_000, scenario)
         }
@@ -609,5 +625,37 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(dispatch(cli.command), Err(Error::Args(m)) if m.contains("loopback")));
+        // A room broadcast: only one message at a time, only on conduit's server, and
+        // never a room larger than the connections.
+        let room = |extra: &[&str]| {
+            let mut args = vec![
+                "conduit-loadgen",
+                "broadcast",
+                "--target",
+                "127.0.0.1:9",
+                "--connections",
+                "50",
+                "--room-members",
+            ];
+            args.extend_from_slice(extra);
+            dispatch(Cli::try_parse_from(args).unwrap().command)
+        };
+        assert!(matches!(room(&["60"]), Err(Error::Args(m)) if m.contains("room members")));
+        assert!(matches!(room(&["1"]), Err(Error::Args(m)) if m.contains("room members")));
+        assert!(
+            matches!(room(&["10", "--mode", "saturate"]), Err(Error::Args(m)) if m.contains("one message at a time"))
+        );
+        let cli = Cli::try_parse_from([
+            "conduit-loadgen",
+            "broadcast",
+            "--target",
+            "netconduit",
+            "--codec",
+            "v1",
+            "--room-members",
+            "10",
+        ])
+        .unwrap();
+        assert!(matches!(dispatch(cli.command), Err(Error::Args(m)) if m.contains("rooms")));
     }
 }

@@ -155,6 +155,25 @@ pub fn runs_table(results: &[RunResult]) -> String {
         for n in &r.notes {
             out.push_str(&format!("  note: {n}\n"));
         }
+        if let Some(us) = r.server_cpu_us_per_message {
+            let room = match (r.room_members, &r.room_members_per_shard) {
+                (Some(m), Some(shards)) => format!(
+                    "; room of {m} among {} connections (members per shard: {})",
+                    r.connections,
+                    shards
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => String::new(),
+            };
+            out.push_str(&format!(
+                "  broadcast: {} messages, {} server CPU per message{room}\n",
+                r.messages,
+                dur_us(Some(us)),
+            ));
+        }
         if let Some(h) = r.rounds {
             out.push_str(&format!(
                 "  heartbeat: {} rounds, {} server CPU per round\n",

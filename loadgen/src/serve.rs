@@ -1,7 +1,12 @@
 //! `conduit-loadgen serve`: the conduit server the scenarios measure.
 //!
-//! Handlers: RPC `add(a, b)`, and message `bench_broadcast`, whose handler broadcasts
-//! the received data as message `tick` to every other connection (no reply). It runs
+//! Handlers: RPC `add(a, b)`; message `bench_broadcast`, whose handler broadcasts the
+//! received data as message `tick` to every other connection (no reply); message
+//! `bench_join`, which puts its sender in the room its data names and answers
+//! `bench_join_response` `{room, joined, members, shard}` (the room's size right after
+//! the join, the shard serving the sender; `{room, error}` if refused); and message
+//! `bench_room_broadcast`, which broadcasts its data as `tick`, unchanged, to the room
+//! named by the data's `r`, except the sender (no reply). It runs
 //! on the runtime backend it is given (`--runtime`, default `auto`), prints
 //! `READY port=<port> pid=<pid> runtime=<glommio|tokio>` on stdout once it accepts
 //! connections — the backend it actually runs on, so a suite records what it measured —
@@ -14,7 +19,7 @@ use std::time::Duration;
 use conduit::handlers::RpcInfo;
 use conduit::{RpcError, Runtime, Server, ServerDescriptor, Value};
 
-use crate::wire::{BENCH_BROADCAST, TICK};
+use crate::wire::{BENCH_BROADCAST, BENCH_JOIN, BENCH_ROOM_BROADCAST, ROOM_KEY, TICK};
 use crate::{Error, Result};
 
 /// The line `serve` prints once it accepts connections (`READY port=… pid=…
@@ -118,6 +123,34 @@ pub fn build(opts: &ServeOptions) -> Result<Server> {
         client
             .server()
             .broadcast(TICK, data)
+            .exclude([client.id()])
+            .await;
+    });
+    server.on(BENCH_JOIN, |client, data: Value| async move {
+        let Some(room) = data.as_str() else {
+            return Value::map().with("error", "the data must be a room name (a string)");
+        };
+        match client.join(room).await {
+            Ok(joined) => Value::map()
+                .with("room", room)
+                .with("joined", joined)
+                .with("members", client.server().room(room).len())
+                .with("shard", client.id().shard()),
+            Err(e) => Value::map().with("room", room).with("error", e.to_string()),
+        }
+    });
+    server.on(BENCH_ROOM_BROADCAST, |client, data: Value| async move {
+        let Some(room) = data
+            .get(ROOM_KEY)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            return;
+        };
+        client
+            .server()
+            .broadcast(TICK, data)
+            .to(room)
             .exclude([client.id()])
             .await;
     });

@@ -17,7 +17,7 @@ use conduit_protocol::handshake::{ClientHandshake, ClientStep};
 use conduit_protocol::native::{self, ArchivedValueTree};
 use conduit_protocol::v1::{self, V1Limits, V1Payload};
 use conduit_protocol::{
-    auth, Codec, DecoderLimits, Encoder, FrameDecoder, FrameKind, Header, Value,
+    auth, Codec, DecoderLimits, Encoder, FrameDecoder, FrameKind, Header, Value, ValueLimits,
 };
 
 use crate::Error;
@@ -30,6 +30,22 @@ pub const BENCH_BROADCAST: &str = "bench_broadcast";
 
 /// Message type receivers get.
 pub const TICK: &str = "tick";
+
+/// Message type that puts its sender in the room its data names (a string); the
+/// server answers with [`BENCH_JOIN_RESPONSE`].
+pub const BENCH_JOIN: &str = "bench_join";
+
+/// The server's answer to [`BENCH_JOIN`]: `{room, joined, members, shard}` (or
+/// `{room, error}` when the join was refused).
+pub const BENCH_JOIN_RESPONSE: &str = "bench_join_response";
+
+/// Message type a room broadcast's sender sends: a tick whose data also names the room
+/// (key [`ROOM_KEY`]); the server re-broadcasts it as [`TICK`] to that room's other
+/// members.
+pub const BENCH_ROOM_BROADCAST: &str = "bench_room_broadcast";
+
+/// The key of a room tick's data that names its room.
+pub const ROOM_KEY: &str = "r";
 
 /// Added to every sequence number and timestamp in a benchmark payload so MessagePack
 /// always writes them as 9-byte uint64s: every message of a run has the same size.
@@ -49,6 +65,9 @@ pub struct Conn {
     pub decoder: FrameDecoder,
     /// The codec this connection speaks.
     pub codec: Codec,
+    /// The id the server gave this connection at login (native logins only): it says
+    /// which of the server's shards serves it.
+    pub connection_id: Option<u64>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -102,15 +121,16 @@ impl Conn {
                 accept_native: spec.codec == Codec::Native,
             }),
             codec: spec.codec,
+            connection_id: None,
         };
-        conn.login(&spec.password, nonce_seed).await?;
+        conn.connection_id = conn.login(&spec.password, nonce_seed).await?;
         Ok(conn)
     }
 
     /// Logs in through the protocol crate's [`ClientHandshake`], feeding it frames
     /// straight from the decoder (native payloads come out 8-byte aligned, as rkyv
-    /// needs).
-    async fn login(&mut self, password: &str, nonce_seed: u64) -> Result<(), Error> {
+    /// needs); the connection id the server assigned, when its codec says.
+    async fn login(&mut self, password: &str, nonce_seed: u64) -> Result<Option<u64>, Error> {
         let mut handshake = ClientHandshake::new(
             self.codec,
             password,
@@ -130,7 +150,7 @@ impl Conn {
             };
             match step {
                 ClientStep::Send(next) => out = next,
-                ClientStep::Done(_) => return Ok(()),
+                ClientStep::Done(info) => return Ok(info.connection_id),
             }
         }
     }
@@ -154,6 +174,12 @@ impl Conn {
     /// An empty frame of `kind` (PING, PONG) in this connection's codec.
     pub fn empty_frame(&self, kind: FrameKind) -> Result<Bytes, Error> {
         empty_frame(self.codec, kind)
+    }
+
+    /// The server shard that serves this connection, when the login said (native).
+    pub fn shard(&self) -> Option<usize> {
+        self.connection_id
+            .map(|id| conduit::ConnectionId::from_u64(id).shard())
     }
 }
 
@@ -201,28 +227,52 @@ pub fn tick_value(t: Tick, pad: usize) -> Value {
         .with("p", vec![0x55u8; pad])
 }
 
+/// The data of a broadcast message, naming its room (key [`ROOM_KEY`]) if it has one.
+fn tick_data(t: Tick, pad: usize, room: Option<&str>) -> Value {
+    match room {
+        Some(room) => tick_value(t, pad).with(ROOM_KEY, room),
+        None => tick_value(t, pad),
+    }
+}
+
 /// A `bench_broadcast` MESSAGE frame for `t` with `pad` padding bytes.
 pub fn bench_message(codec: Codec, t: Tick, pad: usize) -> Result<Bytes, Error> {
     Ok(Encoder::new(codec, wall_clock_ms()).message(0, BENCH_BROADCAST, &tick_value(t, pad))?)
 }
 
-/// The `tick` frame the server sends for `t` (what receivers get), as conduit encodes
-/// it: used to size payloads.
-pub fn tick_frame(codec: Codec, t: Tick, pad: usize) -> Result<Bytes, Error> {
-    Ok(Encoder::new(codec, 0).message(0, TICK, &tick_value(t, pad))?)
+/// A `bench_room_broadcast` MESSAGE frame for `t` to room `room`, with `pad` padding
+/// bytes.
+pub fn bench_room_message(codec: Codec, t: Tick, pad: usize, room: &str) -> Result<Bytes, Error> {
+    Ok(Encoder::new(codec, wall_clock_ms()).message(
+        0,
+        BENCH_ROOM_BROADCAST,
+        &tick_data(t, pad, Some(room)),
+    )?)
 }
 
-/// Padding that makes the netconduit-v1 `tick` frame's payload `payload_bytes` long
-/// (or as close above as the fixed fields allow). The native frame of the same data is
-/// larger; reports show both sizes.
-pub fn pad_for_payload(payload_bytes: usize) -> usize {
+/// A `bench_join` MESSAGE frame asking to join room `room`.
+pub fn join_message(codec: Codec, room: &str) -> Result<Bytes, Error> {
+    Ok(Encoder::new(codec, wall_clock_ms()).message(0, BENCH_JOIN, &Value::from(room))?)
+}
+
+/// The `tick` frame the server sends for `t` (what receivers get; a room broadcast's
+/// names its room), as conduit encodes it: used to size payloads.
+pub fn tick_frame(codec: Codec, t: Tick, pad: usize, room: Option<&str>) -> Result<Bytes, Error> {
+    Ok(Encoder::new(codec, 0).message(0, TICK, &tick_data(t, pad, room))?)
+}
+
+/// Padding that makes the netconduit-v1 `tick` frame's payload (to `room`, if any)
+/// `payload_bytes` long (or as close above as the fixed fields allow). The native
+/// frame of the same data is larger; reports show both sizes.
+pub fn pad_for_payload(payload_bytes: usize, room: Option<&str>) -> usize {
     let t = Tick {
         sender: 0,
         seq: 0,
         due_ns: 0,
     };
     let size = |pad| {
-        tick_frame(Codec::V1, t, pad).map_or(usize::MAX, |f| f.len() - conduit_protocol::HEADER_LEN)
+        tick_frame(Codec::V1, t, pad, room)
+            .map_or(usize::MAX, |f| f.len() - conduit_protocol::HEADER_LEN)
     };
     let mut pad = payload_bytes.saturating_sub(size(0));
     // A bin8 header is 2 bytes, bin16 3: step down until it fits.
@@ -432,6 +482,60 @@ fn parse_tick_v1(payload: &[u8]) -> Option<Tick> {
     tick.filter(|_| is_tick)
 }
 
+/// What the server answered to a [`BENCH_JOIN`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinResponse {
+    /// Whether the connection joined now (false: it was in already).
+    pub joined: bool,
+    /// The room's members as the server counted them right after this join.
+    pub members: u64,
+    /// The server shard that serves the connection.
+    pub shard: u64,
+}
+
+/// Reads a `bench_join_response` MESSAGE: `None` if the frame is something else, an
+/// error if the server refused the join or the answer is malformed.
+pub fn parse_join_response(
+    codec: Codec,
+    header: &Header,
+    payload: &[u8],
+) -> Result<Option<JoinResponse>, Error> {
+    if header.kind != FrameKind::Message {
+        return Ok(None);
+    }
+    let data = match codec {
+        Codec::V1 => match v1::decode(header, payload, &V1Limits::default())? {
+            V1Payload::Message { name, data } if name == BENCH_JOIN_RESPONSE => data,
+            _ => return Ok(None),
+        },
+        Codec::Native => {
+            let (name, body) = native::split_route(payload)?;
+            if name != BENCH_JOIN_RESPONSE {
+                return Ok(None);
+            }
+            native::access::<ArchivedValueTree>(body)?.to_value(ValueLimits::default())?
+        }
+    };
+    if let Some(e) = data.get("error").and_then(Value::as_str) {
+        return Err(Error::Target(format!("the server refused the join: {e}")));
+    }
+    let count = |k: &str| data.get(k).and_then(Value::as_u64);
+    match (
+        data.get("joined").and_then(Value::as_bool),
+        count("members"),
+        count("shard"),
+    ) {
+        (Some(joined), Some(members), Some(shard)) => Ok(Some(JoinResponse {
+            joined,
+            members,
+            shard,
+        })),
+        _ => Err(Error::Protocol(format!(
+            "malformed {BENCH_JOIN_RESPONSE}: {data:?}"
+        ))),
+    }
+}
+
 // ---- RPC ---------------------------------------------------------------------------
 
 /// An `add(a, b)` RPC_REQUEST.
@@ -482,11 +586,13 @@ mod tests {
             due_ns: 123_456_789,
         };
         for codec in [Codec::V1, Codec::Native] {
-            let frame = tick_frame(codec, t, 21).unwrap();
-            let mut d = FrameDecoder::new(DecoderLimits::default());
-            d.feed(&frame);
-            let f = d.next_frame().unwrap().unwrap();
-            assert_eq!(parse_tick(codec, f.payload).unwrap(), Some(t), "{codec:?}");
+            for room in [None, Some("lobby")] {
+                let frame = tick_frame(codec, t, 21, room).unwrap();
+                let mut d = FrameDecoder::new(DecoderLimits::default());
+                d.feed(&frame);
+                let f = d.next_frame().unwrap().unwrap();
+                assert_eq!(parse_tick(codec, f.payload).unwrap(), Some(t), "{codec:?}");
+            }
         }
         // Another message type is not a tick.
         let other = v1::Encoder::new(0).message("chat", &tick_value(t, 0));
@@ -501,9 +607,14 @@ mod tests {
             seq: 5,
             due_ns: 1,
         };
-        let pad = pad_for_payload(64);
-        let frame = tick_frame(Codec::V1, t, pad).unwrap();
+        let pad = pad_for_payload(64, None);
+        let frame = tick_frame(Codec::V1, t, pad, None).unwrap();
         assert_eq!(frame.len() - conduit_protocol::HEADER_LEN, 64);
+        // A room tick names its room in the same 64 bytes.
+        let room_pad = pad_for_payload(64, Some("room"));
+        assert!(room_pad < pad);
+        let room_frame = tick_frame(Codec::V1, t, room_pad, Some("room")).unwrap();
+        assert_eq!(room_frame.len(), frame.len());
         // Fixed-width fields: a much later message has the same size.
         let later = Tick {
             sender: 0,
@@ -511,14 +622,14 @@ mod tests {
             due_ns: 3_600_000_000_000,
         };
         assert_eq!(
-            tick_frame(Codec::V1, later, pad).unwrap().len(),
+            tick_frame(Codec::V1, later, pad, None).unwrap().len(),
             frame.len()
         );
         // Below the fixed part, no padding.
-        assert_eq!(pad_for_payload(1), 0);
-        let big = pad_for_payload(1000);
+        assert_eq!(pad_for_payload(1, None), 0);
+        let big = pad_for_payload(1000, None);
         assert_eq!(
-            tick_frame(Codec::V1, t, big).unwrap().len() - conduit_protocol::HEADER_LEN,
+            tick_frame(Codec::V1, t, big, None).unwrap().len() - conduit_protocol::HEADER_LEN,
             1000
         );
     }
@@ -575,5 +686,72 @@ mod tests {
             v1::decode(&h, &p, &V1Limits::default()).unwrap(),
             V1Payload::RpcRequest { method: Some(m), .. } if m == "add"
         ));
+    }
+
+    #[test]
+    fn join_messages_and_responses() {
+        let reply = Value::map()
+            .with("room", "lobby")
+            .with("joined", true)
+            .with("members", 7u64)
+            .with("shard", 1u64);
+        let refused = Value::map()
+            .with("room", "lobby")
+            .with("error", "too many rooms");
+        for codec in [Codec::V1, Codec::Native] {
+            let frame = |name: &str, v: &Value| Encoder::new(codec, 0).message(0, name, v).unwrap();
+            let parse = |bytes: &[u8]| {
+                let mut d = FrameDecoder::new(DecoderLimits::default());
+                d.feed(bytes);
+                let f = d.next_frame().unwrap().unwrap();
+                parse_join_response(codec, &f.header, f.payload)
+            };
+            assert_eq!(
+                parse(&frame(BENCH_JOIN_RESPONSE, &reply)).unwrap(),
+                Some(JoinResponse {
+                    joined: true,
+                    members: 7,
+                    shard: 1
+                }),
+                "{codec:?}"
+            );
+            // Another message, or a PING, is not the answer.
+            assert_eq!(parse(&frame(TICK, &reply)).unwrap(), None);
+            assert_eq!(
+                parse(&empty_frame(codec, FrameKind::Ping).unwrap()).unwrap(),
+                None
+            );
+            // A refusal, and an answer missing a field, are errors.
+            assert!(matches!(
+                parse(&frame(BENCH_JOIN_RESPONSE, &refused)),
+                Err(Error::Target(m)) if m.contains("too many rooms")
+            ));
+            assert!(parse(&frame(
+                BENCH_JOIN_RESPONSE,
+                &Value::map().with("joined", true)
+            ))
+            .is_err());
+            // The join itself names the room as its data.
+            let join = join_message(codec, "lobby").unwrap();
+            let mut d = FrameDecoder::new(DecoderLimits::default());
+            d.feed(&join);
+            let f = d.next_frame().unwrap().unwrap();
+            assert_eq!(f.header.kind, FrameKind::Message);
+        }
+        // A room broadcast is a tick with its room: the server forwards it as is.
+        let t = Tick {
+            sender: 0,
+            seq: 1,
+            due_ns: 2,
+        };
+        let frame = bench_room_message(Codec::V1, t, 0, "lobby").unwrap();
+        let (h, p, _) = decode_one(&frame);
+        match v1::decode(&h, &p, &V1Limits::default()).unwrap() {
+            V1Payload::Message { name, data } => {
+                assert_eq!(name, BENCH_ROOM_BROADCAST);
+                assert_eq!(data.get(ROOM_KEY).and_then(Value::as_str), Some("lobby"));
+            }
+            other => panic!("not a message: {other:?}"),
+        }
     }
 }

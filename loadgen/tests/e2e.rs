@@ -98,6 +98,65 @@ fn broadcast_counts_add_up_in_both_codecs() {
     }
 }
 
+/// A room broadcast: of 60 connections, 10 join a room (spread over the server's two
+/// shards when the login says which shard serves a connection), and each of the
+/// sender's ticks reaches the other 9 members and nobody else.
+#[test]
+fn room_broadcast_reaches_every_member_and_only_them() {
+    let scratch = Scratch::new("room");
+    for (codec, shards) in [("native", "2"), ("v1", "1")] {
+        let json = scratch.file(&format!("room-{codec}.json"));
+        run(exe()
+            .args([
+                "broadcast",
+                "--codec",
+                codec,
+                "--shards",
+                shards,
+                "--connections",
+                "60",
+                "--room-members",
+                "10",
+                "--messages",
+                "20",
+                "--duration-s",
+                "30",
+                "--drain-s",
+                "30",
+                "--no-progress",
+                "--json",
+            ])
+            .arg(&json));
+        let r = read_json(&json);
+        assert_eq!(r["scenario"], "broadcast-room", "{r:#}");
+        assert_eq!(r["connections"], 60);
+        assert_eq!(r["room_members"], 10, "the server's count of the room");
+        let per_shard: Vec<u64> = r["room_members_per_shard"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .collect();
+        assert_eq!(per_shard.iter().sum::<u64>(), 10);
+        if codec == "native" {
+            assert_eq!(per_shard, [5, 5], "members dealt over both shards");
+        }
+        assert_eq!(r["messages"], 20);
+        assert_eq!(r["ops"], 20 * 9);
+        assert_eq!(r["loss"]["expected"], 20 * 9);
+        assert_eq!(r["loss"]["delivered"], 20 * 9);
+        assert_eq!(r["loss"]["lost"], 0);
+        assert_eq!(r["loss"]["unfinished"], 0);
+        assert_eq!(
+            r["errors"], 0,
+            "no tick reached a connection outside the room"
+        );
+        assert_eq!(r["complete"], true);
+        assert_eq!(r["fanout"]["count"], 20);
+        assert!(r["server_cpu_us_per_message"].as_f64().is_some());
+    }
+}
+
 /// The scenarios of a quick suite, in the order they run.
 const SCENARIOS: [&str; 10] = [
     "connect",

@@ -38,7 +38,7 @@ pub(super) struct ConnectPhase {
 }
 
 /// The connect phase of every run: opens and logs in the spec's connections (plus a
-/// broadcast's senders), records its time, latency and failures in `result`, and
+/// broadcast's senders, except a room broadcast's, who is one of them), records its time, latency and failures in `result`, and
 /// primes netconduit-v1 connections. Fails unless every connection logged in.
 pub(super) async fn open_all(
     spec: &RunSpec,
@@ -46,7 +46,7 @@ pub(super) async fn open_all(
 ) -> Result<(Vec<Conn>, ConnectPhase)> {
     let pid = spec.server_pid;
     let extra = match &spec.scenario {
-        Scenario::Broadcast(b) => b.senders,
+        Scenario::Broadcast(b) => b.extra_connections(),
         _ => 0,
     };
     let total = spec.connections + extra;

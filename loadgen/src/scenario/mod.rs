@@ -33,8 +33,8 @@ use crate::wire::ConnectSpec;
 use crate::{Error, Result};
 
 pub use broadcast::{
-    BroadcastMode, BroadcastSpec, MAX_MESSAGES, MAX_PAYLOAD_BYTES, MAX_RATE_HZ, MAX_SENDERS,
-    MAX_WINDOW, RING_SLOTS,
+    BroadcastMode, BroadcastSpec, BENCH_ROOM, MAX_MESSAGES, MAX_PAYLOAD_BYTES, MAX_RATE_HZ,
+    MAX_SENDERS, MAX_WINDOW, MIN_ROOM_MEMBERS, RING_SLOTS,
 };
 pub use heartbeat::HeartbeatSpec;
 pub use progress::PROGRESS_EVERY;
@@ -65,7 +65,8 @@ const RING_DEPTH: usize = 1024;
 pub struct RunSpec {
     /// How each connection connects and logs in.
     pub connect: ConnectSpec,
-    /// Connections to open (broadcast: receivers; senders come on top).
+    /// Connections to open (broadcast: receivers, senders come on top; room broadcast:
+    /// every connection, the sender and the other members among them).
     pub connections: usize,
     /// Connects in flight at once.
     pub connect_concurrency: usize,
@@ -92,7 +93,8 @@ pub enum Scenario {
     },
     /// Idle connections answering the server's heartbeat.
     Heartbeat(HeartbeatSpec),
-    /// One or more senders, the server re-broadcasting to every receiver.
+    /// One or more senders, the server re-broadcasting to every receiver (or, for a
+    /// room broadcast, to the room's other members only).
     Broadcast(BroadcastSpec),
     /// `add(a, b)` calls, `depth` in flight per connection.
     Rpc(RpcSpec),
@@ -105,6 +107,7 @@ impl Scenario {
             Scenario::Connect { .. } => "connect".into(),
             Scenario::Heartbeat(h) if h.client_ping => "heartbeat-ping".into(),
             Scenario::Heartbeat(_) => "heartbeat".into(),
+            Scenario::Broadcast(b) if b.room_members.is_some() => "broadcast-room".into(),
             Scenario::Broadcast(b) => format!("broadcast-{}", b.mode.name()),
             Scenario::Rpc(_) => "rpc".into(),
         }
@@ -123,7 +126,8 @@ pub struct RunResult {
     pub runtime: Option<String>,
     /// `native` or `v1`.
     pub codec: String,
-    /// Connections the scenario measured (receivers for broadcasts).
+    /// Connections the scenario measured (receivers for broadcasts; every connection,
+    /// members or not, for a room broadcast).
     pub connections: usize,
     /// Time from the first connect to the last login, seconds.
     pub connect_s: f64,
@@ -159,6 +163,15 @@ pub struct RunResult {
     pub server_core_pct: Option<f64>,
     /// Server CPU per operation, microseconds.
     pub server_cpu_us_per_op: Option<f64>,
+    /// Broadcast: server CPU per message sent (one broadcast and all its deliveries),
+    /// microseconds.
+    pub server_cpu_us_per_message: Option<f64>,
+    /// Room broadcast: the room's members (the sender included) as the server counted
+    /// them once every member had joined.
+    pub room_members: Option<usize>,
+    /// Room broadcast: members per server shard (index: shard), as the server placed
+    /// them.
+    pub room_members_per_shard: Option<Vec<usize>>,
     /// Heartbeat: rounds observed (pings received ÷ connections).
     pub rounds: Option<f64>,
     /// Heartbeat: server CPU per round, microseconds.
@@ -205,6 +218,9 @@ impl RunResult {
             server_cpu_stat_s: None,
             server_core_pct: None,
             server_cpu_us_per_op: None,
+            server_cpu_us_per_message: None,
+            room_members: None,
+            room_members_per_shard: None,
             rounds: None,
             server_cpu_us_per_round: None,
             client_core_pct: None,

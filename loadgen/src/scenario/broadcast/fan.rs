@@ -27,6 +27,8 @@ pub(super) struct Fan {
     pub(super) ring_overruns: Cell<u64>,
     pub(super) deliveries: Cell<u64>,
     pub(super) errors: Cell<u64>,
+    /// Ticks that reached a connection outside a room broadcast's room.
+    pub(super) strays: Cell<u64>,
     pub(super) last_arrival_ns: Cell<u64>,
     pub(super) delivery: RefCell<Latency>,
     pub(super) fanout: RefCell<Latency>,
@@ -48,6 +50,7 @@ impl Fan {
             ring_overruns: Cell::new(0),
             deliveries: Cell::new(0),
             errors: Cell::new(0),
+            strays: Cell::new(0),
             last_arrival_ns: Cell::new(0),
             delivery: RefCell::new(Latency::new()),
             fanout: RefCell::new(Latency::new()),

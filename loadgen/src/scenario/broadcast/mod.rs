@@ -1,13 +1,20 @@
 //! `broadcast`: senders whose messages the server re-broadcasts to every receiver.
 //!
 //! It measures fan-out: deliveries per second, each delivery's latency and each
-//! message's time to its last receiver, the server's CPU per delivery, and every lost,
-//! duplicated or unfinished delivery (per receiver and sender). The three pacings in
-//! [`send`] answer different questions: `single` the unloaded fan-out latency, `rate`
-//! the latency at a fixed offered load (free of coordinated omission), `saturate` the
-//! highest throughput. [`fan`] holds the accounting the senders and receivers share.
+//! message's time to its last receiver, the server's CPU per delivery and per message,
+//! and every lost, duplicated or unfinished delivery (per receiver and sender). The
+//! three pacings in [`send`] answer different questions: `single` the unloaded fan-out
+//! latency, `rate` the latency at a fixed offered load (free of coordinated omission),
+//! `saturate` the highest throughput. [`fan`] holds the accounting the senders and
+//! receivers share.
+//!
+//! A room broadcast (`room_members`) asks what a broadcast to a room costs among many
+//! connections that are not in it: some of the connections join one room ([`room`]),
+//! one of them sends to the room one message at a time, the others stay idle and must
+//! receive nothing.
 
 mod fan;
+mod room;
 mod send;
 
 use std::rc::Rc;
@@ -39,6 +46,12 @@ pub const MAX_WINDOW: usize = 4096;
 
 /// Highest fixed send rate, messages per second per sender.
 pub const MAX_RATE_HZ: f64 = 100_000.0;
+
+/// Fewest members of a room broadcast's room: the sender and one receiver.
+pub const MIN_ROOM_MEMBERS: usize = 2;
+
+/// The room a room broadcast's members join.
+pub const BENCH_ROOM: &str = "bench";
 
 /// Slots of the in-flight broadcast table (per message: receivers that got it). A
 /// slot is reused after this many messages, so more may never be in flight at once.
@@ -92,10 +105,31 @@ pub struct BroadcastSpec {
     pub drain: Duration,
     /// Size of the netconduit-v1 `tick` payload, bytes.
     pub payload_bytes: usize,
+    /// A room broadcast: this many of the run's connections (the sender among them,
+    /// spread evenly over the server's shards) join room [`BENCH_ROOM`], and the sender
+    /// broadcasts to it; the others stay idle. `None`: an ordinary broadcast to every
+    /// other connection, senders on top of the receivers.
+    pub room_members: Option<usize>,
 }
 
 impl BroadcastSpec {
-    /// Checks the broadcast's bounds, with `receivers` receiving connections.
+    /// The room the broadcast goes to, if it is a room broadcast.
+    pub fn room(&self) -> Option<&'static str> {
+        self.room_members.map(|_| BENCH_ROOM)
+    }
+
+    /// Connections opened on top of the run's `connections`: the senders, except for
+    /// a room broadcast, whose sender is one of them.
+    pub fn extra_connections(&self) -> usize {
+        if self.room_members.is_some() {
+            0
+        } else {
+            self.senders
+        }
+    }
+
+    /// Checks the broadcast's bounds, with `receivers` receiving connections (a room
+    /// broadcast: `receivers` connections in all, members or not).
     pub(super) fn validate(&self, receivers: usize) -> Result<()> {
         let bad = |m: String| Err(Error::Args(m));
         check_duration("broadcast duration", self.duration)?;
@@ -118,10 +152,21 @@ impl BroadcastSpec {
                 self.payload_bytes
             ));
         }
-        if receivers + self.senders > MAX_CONNECTIONS {
+        if receivers + self.extra_connections() > MAX_CONNECTIONS {
             return bad(format!(
                 "receivers + senders exceed {MAX_CONNECTIONS} connections"
             ));
+        }
+        if let Some(members) = self.room_members {
+            if self.mode != BroadcastMode::Single {
+                return bad("a room broadcast sends one message at a time (single mode)".into());
+            }
+            if members < MIN_ROOM_MEMBERS || members > receivers {
+                return bad(format!(
+                    "room members must be {MIN_ROOM_MEMBERS}..=connections ({receivers}), \
+                     the sender among them; got {members}"
+                ));
+            }
         }
         match self.mode {
             BroadcastMode::Single if self.senders != 1 => {
@@ -148,6 +193,8 @@ impl BroadcastSpec {
 }
 
 /// Runs the broadcast phase: the first `b.senders` of `conns` send, the rest receive.
+/// A room broadcast first puts `room_members` of them in the room (the first of those
+/// sends, the others receive); the rest stay idle, answering the server's PINGs.
 pub(super) async fn run(
     spec: &RunSpec,
     b: &BroadcastSpec,
@@ -155,15 +202,26 @@ pub(super) async fn run(
     result: &mut RunResult,
 ) -> Result<()> {
     let codec = spec.connect.codec;
-    let pad = wire::pad_for_payload(b.payload_bytes);
+    let pad = wire::pad_for_payload(b.payload_bytes, b.room());
     let probe = Tick {
         sender: 0,
         seq: 0,
         due_ns: 0,
     };
-    result.frame_bytes = Some(wire::tick_frame(codec, probe, pad)?.len());
-    let senders: Vec<Conn> = conns.drain(..b.senders).collect();
-    let receivers = conns;
+    result.frame_bytes = Some(wire::tick_frame(codec, probe, pad, b.room())?.len());
+    let (senders, receivers, idle) = match b.room_members {
+        Some(members) => {
+            let (members, idle) = room::pick_members(conns, members);
+            let mut members =
+                room::join_all(members, BENCH_ROOM, spec.connect_deadline, result).await?;
+            let senders: Vec<Conn> = members.drain(..1).collect();
+            (senders, members, idle)
+        }
+        None => {
+            let senders: Vec<Conn> = conns.drain(..b.senders).collect();
+            (senders, conns, Vec::new())
+        }
+    };
     let fan = Rc::new(Fan::new(receivers.len() as u32, b.senders));
     let rx_tasks: Vec<Task<()>> = receivers
         .into_iter()
@@ -173,6 +231,18 @@ pub(super) async fn run(
             spawn_task(async move {
                 if let Err(e) = receive(c, i, &fan).await {
                     tracing::debug!("receiver {i}: {e}");
+                    fan.errors.set(fan.errors.get() + 1);
+                }
+            })
+        })
+        .collect();
+    let idle_tasks: Vec<Task<()>> = idle
+        .into_iter()
+        .map(|c| {
+            let fan = fan.clone();
+            spawn_task(async move {
+                if let Err(e) = room::idle(c, &fan).await {
+                    tracing::debug!("idle connection: {e}");
                     fan.errors.set(fan.errors.get() + 1);
                 }
             })
@@ -239,6 +309,7 @@ pub(super) async fn run(
     drop(tick);
     progress.finish();
     drop(rx_tasks);
+    drop(idle_tasks);
     drop(sender_conns);
 
     let sent = fan.sent.borrow().clone();
@@ -249,7 +320,18 @@ pub(super) async fn run(
     result.messages = messages;
     result.errors += fan.errors.get();
     result.set_cpu(&cpu0, &cpu1, elapsed);
+    result.server_cpu_us_per_message = result
+        .server_cpu_s
+        .filter(|_| messages > 0)
+        .map(|s| s * 1e6 / messages as f64);
     result.loss = Some(loss);
+    if fan.strays.get() > 0 {
+        result.errors += fan.strays.get();
+        result.notes.push(format!(
+            "{} tick(s) reached connections outside the room",
+            fan.strays.get()
+        ));
+    }
     result.complete = complete && loss.lost == 0 && loss.unfinished == 0;
     if fan.ring_overruns.get() > 0 {
         result.notes.push(format!(
@@ -313,7 +395,48 @@ mod tests {
             duration: Duration::from_secs(1),
             drain: Duration::from_secs(1),
             payload_bytes: 64,
+            room_members: None,
         })
+    }
+
+    fn room(mode: BroadcastMode, members: usize) -> Scenario {
+        Scenario::Broadcast(BroadcastSpec {
+            mode,
+            senders: 1,
+            messages: 10,
+            duration: Duration::from_secs(1),
+            drain: Duration::from_secs(1),
+            payload_bytes: 64,
+            room_members: Some(members),
+        })
+    }
+
+    #[test]
+    fn room_bounds_are_enforced() {
+        // The spec has 100 connections: the room takes 2..=100 of them, sender included.
+        assert!(validate(&spec(room(BroadcastMode::Single, 10))).is_ok());
+        assert!(validate(&spec(room(BroadcastMode::Single, 100))).is_ok());
+        assert!(validate(&spec(room(BroadcastMode::Single, MIN_ROOM_MEMBERS))).is_ok());
+        assert!(validate(&spec(room(BroadcastMode::Single, MIN_ROOM_MEMBERS - 1))).is_err());
+        assert!(matches!(
+            validate(&spec(room(BroadcastMode::Single, 101))),
+            Err(Error::Args(m)) if m.contains("room members")
+        ));
+        assert!(matches!(
+            validate(&spec(room(BroadcastMode::Rate { hz: 30.0 }, 10))),
+            Err(Error::Args(m)) if m.contains("one message at a time")
+        ));
+        // The sender is one of the connections: a room broadcast may use them all.
+        let mut s = spec(room(BroadcastMode::Single, 10));
+        s.connections = MAX_CONNECTIONS;
+        assert!(validate(&s).is_ok());
+        let mut s = spec(bcast(BroadcastMode::Single, 1));
+        s.connections = MAX_CONNECTIONS;
+        assert!(validate(&s).is_err());
+        assert_eq!(
+            spec(room(BroadcastMode::Single, 10)).scenario.name(),
+            "broadcast-room"
+        );
     }
 
     #[test]
@@ -364,6 +487,7 @@ mod tests {
             duration: Duration::ZERO,
             drain: Duration::from_secs(1),
             payload_bytes: 64,
+            room_members: None,
         };
         assert!(validate(&spec(Scenario::Broadcast(b.clone()))).is_err());
         b.duration = Duration::from_secs(1);

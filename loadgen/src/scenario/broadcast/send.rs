@@ -32,15 +32,15 @@ pub(super) async fn send_loop(
     until: Instant,
 ) -> Result<Conn> {
     let frame = |seq: u64, due_ns: u64| {
-        wire::bench_message(
-            codec,
-            Tick {
-                sender: s as u64,
-                seq,
-                due_ns,
-            },
-            pad,
-        )
+        let t = Tick {
+            sender: s as u64,
+            seq,
+            due_ns,
+        };
+        match b.room() {
+            Some(room) => wire::bench_room_message(codec, t, pad, room),
+            None => wire::bench_message(codec, t, pad),
+        }
     };
     match b.mode {
         BroadcastMode::Single => {
