@@ -35,6 +35,7 @@ EVENTS = (
     "set_name_response",
     "channel_chat",
     "channel_chat_response",
+    "channel_chat_error",
     "channel_joined",
     "channel_left",
 )
@@ -384,6 +385,13 @@ async def channels(_state):
         await z.client.send("channel_chat", {"channel": "#py", "message": "not a member"})
         refused = await z.wait_for("channel_chat_response")
         expect_eq(refused.get("sent"), False, "a non-member cannot send to the channel")
+        # Data that does not fit the handler (no `message`): a `<type>_error` message
+        # with the RPC error's shape, since a message has no call to fail.
+        await x.client.send("channel_chat", {"channel": "#py"})
+        err = await x.wait_for("channel_chat_error")
+        expect_eq(err.get("code"), 2000, "channel_chat_error.code")
+        fields = [e.get("field") for e in (err.get("details") or {}).get("errors", [])]
+        expect_eq(fields, ["message"], "channel_chat_error names the missing field")
         chans = await z.call("list_channels")
         expect_eq(chans, ok({"channels": ["#py"], "mine": []}), "list_channels")
         await y.close()
