@@ -2,7 +2,7 @@
 //!
 //! Load generator and benchmark suite for conduit and any netconduit-v1 server.
 //! Scenarios run over real sockets on 127.0.0.1 only, each bounded in count and
-//! time; a lean raw-protocol client ([`wire`]) drives thousands of connections from
+//! time; a lean raw-protocol client ([`wire`], sending [`payload`]s) drives thousands of connections from
 //! one executor pinned to its own core (glommio where io_uring works, else tokio: the
 //! engine's own choice), and the server's CPU time and memory are read from
 //! `/proc/<pid>` ([`procfs`]).
@@ -24,6 +24,7 @@
 
 pub mod cli;
 pub mod goals;
+pub mod payload;
 pub mod procfs;
 pub mod report;
 pub mod scenario;

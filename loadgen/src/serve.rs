@@ -19,7 +19,7 @@ use std::time::Duration;
 use conduit::handlers::RpcInfo;
 use conduit::{RpcError, Runtime, Server, ServerDescriptor, Value};
 
-use crate::wire::{BENCH_BROADCAST, BENCH_JOIN, BENCH_ROOM_BROADCAST, ROOM_KEY, TICK};
+use crate::payload::{BENCH_BROADCAST, BENCH_JOIN, BENCH_ROOM_BROADCAST, ROOM_KEY, TICK};
 use crate::{Error, Result};
 
 /// The line `serve` prints once it accepts connections (`READY port=… pid=…

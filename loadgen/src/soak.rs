@@ -24,11 +24,12 @@ use futures_lite::FutureExt;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use crate::payload::{self, Tick};
 use crate::procfs::{self, Proc};
 use crate::scenario::{self, MAX_CONNECTIONS, MAX_DURATION};
 use crate::serve::{self, ServeOptions};
 use crate::target::BENCH_PASSWORD;
-use crate::wire::{self, Conn, ConnectSpec, Tick, MAX_CONNECT_ATTEMPTS};
+use crate::wire::{Conn, ConnectSpec, MAX_CONNECT_ATTEMPTS};
 use crate::{Error, Result};
 
 /// How often the sampler reads RSS, open descriptors and `connection_count`.
@@ -522,13 +523,13 @@ async fn lifetime(i: usize, spec: &ConnectSpec, a: &SoakArgs, c: &Counters) -> R
                 seq: u64::from(k),
                 due_ns: 0,
             };
-            conn.send(&wire::bench_message(codec, tick, 0)?).await?;
+            conn.send(&payload::bench_message(codec, tick, 0)?).await?;
             bump(&c.broadcasts);
         }
         if k < a.rpcs {
             let corr = u64::from(k) + 1;
             let (x, y) = (i as i64, i64::from(k));
-            conn.send(&wire::add_request(codec, corr, x, y)?).await?;
+            conn.send(&payload::add_request(codec, corr, x, y)?).await?;
             loop {
                 conn.fill().await?;
                 let mut answer = None;
@@ -538,7 +539,7 @@ async fn lifetime(i: usize, spec: &ConnectSpec, a: &SoakArgs, c: &Counters) -> R
                         FrameKind::RpcResponse | FrameKind::RpcError
                             if f.header.correlation_id == corr =>
                         {
-                            answer = Some(wire::rpc_result(codec, &f.header, f.payload)?);
+                            answer = Some(payload::rpc_result(codec, &f.header, f.payload)?);
                         }
                         FrameKind::Message => bump(&c.ticks),
                         FrameKind::Ping => owe_pong = true,

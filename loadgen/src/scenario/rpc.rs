@@ -16,9 +16,10 @@ use futures_lite::FutureExt;
 
 use super::progress::Progress;
 use super::{check_duration, RunResult, RunSpec};
+use crate::payload;
 use crate::procfs::CpuMark;
 use crate::stats::Latency;
-use crate::wire::{self, Conn};
+use crate::wire::Conn;
 use crate::{Error, Result};
 
 /// Deepest RPC pipeline per connection.
@@ -157,7 +158,7 @@ async fn rpc_conn(mut c: Conn, idx: i64, depth: usize, calls: &Calls) -> Result<
             let corr = next_corr;
             next_corr += 1;
             let a = (corr % 1_000_000) as i64;
-            out.extend_from_slice(&wire::add_request(codec, corr, a, idx)?);
+            out.extend_from_slice(&payload::add_request(codec, corr, a, idx)?);
             in_flight.push_back((corr, Instant::now(), a + idx));
         }
         if !out.is_empty() {
@@ -180,7 +181,7 @@ async fn rpc_conn(mut c: Conn, idx: i64, depth: usize, calls: &Calls) -> Result<
                     let (_, sent, expected) = in_flight.remove(pos).unwrap_or((0, now, 0));
                     calls.rtt.borrow_mut().record(now - sent);
                     calls.done.set(calls.done.get() + 1);
-                    if wire::rpc_result(codec, &f.header, f.payload)? != Some(expected) {
+                    if payload::rpc_result(codec, &f.header, f.payload)? != Some(expected) {
                         calls.wrong.set(calls.wrong.get() + 1);
                     }
                 }

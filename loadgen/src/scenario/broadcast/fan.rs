@@ -9,8 +9,8 @@ use std::time::Instant;
 use event_listener::{listener, Event};
 
 use super::RING_SLOTS;
+use crate::payload::Tick;
 use crate::stats::{Latency, ReceiverLoss};
-use crate::wire::Tick;
 
 /// State shared by a broadcast run's senders and receivers.
 pub(super) struct Fan {

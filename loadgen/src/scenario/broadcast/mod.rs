@@ -27,9 +27,10 @@ use futures_lite::FutureExt;
 use self::fan::Fan;
 use super::progress::Progress;
 use super::{check_duration, RunResult, RunSpec, MAX_CONNECTIONS};
+use crate::payload::{self, Tick};
 use crate::procfs::CpuMark;
 use crate::stats::LossReport;
-use crate::wire::{self, Conn, Tick};
+use crate::wire::Conn;
 use crate::{Error, Result};
 
 /// Most broadcast senders.
@@ -202,13 +203,13 @@ pub(super) async fn run(
     result: &mut RunResult,
 ) -> Result<()> {
     let codec = spec.connect.codec;
-    let pad = wire::pad_for_payload(b.payload_bytes, b.room());
+    let pad = payload::pad_for_payload(b.payload_bytes, b.room());
     let probe = Tick {
         sender: 0,
         seq: 0,
         due_ns: 0,
     };
-    result.frame_bytes = Some(wire::tick_frame(codec, probe, pad, b.room())?.len());
+    result.frame_bytes = Some(payload::tick_frame(codec, probe, pad, b.room())?.len());
     let (senders, receivers, idle) = match b.room_members {
         Some(members) => {
             let (members, idle) = room::pick_members(conns, members);
@@ -367,7 +368,7 @@ async fn receive(mut c: Conn, idx: usize, fan: &Fan) -> Result<()> {
         while let Some(f) = c.decoder.next_frame()? {
             match f.header.kind {
                 FrameKind::Message => {
-                    if let Some(t) = wire::parse_tick(codec, f.payload)? {
+                    if let Some(t) = payload::parse_tick(codec, f.payload)? {
                         fan.on_tick(idx, t, now);
                     }
                 }

@@ -12,7 +12,8 @@ use futures_lite::FutureExt;
 
 use super::fan::Fan;
 use super::RunResult;
-use crate::wire::{self, Conn, JoinResponse};
+use crate::payload::{self, JoinResponse};
+use crate::wire::Conn;
 use crate::{Error, Result};
 
 /// Shard indices a server may report: its connection ids hold 10 bits of shard.
@@ -109,7 +110,7 @@ pub(super) async fn join_all(
         Error::Timeout(format!(
             "the {want} members did not all join room {room:?} within {deadline:?} \
              (does the server have the `{}` handler?)",
-            wire::BENCH_JOIN
+            payload::BENCH_JOIN
         ))
     })?;
     let mut conns = Vec::with_capacity(want);
@@ -158,7 +159,7 @@ pub(super) async fn join_all(
 async fn join(c: &mut Conn, room: &str) -> Result<JoinResponse> {
     let codec = c.codec;
     let pong = c.empty_frame(FrameKind::Pong)?;
-    c.send(&wire::join_message(codec, room)?).await?;
+    c.send(&payload::join_message(codec, room)?).await?;
     loop {
         let mut owe_pong = false;
         let mut answer = None;
@@ -166,7 +167,7 @@ async fn join(c: &mut Conn, room: &str) -> Result<JoinResponse> {
             match f.header.kind {
                 FrameKind::Ping => owe_pong = true,
                 FrameKind::Message => {
-                    answer = wire::parse_join_response(codec, &f.header, f.payload)?;
+                    answer = payload::parse_join_response(codec, &f.header, f.payload)?;
                     if answer.is_some() {
                         break;
                     }
@@ -194,7 +195,7 @@ pub(super) async fn idle(mut c: Conn, fan: &Fan) -> Result<()> {
         let mut owe_pong = false;
         while let Some(f) = c.decoder.next_frame()? {
             match f.header.kind {
-                FrameKind::Message if wire::parse_tick(codec, f.payload)?.is_some() => {
+                FrameKind::Message if payload::parse_tick(codec, f.payload)?.is_some() => {
                     fan.strays.set(fan.strays.get() + 1);
                 }
                 FrameKind::Ping => owe_pong = true,

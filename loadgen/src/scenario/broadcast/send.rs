@@ -16,8 +16,9 @@ use futures_lite::FutureExt;
 
 use super::fan::Fan;
 use super::{BroadcastMode, BroadcastSpec};
+use crate::payload::{self, Tick};
 use crate::stats::Schedule;
-use crate::wire::{self, Conn, Tick};
+use crate::wire::Conn;
 use crate::{Error, Result};
 
 /// Sender `s`: sends its messages over `c` as `b.mode` paces them until `until` or its
@@ -38,8 +39,8 @@ pub(super) async fn send_loop(
             due_ns,
         };
         match b.room() {
-            Some(room) => wire::bench_room_message(codec, t, pad, room),
-            None => wire::bench_message(codec, t, pad),
+            Some(room) => payload::bench_room_message(codec, t, pad, room),
+            None => payload::bench_message(codec, t, pad),
         }
     };
     match b.mode {
