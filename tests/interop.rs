@@ -295,13 +295,15 @@ async fn divide(a: f64, b: f64) -> Result<f64, RpcError> {
 /// machine); everything else at the engine's defaults (`v1_post_auth_delay`
 /// included).
 fn interop_server() -> Server {
-    let desc = ServerDescriptor::new("chat_secret")
+    let mut desc = ServerDescriptor::new("chat_secret")
         .runtime(conduit_tests::runtime())
         .host("127.0.0.1")
         .port(0)
         .shards(2)
         .name("ChatServer")
         .heartbeat(Duration::from_secs(1), Duration::from_secs(5));
+    // The Python side logs 200 clients in at once, all from 127.0.0.1.
+    desc.max_pending_per_source = desc.max_pending;
     let server = chat_server::build(desc).expect("chat server builds");
     server.rpc(add);
     server.rpc(echo);

@@ -172,6 +172,13 @@ pub struct ServerDescriptor {
     /// Longest room name, in bytes (names are UTF-8 with no control characters).
     /// Default 128.
     pub max_room_name_bytes: usize,
+    /// Most connections logging in at once (accepted, not yet authenticated), so the
+    /// rest of `max_connections` is kept for authenticated clients. Default 256.
+    pub max_pending: usize,
+    /// Most connections logging in at once from one source address (one IPv6 /64),
+    /// so one address cannot hold the login budget: beyond it, its new connections are
+    /// refused with a reason. Default 16.
+    pub max_pending_per_source: usize,
 }
 
 /// The highest `max_payload_depth` a server accepts. Decoding, dropping and re-encoding
@@ -215,6 +222,8 @@ impl ServerDescriptor {
             max_rooms: 10_000,
             max_rooms_per_connection: 64,
             max_room_name_bytes: 128,
+            max_pending: 256,
+            max_pending_per_source: 16,
         }
     }
 
@@ -406,6 +415,15 @@ impl ServerDescriptor {
         }
         if self.max_room_name_bytes == 0 || self.max_room_name_bytes > 4096 {
             return bad("max_room_name_bytes", "must be between 1 and 4096".into());
+        }
+        if self.max_pending == 0 {
+            return bad("max_pending", "must be at least 1".into());
+        }
+        if self.max_pending_per_source == 0 || self.max_pending_per_source > self.max_pending {
+            return bad(
+                "max_pending_per_source",
+                "must be between 1 and max_pending".into(),
+            );
         }
         Ok(())
     }

@@ -99,6 +99,10 @@ pub fn build(opts: &ServeOptions) -> Result<Server> {
         .runtime(opts.runtime);
     // Refusals must not be mistaken for slowness; nobody guesses passwords here.
     desc = desc.auth_failure_delay(Duration::from_millis(1));
+    // Every load-generator connection comes from one address and up to all of them log
+    // in at once: the login budgets, meant for the open internet, would refuse them.
+    desc.max_pending = desc.max_connections;
+    desc.max_pending_per_source = desc.max_connections;
     if let Some(n) = opts.recv_buffer_bytes {
         desc.recv_buffer_bytes = n;
     }

@@ -124,6 +124,10 @@ pub enum CloseReason {
     ServerStopping,
     /// The server is at `max_connections`.
     ServerFull,
+    /// `max_pending` connections are logging in already.
+    TooManyPending,
+    /// `max_pending_per_source` connections from the peer's address are logging in.
+    TooManyFromSource,
     /// A socket error.
     Io(std::io::ErrorKind),
 }
@@ -141,6 +145,10 @@ impl CloseReason {
             CloseReason::Kicked => "disconnected by the server",
             CloseReason::ServerStopping => "server shutting down",
             CloseReason::ServerFull => "server full: max_connections reached",
+            CloseReason::TooManyPending => "server busy: too many connections logging in",
+            CloseReason::TooManyFromSource => {
+                "server busy: too many connections logging in from your address"
+            }
             CloseReason::Io(_) => "I/O error",
         }
     }

@@ -126,7 +126,7 @@ pub enum BusMsg {
     /// `max_connections` slot already.
     Adopt {
         stream: std::net::TcpStream,
-        slot: super::Permit,
+        admission: super::Admission,
     },
     /// A lifecycle step; the reply carries the step's outcome.
     Control {

@@ -32,7 +32,7 @@ pub(crate) use connection::ConnMeta;
 pub use connection::Connection;
 pub use rooms::{Room, RoomError};
 pub(crate) use rooms::{RoomLimits, Rooms};
-pub(crate) use stats::{Permit, Stats};
+pub(crate) use stats::{Admission, Pending, Permit, Refusal, Stats};
 
 use crate::descriptor::ServerDescriptor;
 use crate::error::{Error, Result};

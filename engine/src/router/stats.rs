@@ -3,8 +3,11 @@
 //! as [`Permit`]s released on drop — so no path that ends a connection (a close, a
 //! panic, a shard exiting with tasks still pending) can forget to give one back.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use ahash::AHashMap;
 
 /// A count of things held, each held as a [`Permit`].
 #[derive(Debug, Default, Clone)]
@@ -44,6 +47,104 @@ impl Drop for Permit {
     }
 }
 
+/// Where a connection comes from, for per-source budgets: an IPv4 address, or the /64
+/// prefix of an IPv6 one (a single host commonly holds a whole /64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum SourceKey {
+    V4(u32),
+    V6Prefix(u64),
+}
+
+impl SourceKey {
+    pub fn of(ip: IpAddr) -> SourceKey {
+        match ip {
+            IpAddr::V4(v4) => SourceKey::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => SourceKey::V4(u32::from(v4)),
+                None => SourceKey::V6Prefix((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+/// Unauthenticated connections per source, each held as a [`SourcePermit`].
+#[derive(Debug, Default)]
+pub(crate) struct Sources(Mutex<AHashMap<SourceKey, usize>>);
+
+impl Sources {
+    /// One more from `key` if fewer than `max` are held.
+    pub fn try_acquire(self: &Arc<Self>, key: SourceKey, max: usize) -> Option<SourcePermit> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                map.remove(&key);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(SourcePermit {
+            sources: self.clone(),
+            key,
+        })
+    }
+
+    /// How many are held from `key`.
+    #[cfg(test)]
+    pub fn held(&self, key: SourceKey) -> usize {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&key).copied().unwrap_or(0)
+    }
+}
+
+/// One unauthenticated connection from a source, given back when dropped (at login or
+/// close); a source with none left is forgotten, so the table holds only live ones.
+#[derive(Debug)]
+pub(crate) struct SourcePermit {
+    sources: Arc<Sources>,
+    key: SourceKey,
+}
+
+impl Drop for SourcePermit {
+    fn drop(&mut self) {
+        let mut map = self.sources.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What an accepted connection holds while it has not logged in: its place among all
+/// unauthenticated connections and among those from its source. Given back at login.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    _total: Permit,
+    _source: SourcePermit,
+}
+
+/// What an admitted connection holds from accept on.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    /// Its `max_connections` slot, until it closes.
+    pub slot: Permit,
+    /// Its unauthenticated budgets, until it logs in (or closes).
+    pub pending: Pending,
+}
+
+/// Why an accepted connection is not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `max_connections` reached.
+    Full,
+    /// `max_pending` connections are logging in.
+    TooManyPending,
+    /// `max_pending_per_source` connections from its source are logging in.
+    TooManyFromSource,
+}
+
 /// Counters and gauges of one server.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -53,6 +154,10 @@ pub(crate) struct Stats {
     pub slots: Gauge,
     /// Connections being refused right now (`max_refusals_in_flight`).
     pub refusing: Gauge,
+    /// Accepted connections not logged in yet (`max_pending`).
+    pub pending: Gauge,
+    /// Unauthenticated connections per source (`max_pending_per_source`).
+    pub sources: Arc<Sources>,
     /// Connections refused for `max_connections`, ever.
     pub refused: AtomicU64,
     /// Failed logins, ever.
@@ -66,9 +171,84 @@ pub(crate) struct Stats {
     pub stale_results: AtomicU64,
 }
 
+impl Stats {
+    /// Admits a connection from `peer`: its budgets checked in order (its source, all
+    /// logging in, `max_connections`), each taken, or why not.
+    pub fn admit(
+        &self,
+        peer: IpAddr,
+        max_connections: usize,
+        max_pending: usize,
+        max_per_source: usize,
+    ) -> Result<Admission, Refusal> {
+        let source = self
+            .sources
+            .try_acquire(SourceKey::of(peer), max_per_source)
+            .ok_or(Refusal::TooManyFromSource)?;
+        let total = self
+            .pending
+            .try_acquire(max_pending)
+            .ok_or(Refusal::TooManyPending)?;
+        let slot = self
+            .slots
+            .try_acquire(max_connections)
+            .ok_or(Refusal::Full)?;
+        Ok(Admission {
+            slot,
+            pending: Pending {
+                _total: total,
+                _source: source,
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_group_ipv6_by_slash_64_and_ipv4_mapped_as_ipv4() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            SourceKey::of(ip("2001:db8:1:2::1")),
+            SourceKey::of(ip("2001:db8:1:2:ffff:0:0:9"))
+        );
+        assert_ne!(
+            SourceKey::of(ip("2001:db8:1:2::1")),
+            SourceKey::of(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(
+            SourceKey::of(ip("::ffff:10.0.0.1")),
+            SourceKey::of(ip("10.0.0.1"))
+        );
+        assert_ne!(SourceKey::of(ip("10.0.0.1")), SourceKey::of(ip("10.0.0.2")));
+    }
+
+    #[test]
+    fn admission_checks_source_then_pending_then_slots_and_gives_back() {
+        let s = Stats::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = s.admit(a, 10, 3, 2).unwrap();
+        let _a2 = s.admit(a, 10, 3, 2).unwrap();
+        assert_eq!(
+            s.admit(a, 10, 3, 2).unwrap_err(),
+            Refusal::TooManyFromSource
+        );
+        let b1 = s.admit(b, 10, 3, 2).unwrap();
+        assert_eq!(s.admit(b, 10, 3, 2).unwrap_err(), Refusal::TooManyPending);
+        // Logging in gives the pending budgets back and keeps the slot.
+        let Admission { slot, pending } = a1;
+        drop(pending);
+        assert_eq!(s.sources.held(SourceKey::of(a)), 1);
+        assert_eq!((s.pending.get(), s.slots.get()), (2, 3));
+        // Refused for the slots: the budgets taken on the way are given back too.
+        assert_eq!(s.admit(a, 3, 3, 2).unwrap_err(), Refusal::Full);
+        assert_eq!((s.pending.get(), s.sources.held(SourceKey::of(a))), (2, 1));
+        drop((slot, b1));
+        assert_eq!(s.sources.held(SourceKey::of(b)), 0);
+    }
 
     #[test]
     fn permits_come_back_on_drop_and_respect_the_limit() {

@@ -13,7 +13,7 @@ use futures_lite::FutureExt;
 use super::conn::serve;
 use super::Shard;
 use crate::core::CloseReason;
-use crate::router::{BusMsg, Permit};
+use crate::router::{Admission, BusMsg, Refusal};
 use crate::rt::exec::{sleep, spawn};
 use crate::rt::net::{Listener, SharedStream};
 
@@ -36,10 +36,20 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>) {
                 continue;
             }
         };
-        let max = shard.router.descriptor().max_connections;
-        match shard.router.stats().slots.try_acquire(max) {
-            Some(slot) => place(&shard, stream, slot),
-            None => refuse(&shard, stream),
+        let Ok(peer) = stream.peer_addr() else {
+            // Gone before we looked: nothing to serve.
+            continue;
+        };
+        let d = shard.router.descriptor();
+        let admitted = shard.router.stats().admit(
+            peer.ip(),
+            d.max_connections,
+            d.max_pending,
+            d.max_pending_per_source,
+        );
+        match admitted {
+            Ok(admission) => place(&shard, stream, admission),
+            Err(why) => refuse(&shard, stream, why),
         }
     }
 }
@@ -47,10 +57,10 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>) {
 /// Serves an admitted connection on the shard whose turn it is: here, or handed over
 /// that shard's bus. If the hand-over cannot be made (its bus is full or gone), it is
 /// served here: a connection is never dropped for balance.
-fn place(shard: &Rc<Shard>, stream: SharedStream, slot: Permit) {
+fn place(shard: &Rc<Shard>, stream: SharedStream, admission: Admission) {
     let home = shard.run.next_home();
     if home == shard.index {
-        spawn(serve(shard.clone(), stream, slot));
+        spawn(serve(shard.clone(), stream, admission));
         return;
     }
     let std = match stream.into_std() {
@@ -58,18 +68,21 @@ fn place(shard: &Rc<Shard>, stream: SharedStream, slot: Permit) {
         Err((stream, e)) => {
             tracing::debug!(shard = shard.index, "serving here, not handed over: {e}");
             if let Some(stream) = stream {
-                spawn(serve(shard.clone(), stream, slot));
+                spawn(serve(shard.clone(), stream, admission));
             }
             return;
         }
     };
-    let msg = BusMsg::Adopt { stream: std, slot };
+    let msg = BusMsg::Adopt {
+        stream: std,
+        admission,
+    };
     let Err(e) = shard.run.bus[home].try_send(msg) else {
         return;
     };
-    if let BusMsg::Adopt { stream, slot } = e.into_inner() {
+    if let BusMsg::Adopt { stream, admission } = e.into_inner() {
         match SharedStream::from_std(stream) {
-            Ok(stream) => spawn(serve(shard.clone(), stream, slot)),
+            Ok(stream) => spawn(serve(shard.clone(), stream, admission)),
             Err(e) => tracing::warn!(shard = shard.index, "cannot take a connection back: {e}"),
         }
     }
@@ -78,21 +91,29 @@ fn place(shard: &Rc<Shard>, stream: SharedStream, slot: Permit) {
 /// Serves a connection another shard accepted and handed over (see [`place`]). One
 /// arriving while the server stops is served too — it was accepted — and closed by
 /// the drain with the stop's reason, like every other connection.
-pub(super) fn adopt(shard: &Rc<Shard>, stream: std::net::TcpStream, slot: Permit) {
+pub(super) fn adopt(shard: &Rc<Shard>, stream: std::net::TcpStream, admission: Admission) {
     match SharedStream::from_std(stream) {
-        Ok(stream) => spawn(serve(shard.clone(), stream, slot)),
+        Ok(stream) => spawn(serve(shard.clone(), stream, admission)),
         Err(e) => tracing::warn!(shard = shard.index, "cannot adopt a connection: {e}"),
     }
 }
 
-/// Turns away a connection over `max_connections`: if it speaks within the auth timeout
-/// it gets an AUTH_FAILURE saying why, in its codec; either way it is closed and never
-/// counted.
-fn refuse(shard: &Rc<Shard>, stream: SharedStream) {
+/// Turns away a connection that is not admitted (`max_connections`, or a budget for
+/// connections logging in): if it speaks within the auth timeout it gets an
+/// AUTH_FAILURE saying why, in its codec; either way it is closed and never counted.
+fn refuse(shard: &Rc<Shard>, stream: SharedStream, why: Refusal) {
     let stats = shard.router.stats();
     let max = shard.router.descriptor().max_refusals_in_flight;
+    let reason = match why {
+        Refusal::Full => CloseReason::ServerFull,
+        Refusal::TooManyPending => CloseReason::TooManyPending,
+        Refusal::TooManyFromSource => CloseReason::TooManyFromSource,
+    };
     let Some(permit) = stats.refusing.try_acquire(max) else {
-        tracing::debug!("server full; closing a connection at once");
+        tracing::debug!(
+            ?reason,
+            "refusals at their limit; closing a connection at once"
+        );
         return;
     };
     stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -125,7 +146,7 @@ fn refuse(shard: &Rc<Shard>, stream: SharedStream) {
             None
         };
         if let Some(codec) = codec.or(timeout).await {
-            let text = CloseReason::ServerFull.wire_text();
+            let text = reason.wire_text();
             if let Ok(f) = Encoder::new(codec, wall_clock_ms()).auth_failure(text) {
                 let _ = stream.write_all(&f).await;
             }

@@ -17,7 +17,7 @@ use crate::core::{
     Args, Call, Close, CloseReason, ConnCore, Event, LocalNotify, Outbound, Outcome,
 };
 use crate::dispatch::{self, contained};
-use crate::router::{ConnMeta, Connection, Listed, Permit};
+use crate::router::{Admission, ConnMeta, Connection, Listed, Pending, Permit};
 use crate::rt::exec::{sleep, spawn_task, Task};
 use crate::rt::net::SharedStream;
 use crate::rt::writer::write_loop;
@@ -49,6 +49,9 @@ pub(crate) struct LocalConn {
 pub(crate) struct Held {
     /// Its `max_connections` slot.
     pub slot: Option<Permit>,
+    /// Its budgets as a connection logging in (`max_pending`, `max_pending_per_source`),
+    /// given back at login.
+    pub pending: Option<Pending>,
     /// Its directory entry and connection count, once logged in.
     pub listed: Option<Listed>,
 }
@@ -86,8 +89,9 @@ fn random_bytes<const N: usize>() -> Option<[u8; N]> {
     }
 }
 
-/// Serves one accepted connection holding `slot` until it is gone.
-pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, slot: Permit) {
+/// Serves one accepted connection holding `admission` until it is gone.
+pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Admission) {
+    let Admission { slot, pending } = admission;
     let desc = shard.router.descriptor();
     if let Err(e) = stream.configure(desc.buffer_size) {
         tracing::debug!("socket options: {e}");
@@ -119,6 +123,7 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, slot: Permit) 
         slot: Cell::new(usize::MAX),
         held: RefCell::new(Held {
             slot: Some(slot),
+            pending: Some(pending),
             listed: None,
         }),
     });
@@ -177,7 +182,7 @@ impl Drop for Unfinished {
         if let Ok(mut held) = self.conn.held.try_borrow_mut() {
             let held = std::mem::take(&mut *held);
             // Empty when the exiting shard already gave it back (and said so).
-            if held.slot.is_some() || held.listed.is_some() {
+            if held.slot.is_some() || held.listed.is_some() || held.pending.is_some() {
                 tracing::error!(conn = %id, "connection task ended without its teardown");
             }
         }
@@ -331,6 +336,8 @@ async fn logged_in(shard: &Rc<Shard>, conn: &Rc<LocalConn>, codec: Codec, client
     // Counted before the client can read AUTH_SUCCESS (queued, not yet written), so a
     // client that logged in is always in `connection_count`.
     conn.meta.set_authenticated(codec);
+    // No longer one of those logging in: its source may log another one in.
+    conn.held.borrow_mut().pending.take();
     shard.add_authed(conn);
     let listed = shard.router.list(&shard.run, conn.meta.clone());
     conn.held.borrow_mut().listed = Some(listed);
@@ -424,7 +431,8 @@ async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer:
     }
     conn.meta.clear_extensions();
     tracing::info!(conn = %id, ?reason, "disconnected");
-    conn.held.borrow_mut().slot.take();
+    let held = std::mem::take(&mut *conn.held.borrow_mut());
+    drop(held);
     if shard.draining.get() && shard.pool.borrow().is_empty() {
         shard.drained.notify();
     }

@@ -476,7 +476,7 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
             BusMsg::Kick { to, last, reply } => {
                 let _ = reply.try_send(shard.kick_local(to, last.as_deref()));
             }
-            BusMsg::Adopt { stream, slot } => accept::adopt(shard, stream, slot),
+            BusMsg::Adopt { stream, admission } => accept::adopt(shard, stream, admission),
             BusMsg::Room {
                 meta,
                 room,

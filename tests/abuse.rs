@@ -1,0 +1,109 @@
+//! Login budgets against a lock-out: connections that have not logged in are bounded
+//! per source address (`max_pending_per_source`) and in total (`max_pending`), so one
+//! address cannot hold the server's login capacity and the rest of `max_connections`
+//! stays for authenticated clients. Clients come from several 127.0.0.x addresses.
+//!
+//! One shard in each test: its accept loop takes connections in the kernel's order, so
+//! which connection meets a full budget is exact.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
+
+use std::net::{SocketAddr, TcpStream};
+
+use conduit::Server;
+use conduit_protocol::{Codec, FrameKind};
+use conduit_tests::{matrix, start, test_descriptor, TestClient};
+
+const PW: &str = "secret";
+
+/// A TCP connection to `addr` from source address `from` (any 127.x works on Linux).
+fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let source: SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&source.into()).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    sock.into()
+}
+
+/// Logs in from `from`; the server's final auth frame.
+fn login_from(from: &str, addr: SocketAddr) -> (TestClient, conduit_tests::OwnedFrame) {
+    let mut c = TestClient::from_stream(connect_from(from, addr), Codec::Native).unwrap();
+    let f = c.authenticate(PW).unwrap();
+    (c, f)
+}
+
+#[matrix]
+fn one_address_cannot_hold_the_login_budget() {
+    let mut desc = test_descriptor(PW).shards(1);
+    desc.max_pending = 64;
+    desc.max_pending_per_source = 4;
+    let server = Server::new(desc).unwrap();
+    let (running, addr) = start(&server);
+    // Four silent sockets from one address: its whole budget.
+    let silent: Vec<TcpStream> = (0..4).map(|_| connect_from("127.0.0.2", addr)).collect();
+    // Its fifth is refused, saying why.
+    let (_, refused) = login_from("127.0.0.2", addr);
+    assert_eq!(refused.header.kind, FrameKind::AuthFailure);
+    assert_eq!(
+        refused.reason(),
+        "server busy: too many connections logging in from your address"
+    );
+    // Other addresses log in meanwhile.
+    for from in ["127.0.0.3", "127.0.0.4"] {
+        let (_, f) = login_from(from, addr);
+        assert_eq!(f.header.kind, FrameKind::AuthSuccess, "{from}");
+    }
+    // A connection of the first address that logs in gives its place back: the address
+    // may log another one in.
+    let mut first = TestClient::from_stream(silent[0].try_clone().unwrap(), Codec::V1).unwrap();
+    assert_eq!(
+        first.authenticate(PW).unwrap().header.kind,
+        FrameKind::AuthSuccess
+    );
+    let (_, again) = login_from("127.0.0.2", addr);
+    assert_eq!(again.header.kind, FrameKind::AuthSuccess);
+    drop(silent);
+    running.stop().unwrap();
+}
+
+#[matrix]
+fn connections_logging_in_are_bounded_in_total() {
+    let mut desc = test_descriptor(PW).shards(1);
+    desc.max_pending = 6;
+    desc.max_pending_per_source = 2;
+    let server = Server::new(desc).unwrap();
+    let (running, addr) = start(&server);
+    let (mut logged_in, f) = login_from("127.0.0.9", addr);
+    assert_eq!(f.header.kind, FrameKind::AuthSuccess);
+    // Three addresses, two silent sockets each: every place for logging in is taken.
+    let silent: Vec<TcpStream> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        .iter()
+        .flat_map(|from| (0..2).map(move |_| connect_from(from, addr)))
+        .collect();
+    let (_, refused) = login_from("127.0.0.5", addr);
+    assert_eq!(refused.header.kind, FrameKind::AuthFailure);
+    assert_eq!(
+        refused.reason(),
+        "server busy: too many connections logging in"
+    );
+    // Who logged in before is not disturbed.
+    logged_in.ping().unwrap();
+    assert_eq!(logged_in.next_frame().unwrap().header.kind, FrameKind::Pong);
+    // One silent socket goes: a place is free again.
+    drop(silent.into_iter().next());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, f) = login_from("127.0.0.5", addr);
+        if f.header.kind == FrameKind::AuthSuccess {
+            break;
+        }
+        // The server learns of the close when it reads the socket's end.
+        assert!(std::time::Instant::now() < deadline, "no place came free");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    running.stop().unwrap();
+}
