@@ -17,6 +17,43 @@ pub enum SlowConsumerPolicy {
     DropNewest,
 }
 
+/// A password: kept as given, never printed — `Debug` shows `"***"`, so a descriptor
+/// can be logged whole. Reads as a `&str`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// The password itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl std::ops::Deref for Password {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Password {
+    fn from(s: String) -> Password {
+        Password(s)
+    }
+}
+
+impl From<&str> for Password {
+    fn from(s: &str) -> Password {
+        Password(s.to_owned())
+    }
+}
+
 /// Which runtime drives the shards (and a client's executor thread).
 ///
 /// Both backends run the same connection core with the same task structure: one
@@ -87,8 +124,9 @@ pub struct ServerDescriptor {
     /// Port to listen on; 0 picks a free one (see [`Router::port`](crate::Router::port)).
     /// Default 8080.
     pub port: u16,
-    /// The password clients must prove. Required, non-empty.
-    pub password: String,
+    /// The password clients must prove. Required, non-empty. Never printed (its
+    /// `Debug` is `"***"`).
+    pub password: Password,
     /// Time a new connection has to authenticate before it is closed. Default 30 s.
     pub auth_timeout: Duration,
     /// Most connections at once, across all shards (authenticating ones included).
@@ -193,7 +231,7 @@ impl ServerDescriptor {
         ServerDescriptor {
             host: "0.0.0.0".to_owned(),
             port: 8080,
-            password: password.into(),
+            password: Password(password.into()),
             auth_timeout: Duration::from_secs(30),
             max_connections: 1000,
             buffer_size: 65536,
@@ -446,6 +484,17 @@ pub fn allowed_cpus() -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_descriptor_prints_without_its_password() {
+        let d = ServerDescriptor::new("hunter2-secret");
+        let shown = format!("{d:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("password: \"***\""), "{shown}");
+        let c = crate::ClientDescriptor::new("hunter2-secret");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(d.password.expose(), "hunter2-secret");
+    }
 
     #[test]
     fn defaults_match_the_guide() {

@@ -94,7 +94,7 @@ pub struct ClientDescriptor {
     pub port: u16,
     /// The shared password. Native logins prove it without sending it; v1 logins send
     /// its SHA-256, as netconduit does.
-    pub password: String,
+    pub password: crate::descriptor::Password,
     /// Wire codec. Default [`Codec::Native`]; use [`Codec::V1`] to talk to Python
     /// netconduit servers.
     pub codec: Codec,
@@ -133,7 +133,7 @@ impl Default for ClientDescriptor {
         ClientDescriptor {
             host: "127.0.0.1".into(),
             port: 8080,
-            password: String::new(),
+            password: crate::descriptor::Password::default(),
             codec: Codec::Native,
             runtime: crate::rt::Runtime::Auto,
             connect_timeout: Duration::from_secs(10),
@@ -153,7 +153,7 @@ impl ClientDescriptor {
     /// A descriptor with every default and the given password.
     pub fn new(password: impl Into<String>) -> ClientDescriptor {
         ClientDescriptor {
-            password: password.into(),
+            password: password.into().into(),
             ..ClientDescriptor::default()
         }
     }
@@ -179,7 +179,7 @@ impl ClientDescriptor {
 
     /// Sets `password`.
     pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = password.into();
+        self.password = password.into().into();
         self
     }
 
