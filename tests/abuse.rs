@@ -107,3 +107,61 @@ fn connections_logging_in_are_bounded_in_total() {
     }
     running.stop().unwrap();
 }
+
+/// Guessing from one address is budgeted: its failures beyond the free ones keep the
+/// address out for a doubling wait (its connections refused, saying why) while other
+/// addresses log in; a guesser that gives up during the brake still pays, and gives
+/// its slot back at once.
+#[matrix]
+fn failed_logins_are_budgeted_per_address() {
+    let mut desc = test_descriptor(PW).shards(1).max_connections(8);
+    desc.max_auth_failures_per_source = 3;
+    desc.auth_backoff_base = std::time::Duration::from_millis(300);
+    desc.auth_backoff_max = std::time::Duration::from_secs(60);
+    desc.auth_failure_delay = std::time::Duration::from_secs(30);
+    let server = Server::new(desc).unwrap();
+    let (running, addr) = start(&server);
+    // Guesses that give up before the (30 s) brake answers: each is counted, and each
+    // slot comes back at once (the 8 slots would otherwise run out). After three, the
+    // address waits; a connection of it then is refused at once, saying why.
+    let wrong = conduit_tests::forge::auth_frame(Codec::V1, "wrong", "guesser", "1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut guesses = 0;
+    let refused = loop {
+        let mut c = TestClient::from_stream(connect_from("127.0.0.2", addr), Codec::V1).unwrap();
+        c.send_raw(&wrong).unwrap();
+        match c.poll_frame(std::time::Duration::from_millis(100)).unwrap() {
+            Some(f) => break f,
+            None => guesses += 1,
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the address was never kept out"
+        );
+    };
+    assert_eq!(refused.header.kind, FrameKind::AuthFailure);
+    assert_eq!(
+        refused.reason(),
+        "too many failed logins from your address; retry later"
+    );
+    assert!(
+        guesses > 3,
+        "three failures are free, then one starts the wait: {guesses}"
+    );
+    // Meanwhile others log in, and the slots were given back.
+    for i in 0..6 {
+        let (_, f) = login_from(&format!("127.0.1.{i}"), addr);
+        assert_eq!(f.header.kind, FrameKind::AuthSuccess);
+    }
+    // Once the wait is over, the address logs in with the right password.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, f) = login_from("127.0.0.2", addr);
+        if f.header.kind == FrameKind::AuthSuccess {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the wait never ended");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    running.stop().unwrap();
+}

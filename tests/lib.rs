@@ -431,8 +431,9 @@ pub fn test_descriptor(password: &str) -> ServerDescriptor {
         .auth_failure_delay(Duration::from_millis(20))
         .drain_timeout(Duration::from_secs(2));
     d.v1_post_auth_delay = Duration::from_millis(1);
-    // Every test client comes from 127.0.0.1: a test of the per-source budget sets it.
+    // Every test client comes from 127.0.0.1: tests of the per-source budgets set them.
     d.max_pending_per_source = d.max_pending;
+    d.max_auth_failures_per_source = 1000;
     d
 }
 

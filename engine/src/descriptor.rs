@@ -217,6 +217,15 @@ pub struct ServerDescriptor {
     /// so one address cannot hold the login budget: beyond it, its new connections are
     /// refused with a reason. Default 16.
     pub max_pending_per_source: usize,
+    /// Failed logins one source address (one IPv6 /64) may make before it is kept
+    /// out; each further failure doubles its wait, from `auth_backoff_base` up to
+    /// `auth_backoff_max`. Counted however the peer leaves (giving up early during the
+    /// `auth_failure_delay` does not avoid it). Default 5.
+    pub max_auth_failures_per_source: u32,
+    /// First wait after `max_auth_failures_per_source`. Default 1 s.
+    pub auth_backoff_base: Duration,
+    /// Longest wait. Default 5 min.
+    pub auth_backoff_max: Duration,
 }
 
 /// The highest `max_payload_depth` a server accepts. Decoding, dropping and re-encoding
@@ -262,6 +271,9 @@ impl ServerDescriptor {
             max_room_name_bytes: 128,
             max_pending: 256,
             max_pending_per_source: 16,
+            max_auth_failures_per_source: 5,
+            auth_backoff_base: Duration::from_secs(1),
+            auth_backoff_max: Duration::from_secs(300),
         }
     }
 
@@ -453,6 +465,12 @@ impl ServerDescriptor {
         }
         if self.max_room_name_bytes == 0 || self.max_room_name_bytes > 4096 {
             return bad("max_room_name_bytes", "must be between 1 and 4096".into());
+        }
+        if self.auth_backoff_base.is_zero() || self.auth_backoff_base > self.auth_backoff_max {
+            return bad(
+                "auth_backoff_base",
+                "must be above zero and at most auth_backoff_max".into(),
+            );
         }
         if self.max_pending == 0 {
             return bad("max_pending", "must be at least 1".into());

@@ -128,6 +128,8 @@ pub enum CloseReason {
     TooManyPending,
     /// `max_pending_per_source` connections from the peer's address are logging in.
     TooManyFromSource,
+    /// The peer's address failed to log in too often; it waits out its backoff.
+    TooManyFailures,
     /// A socket error.
     Io(std::io::ErrorKind),
 }
@@ -149,6 +151,7 @@ impl CloseReason {
             CloseReason::TooManyFromSource => {
                 "server busy: too many connections logging in from your address"
             }
+            CloseReason::TooManyFailures => "too many failed logins from your address; retry later",
             CloseReason::Io(_) => "I/O error",
         }
     }

@@ -32,7 +32,10 @@ pub(crate) use connection::ConnMeta;
 pub use connection::Connection;
 pub use rooms::{Room, RoomError};
 pub(crate) use rooms::{RoomLimits, Rooms};
-pub(crate) use stats::{Admission, Pending, Permit, Refusal, Stats};
+pub(crate) use stats::{
+    Admission, FailBudget, Pending, Permit, Refusal, SourceKey, Stats, AUTH_FAILURE_MEMORY,
+    MAX_FAILING_SOURCES,
+};
 
 use crate::descriptor::ServerDescriptor;
 use crate::error::{Error, Result};

@@ -117,6 +117,80 @@ impl Drop for SourcePermit {
     }
 }
 
+/// How long a source's failed logins are remembered without a new one.
+pub(crate) const AUTH_FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Most sources whose failed logins are remembered at once.
+pub(crate) const MAX_FAILING_SOURCES: usize = 65_536;
+
+/// Failed logins per source, and how long each source is kept out: after
+/// `free_failures` failures, every further one doubles its wait (from `base` up to
+/// `max`); a source quiet for `forget_after` starts afresh. At most `max_sources`
+/// sources are remembered (the stalest forgotten first), so a spread-out attacker
+/// cannot grow the table without bound.
+#[derive(Debug, Default)]
+pub(crate) struct AuthFailures(Mutex<AHashMap<SourceKey, FailState>>);
+
+/// One source's failed logins.
+#[derive(Debug, Clone, Copy)]
+struct FailState {
+    failures: u32,
+    last: std::time::Instant,
+    blocked_until: std::time::Instant,
+}
+
+/// The failed-login budget (from the descriptor).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FailBudget {
+    pub free_failures: u32,
+    pub base: std::time::Duration,
+    pub max: std::time::Duration,
+    pub forget_after: std::time::Duration,
+    pub max_sources: usize,
+}
+
+impl AuthFailures {
+    /// Until when `key` is kept out, if it is now.
+    pub fn blocked(&self, key: SourceKey, now: std::time::Instant) -> Option<std::time::Instant> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&key)
+            .map(|s| s.blocked_until)
+            .filter(|&until| until > now)
+    }
+
+    /// Records a failed login from `key`.
+    pub fn failed(&self, key: SourceKey, now: std::time::Instant, b: &FailBudget) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(&key) && map.len() >= b.max_sources {
+            // Forget the stalest source to make room (linear, but only when full).
+            if let Some(stalest) = map.iter().min_by_key(|(_, s)| s.last).map(|(k, _)| *k) {
+                map.remove(&stalest);
+            }
+        }
+        let s = map.entry(key).or_insert(FailState {
+            failures: 0,
+            last: now,
+            blocked_until: now,
+        });
+        if now.duration_since(s.last) > b.forget_after {
+            s.failures = 0;
+        }
+        s.failures = s.failures.saturating_add(1);
+        s.last = now;
+        if s.failures > b.free_failures {
+            let doublings = (s.failures - b.free_failures - 1).min(30);
+            let wait = b.base.saturating_mul(1 << doublings).min(b.max);
+            s.blocked_until = now + wait;
+        }
+    }
+
+    /// A successful login from `key`: its failures are forgotten.
+    pub fn succeeded(&self, key: SourceKey) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&key);
+    }
+}
+
 /// What an accepted connection holds while it has not logged in: its place among all
 /// unauthenticated connections and among those from its source. Given back at login.
 #[derive(Debug)]
@@ -143,6 +217,8 @@ pub(crate) enum Refusal {
     TooManyPending,
     /// `max_pending_per_source` connections from its source are logging in.
     TooManyFromSource,
+    /// Its source failed to log in too often and waits out its backoff.
+    TooManyFailures,
 }
 
 /// Counters and gauges of one server.
@@ -158,6 +234,8 @@ pub(crate) struct Stats {
     pub pending: Gauge,
     /// Unauthenticated connections per source (`max_pending_per_source`).
     pub sources: Arc<Sources>,
+    /// Failed logins per source, and their backoff.
+    pub auth_failed: AuthFailures,
     /// Connections refused for `max_connections`, ever.
     pub refused: AtomicU64,
     /// Failed logins, ever.
@@ -181,6 +259,13 @@ impl Stats {
         max_pending: usize,
         max_per_source: usize,
     ) -> Result<Admission, Refusal> {
+        if self
+            .auth_failed
+            .blocked(SourceKey::of(peer), std::time::Instant::now())
+            .is_some()
+        {
+            return Err(Refusal::TooManyFailures);
+        }
         let source = self
             .sources
             .try_acquire(SourceKey::of(peer), max_per_source)
@@ -223,6 +308,52 @@ mod tests {
             SourceKey::of(ip("10.0.0.1"))
         );
         assert_ne!(SourceKey::of(ip("10.0.0.1")), SourceKey::of(ip("10.0.0.2")));
+    }
+
+    #[test]
+    fn failed_logins_back_off_exponentially_and_are_forgotten() {
+        use std::time::{Duration, Instant};
+        let f = AuthFailures::default();
+        let b = FailBudget {
+            free_failures: 2,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(5),
+            forget_after: Duration::from_secs(60),
+            max_sources: 2,
+        };
+        let k = SourceKey::V4(1);
+        let t0 = Instant::now();
+        f.failed(k, t0, &b);
+        f.failed(k, t0, &b);
+        assert_eq!(f.blocked(k, t0), None, "two failures are free");
+        f.failed(k, t0, &b);
+        assert_eq!(f.blocked(k, t0), Some(t0 + Duration::from_secs(1)));
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(f.blocked(k, t1), None, "the wait ends");
+        f.failed(k, t1, &b);
+        assert_eq!(
+            f.blocked(k, t1),
+            Some(t1 + Duration::from_secs(2)),
+            "doubled"
+        );
+        for _ in 0..10 {
+            f.failed(k, t1, &b);
+        }
+        assert_eq!(
+            f.blocked(k, t1),
+            Some(t1 + Duration::from_secs(5)),
+            "capped"
+        );
+        // Quiet long enough: afresh.
+        let t2 = t1 + Duration::from_secs(120);
+        f.failed(k, t2, &b);
+        assert_eq!(f.blocked(k, t2), None);
+        // A success forgets; the table stays within max_sources.
+        f.succeeded(k);
+        f.failed(SourceKey::V4(2), t2, &b);
+        f.failed(SourceKey::V4(3), t2, &b);
+        f.failed(SourceKey::V4(4), t2, &b);
+        assert!(f.0.lock().unwrap().len() <= 2);
     }
 
     #[test]

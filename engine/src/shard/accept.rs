@@ -108,6 +108,7 @@ fn refuse(shard: &Rc<Shard>, stream: SharedStream, why: Refusal) {
         Refusal::Full => CloseReason::ServerFull,
         Refusal::TooManyPending => CloseReason::TooManyPending,
         Refusal::TooManyFromSource => CloseReason::TooManyFromSource,
+        Refusal::TooManyFailures => CloseReason::TooManyFailures,
     };
     let Some(permit) = stats.refusing.try_acquire(max) else {
         tracing::debug!(

@@ -17,7 +17,10 @@ use crate::core::{
     Args, Call, Close, CloseReason, ConnCore, Event, LocalNotify, Outbound, Outcome,
 };
 use crate::dispatch::{self, contained};
-use crate::router::{Admission, ConnMeta, Connection, Listed, Pending, Permit};
+use crate::router::{
+    Admission, ConnMeta, Connection, FailBudget, Listed, Pending, Permit, SourceKey,
+    AUTH_FAILURE_MEMORY, MAX_FAILING_SOURCES,
+};
 use crate::rt::exec::{sleep, spawn_task, Task};
 use crate::rt::net::SharedStream;
 use crate::rt::writer::write_loop;
@@ -336,8 +339,13 @@ async fn logged_in(shard: &Rc<Shard>, conn: &Rc<LocalConn>, codec: Codec, client
     // Counted before the client can read AUTH_SUCCESS (queued, not yet written), so a
     // client that logged in is always in `connection_count`.
     conn.meta.set_authenticated(codec);
-    // No longer one of those logging in: its source may log another one in.
+    // No longer one of those logging in: its source may log another one in, and its
+    // earlier failed logins are forgotten.
     conn.held.borrow_mut().pending.take();
+    let stats = shard.router.stats();
+    stats
+        .auth_failed
+        .succeeded(SourceKey::of(conn.meta.peer_addr.ip()));
     shard.add_authed(conn);
     let listed = shard.router.list(&shard.run, conn.meta.clone());
     conn.held.borrow_mut().listed = Some(listed);
@@ -357,17 +365,37 @@ async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer:
     let reason = close.reason;
     conn.meta.set_closed();
     if reason == CloseReason::AuthFailed {
-        shard
-            .router
-            .stats()
-            .auth_failures
-            .fetch_add(1, Ordering::Relaxed);
+        let stats = shard.router.stats();
+        stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+        // Counted now, before the brake: a guesser that gives up early still pays.
+        let d = shard.router.descriptor();
+        let budget = FailBudget {
+            free_failures: d.max_auth_failures_per_source,
+            base: d.auth_backoff_base,
+            max: d.auth_backoff_max,
+            forget_after: AUTH_FAILURE_MEMORY,
+            max_sources: MAX_FAILING_SOURCES,
+        };
+        let source = SourceKey::of(conn.meta.peer_addr.ip());
+        stats.auth_failed.failed(source, Instant::now(), &budget);
     }
     if let Some(last) = close.last {
-        if !close.last_after.is_zero() {
-            sleep(close.last_after).await;
+        let send = close.last_after.is_zero() || {
+            // The brake; a peer that leaves meanwhile gives its slot back at once.
+            let waited = async {
+                sleep(close.last_after).await;
+                true
+            };
+            let gone = async {
+                let mut scratch = [0u8; 256];
+                while let Ok(1..) = conn.stream.read(&mut scratch).await {}
+                false
+            };
+            waited.or(gone).await
+        };
+        if send {
+            conn.out.push_unbounded(last);
         }
-        conn.out.push_unbounded(last);
     }
     if !reason.flushes() {
         conn.out.clear();
