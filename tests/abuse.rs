@@ -165,3 +165,126 @@ fn failed_logins_are_budgeted_per_address() {
     }
     running.stop().unwrap();
 }
+
+/// Set in the child's environment: the file it writes its port to once ready.
+const FD_CHILD_PORT_FILE: &str = "CONDUIT_FD_CHILD_PORT_FILE";
+/// Set in the child's environment: the runtime its server runs on.
+const FD_CHILD_RUNTIME: &str = "CONDUIT_FD_CHILD_RUNTIME";
+
+/// With every file descriptor of the process in use, a client is told "server full"
+/// (through the descriptor the server keeps in reserve) instead of hanging; once
+/// descriptors are free again, clients log in. The server runs in a child process
+/// whose open-files limit is low and used up.
+#[matrix]
+fn out_of_descriptors_a_client_is_told_so() {
+    use std::io::Write;
+    let port_file = std::env::temp_dir().join(format!(
+        "conduit-fd-child-{}-{:?}.port",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_file(&port_file);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "fd_exhaustion_child", "--nocapture"])
+        .env(FD_CHILD_PORT_FILE, &port_file)
+        .env(FD_CHILD_RUNTIME, conduit_tests::runtime().name())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let port: u16 = loop {
+        if let Ok(s) = std::fs::read_to_string(&port_file) {
+            if let Ok(p) = s.trim().parse() {
+                break p;
+            }
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("child not ready:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = std::fs::remove_file(&port_file);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut c = TestClient::connect(addr, Codec::V1).unwrap();
+    let f = c.authenticate(PW).unwrap();
+    assert_eq!(f.header.kind, FrameKind::AuthFailure);
+    assert_eq!(f.reason(), "server full: no file descriptors left");
+    drop(c);
+    // The child frees its descriptors; logins work again (once the refusal above has
+    // ended and the reserve is back).
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"release\n").unwrap();
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut c = TestClient::connect(addr, Codec::V1).unwrap();
+        if c.authenticate(PW).unwrap().header.kind == FrameKind::AuthSuccess {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logins never worked again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{log}");
+    let lines = log.lines().filter(|l| l.contains("accept failed")).count();
+    assert!(
+        lines <= 5,
+        "accept errors are rate-limited, got {lines} lines:\n{log}"
+    );
+}
+
+/// The child half of `out_of_descriptors_a_client_is_told_so`.
+#[test]
+#[ignore = "the child process of out_of_descriptors_a_client_is_told_so"]
+fn fd_exhaustion_child() {
+    use std::io::BufRead;
+    let port_file = std::env::var_os(FD_CHILD_PORT_FILE).expect("run by the parent test");
+    let runtime: conduit::Runtime = std::env::var(FD_CHILD_RUNTIME).unwrap().parse().unwrap();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    // A hard limit the engine cannot raise.
+    let lim = libc::rlimit {
+        rlim_cur: 256,
+        rlim_max: 256,
+    };
+    // SAFETY: setrlimit reads only `lim`.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    let mut desc = test_descriptor(PW)
+        .shards(1)
+        .max_connections(8)
+        .runtime(runtime);
+    desc.max_refusals_in_flight = 4;
+    let server = Server::new(desc).unwrap();
+    let running = server.start().unwrap();
+    let port = server.local_addr().unwrap().port();
+    // Use up every descriptor left, but the one that writes the port file.
+    let mut hog = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        hog.push(f);
+    }
+    hog.pop();
+    let tmp = std::path::PathBuf::from(&port_file).with_extension("tmp");
+    std::fs::write(&tmp, format!("{port}\n")).unwrap();
+    std::fs::rename(&tmp, &port_file).unwrap();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        hog.push(f);
+    }
+    let mut lines = std::io::stdin().lock().lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "release");
+    drop(hog);
+    // Until the parent closes our stdin.
+    for _ in lines {}
+    running.stop().unwrap();
+}

@@ -124,6 +124,9 @@ pub enum CloseReason {
     ServerStopping,
     /// The server is at `max_connections`.
     ServerFull,
+    /// The process has no file descriptor left (the open-files limit): told through
+    /// the one descriptor kept in reserve for this.
+    OutOfDescriptors,
     /// `max_pending` connections are logging in already.
     TooManyPending,
     /// `max_pending_per_source` connections from the peer's address are logging in.
@@ -147,6 +150,7 @@ impl CloseReason {
             CloseReason::Kicked => "disconnected by the server",
             CloseReason::ServerStopping => "server shutting down",
             CloseReason::ServerFull => "server full: max_connections reached",
+            CloseReason::OutOfDescriptors => "server full: no file descriptors left",
             CloseReason::TooManyPending => "server busy: too many connections logging in",
             CloseReason::TooManyFromSource => {
                 "server busy: too many connections logging in from your address"

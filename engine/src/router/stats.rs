@@ -219,6 +219,8 @@ pub(crate) enum Refusal {
     TooManyFromSource,
     /// Its source failed to log in too often and waits out its backoff.
     TooManyFailures,
+    /// The process has no file descriptor left.
+    OutOfDescriptors,
 }
 
 /// Counters and gauges of one server.

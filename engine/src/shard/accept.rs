@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conduit_protocol::clock::wall_clock_ms;
 use conduit_protocol::{DecoderLimits, Encoder, FrameDecoder};
@@ -23,15 +23,67 @@ const REFUSAL_WAIT: Duration = Duration::from_secs(5);
 const REFUSAL_FRAME_BYTES: u32 = 4096;
 /// Pause after an accept error (descriptor exhaustion and the like) before trying again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+/// Accept errors are logged at most once per this interval, with a count.
+const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Accept errors, logged with a count at most once per interval (EMFILE repeats every
+/// retry, which would otherwise flood the log).
+struct ErrorLog {
+    since: Instant,
+    count: u64,
+}
+
+impl ErrorLog {
+    fn record(&mut self, shard: usize, e: &std::io::Error) {
+        let now = Instant::now();
+        self.count += 1;
+        if self.count == 1 {
+            tracing::warn!(shard, "accept failed: {e}");
+            self.since = now;
+        } else if now.duration_since(self.since) >= ACCEPT_ERROR_LOG_INTERVAL {
+            tracing::warn!(
+                shard,
+                "accept failed {} more times in {:?}; last: {e}",
+                self.count - 1,
+                now.duration_since(self.since)
+            );
+            self.count = 0;
+        }
+    }
+}
+
+/// Whether an accept failed for want of file descriptors.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
 
 /// Accepts until the task is dropped (stop accepting).
 pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>) {
+    let mut errors = ErrorLog {
+        since: Instant::now(),
+        count: 0,
+    };
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(shard = shard.index, "accept failed: {e}");
+                errors.record(shard.index, &e);
+                // Out of descriptors: free the reserve one to take the waiting
+                // connection and tell it so, instead of leaving it hanging.
+                let reserve = out_of_descriptors(&e)
+                    .then(|| shard.reserve.borrow_mut().take())
+                    .flatten();
+                if let Some(reserve) = reserve {
+                    drop(reserve);
+                    match listener.accept().await {
+                        Ok(s) => refuse(&shard, s, Refusal::OutOfDescriptors),
+                        Err(e) => {
+                            errors.record(shard.index, &e);
+                            shard.restore_reserve();
+                        }
+                    }
+                }
+                // Back off instead of spinning.
                 sleep(ACCEPT_RETRY).await;
                 continue;
             }
@@ -109,12 +161,19 @@ fn refuse(shard: &Rc<Shard>, stream: SharedStream, why: Refusal) {
         Refusal::TooManyPending => CloseReason::TooManyPending,
         Refusal::TooManyFromSource => CloseReason::TooManyFromSource,
         Refusal::TooManyFailures => CloseReason::TooManyFailures,
+        Refusal::OutOfDescriptors => CloseReason::OutOfDescriptors,
     };
+    // The reserve descriptor is given to this refusal: opened again once it is done.
+    let restore = why == Refusal::OutOfDescriptors;
     let Some(permit) = stats.refusing.try_acquire(max) else {
         tracing::debug!(
             ?reason,
             "refusals at their limit; closing a connection at once"
         );
+        drop(stream);
+        if restore {
+            shard.restore_reserve();
+        }
         return;
     };
     stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -153,6 +212,10 @@ fn refuse(shard: &Rc<Shard>, stream: SharedStream, why: Refusal) {
             }
         }
         stream.shutdown_write().await;
+        drop(stream);
+        if restore {
+            shard.restore_reserve();
+        }
         shard.release_refusal(key);
     });
 }

@@ -75,6 +75,9 @@ pub(crate) struct Shard {
     refusals: RefCell<AHashMap<u64, Permit>>,
     /// Key of the next refusal.
     next_refusal: Cell<u64>,
+    /// A descriptor kept open for the moment the process has none left: closed to
+    /// accept one connection and tell it "server full", then opened again.
+    reserve: RefCell<Option<std::fs::File>>,
 }
 
 impl Shard {
@@ -93,6 +96,14 @@ impl Shard {
 
     fn release_refusal(&self, key: u64) {
         self.refusals.borrow_mut().remove(&key);
+    }
+
+    /// Opens the reserve descriptor again (if it is not open).
+    fn restore_reserve(&self) {
+        let mut reserve = self.reserve.borrow_mut();
+        if reserve.is_none() {
+            *reserve = std::fs::File::open("/dev/null").ok();
+        }
     }
 
     fn add_authed(&self, conn: &Rc<LocalConn>) {
@@ -422,6 +433,7 @@ async fn shard_main(setup: Setup) {
         drained: LocalNotify::default(),
         refusals: RefCell::new(AHashMap::new()),
         next_refusal: Cell::new(0),
+        reserve: RefCell::new(std::fs::File::open("/dev/null").ok()),
     });
     router::enter_shard(&shard.router, shard.run.clone(), shard.clone());
     tracing::info!(shard = index, ?addr, "shard listening");
