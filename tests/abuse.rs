@@ -288,3 +288,69 @@ fn fd_exhaustion_child() {
     for _ in lines {}
     running.stop().unwrap();
 }
+
+/// A protocol error right after a v1 login closes at once, even while the post-login
+/// hold (here 60 s) keeps the connection's first frames back.
+#[matrix]
+fn a_protocol_error_during_the_v1_hold_closes_at_once() {
+    let mut desc = test_descriptor(PW);
+    desc.v1_post_auth_delay = std::time::Duration::from_secs(60);
+    let server = Server::new(desc).unwrap();
+    let (running, addr) = start(&server);
+    let mut c = TestClient::connect(addr, Codec::V1).unwrap();
+    assert_eq!(
+        c.authenticate(PW).unwrap().header.kind,
+        FrameKind::AuthSuccess
+    );
+    // A header with an unknown version: the peer broke the protocol.
+    c.send_raw(&conduit_tests::forge::raw_header(9, 1, 0, 0))
+        .unwrap();
+    // Closed within the test client's read timeout (10 s), not after the 60 s hold.
+    let seen = c.expect_closed();
+    assert!(seen.iter().all(|f| f.header.kind != FrameKind::AuthSuccess));
+    running.stop().unwrap();
+}
+
+/// MessagePack a `Value` has no place for — an extension type, a map key that is not
+/// a string — in a v1 RPC request's params is answered as bad arguments (code 2000),
+/// and the connection goes on.
+#[matrix]
+fn unsupported_msgpack_in_params_is_a_validation_error() {
+    use conduit_protocol::v1::{self, V1Payload};
+    let server = Server::new(test_descriptor(PW)).unwrap();
+    server.rpc_with(conduit::RpcInfo::new("echo"), |call| async move {
+        Ok::<_, conduit::RpcError>(call.params)
+    });
+    let (running, addr) = start(&server);
+    let mut c = TestClient::login(addr, Codec::V1, PW);
+    // A request whose params hold the string "EXTX", then that string's bytes
+    // replaced by an extension value (fixext1) and by a map with an integer key.
+    let frame =
+        v1::Encoder::new(0).rpc_request(7, "echo", &conduit::Value::map().with("x", "EXTX"));
+    let payload = frame[conduit_protocol::HEADER_LEN..].to_vec();
+    let marker = [0xa4, b'E', b'X', b'T', b'X'];
+    let at = payload
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .unwrap();
+    for replacement in [&[0xd4, 0x01, 0x02][..], &[0x81, 0x01, 0x02][..]] {
+        let mut bad = payload[..at].to_vec();
+        bad.extend_from_slice(replacement);
+        bad.extend_from_slice(&payload[at + marker.len()..]);
+        c.send_raw(&conduit_tests::forge::v1_raw(FrameKind::RpcRequest, &bad))
+            .unwrap();
+        let reply = c.next_frame().unwrap();
+        let V1Payload::RpcResponse { result, .. } = reply.v1() else {
+            panic!("not an RPC reply: {reply:?}");
+        };
+        assert_eq!(
+            result.get("code"),
+            Some(&conduit::Value::Int(2000)),
+            "{result}"
+        );
+    }
+    // Still connected.
+    c.ping().unwrap();
+    assert_eq!(c.next_frame().unwrap().header.kind, FrameKind::Pong);
+    running.stop().unwrap();
+}

@@ -47,6 +47,12 @@ pub enum WireError {
     /// A MessagePack payload could not be decoded.
     #[error("malformed MessagePack: {0}")]
     Msgpack(&'static str),
+    /// Well-formed MessagePack holding a value the dynamic [`Value`](crate::Value)
+    /// has no place for (an extension type, a map key that is not a string). The
+    /// frame's length is known, so the stream stays in step: an RPC request can be
+    /// answered with a validation error instead of closing.
+    #[error("unsupported MessagePack: {0}")]
+    UnsupportedValue(&'static str),
     /// A payload nested deeper than the configured limit.
     #[error("payload nests deeper than {max} levels")]
     TooDeep {
@@ -99,6 +105,7 @@ impl WireError {
             WireError::NativeLayout(_) => "protocol error: bad native frame layout",
             WireError::Archive(_) => "protocol error: invalid payload",
             WireError::Msgpack(_) => "protocol error: invalid payload",
+            WireError::UnsupportedValue(_) => "protocol error: unsupported MessagePack value",
             WireError::TooDeep { .. } => "protocol error: payload nested too deeply",
             WireError::InvalidUtf8(_) => "protocol error: invalid UTF-8",
             WireError::Decompress => "protocol error: invalid compressed payload",

@@ -188,7 +188,7 @@ impl<'a> Reader<'a> {
             0xd9 => usize::from(self.u8()?),
             0xda => self.u16()?,
             0xdb => self.u32()?,
-            _ => return Err(WireError::Msgpack("map key is not a string")),
+            _ => return Err(WireError::UnsupportedValue("map key is not a string")),
         };
         self.string(len)
     }
@@ -259,7 +259,9 @@ impl<'a> Reader<'a> {
             }
             0xe0..=0xff => Value::Int(i64::from(marker as i8)),
             0xc7..=0xc9 | 0xd4..=0xd8 => {
-                return Err(WireError::Msgpack("extension types are not supported"))
+                return Err(WireError::UnsupportedValue(
+                    "extension types are not supported",
+                ))
             }
             0xc1 => return Err(WireError::Msgpack("reserved marker 0xc1")),
         })

@@ -82,7 +82,9 @@ impl From<&WireError> for PeerMisbehaved {
             WireError::Oversize { .. } => PeerMisbehaved::FrameTooLarge,
             WireError::CodecMismatch { .. } => PeerMisbehaved::CodecChanged,
             WireError::NativeLayout(_) => PeerMisbehaved::BadNativeLayout,
-            WireError::Archive(_) | WireError::Msgpack(_) => PeerMisbehaved::InvalidPayload,
+            WireError::Archive(_) | WireError::Msgpack(_) | WireError::UnsupportedValue(_) => {
+                PeerMisbehaved::InvalidPayload
+            }
             WireError::InvalidUtf8(_) => PeerMisbehaved::InvalidUtf8,
             WireError::Decompress => PeerMisbehaved::BadCompression,
             WireError::TooDeep { .. } => PeerMisbehaved::PayloadTooComplex,

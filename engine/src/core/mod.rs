@@ -441,6 +441,24 @@ impl ConnCore {
             },
             // netconduit ignores a MESSAGE whose payload is not a map.
             Err(WireError::Shape { .. }) if header.kind == FrameKind::Message => None,
+            // A value with no place in `Value` (an extension type, a non-string key) in
+            // a well-framed request: the caller's mistake, answered like bad
+            // arguments; a message with one is dropped like one of the wrong shape.
+            Err(WireError::UnsupportedValue(what)) => match header.kind {
+                FrameKind::RpcRequest => {
+                    let reply = self.encoder(timestamp_ms).rpc_failure(
+                        header.correlation_id,
+                        codes::VALIDATION,
+                        &format!("Validation error: the request holds {what}"),
+                        None,
+                    );
+                    self.transmit(reply).map(Event::Close)
+                }
+                _ => {
+                    tracing::debug!(conn = %self.id, "message dropped: {what}");
+                    None
+                }
+            },
             Ok(_) => None,
             Err(e) => Some(Event::Close(self.misbehaved((&e).into(), timestamp_ms))),
         }
