@@ -354,3 +354,74 @@ fn unsupported_msgpack_in_params_is_a_validation_error() {
     assert_eq!(c.next_frame().unwrap().header.kind, FrameKind::Pong);
     running.stop().unwrap();
 }
+
+/// A connection over its inbound rate (here 5 frames/s) has its calls refused with
+/// code 4290 while the connection goes on; with the close policy it is closed.
+#[matrix]
+fn inbound_rate_limits_refuse_calls_or_close() {
+    use conduit_protocol::v1::V1Payload;
+    let mut desc = test_descriptor(PW);
+    desc.max_inbound_frames_per_s = Some(5);
+    let server = Server::new(desc.clone()).unwrap();
+    server.rpc_with(conduit::RpcInfo::new("echo"), |call| async move {
+        Ok::<_, conduit::RpcError>(call.params)
+    });
+    let (running, addr) = start(&server);
+    let mut c = TestClient::login(addr, Codec::V1, PW);
+    // Twenty calls in one write: they arrive together, far faster than 5 a second.
+    let mut burst = Vec::new();
+    for corr in 1..=20 {
+        burst.extend(conduit_tests::forge::rpc_frame(
+            Codec::V1,
+            corr,
+            "echo",
+            &conduit::Value::map(),
+        ));
+    }
+    c.send_raw(&burst).unwrap();
+    let mut refused = 0;
+    for i in 0..20 {
+        let f = c
+            .next_frame()
+            .unwrap_or_else(|e| panic!("reply {i}: {e}; {refused} refused"));
+        let V1Payload::RpcResponse { result, .. } = f.v1() else {
+            panic!("not a reply: {f:?}");
+        };
+        if result.get("code") == Some(&conduit::Value::Int(4290)) {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 10, "only {refused} of 20 refused");
+    c.ping().unwrap();
+    assert_eq!(c.next_frame().unwrap().header.kind, FrameKind::Pong);
+    running.stop().unwrap();
+
+    desc.inbound_rate_policy = conduit::RateLimitPolicy::Close;
+    let server = Server::new(desc).unwrap();
+    server.rpc_with(conduit::RpcInfo::new("echo"), |call| async move {
+        Ok::<_, conduit::RpcError>(call.params)
+    });
+    let (running, addr) = start(&server);
+    // Native peers are told why in a CLOSE frame (v1 has no frame for it).
+    let mut c = TestClient::login(addr, Codec::Native, PW);
+    let mut burst = Vec::new();
+    for corr in 1..=20 {
+        burst.extend(conduit_tests::forge::rpc_frame(
+            Codec::Native,
+            corr,
+            "echo",
+            &conduit::Value::map(),
+        ));
+    }
+    c.send_raw(&burst).unwrap();
+    let seen = c.expect_closed();
+    let replies = seen
+        .iter()
+        .filter(|f| f.header.kind == FrameKind::RpcResponse)
+        .count();
+    assert!(replies <= 6, "{replies} calls answered before the close");
+    let last = seen.last().expect("a last frame");
+    assert_eq!(last.header.kind, FrameKind::Close);
+    assert_eq!(last.reason(), "rate limit exceeded");
+    running.stop().unwrap();
+}

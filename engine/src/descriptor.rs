@@ -17,6 +17,18 @@ pub enum SlowConsumerPolicy {
     DropNewest,
 }
 
+/// What a frame over a connection's inbound rate limits gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RateLimitPolicy {
+    /// An RPC call is answered with code 4290 ("rate limit exceeded"); a message is
+    /// dropped (counted). The connection stays.
+    #[default]
+    Reject,
+    /// The connection is closed with the reason "rate limit exceeded".
+    Close,
+}
+
 /// A password: kept as given, never printed — `Debug` shows `"***"`, so a descriptor
 /// can be logged whole. Reads as a `&str`.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -226,6 +238,15 @@ pub struct ServerDescriptor {
     pub auth_backoff_base: Duration,
     /// Longest wait. Default 5 min.
     pub auth_backoff_max: Duration,
+    /// Most calls and messages per second one connection may send after login (the
+    /// bucket holds one second's worth, so a burst of this many passes at once; pings
+    /// and pongs are not counted). Default off.
+    pub max_inbound_frames_per_s: Option<u32>,
+    /// Most payload bytes of calls and messages per second one connection may send
+    /// after login (one larger than this never passes). Default off.
+    pub max_inbound_bytes_per_s: Option<u64>,
+    /// What a frame over those limits gets. Default [`RateLimitPolicy::Reject`].
+    pub inbound_rate_policy: RateLimitPolicy,
 }
 
 /// The highest `max_payload_depth` a server accepts. Decoding, dropping and re-encoding
@@ -274,6 +295,9 @@ impl ServerDescriptor {
             max_auth_failures_per_source: 5,
             auth_backoff_base: Duration::from_secs(1),
             auth_backoff_max: Duration::from_secs(300),
+            max_inbound_frames_per_s: None,
+            max_inbound_bytes_per_s: None,
+            inbound_rate_policy: RateLimitPolicy::Reject,
         }
     }
 
@@ -470,6 +494,18 @@ impl ServerDescriptor {
             return bad(
                 "auth_backoff_base",
                 "must be above zero and at most auth_backoff_max".into(),
+            );
+        }
+        if self.max_inbound_frames_per_s == Some(0) {
+            return bad(
+                "max_inbound_frames_per_s",
+                "must be above zero (None turns it off)".into(),
+            );
+        }
+        if self.max_inbound_bytes_per_s == Some(0) {
+            return bad(
+                "max_inbound_bytes_per_s",
+                "must be above zero (None turns it off)".into(),
             );
         }
         if self.max_pending == 0 {

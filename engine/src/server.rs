@@ -462,6 +462,11 @@ impl Server {
             slow_consumer: desc.slow_consumer,
             max_outbound_bytes: desc.max_outbound_bytes,
             routes: registry.route_table(),
+            inbound_rate: crate::core::InboundRate {
+                frames_per_s: desc.max_inbound_frames_per_s,
+                bytes_per_s: desc.max_inbound_bytes_per_s,
+            },
+            rate_policy: desc.inbound_rate_policy,
         };
         Ok((Arc::new(registry), Arc::new(core_config)))
     }

@@ -46,6 +46,8 @@ pub enum PeerMisbehaved {
     NotAuthenticated,
     /// A login step out of order (a proof before a hello…).
     HandshakeOutOfOrder,
+    /// Frames past the connection's inbound rate limits (policy: close).
+    RateLimited,
 }
 
 impl PeerMisbehaved {
@@ -69,6 +71,7 @@ impl PeerMisbehaved {
             PeerMisbehaved::HandshakeOutOfOrder => {
                 "protocol error: unexpected payload shape (handshake step out of order)"
             }
+            PeerMisbehaved::RateLimited => "rate limit exceeded",
         }
     }
 }

@@ -32,6 +32,8 @@ pub(crate) fn small_config(routes: RouteTable) -> CoreConfig {
         slow_consumer: SlowConsumerPolicy::Disconnect,
         max_outbound_bytes: 256 * 1024,
         routes,
+        inbound_rate: InboundRate::default(),
+        rate_policy: crate::descriptor::RateLimitPolicy::Reject,
     }
 }
 

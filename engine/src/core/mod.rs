@@ -20,6 +20,7 @@ mod event;
 pub mod fuzz;
 mod notify;
 pub mod outbound;
+pub mod rate;
 pub mod routes;
 #[cfg(test)]
 mod tests;
@@ -41,7 +42,12 @@ pub use close::{Close, CloseReason, PeerMisbehaved};
 pub use event::{Args, Call, CallId, CallKind, Event, Failure, Outcome};
 pub use notify::{LocalNotify, Signal};
 pub use outbound::{Delivery, Outbound};
+pub use rate::InboundRate;
 pub use routes::{ArgForm, RouteTable, LISTALL};
+
+/// The code of an RPC refused for the connection's inbound rate limit (netconduit's
+/// codes have none; 4290 reads as "too many requests").
+pub const RATE_LIMITED: i64 = 4290;
 
 use crate::descriptor::SlowConsumerPolicy;
 use crate::id::ConnectionId;
@@ -84,6 +90,10 @@ pub struct CoreConfig {
     pub max_outbound_bytes: usize,
     /// Which names route to a handler.
     pub routes: RouteTable,
+    /// Inbound limits per connection after login (off when neither is set).
+    pub inbound_rate: InboundRate,
+    /// What a frame over the inbound limits gets.
+    pub rate_policy: crate::descriptor::RateLimitPolicy,
 }
 
 impl CoreConfig {
@@ -112,6 +122,8 @@ pub struct CoreCounters {
     pub frames_not_sent: u64,
     /// Messages whose type no handler takes; ignored as netconduit does.
     pub unrouted_messages: u64,
+    /// Frames over the inbound rate limits (refused or dropped).
+    pub rate_limited: u64,
 }
 
 /// A call the core started and waits on.
@@ -160,6 +172,8 @@ pub struct ConnCore {
     next_call: u64,
     /// What was refused or dropped.
     counters: CoreCounters,
+    /// The inbound rate buckets, from login on (when limits are set).
+    buckets: Option<rate::Buckets>,
 }
 
 impl ConnCore {
@@ -193,6 +207,7 @@ impl ConnCore {
             pending: Vec::new(),
             next_call: 1,
             counters: CoreCounters::default(),
+            buckets: None,
         }
     }
 
@@ -335,6 +350,9 @@ impl ConnCore {
         // Any frame shows the peer read AUTH_SUCCESS: a held v1 writer may go.
         self.out.open_gate();
         let header = frame.header;
+        if let Some(over) = self.over_rate(&frame, timestamp_ms) {
+            return over;
+        }
         match header.kind {
             FrameKind::Ping => {
                 let pong = self.encoder(timestamp_ms).empty(FrameKind::Pong);
@@ -362,6 +380,42 @@ impl ConnCore {
         }
     }
 
+    /// Charges `frame` to the inbound buckets; `Some` when it is over them: closed, or
+    /// (an RPC) answered with [`RATE_LIMITED`], or (anything else) dropped.
+    fn over_rate<'d>(&mut self, frame: &Frame<'d>, timestamp_ms: u64) -> Option<Option<Event<'d>>> {
+        // Calls and messages count; control frames (ping, pong, close) do not, so a
+        // limited client still keeps its heartbeat.
+        if !matches!(
+            frame.header.kind,
+            FrameKind::Message | FrameKind::RpcRequest
+        ) {
+            return None;
+        }
+        let rate = self.config.inbound_rate;
+        let buckets = self.buckets.as_mut()?;
+        if buckets.take(&rate, self.now, frame.payload.len()) {
+            return None;
+        }
+        self.counters.rate_limited += 1;
+        Some(match self.config.rate_policy {
+            crate::descriptor::RateLimitPolicy::Close => Some(Event::Close(
+                self.misbehaved(PeerMisbehaved::RateLimited, timestamp_ms),
+            )),
+            crate::descriptor::RateLimitPolicy::Reject => match frame.header.kind {
+                FrameKind::RpcRequest => {
+                    let reply = self.encoder(timestamp_ms).rpc_failure(
+                        frame.header.correlation_id,
+                        RATE_LIMITED,
+                        "rate limit exceeded",
+                        None,
+                    );
+                    self.transmit(reply).map(Event::Close)
+                }
+                _ => None,
+            },
+        })
+    }
+
     fn during_login<'d>(&mut self, frame: &Frame<'d>, timestamp_ms: u64) -> Option<Event<'d>> {
         if frame.header.kind != FrameKind::AuthRequest {
             return Some(Event::Close(
@@ -386,6 +440,9 @@ impl ConnCore {
             Ok(ServerStep::Send(challenge)) => self.transmit(Ok(challenge)).map(Event::Close),
             Ok(ServerStep::Accepted { reply, client_name }) => {
                 self.authenticated = true;
+                if self.config.inbound_rate.is_on() {
+                    self.buckets = Some(rate::Buckets::new(&self.config.inbound_rate, self.now));
+                }
                 let codec = frame.header.codec;
                 if let Some(close) = self.transmit(Ok(reply)) {
                     return Some(Event::Close(close));

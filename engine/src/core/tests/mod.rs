@@ -419,3 +419,53 @@ fn value_tree_payloads_decode_under_the_limits() {
     );
     let _: Bytes = frame;
 }
+
+#[test]
+fn inbound_rate_limits_reject_calls_or_close_in_virtual_time() {
+    both(|codec| {
+        let limited = |policy| {
+            config(|c| {
+                c.inbound_rate = InboundRate {
+                    frames_per_s: Some(3),
+                    bytes_per_s: None,
+                };
+                c.rate_policy = policy;
+            })
+        };
+        let args = Value::map().with("a", 1).with("b", 1);
+        // Reject: the fourth call in one instant is refused, the connection stays, and
+        // a second later calls pass again.
+        let mut p = Pair::new(codec, limited(crate::descriptor::RateLimitPolicy::Reject));
+        p.login("pw").unwrap();
+        p.received();
+        for corr in 1..=3 {
+            assert_eq!(p.rpc(corr, "add", &args), Ok(Value::from(2)));
+        }
+        assert_eq!(
+            p.rpc(4, "add", &args),
+            Err((RATE_LIMITED, "rate limit exceeded".into()))
+        );
+        assert_eq!(p.server.counters().rate_limited, 1);
+        assert!(p.close.is_none());
+        // Half a second refills one and a half calls (and is before any heartbeat).
+        p.advance(Duration::from_millis(500));
+        assert_eq!(p.rpc(5, "add", &args), Ok(Value::from(2)));
+        assert_eq!(
+            p.rpc(6, "add", &args),
+            Err((RATE_LIMITED, "rate limit exceeded".into()))
+        );
+        // Close: the fourth frame ends the connection, saying why.
+        let mut p = Pair::new(codec, limited(crate::descriptor::RateLimitPolicy::Close));
+        p.login("pw").unwrap();
+        p.received();
+        for corr in 1..=3 {
+            assert_eq!(p.rpc(corr, "add", &args), Ok(Value::from(2)));
+        }
+        let msg = p.enc().message(0, "chat", &Value::map()).unwrap();
+        p.send(&msg);
+        assert_eq!(
+            p.close.as_ref().map(|c| c.reason),
+            Some(CloseReason::Misbehaved(PeerMisbehaved::RateLimited))
+        );
+    });
+}
