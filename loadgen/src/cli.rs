@@ -12,7 +12,7 @@ use crate::report;
 use crate::scenario::{
     self, BroadcastMode, BroadcastSpec, HeartbeatSpec, RpcSpec, RunResult, RunSpec, Scenario,
 };
-use crate::serve::{self, ServeOptions};
+use crate::serve::{self, LoginSettings, ServeOptions};
 use crate::suite::{self, SuiteOptions};
 use crate::target::{self, Implementation, ServerProcess, SpawnOptions, BENCH_PASSWORD};
 use crate::wire::{ConnectSpec, MAX_CONNECT_ATTEMPTS};
@@ -48,6 +48,9 @@ pub enum Command {
     /// Connections churning through an in-process server (connect, log in, RPCs and
     /// broadcasts, leave); RSS, open descriptors and `connection_count` must come back.
     Soak(crate::soak::SoakArgs),
+    /// One address attacks the login (`lockout`: silent sockets; `bruteforce`: wrong
+    /// passwords) while real clients log in from other 127.0.0.x addresses.
+    Attack(crate::attack::AttackArgs),
 }
 
 /// Which codec a client speaks.
@@ -331,6 +334,33 @@ pub struct ServeArgs {
     /// Runtime backend (the READY line says which one runs).
     #[arg(long, value_enum, default_value_t = RuntimeArg::Auto)]
     pub runtime: RuntimeArg,
+    /// The engine's defaults for admission and login, as a server built like the chat
+    /// example runs (`max_connections` 1000, `max_pending` 256, `max_pending_per_source`
+    /// 16, `max_auth_failures_per_source` 5, `auth_failure_delay` 200 ms, `auth_timeout`
+    /// 30 s), instead of the benchmark's (as many connections as the open-files limit
+    /// allows, the login budgets raised to them, a 1 ms brake). The options below
+    /// override either.
+    #[arg(long)]
+    pub engine_defaults: bool,
+    /// `max_connections`.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// `max_pending`: connections logging in at once.
+    #[arg(long)]
+    pub max_pending: Option<usize>,
+    /// `max_pending_per_source`: connections logging in at once from one address.
+    #[arg(long)]
+    pub max_pending_per_source: Option<usize>,
+    /// `max_auth_failures_per_source`: failed logins from one address before it backs
+    /// off (4294967295: never).
+    #[arg(long)]
+    pub max_auth_failures_per_source: Option<u32>,
+    /// `auth_failure_delay`, ms: the brake after a wrong password.
+    #[arg(long)]
+    pub auth_failure_delay_ms: Option<u64>,
+    /// `auth_timeout`, ms: time a connection has to log in.
+    #[arg(long)]
+    pub auth_timeout_ms: Option<u64>,
 }
 
 /// Longest time any single flag may ask for, seconds.
@@ -367,6 +397,7 @@ pub fn main() -> i32 {
 pub fn dispatch(command: Command) -> Result<i32> {
     match command {
         Command::Soak(a) => crate::soak::main(&a),
+        Command::Attack(a) => crate::attack::main(&a),
         Command::Serve(a) => {
             serve::serve(&ServeOptions {
                 host: a.host,
@@ -378,6 +409,15 @@ pub fn dispatch(command: Command) -> Result<i32> {
                 stop_on_stdin_eof: a.stop_on_stdin_eof,
                 recv_buffer_bytes: a.recv_buffer_bytes,
                 runtime: a.runtime.into(),
+                login: LoginSettings {
+                    engine_defaults: a.engine_defaults,
+                    max_connections: a.max_connections,
+                    max_pending: a.max_pending,
+                    max_pending_per_source: a.max_pending_per_source,
+                    max_auth_failures_per_source: a.max_auth_failures_per_source,
+                    auth_failure_delay: a.auth_failure_delay_ms.map(Duration::from_millis),
+                    auth_timeout: a.auth_timeout_ms.map(Duration::from_millis),
+                },
             })?;
             Ok(0)
         }
@@ -475,6 +515,8 @@ fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
                 password: t.password.clone(),
                 python,
                 runtime: t.runtime.into(),
+                extra_args: Vec::new(),
+                log_filter: None,
             },
         )
     };

@@ -15,6 +15,8 @@
 //! * [`serve`] — the benchmark server (`conduit-loadgen serve`).
 //! * [`suite`] — every scenario against every target (our server on one runtime or
 //!   both), interleaved rounds, medians.
+//! * [`attack`] — one address attacks the login (silent sockets, or password guesses)
+//!   while real clients log in from other 127.0.0.x addresses.
 //! * [`soak`] — connections churning through an in-process server; RSS, descriptors
 //!   and `connection_count` must come back.
 //! * [`report`] — the human table and the JSON.
@@ -22,6 +24,7 @@
 //! * [`stats`] — histograms, loss accounting, the coordinated-omission-aware
 //!   schedule.
 
+pub mod attack;
 pub mod cli;
 pub mod goals;
 pub mod payload;

@@ -74,6 +74,68 @@ pub struct ServeOptions {
     pub recv_buffer_bytes: Option<usize>,
     /// The runtime backend asked of the server ([`Runtime::Auto`]: the engine picks).
     pub runtime: Runtime,
+    /// Admission and login settings (`attack` measures the engine's own).
+    pub login: LoginSettings,
+}
+
+/// Admission and login settings of the benchmark server. By default the benchmark's
+/// own: `max_connections` as high as the open-files limit allows ([`max_connections`]),
+/// the login budgets raised to it (every load-generator connection comes from
+/// 127.0.0.1) and a 1 ms `auth_failure_delay`. With `engine_defaults`, the engine's
+/// defaults instead, as a server built like the chat example runs: `max_connections`
+/// 1000, `max_pending` 256, `max_pending_per_source` 16, `max_auth_failures_per_source`
+/// 5, `auth_failure_delay` 200 ms, `auth_timeout` 30 s. Each `Some` overrides either.
+#[derive(Clone, Debug, Default)]
+pub struct LoginSettings {
+    /// Start from the engine's defaults, not the benchmark's raised settings.
+    pub engine_defaults: bool,
+    /// `max_connections`.
+    pub max_connections: Option<usize>,
+    /// `max_pending`: connections logging in at once.
+    pub max_pending: Option<usize>,
+    /// `max_pending_per_source`: of those, from one address.
+    pub max_pending_per_source: Option<usize>,
+    /// `max_auth_failures_per_source`: failed logins before the address backs off.
+    pub max_auth_failures_per_source: Option<u32>,
+    /// `auth_failure_delay`: the brake after a wrong password.
+    pub auth_failure_delay: Option<Duration>,
+    /// `auth_timeout`: time a connection has to log in.
+    pub auth_timeout: Option<Duration>,
+}
+
+impl LoginSettings {
+    /// Applies these settings to `desc`.
+    pub fn apply(&self, mut desc: ServerDescriptor) -> ServerDescriptor {
+        if !self.engine_defaults {
+            desc = desc.max_connections(max_connections());
+            // Refusals must not be mistaken for slowness; nobody guesses passwords here.
+            desc = desc.auth_failure_delay(Duration::from_millis(1));
+            // Every load-generator connection comes from one address and up to all of
+            // them log in at once: the login budgets, meant for the open internet,
+            // would refuse them.
+            desc.max_pending = desc.max_connections;
+            desc.max_pending_per_source = desc.max_connections;
+        }
+        if let Some(n) = self.max_connections {
+            desc = desc.max_connections(n);
+        }
+        if let Some(n) = self.max_pending {
+            desc.max_pending = n;
+        }
+        if let Some(n) = self.max_pending_per_source {
+            desc.max_pending_per_source = n;
+        }
+        if let Some(n) = self.max_auth_failures_per_source {
+            desc.max_auth_failures_per_source = n;
+        }
+        if let Some(d) = self.auth_failure_delay {
+            desc = desc.auth_failure_delay(d);
+        }
+        if let Some(d) = self.auth_timeout {
+            desc = desc.auth_timeout(d);
+        }
+        desc
+    }
 }
 
 /// Shortest heartbeat timeout `serve` uses: a loaded machine must not turn a slow
@@ -93,16 +155,10 @@ pub fn build(opts: &ServeOptions) -> Result<Server> {
         .port(opts.port)
         .shards(opts.shards)
         .name("conduit-loadgen-serve")
-        .max_connections(max_connections())
         .heartbeat(opts.heartbeat, heartbeat_timeout(opts.heartbeat))
         .drain_timeout(Duration::from_secs(1))
         .runtime(opts.runtime);
-    // Refusals must not be mistaken for slowness; nobody guesses passwords here.
-    desc = desc.auth_failure_delay(Duration::from_millis(1));
-    // Every load-generator connection comes from one address and up to all of them log
-    // in at once: the login budgets, meant for the open internet, would refuse them.
-    desc.max_pending = desc.max_connections;
-    desc.max_pending_per_source = desc.max_connections;
+    desc = opts.login.apply(desc);
     if let Some(n) = opts.recv_buffer_bytes {
         desc.recv_buffer_bytes = n;
     }

@@ -307,6 +307,7 @@ pub fn run(a: &SoakArgs) -> Result<SoakResult> {
         stop_on_stdin_eof: false,
         recv_buffer_bytes: None,
         runtime: conduit::Runtime::Auto,
+        login: serve::LoginSettings::default(),
     })?;
     let running = server
         .start()

@@ -559,6 +559,8 @@ fn run_one(
             password: BENCH_PASSWORD.into(),
             python: python.clone(),
             runtime: runtime.unwrap_or_default(),
+            extra_args: Vec::new(),
+            log_filter: None,
         },
     )?;
     let spec = RunSpec {

@@ -86,6 +86,10 @@ pub struct SpawnOptions {
     pub python: Option<PathBuf>,
     /// The runtime backend asked of the server (conduit only).
     pub runtime: Runtime,
+    /// More `serve` options (conduit only).
+    pub extra_args: Vec<String>,
+    /// The server's log filter (`RUST_LOG`; default `warn`; conduit only).
+    pub log_filter: Option<String>,
 }
 
 /// A running server child. Dropping it stops the server (stdin closes), killing it
@@ -133,7 +137,10 @@ impl ServerProcess {
                     let list: Vec<String> = opts.cpus.iter().map(usize::to_string).collect();
                     c.arg("--cpus").arg(list.join(","));
                 }
-                c.env("RUST_LOG", "warn");
+                c.args(&opts.extra_args);
+                c.env("RUST_LOG", opts.log_filter.as_deref().unwrap_or("warn"));
+                // A log read back by a program: no colour codes.
+                c.env("NO_COLOR", "1");
                 c
             }
             Implementation::Netconduit => {

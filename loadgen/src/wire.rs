@@ -154,7 +154,7 @@ impl Conn {
 }
 
 /// A client nonce: not secret for a load generator, only distinct per connection.
-fn nonce(seed: u64) -> auth::Nonce {
+pub(crate) fn nonce(seed: u64) -> auth::Nonce {
     let mut out = [0u8; 32];
     let mut x = seed ^ 0x9E37_79B9_7F4A_7C15 ^ wall_clock_ms();
     for chunk in out.chunks_mut(8) {

@@ -281,3 +281,71 @@ fn quick_suite_runs_every_scenario_on_both_runtimes() {
     let loadgen = Runtime::Auto.resolve(1).unwrap();
     assert_eq!(r["machine"]["loadgen_runtime"], loadgen.name());
 }
+
+/// `attack`, both modes, briefly and small, against a server with the engine's login
+/// budgets: under a lock-out attempt every real login from another address succeeds;
+/// under guessing, the server counts a few failed logins, the rest of the guesser's
+/// connections are refused with the reason, and nobody else is told "server full".
+#[test]
+fn attack_reports_and_the_budgets_hold() {
+    let scratch = Scratch::new("attack");
+    let lockout = scratch.file("lockout.json");
+    run(exe()
+        .args([
+            "attack",
+            "--mode",
+            "lockout",
+            "--attackers",
+            "100",
+            "--clients",
+            "20",
+            "--duration-s",
+            "2",
+            "--json",
+        ])
+        .arg(&lockout));
+    let r = read_json(&lockout);
+    assert_eq!(r["mode"], "lockout");
+    assert_eq!(r["server"]["max_pending_per_source"], 16, "{r:#}");
+    assert_eq!(r["clients"]["attempted"], 20);
+    assert_eq!(r["clients"]["succeeded"], 20, "{r:#}");
+    assert!(r["lockout"]["opened"].as_u64().unwrap() >= 100, "{r:#}");
+    assert!(r["bruteforce"].is_null());
+
+    let bruteforce = scratch.file("bruteforce.json");
+    run(exe()
+        .args([
+            "attack",
+            "--mode",
+            "bruteforce",
+            "--attackers",
+            "8",
+            "--clients",
+            "10",
+            "--duration-s",
+            "2",
+            "--codec",
+            "v1",
+            "--json",
+        ])
+        .arg(&bruteforce));
+    let r = read_json(&bruteforce);
+    assert_eq!(r["mode"], "bruteforce");
+    assert_eq!(r["codec"], "v1");
+    let b = &r["bruteforce"];
+    let server = b["server_failures"].as_u64().unwrap();
+    assert!(server >= 1, "{r:#}");
+    // Five free failures, then at most the connections already logging in.
+    assert!(server <= 5 + 8 + 8, "{r:#}");
+    assert!(b["guesses"].as_u64().unwrap() >= 1, "{r:#}");
+    assert!(b["guesses_per_s"].as_f64().is_some());
+    assert!(
+        b["refused"]["too many failed logins from your address; retry later"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{r:#}"
+    );
+    assert_eq!(r["clients"]["attempted"], 10);
+    assert_eq!(r["clients"]["server_full"], 0, "{r:#}");
+    assert_eq!(r["clients"]["succeeded"], 10, "{r:#}");
+}
