@@ -380,42 +380,6 @@ impl ConnCore {
         }
     }
 
-    /// Charges `frame` to the inbound buckets; `Some` when it is over them: closed, or
-    /// (an RPC) answered with [`RATE_LIMITED`], or (anything else) dropped.
-    fn over_rate<'d>(&mut self, frame: &Frame<'d>, timestamp_ms: u64) -> Option<Option<Event<'d>>> {
-        // Calls and messages count; control frames (ping, pong, close) do not, so a
-        // limited client still keeps its heartbeat.
-        if !matches!(
-            frame.header.kind,
-            FrameKind::Message | FrameKind::RpcRequest
-        ) {
-            return None;
-        }
-        let rate = self.config.inbound_rate;
-        let buckets = self.buckets.as_mut()?;
-        if buckets.take(&rate, self.now, frame.payload.len()) {
-            return None;
-        }
-        self.counters.rate_limited += 1;
-        Some(match self.config.rate_policy {
-            crate::descriptor::RateLimitPolicy::Close => Some(Event::Close(
-                self.misbehaved(PeerMisbehaved::RateLimited, timestamp_ms),
-            )),
-            crate::descriptor::RateLimitPolicy::Reject => match frame.header.kind {
-                FrameKind::RpcRequest => {
-                    let reply = self.encoder(timestamp_ms).rpc_failure(
-                        frame.header.correlation_id,
-                        RATE_LIMITED,
-                        "rate limit exceeded",
-                        None,
-                    );
-                    self.transmit(reply).map(Event::Close)
-                }
-                _ => None,
-            },
-        })
-    }
-
     fn during_login<'d>(&mut self, frame: &Frame<'d>, timestamp_ms: u64) -> Option<Event<'d>> {
         if frame.header.kind != FrameKind::AuthRequest {
             return Some(Event::Close(

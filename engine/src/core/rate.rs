@@ -5,6 +5,11 @@
 
 use std::time::Instant;
 
+use conduit_protocol::{Frame, FrameKind};
+
+use super::{ConnCore, Event, PeerMisbehaved, RATE_LIMITED};
+use crate::descriptor::RateLimitPolicy;
+
 /// A connection's inbound limits (from the descriptor); `None` leaves that one off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct InboundRate {
@@ -62,6 +67,48 @@ impl Buckets {
             self.bytes -= bytes as f64;
         }
         true
+    }
+}
+
+impl ConnCore {
+    /// Charges `frame` to the inbound buckets; `Some` when it is over them: closed, or
+    /// (an RPC) answered with [`RATE_LIMITED`], or (anything else) dropped.
+    pub(super) fn over_rate<'d>(
+        &mut self,
+        frame: &Frame<'d>,
+        timestamp_ms: u64,
+    ) -> Option<Option<Event<'d>>> {
+        // Calls and messages count; control frames (ping, pong, close) do not, so a
+        // limited client still keeps its heartbeat.
+        if !matches!(
+            frame.header.kind,
+            FrameKind::Message | FrameKind::RpcRequest
+        ) {
+            return None;
+        }
+        let rate = self.config.inbound_rate;
+        let buckets = self.buckets.as_mut()?;
+        if buckets.take(&rate, self.now, frame.payload.len()) {
+            return None;
+        }
+        self.counters.rate_limited += 1;
+        Some(match self.config.rate_policy {
+            RateLimitPolicy::Close => Some(Event::Close(
+                self.misbehaved(PeerMisbehaved::RateLimited, timestamp_ms),
+            )),
+            RateLimitPolicy::Reject => match frame.header.kind {
+                FrameKind::RpcRequest => {
+                    let reply = self.encoder(timestamp_ms).rpc_failure(
+                        frame.header.correlation_id,
+                        RATE_LIMITED,
+                        "rate limit exceeded",
+                        None,
+                    );
+                    self.transmit(reply).map(Event::Close)
+                }
+                _ => None,
+            },
+        })
     }
 }
 
