@@ -1,6 +1,11 @@
 //! The `conduit-loadgen` command line.
+//!
+//! The parser, the subcommands and the value types they share, the `suite` and `serve`
+//! arguments, and [`dispatch`]; the scenario subcommands' arguments and their runs are
+//! in `scenario`.
 
-use std::net::SocketAddr;
+mod scenario;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,14 +13,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use conduit::Runtime;
 use conduit_protocol::Codec;
 
-use crate::report;
-use crate::scenario::{
-    self, BroadcastMode, BroadcastSpec, HeartbeatSpec, RpcSpec, RunResult, RunSpec, Scenario,
-};
+pub use self::scenario::{BroadcastArgs, ConnectArgs, HeartbeatArgs, ModeArg, RpcArgs, TargetArgs};
 use crate::serve::{self, LoginSettings, ServeOptions};
 use crate::suite::{self, SuiteOptions};
-use crate::target::{self, Implementation, ServerProcess, SpawnOptions, BENCH_PASSWORD};
-use crate::wire::{ConnectSpec, MAX_CONNECT_ATTEMPTS};
+use crate::target::{self, BENCH_PASSWORD};
 use crate::{Error, Result};
 
 /// Load generator and benchmark suite for conduit and netconduit servers (loopback
@@ -160,150 +161,6 @@ pub struct SuiteArgs {
     pub no_progress: bool,
 }
 
-/// Where the server under test is and how to reach it.
-#[derive(Debug, Args)]
-pub struct TargetArgs {
-    /// `conduit` (spawn `serve`), `netconduit` (spawn the Python reference server) or
-    /// HOST:PORT of a running server on loopback.
-    #[arg(long, default_value = "conduit")]
-    pub target: String,
-    /// Pid of a running server, to read its CPU time and RSS.
-    #[arg(long)]
-    pub pid: Option<u32>,
-    /// Codec the clients speak.
-    #[arg(long, value_enum, default_value_t = CodecArg::Native)]
-    pub codec: CodecArg,
-    /// Connections (broadcast: receivers; with --room-members: all of them, the sender
-    /// and the other members included).
-    #[arg(long, default_value_t = 1000)]
-    pub connections: usize,
-    /// Password.
-    #[arg(long, default_value = BENCH_PASSWORD)]
-    pub password: String,
-    /// Shards of a spawned conduit server.
-    #[arg(long, default_value_t = 1)]
-    pub shards: usize,
-    /// Runtime backend of a spawned conduit server.
-    #[arg(long, value_enum, default_value_t = RuntimeArg::Auto)]
-    pub runtime: RuntimeArg,
-    /// Connects in flight at once.
-    #[arg(long, default_value_t = 90)]
-    pub connect_concurrency: usize,
-    /// Bound on the connect phase, seconds.
-    #[arg(long, default_value_t = 60.0)]
-    pub connect_deadline_s: f64,
-    /// Write the result as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Do not pin the server and the load generator to separate CPUs.
-    #[arg(long)]
-    pub no_pin: bool,
-    /// No live progress line.
-    #[arg(long)]
-    pub no_progress: bool,
-    /// The netconduit venv (default target/netconduit-venv).
-    #[arg(long)]
-    pub venv: Option<PathBuf>,
-}
-
-/// `connect` options.
-#[derive(Debug, Args)]
-pub struct ConnectArgs {
-    /// Target.
-    #[command(flatten)]
-    pub target: TargetArgs,
-    /// Idle time before the server's RSS is read, ms.
-    #[arg(long, default_value_t = 1000)]
-    pub settle_ms: u64,
-}
-
-/// `heartbeat` options.
-#[derive(Debug, Args)]
-pub struct HeartbeatArgs {
-    /// Target.
-    #[command(flatten)]
-    pub target: TargetArgs,
-    /// Measured phase, seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub duration_s: f64,
-    /// Heartbeat interval of a spawned server, ms (netconduit: whole seconds).
-    #[arg(long, default_value_t = 1000)]
-    pub heartbeat_ms: u64,
-    /// Only answer the server's pings; do not ping it back (no latency figures).
-    #[arg(long)]
-    pub no_client_ping: bool,
-}
-
-/// Broadcast pacing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
-    /// One message at a time (fan-out latency).
-    Single,
-    /// Fixed rate (`--rate`).
-    Rate,
-    /// Saturation with `--window` messages in flight.
-    Saturate,
-}
-
-/// `broadcast` options.
-#[derive(Debug, Args)]
-pub struct BroadcastArgs {
-    /// Target.
-    #[command(flatten)]
-    pub target: TargetArgs,
-    /// Pacing.
-    #[arg(long, value_enum, default_value_t = ModeArg::Single)]
-    pub mode: ModeArg,
-    /// Messages per second per sender (rate mode).
-    #[arg(long, default_value_t = 30.0)]
-    pub rate: f64,
-    /// Messages in flight per sender (saturate mode).
-    #[arg(long, default_value_t = 128)]
-    pub window: usize,
-    /// Free window slots that trigger a top-up, sent in one write (saturate mode;
-    /// default: half the window).
-    #[arg(long)]
-    pub burst: Option<usize>,
-    /// Senders.
-    #[arg(long, default_value_t = 1)]
-    pub senders: usize,
-    /// Messages per sender, at most.
-    #[arg(long, default_value_t = 1000)]
-    pub messages: u64,
-    /// Sending stops after this many seconds.
-    #[arg(long, default_value_t = 10.0)]
-    pub duration_s: f64,
-    /// Time allowed for the last deliveries after sending stops, seconds.
-    #[arg(long, default_value_t = 10.0)]
-    pub drain_s: f64,
-    /// netconduit-v1 `tick` payload size, bytes.
-    #[arg(long, default_value_t = 64)]
-    pub payload_bytes: usize,
-    /// A room broadcast: this many of the --connections (the sender among them, spread
-    /// evenly over the server's shards) join a room, and the sender broadcasts to the
-    /// room one message at a time (--mode single); the other connections stay idle and
-    /// must receive nothing. Needs conduit's benchmark server (`bench_join`).
-    #[arg(long)]
-    pub room_members: Option<usize>,
-}
-
-/// `rpc` options.
-#[derive(Debug, Args)]
-pub struct RpcArgs {
-    /// Target.
-    #[command(flatten)]
-    pub target: TargetArgs,
-    /// Calls in flight per connection.
-    #[arg(long, default_value_t = 1)]
-    pub depth: usize,
-    /// Calls in total, at most.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub calls: u64,
-    /// No call starts after this many seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub duration_s: f64,
-}
-
 /// `serve` options.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -443,145 +300,11 @@ pub fn dispatch(command: Command) -> Result<i32> {
             let clean = r.failures.is_empty() && r.summaries.iter().all(|s| s.lost == 0);
             Ok(if clean { 0 } else { 1 })
         }
-        Command::Connect(a) => {
-            let settle = Duration::from_millis(a.settle_ms);
-            single(a.target, 30_000, Scenario::Connect { settle })
-        }
-        Command::Heartbeat(a) => {
-            let scenario = Scenario::Heartbeat(HeartbeatSpec {
-                duration: seconds("duration-s", a.duration_s)?,
-                client_ping: !a.no_client_ping,
-            });
-            single(a.target, a.heartbeat_ms.max(1), scenario)
-        }
-        Command::Broadcast(a) => {
-            if a.room_members.is_some() && a.target.target == "netconduit" {
-                return Err(Error::Args(
-                    "--room-members needs conduit's benchmark server (netconduit's has no rooms)"
-                        .into(),
-                ));
-            }
-            let mode = match a.mode {
-                ModeArg::Single => BroadcastMode::Single,
-                ModeArg::Rate => BroadcastMode::Rate { hz: a.rate },
-                ModeArg::Saturate => BroadcastMode::Saturate {
-                    window: a.window,
-                    burst: a.burst.unwrap_or((a.window / 2).max(1)),
-                },
-            };
-            let scenario = Scenario::Broadcast(BroadcastSpec {
-                mode,
-                senders: a.senders,
-                messages: a.messages,
-                duration: seconds("duration-s", a.duration_s)?,
-                drain: seconds("drain-s", a.drain_s)?,
-                payload_bytes: a.payload_bytes,
-                room_members: a.room_members,
-            });
-            single(a.target, 30_000, scenario)
-        }
-        Command::Rpc(a) => {
-            let scenario = Scenario::Rpc(RpcSpec {
-                depth: a.depth,
-                calls: a.calls,
-                duration: seconds("duration-s", a.duration_s)?,
-            });
-            single(a.target, 30_000, scenario)
-        }
+        Command::Connect(a) => scenario::connect(a),
+        Command::Heartbeat(a) => scenario::heartbeat(a),
+        Command::Broadcast(a) => scenario::broadcast(a),
+        Command::Rpc(a) => scenario::rpc(a),
     }
-}
-
-/// Runs one scenario against the target `t` describes.
-fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
-    let codec = Codec::from(t.codec);
-    let cpus = conduit::descriptor::allowed_cpus();
-    let (server_cpu, loadgen_cpu) = if !t.no_pin && cpus.len() >= 2 {
-        (Some(cpus[0]), Some(cpus[1]))
-    } else {
-        (None, None)
-    };
-    let spawn = |imp: Implementation, python: Option<PathBuf>| {
-        ServerProcess::spawn(
-            imp,
-            &SpawnOptions {
-                heartbeat: Duration::from_millis(heartbeat_ms),
-                shards: t.shards,
-                // One CPU per shard where there are enough; the first otherwise.
-                cpus: match server_cpu {
-                    Some(_) if t.shards > 1 && cpus.len() >= t.shards => cpus[..t.shards].to_vec(),
-                    Some(first) => vec![first],
-                    None => Vec::new(),
-                },
-                password: t.password.clone(),
-                python,
-                runtime: t.runtime.into(),
-                extra_args: Vec::new(),
-                log_filter: None,
-            },
-        )
-    };
-    if t.runtime != RuntimeArg::Auto && t.target != "conduit" {
-        return Err(Error::Args(
-            "--runtime chooses the backend of a spawned conduit server (--target conduit)".into(),
-        ));
-    }
-    let (server, addr, pid, name) = match t.target.as_str() {
-        "conduit" => {
-            let s = spawn(Implementation::Conduit, None)?;
-            let (addr, pid) = (s.addr, s.pid);
-            (Some(s), addr, Some(pid), "conduit".to_owned())
-        }
-        "netconduit" => {
-            if codec != Codec::V1 {
-                return Err(Error::Args("netconduit speaks only --codec v1".into()));
-            }
-            let venv = t.venv.clone().unwrap_or_else(target::default_venv);
-            let python = target::ensure_venv(&venv)?;
-            let s = spawn(Implementation::Netconduit, Some(python))?;
-            let (addr, pid) = (s.addr, s.pid);
-            (Some(s), addr, Some(pid), "netconduit".to_owned())
-        }
-        other => {
-            let addr: SocketAddr = other.parse().map_err(|_| {
-                Error::Args(format!(
-                    "--target must be conduit, netconduit or HOST:PORT, got {other:?}"
-                ))
-            })?;
-            (None, addr, t.pid, other.to_owned())
-        }
-    };
-    let spec = RunSpec {
-        connect: ConnectSpec {
-            addr,
-            codec,
-            password: t.password.clone(),
-            attempts: MAX_CONNECT_ATTEMPTS,
-            connect_timeout: Duration::from_secs(5),
-        },
-        connections: t.connections,
-        connect_concurrency: t.connect_concurrency,
-        connect_deadline: seconds("connect-deadline-s", t.connect_deadline_s)?,
-        server_pid: pid,
-        label: format!("{} {name}/{}", scenario.name(), scenario::codec_name(codec)),
-        progress: !t.no_progress,
-        scenario,
-    };
-    let runtime = server.as_ref().and_then(|s| s.runtime);
-    let result = scenario::run(spec, loadgen_cpu);
-    if let Some(s) = server {
-        s.stop();
-    }
-    let mut r: RunResult = result?;
-    r.target = name;
-    r.runtime = runtime.map(|rt| rt.name().into());
-    print!("{}", report::runs_table(std::slice::from_ref(&r)));
-    if let Some(path) = &t.json {
-        let json =
-            serde_json::to_string_pretty(&r).map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        std::fs::write(path, json)?;
-    }
-    let clean = r.complete && r.errors == 0 && r.loss.is_none_or(|l| l.lost == 0);
-    Ok(if clean { 0 } else { 1 })
 }
 
 #[cfg(test)]
