@@ -691,7 +691,8 @@ fn move_message() -> RpcMethod {
         }
         Ok(Value::map()
             .with("sum", m.x.to_native() + m.y.to_native())
-            .with("by", call.connection.id().to_string()))
+            // In place, the call carries no decoded params.
+            .with("in_place", call.params.is_nil()))
     })
 }
 
@@ -716,6 +717,7 @@ fn archived_message_handlers_read_native_data_in_place() {
     let (name, reply) = n.next_message().unwrap();
     assert_eq!(name, "moved_response");
     assert_eq!(reply.get("sum"), Some(&Value::Int(42)));
+    assert_eq!(reply.get("in_place"), Some(&Value::Bool(true)));
     // A failure, then a ping: the error is queued before the pong.
     let bad = Move {
         x: 0,
@@ -744,5 +746,13 @@ fn archived_message_handlers_read_native_data_in_place() {
     let (name, reply) = v.next_message().unwrap();
     assert_eq!(name, "moved_response");
     assert_eq!(reply.get("sum"), Some(&Value::Int(3)));
+    assert_eq!(reply.get("in_place"), Some(&Value::Bool(false)));
     running.stop().unwrap();
+
+    // A type read in place takes no other handler: refused at start, saying why.
+    let server = Server::new(test_descriptor(PW)).unwrap();
+    server.on_message(move_message());
+    server.on("moved", |_c, _d: Value| async move {});
+    let err = server.start().unwrap_err().to_string();
+    assert!(err.contains("reads its data in place"), "{err}");
 }

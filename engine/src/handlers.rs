@@ -523,9 +523,8 @@ impl Registry {
                 .iter()
                 .map(|(name, m)| (name.clone(), form(m.archived.is_some()))),
             self.messages.keys().map(|name| {
-                // One in-place handler per type: more would each need the buffer.
-                let in_place = self.archived_messages.contains_key(name)
-                    && self.messages.get(name).is_some_and(|h| h.len() == 1);
+                // `start` refuses a type read in place with other handlers.
+                let in_place = self.archived_messages.contains_key(name);
                 (name.clone(), form(in_place))
             }),
             self.listall(),

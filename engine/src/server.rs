@@ -423,6 +423,21 @@ impl Server {
                 ),
             });
         }
+        // A type read in place has exactly one handler: another one would need the
+        // data decoded, which native senders' archives are not.
+        if let Some(name) = setup
+            .registry
+            .archived_messages
+            .keys()
+            .find(|n| setup.registry.messages.get(*n).is_some_and(|h| h.len() > 1))
+        {
+            return Err(Error::Config {
+                field: "message handler",
+                problem: format!(
+                    "`{name}` reads its data in place (on_message of an archived method) and has other handlers too; give it one"
+                ),
+            });
+        }
         let mut registry = setup.registry.clone();
         let bind = |hooks: &[ServerHook]| -> Vec<LifecycleHook> {
             hooks

@@ -35,6 +35,8 @@ pub(crate) struct ConnMeta {
     /// The application's typed values for this connection (see
     /// [`Connection::insert_extension`]); cleared when it is gone.
     extensions: Mutex<AHashMap<TypeId, Box<dyn Any + Send + Sync>>>,
+    /// Set once the extensions were dropped with the connection.
+    extensions_closed: AtomicBool,
 }
 
 impl ConnMeta {
@@ -47,6 +49,7 @@ impl ConnMeta {
             closed: AtomicBool::new(false),
             rooms: Mutex::default(),
             extensions: Mutex::default(),
+            extensions_closed: AtomicBool::new(false),
         }
     }
 
@@ -55,9 +58,16 @@ impl ConnMeta {
         self.extensions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Drops every extension (the connection is gone).
+    /// Drops every extension (the connection is gone); any inserted later is dropped
+    /// at once, so none outlives the connection (an extension holding its own
+    /// `Connection` would otherwise keep it alive for good).
     pub fn clear_extensions(&self) {
-        let taken = std::mem::take(&mut *self.extensions());
+        let taken = {
+            // The flag is set under the map's lock, so no insert slips in after it.
+            let mut map = self.extensions();
+            self.extensions_closed.store(true, Ordering::Release);
+            std::mem::take(&mut *map)
+        };
         // Dropped outside the lock: a value's `Drop` may use the connection.
         drop(taken);
     }
@@ -209,12 +219,19 @@ impl Connection {
 
     /// Stores `value` on this connection, one per type (the previous one of its type is
     /// returned). Every handle to the connection, on any shard or thread, sees it;
-    /// it is dropped when the connection is gone (after the disconnect hooks).
+    /// it is dropped when the connection is gone (after the disconnect hooks), and
+    /// one inserted after that is dropped at once.
     pub fn insert_extension<T: Send + Sync + 'static>(&self, value: T) -> Option<T> {
-        let old = self
-            .meta
-            .extensions()
-            .insert(TypeId::of::<T>(), Box::new(value));
+        let mut map = self.meta.extensions();
+        if self.meta.extensions_closed.load(Ordering::Acquire) {
+            // The connection is gone: nothing is kept for it any more (the value is
+            // dropped once the lock is released).
+            drop(map);
+            drop(value);
+            return None;
+        }
+        let old = map.insert(TypeId::of::<T>(), Box::new(value));
+        drop(map);
         old.and_then(|b| b.downcast::<T>().ok()).map(|b| *b)
     }
 

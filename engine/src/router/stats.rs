@@ -123,6 +123,9 @@ pub(crate) const AUTH_FAILURE_MEMORY: std::time::Duration = std::time::Duration:
 /// Most sources whose failed logins are remembered at once.
 pub(crate) const MAX_FAILING_SOURCES: usize = 65_536;
 
+/// Entries looked at to choose one to forget when the table is full.
+const EVICTION_SAMPLE: usize = 64;
+
 /// Failed logins per source, and how long each source is kept out: after
 /// `free_failures` failures, every further one doubles its wait (from `base` up to
 /// `max`); a source quiet for `forget_after` starts afresh. At most `max_sources`
@@ -162,9 +165,16 @@ impl AuthFailures {
     pub fn failed(&self, key: SourceKey, now: std::time::Instant, b: &FailBudget) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if !map.contains_key(&key) && map.len() >= b.max_sources {
-            // Forget the stalest source to make room (linear, but only when full).
-            if let Some(stalest) = map.iter().min_by_key(|(_, s)| s.last).map(|(k, _)| *k) {
-                map.remove(&stalest);
+            // Make room by forgetting one source: among a bounded sample, one no longer
+            // kept out, else the stalest — never a scan of the whole table under the
+            // lock every accept takes.
+            let victim = map
+                .iter()
+                .take(EVICTION_SAMPLE)
+                .min_by_key(|(_, s)| (s.blocked_until > now, s.last))
+                .map(|(k, _)| *k);
+            if let Some(victim) = victim {
+                map.remove(&victim);
             }
         }
         let s = map.entry(key).or_insert(FailState {
@@ -180,7 +190,10 @@ impl AuthFailures {
         if s.failures > b.free_failures {
             let doublings = (s.failures - b.free_failures - 1).min(30);
             let wait = b.base.saturating_mul(1 << doublings).min(b.max);
-            s.blocked_until = now + wait;
+            // A huge setting ("forever") saturates instead of overflowing.
+            s.blocked_until = now
+                .checked_add(wait)
+                .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 86_400));
         }
     }
 
@@ -238,8 +251,10 @@ pub(crate) struct Stats {
     pub sources: Arc<Sources>,
     /// Failed logins per source, and their backoff.
     pub auth_failed: AuthFailures,
-    /// Connections refused for `max_connections`, ever.
+    /// Connections refused at accept (any budget), ever.
     pub refused: AtomicU64,
+    /// Calls and messages over a connection's inbound rate limits, ever.
+    pub rate_limited: AtomicU64,
     /// Failed logins, ever.
     pub auth_failures: AtomicU64,
     /// Frames that found a full outbound queue, ever.

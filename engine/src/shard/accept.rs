@@ -36,18 +36,16 @@ struct ErrorLog {
 impl ErrorLog {
     fn record(&mut self, shard: usize, e: &std::io::Error) {
         let now = Instant::now();
-        self.count += 1;
-        if self.count == 1 {
-            tracing::warn!(shard, "accept failed: {e}");
+        if now.duration_since(self.since) >= ACCEPT_ERROR_LOG_INTERVAL {
+            if self.count > 0 {
+                tracing::warn!(shard, "accept failed {} more times; last: {e}", self.count);
+            } else {
+                tracing::warn!(shard, "accept failed: {e}");
+            }
             self.since = now;
-        } else if now.duration_since(self.since) >= ACCEPT_ERROR_LOG_INTERVAL {
-            tracing::warn!(
-                shard,
-                "accept failed {} more times in {:?}; last: {e}",
-                self.count - 1,
-                now.duration_since(self.since)
-            );
             self.count = 0;
+        } else {
+            self.count += 1;
         }
     }
 }
@@ -59,11 +57,15 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 
 /// Accepts until the task is dropped (stop accepting).
 pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>) {
+    let now = Instant::now();
     let mut errors = ErrorLog {
-        since: Instant::now(),
+        // So the first error is logged at once.
+        since: now.checked_sub(ACCEPT_ERROR_LOG_INTERVAL).unwrap_or(now),
         count: 0,
     };
     loop {
+        // Re-opened if a refusal or a lost race left it closed (nothing when open).
+        shard.restore_reserve();
         let stream = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -75,13 +77,19 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>) {
                     .flatten();
                 if let Some(reserve) = reserve {
                     drop(reserve);
-                    match listener.accept().await {
-                        Ok(s) => refuse(&shard, s, Refusal::OutOfDescriptors),
-                        Err(e) => {
-                            errors.record(shard.index, &e);
-                            shard.restore_reserve();
-                        }
+                    // Another shard may win the client: wait for one only briefly.
+                    let taken = async { Some(listener.accept().await) };
+                    let none = async {
+                        sleep(ACCEPT_RETRY).await;
+                        None
+                    };
+                    match taken.or(none).await {
+                        Some(Ok(s)) => refuse(&shard, s, Refusal::OutOfDescriptors),
+                        Some(Err(e)) => errors.record(shard.index, &e),
+                        None => {}
                     }
+                    // Fails while descriptors are short; every pass tries again.
+                    shard.restore_reserve();
                 }
                 // Back off instead of spinning.
                 sleep(ACCEPT_RETRY).await;

@@ -189,6 +189,7 @@ impl Drop for Unfinished {
                 tracing::error!(conn = %id, "connection task ended without its teardown");
             }
         }
+        self.conn.meta.clear_extensions();
         self.conn.abandon();
         let empty = self.shard.pool.try_borrow().is_ok_and(|p| p.is_empty());
         if self.shard.draining.get() && empty {
@@ -364,6 +365,9 @@ async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer:
     let id = conn.meta.id;
     let reason = close.reason;
     conn.meta.set_closed();
+    // Out of its rooms at once, so presence does not count it through the flush; the
+    // leave hooks run below, after the flush.
+    let rooms = shard.run.rooms.leave_all(&conn.meta);
     if reason == CloseReason::AuthFailed {
         let stats = shard.router.stats();
         stats.auth_failures.fetch_add(1, Ordering::Relaxed);
@@ -432,13 +436,14 @@ async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer:
     stats
         .stale_results
         .fetch_add(counters.stale_results, Ordering::Relaxed);
+    stats
+        .rate_limited
+        .fetch_add(counters.rate_limited, Ordering::Relaxed);
 
     shard.pool.borrow_mut().remove(&id);
     let listed = conn.held.borrow_mut().listed.take();
     if let Some(listed) = listed {
         shard.remove_authed(conn);
-        // Out of its rooms first, so the leave hooks see the room without it.
-        let rooms = shard.run.rooms.leave_all(&conn.meta);
         drop(listed);
         let handle = shard.handle(conn);
         for room in rooms {

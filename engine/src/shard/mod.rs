@@ -453,6 +453,7 @@ async fn shard_main(setup: Setup) {
     let left: Vec<Rc<LocalConn>> = shard.pool.borrow_mut().drain().map(|(_, c)| c).collect();
     for c in &left {
         drop(std::mem::take(&mut *c.held.borrow_mut()));
+        c.meta.clear_extensions();
         c.abandon();
     }
     if !left.is_empty() {
