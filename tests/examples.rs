@@ -34,6 +34,35 @@ mod tokio_embed;
 #[path = "../engine/examples/typed_rpc.rs"]
 mod typed_rpc;
 
+/// Runs the chat client example as `name` on `script` (its stdin) against `addr`;
+/// what it showed.
+fn run_chat_client(addr: std::net::SocketAddr, name: &str, script: &str) -> String {
+    use std::sync::{Arc, Mutex};
+    let screen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let shown: chat_client::Screen = screen.clone();
+    let desc = conduit::ClientDescriptor::new("chat_secret")
+        .runtime(conduit_tests::runtime())
+        .addr(addr);
+    chat_client::run(
+        desc,
+        Some(name),
+        std::io::Cursor::new(script.to_owned()),
+        shown,
+    )
+    .unwrap();
+    let out = screen.lock().unwrap().clone();
+    String::from_utf8(out).unwrap()
+}
+
+/// The messages `c` receives up to and including the first of type `last`.
+fn messages_until(c: &mut TestClient, last: &str) -> Vec<(String, Value)> {
+    let mut seen: Vec<(String, Value)> = Vec::new();
+    while seen.last().map(|(n, _)| n.as_str()) != Some(last) {
+        seen.push(c.next_message().unwrap());
+    }
+    seen
+}
+
 fn desc(password: &str) -> ServerDescriptor {
     conduit_tests::test_descriptor(password)
 }
@@ -390,24 +419,13 @@ fn shutdown_from_a_handler_tells_everyone_and_closes() {
 
 #[matrix]
 fn chat_client_talks_to_chat_server() {
-    use std::sync::{Arc, Mutex};
     let server = chat_server::build(desc("chat_secret")).unwrap();
     let (running, addr) = start(&server);
     let mut watcher = TestClient::login(addr, Codec::V1, "chat_secret");
     assert_eq!(watcher.next_message().unwrap().0, "welcome");
 
-    let screen = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let shown: chat_client::Screen = screen.clone();
-    let input = std::io::Cursor::new("hello\n/users\n/name carol\n/quit\n");
-    let desc = conduit::ClientDescriptor::new("chat_secret")
-        .runtime(conduit_tests::runtime())
-        .addr(addr);
-    chat_client::run(desc, Some("alice"), input, shown).unwrap();
-
-    let mut seen = Vec::new();
-    while seen.last().map(|(n, _): &(String, Value)| n.as_str()) != Some("user_left") {
-        seen.push(watcher.next_message().unwrap());
-    }
+    let out = run_chat_client(addr, "alice", "hello\n/users\n/name carol\n/quit\n");
+    let seen = messages_until(&mut watcher, "user_left");
     let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
@@ -427,7 +445,6 @@ fn chat_client_talks_to_chat_server() {
     );
     assert_eq!(seen[4].1.get("username"), Some(&Value::from("carol")));
 
-    let out = String::from_utf8(screen.lock().unwrap().clone()).unwrap();
     assert!(out.contains("* welcome, you are User_"), "{out}");
     assert!(out.contains("* online: ["), "{out}");
     assert!(out.contains("alice"), "{out}");
@@ -440,7 +457,6 @@ fn chat_client_talks_to_chat_server() {
 /// announced to the channel, and leaving ends it.
 #[matrix]
 fn chat_channels_reach_only_their_members() {
-    use std::sync::{Arc, Mutex};
     let server = chat_server::build(desc("chat_secret")).unwrap();
     let (running, addr) = start(&server);
     let mut watcher = TestClient::login(addr, Codec::Native, "chat_secret");
@@ -459,21 +475,14 @@ fn chat_channels_reach_only_their_members() {
             .with("members", 1)
     );
 
-    let screen = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let shown: chat_client::Screen = screen.clone();
-    let input =
-        std::io::Cursor::new("/join #rust\nin the channel\n/all to everyone\n/leave\n/quit\n");
-    let client_desc = conduit::ClientDescriptor::new("chat_secret")
-        .runtime(conduit_tests::runtime())
-        .addr(addr);
-    chat_client::run(client_desc, Some("dana"), input, shown).unwrap();
-
+    let out = run_chat_client(
+        addr,
+        "dana",
+        "/join #rust\nin the channel\n/all to everyone\n/leave\n/quit\n",
+    );
     // The watcher (a member) sees the channel's life; the bystander only the public
     // part — the `chat` sent after the channel message proves it never came.
-    let mut seen = Vec::new();
-    while seen.last().map(|(n, _): &(String, Value)| n.as_str()) != Some("user_left") {
-        seen.push(watcher.next_message().unwrap());
-    }
+    let seen = messages_until(&mut watcher, "user_left");
     let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
@@ -500,12 +509,11 @@ fn chat_channels_reach_only_their_members() {
     );
     assert_eq!(seen[4].1.get("message"), Some(&Value::from("to everyone")));
     assert_eq!(seen[5].1.get("count"), Some(&Value::Int(1)));
-    let mut public: Vec<String> = Vec::new();
-    while public.last().map(String::as_str) != Some("user_left") {
-        public.push(bystander.next_message().unwrap().0);
-    }
+    let public: Vec<String> = messages_until(&mut bystander, "user_left")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(public, ["user_joined", "name_change", "chat", "user_left"]);
-    let out = String::from_utf8(screen.lock().unwrap().clone()).unwrap();
     assert!(out.contains("[#rust] * you joined (2 here)"), "{out}");
     assert!(out.contains("[#rust] * you left"), "{out}");
     assert_eq!(server.room("#rust").len(), 1);

@@ -358,7 +358,13 @@ pub(super) async fn run(
 }
 
 /// One receiver: records every `tick` it gets and answers the server's PINGs.
-async fn receive(mut c: Conn, idx: usize, fan: &Fan) -> Result<()> {
+async fn receive(c: Conn, idx: usize, fan: &Fan) -> Result<()> {
+    read_ticks(c, fan, |t, now| fan.on_tick(idx, t, now)).await
+}
+
+/// Reads until the connection ends: `on_tick` gets every `tick` with the time its
+/// read arrived (`Fan::now_ns`), and the server's PINGs are answered.
+async fn read_ticks(mut c: Conn, fan: &Fan, mut on_tick: impl FnMut(Tick, u64)) -> Result<()> {
     let codec = c.codec;
     let pong = c.empty_frame(FrameKind::Pong)?;
     loop {
@@ -369,7 +375,7 @@ async fn receive(mut c: Conn, idx: usize, fan: &Fan) -> Result<()> {
             match f.header.kind {
                 FrameKind::Message => {
                     if let Some(t) = payload::parse_tick(codec, f.payload)? {
-                        fan.on_tick(idx, t, now);
+                        on_tick(t, now);
                     }
                 }
                 FrameKind::Ping => owe_pong = true,

@@ -187,25 +187,8 @@ async fn join(c: &mut Conn, room: &str) -> Result<JoinResponse> {
 
 /// A connection outside the room: answers the server's PINGs and counts every tick it
 /// gets (a room broadcast must not reach it).
-pub(super) async fn idle(mut c: Conn, fan: &Fan) -> Result<()> {
-    let codec = c.codec;
-    let pong = c.empty_frame(FrameKind::Pong)?;
-    loop {
-        c.fill().await?;
-        let mut owe_pong = false;
-        while let Some(f) = c.decoder.next_frame()? {
-            match f.header.kind {
-                FrameKind::Message if payload::parse_tick(codec, f.payload)?.is_some() => {
-                    fan.strays.set(fan.strays.get() + 1);
-                }
-                FrameKind::Ping => owe_pong = true,
-                _ => {}
-            }
-        }
-        if owe_pong {
-            c.send(&pong).await?;
-        }
-    }
+pub(super) async fn idle(c: Conn, fan: &Fan) -> Result<()> {
+    super::read_ticks(c, fan, |_, _| fan.strays.set(fan.strays.get() + 1)).await
 }
 
 #[cfg(test)]
