@@ -215,6 +215,8 @@ pub(crate) struct Pending {
 /// What an admitted connection holds from accept on.
 #[derive(Debug)]
 pub(crate) struct Admission {
+    /// The peer's address, read once at accept (the budgets are per address).
+    pub peer: std::net::SocketAddr,
     /// Its `max_connections` slot, until it closes.
     pub slot: Permit,
     /// Its unauthenticated budgets, until it logs in (or closes).
@@ -271,21 +273,21 @@ impl Stats {
     /// logging in, `max_connections`), each taken, or why not.
     pub fn admit(
         &self,
-        peer: IpAddr,
+        peer: std::net::SocketAddr,
         max_connections: usize,
         max_pending: usize,
         max_per_source: usize,
     ) -> Result<Admission, Refusal> {
         if self
             .auth_failed
-            .blocked(SourceKey::of(peer), std::time::Instant::now())
+            .blocked(SourceKey::of(peer.ip()), std::time::Instant::now())
             .is_some()
         {
             return Err(Refusal::TooManyFailures);
         }
         let source = self
             .sources
-            .try_acquire(SourceKey::of(peer), max_per_source)
+            .try_acquire(SourceKey::of(peer.ip()), max_per_source)
             .ok_or(Refusal::TooManyFromSource)?;
         let total = self
             .pending
@@ -296,6 +298,7 @@ impl Stats {
             .try_acquire(max_connections)
             .ok_or(Refusal::Full)?;
         Ok(Admission {
+            peer,
             slot,
             pending: Pending {
                 _total: total,
@@ -376,8 +379,8 @@ mod tests {
     #[test]
     fn admission_checks_source_then_pending_then_slots_and_gives_back() {
         let s = Stats::default();
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a: std::net::SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let b: std::net::SocketAddr = "10.0.0.2:1".parse().unwrap();
         let a1 = s.admit(a, 10, 3, 2).unwrap();
         let _a2 = s.admit(a, 10, 3, 2).unwrap();
         assert_eq!(
@@ -387,15 +390,18 @@ mod tests {
         let b1 = s.admit(b, 10, 3, 2).unwrap();
         assert_eq!(s.admit(b, 10, 3, 2).unwrap_err(), Refusal::TooManyPending);
         // Logging in gives the pending budgets back and keeps the slot.
-        let Admission { slot, pending } = a1;
+        let Admission { slot, pending, .. } = a1;
         drop(pending);
-        assert_eq!(s.sources.held(SourceKey::of(a)), 1);
+        assert_eq!(s.sources.held(SourceKey::of(a.ip())), 1);
         assert_eq!((s.pending.get(), s.slots.get()), (2, 3));
         // Refused for the slots: the budgets taken on the way are given back too.
         assert_eq!(s.admit(a, 3, 3, 2).unwrap_err(), Refusal::Full);
-        assert_eq!((s.pending.get(), s.sources.held(SourceKey::of(a))), (2, 1));
+        assert_eq!(
+            (s.pending.get(), s.sources.held(SourceKey::of(a.ip()))),
+            (2, 1)
+        );
         drop((slot, b1));
-        assert_eq!(s.sources.held(SourceKey::of(b)), 0);
+        assert_eq!(s.sources.held(SourceKey::of(b.ip())), 0);
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>) {
         };
         let d = shard.router.descriptor();
         let admitted = shard.router.stats().admit(
-            peer.ip(),
+            peer,
             d.max_connections,
             d.max_pending,
             d.max_pending_per_source,

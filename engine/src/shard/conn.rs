@@ -94,16 +94,16 @@ fn random_bytes<const N: usize>() -> Option<[u8; N]> {
 
 /// Serves one accepted connection holding `admission` until it is gone.
 pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Admission) {
-    let Admission { slot, pending } = admission;
+    let Admission {
+        peer,
+        slot,
+        pending,
+    } = admission;
     let desc = shard.router.descriptor();
     if let Err(e) = stream.configure(desc.buffer_size) {
         tracing::debug!("socket options: {e}");
     }
-    let (Ok(peer), Some(token), Some(nonce)) = (
-        stream.peer_addr(),
-        random_bytes::<64>(),
-        random_bytes::<32>(),
-    ) else {
+    let (Some(token), Some(nonce)) = (random_bytes::<64>(), random_bytes::<32>()) else {
         stream.shutdown_both();
         return;
     };
