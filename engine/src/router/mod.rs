@@ -197,6 +197,16 @@ impl RunState {
     }
 }
 
+/// MESSAGE `name` for connection `id`, in its codec only. Not in the directory = not
+/// logged in: [`Error::Closed`].
+fn encode_for(run: &RunState, id: ConnectionId, name: &str, data: &Value) -> Result<Frames> {
+    let codec = run
+        .lookup(id)
+        .and_then(|m| m.codec())
+        .ok_or(Error::Closed)?;
+    Ok(Frames::message(name, data, wall_clock_ms(), Some(codec))?)
+}
+
 /// Sends `shard` the request `make` builds around a reply channel and waits for the
 /// answer: `Ok(None)` when the shard went away without answering, `Err(NotRunning)`
 /// when its bus is closed. The run is not held while waiting: a shard that exits with
@@ -569,26 +579,16 @@ impl Router {
             .local()
             .filter(|(_, s)| s.index() == id.shard())
             .ok_or(Error::Closed)?;
-        let codec = run
-            .lookup(id)
-            .and_then(|m| m.codec())
-            .ok_or(Error::Closed)?;
-        let frames = Frames::message(name, data, wall_clock_ms(), Some(codec))?;
-        shard.send_local(id, &frames)
+        shard.send_local(id, &encode_for(&run, id, name, data)?)
     }
 
     pub(crate) async fn send_to(&self, id: ConnectionId, name: &str, data: &Value) -> Result<()> {
         crate::rt::exec::yield_if_needed().await;
-        let run = self.run_state().ok_or(Error::NotRunning)?;
-        // One receiver: encode its codec only. Not in the directory = not logged in.
-        let codec = run
-            .lookup(id)
-            .and_then(|m| m.codec())
-            .ok_or(Error::Closed)?;
-        let frames = Arc::new(Frames::message(name, data, wall_clock_ms(), Some(codec))?);
-        if let Some((_, s)) = self.local().filter(|(_, s)| s.index() == id.shard()) {
-            return s.send_local(id, &frames);
+        if let Some((run, shard)) = self.local().filter(|(_, s)| s.index() == id.shard()) {
+            return shard.send_local(id, &encode_for(&run, id, name, data)?);
         }
+        let run = self.run_state().ok_or(Error::NotRunning)?;
+        let frames = Arc::new(encode_for(&run, id, name, data)?);
         ask(run, id.shard(), |reply| BusMsg::Send {
             to: id,
             frames,
