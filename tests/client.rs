@@ -696,3 +696,16 @@ fn async_client_runs_inside_an_applications_tokio_runtime() {
     assert_eq!(sums, vec![Value::Int(42), Value::Int(42)]);
     running.stop().unwrap();
 }
+
+/// A host given by name is looked up off the executor (the backend's blocking pool)
+/// and connected to.
+#[matrix]
+fn a_client_resolves_a_host_name() {
+    let server = build_server(test_descriptor(PW), None);
+    let (running, addr) = start(&server);
+    let desc = client_desc(addr, Codec::Native).host("localhost");
+    let client = blocking::Client::connect(desc).unwrap();
+    assert_eq!(client.call("add", add(1, 2)).unwrap(), Value::Int(3));
+    drop(client);
+    running.stop().unwrap();
+}

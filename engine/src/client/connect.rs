@@ -70,21 +70,13 @@ async fn resolve(desc: &ClientDescriptor) -> ClientResult<Vec<SocketAddr>> {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let host_for_lookup = host.clone();
-    // A plain thread, so the lookup blocks neither backend's executor.
-    let (tx, rx) = flume::bounded(1);
-    std::thread::Builder::new()
-        .name("conduit-resolve".into())
-        .spawn(move || {
-            let _ = tx.send(
-                (host_for_lookup.as_str(), port)
-                    .to_socket_addrs()
-                    .map(Iterator::collect::<Vec<_>>),
-            );
-        })?;
-    let addrs = rx
-        .recv_async()
-        .await
-        .map_err(|_| io::Error::other("name lookup thread ended"))??;
+    // On the backend's bounded blocking pool, so the lookup blocks no executor.
+    let addrs = crate::rt::exec::spawn_blocking(move || {
+        (host_for_lookup.as_str(), port)
+            .to_socket_addrs()
+            .map(Iterator::collect::<Vec<_>>)
+    })
+    .await??;
     if addrs.is_empty() {
         return Err(ClientError::Io(io::Error::new(
             io::ErrorKind::NotFound,

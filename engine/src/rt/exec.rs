@@ -180,6 +180,21 @@ pub async fn yield_if_needed() {
     }
 }
 
+/// Runs blocking `f` (a name lookup) off the executor, on the backend's bounded pool
+/// of helper threads, and waits for its result.
+pub(crate) async fn spawn_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    match current() {
+        #[cfg(feature = "glommio")]
+        Backend::Glommio => Ok(glommio::executor().spawn_blocking(f).await),
+        #[cfg(feature = "tokio")]
+        Backend::Tokio => tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| std::io::Error::other(format!("blocking task failed: {e}"))),
+    }
+}
+
 /// Lets the current thread's other tasks run before continuing.
 pub async fn yield_now() {
     match current() {
