@@ -222,6 +222,10 @@ pub struct ServerDescriptor {
     /// Longest room name, in bytes (names are UTF-8 with no control characters).
     /// Default 128.
     pub max_room_name_bytes: usize,
+    /// Scale-out: this server as one node of a cluster sharing broadcasts, rooms and
+    /// sends by id through Redis or NATS (see [`crate::cluster`]). Default `None`: a
+    /// standalone server.
+    pub cluster: Option<crate::cluster::ClusterDescriptor>,
     /// Most connections logging in at once (accepted, not yet authenticated), so the
     /// rest of `max_connections` is kept for authenticated clients. Default 256.
     pub max_pending: usize,
@@ -290,6 +294,7 @@ impl ServerDescriptor {
             max_rooms: 10_000,
             max_rooms_per_connection: 64,
             max_room_name_bytes: 128,
+            cluster: None,
             max_pending: 256,
             max_pending_per_source: 16,
             max_auth_failures_per_source: 5,
@@ -335,6 +340,11 @@ impl ServerDescriptor {
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
         self.heartbeat_interval = interval;
         self.heartbeat_timeout = timeout;
+        self
+    }
+    /// Makes this server a node of a cluster (see [`crate::cluster`]).
+    pub fn cluster(mut self, cluster: crate::cluster::ClusterDescriptor) -> Self {
+        self.cluster = Some(cluster);
         self
     }
     /// Sets `runtime`.
@@ -516,6 +526,9 @@ impl ServerDescriptor {
                 "max_pending_per_source",
                 "must be between 1 and max_pending".into(),
             );
+        }
+        if let Some(c) = &self.cluster {
+            c.validate()?;
         }
         Ok(())
     }

@@ -47,6 +47,9 @@ pub enum Error {
     /// A room operation was refused (a name or a limit).
     #[error(transparent)]
     Room(#[from] RoomError),
+    /// The cluster adapter refused or failed (see [`ClusterError`]).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// Why a room operation was refused.
@@ -64,6 +67,55 @@ pub enum RoomError {
     /// members).
     #[error("{0} rooms exist (max_rooms); no new room can be made")]
     TooManyRooms(usize),
+}
+
+/// Why the cluster adapter could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The broker could not be reached at start (with `Unreachable::Fail`).
+    #[error("cannot reach the {broker} broker at {address}: {reason}")]
+    Unreachable {
+        /// `redis` or `nats`.
+        broker: &'static str,
+        /// Where it was looked for (without credentials).
+        address: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Another running node of the same cluster has this node's id.
+    #[error("node id {node} is already used by a running node of cluster {cluster:?}; give every node its own id")]
+    NodeIdInUse {
+        /// The contested id.
+        node: usize,
+        /// The cluster's channel prefix.
+        cluster: String,
+    },
+    /// The message is larger than the broker takes; nobody received it.
+    #[error("message of {bytes} bytes is larger than the broker's limit of {limit} bytes; nobody received it")]
+    PayloadTooLarge {
+        /// Its encoded size.
+        bytes: usize,
+        /// The limit (`max_payload_bytes`, or the broker's own when smaller).
+        limit: usize,
+    },
+    /// The broker connection is down; a send or kick for another node's connection
+    /// was not delivered (counted in `not_delivered`).
+    #[error("the broker is not connected; the message for node {node} was not delivered")]
+    NotConnected {
+        /// The node it was for.
+        node: usize,
+    },
+    /// More messages wait for the broker than `max_outbox_messages`; this one was not
+    /// delivered.
+    #[error("{0} messages are waiting for the broker (max_outbox_messages); not delivered")]
+    Backlogged(usize),
+    /// The id names a node, but this server is not part of a cluster.
+    #[error("connection id of node {0}, but this server has no cluster")]
+    NoCluster(usize),
+    /// The service thread that runs the broker client could not take the request.
+    #[error("cluster request failed: {0}")]
+    Service(String),
 }
 
 /// Shorthand for results of this crate.

@@ -7,7 +7,7 @@
 //! | bits   | what |
 //! |--------|------|
 //! | 0–9    | shard index ([`MAX_SHARDS`]) |
-//! | 10–19  | node index (reserved for scale-out; 0 today) |
+//! | 10–19  | node index ([`MAX_NODES`]; 0 for a server without a cluster) |
 //! | 20–63  | a keyed 44-bit permutation of the shard's connection sequence number |
 //!
 //! The permutation's key is drawn from the OS's CSPRNG once per process, so ids are
@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 /// Bits of the id that hold the shard index.
 const SHARD_BITS: u32 = 10;
-/// Bits reserved for the node index (scale-out).
+/// Bits of the id that hold the node index (scale-out).
 const NODE_BITS: u32 = 10;
 /// Bits of the permuted sequence number.
 const SEQ_BITS: u32 = 64 - SHARD_BITS - NODE_BITS;
@@ -37,6 +37,8 @@ const ROUNDS: usize = 4;
 
 /// Most shards a server may have.
 pub const MAX_SHARDS: usize = 1 << SHARD_BITS;
+/// Most nodes a cluster may have: node ids are `0..MAX_NODES`.
+pub const MAX_NODES: usize = 1 << NODE_BITS;
 /// Most connections one shard can number in one process before ids would repeat.
 pub const MAX_SEQ: u64 = 1 << SEQ_BITS;
 
@@ -91,12 +93,19 @@ fn permute(shard: u64, seq: u64) -> u64 {
 pub struct ConnectionId(u64);
 
 impl ConnectionId {
-    /// The id of the `seq`-th connection numbered by shard `shard` of this process.
-    pub(crate) fn new(shard: usize, seq: u64) -> ConnectionId {
+    /// The id of the `seq`-th connection numbered by shard `shard` of node `node` (0
+    /// without a cluster) in this process.
+    pub(crate) fn new(node: usize, shard: usize, seq: u64) -> ConnectionId {
         debug_assert!(shard < MAX_SHARDS, "shard {shard} has no room in an id");
+        debug_assert!(node < MAX_NODES, "node {node} has no room in an id");
         debug_assert!(seq < MAX_SEQ, "sequence {seq} has no room in an id");
         let shard = shard as u64 & (MAX_SHARDS as u64 - 1);
-        ConnectionId((permute(shard, seq % MAX_SEQ) << (SHARD_BITS + NODE_BITS)) | shard)
+        let node = node as u64 & (MAX_NODES as u64 - 1);
+        ConnectionId(
+            (permute(shard, seq % MAX_SEQ) << (SHARD_BITS + NODE_BITS))
+                | (node << SHARD_BITS)
+                | shard,
+        )
     }
 
     /// The index of the shard that owns this connection.
@@ -104,9 +113,9 @@ impl ConnectionId {
         (self.0 & (MAX_SHARDS as u64 - 1)) as usize
     }
 
-    /// The node that owns this connection (0 until scale-out assigns nodes).
+    /// The cluster node that owns this connection (0 on a server without a cluster).
     pub fn node(self) -> usize {
-        ((self.0 >> SHARD_BITS) & ((1 << NODE_BITS) - 1)) as usize
+        ((self.0 >> SHARD_BITS) & (MAX_NODES as u64 - 1)) as usize
     }
 
     /// The raw value.
@@ -163,11 +172,11 @@ mod tests {
 
     #[test]
     fn shard_node_and_display_round_trip() {
-        for shard in [0, 1, 7, MAX_SHARDS - 1] {
+        for (shard, node) in [(0, 0), (1, 1), (7, 300), (MAX_SHARDS - 1, MAX_NODES - 1)] {
             for seq in [0, 1, 2, 1 << 40, MAX_SEQ - 1] {
-                let id = ConnectionId::new(shard, seq);
+                let id = ConnectionId::new(node, shard, seq);
                 assert_eq!(id.shard(), shard);
-                assert_eq!(id.node(), 0);
+                assert_eq!(id.node(), node);
                 let s = id.to_string();
                 assert_eq!(s.len(), 16);
                 assert_eq!(s.parse::<ConnectionId>(), Ok(id));
@@ -180,20 +189,20 @@ mod tests {
     #[test]
     fn ids_are_unique_and_do_not_reveal_the_sequence() {
         let ids: std::collections::HashSet<u64> = (0..20_000)
-            .map(|s| ConnectionId::new(3, s).as_u64())
+            .map(|s| ConnectionId::new(0, 3, s).as_u64())
             .collect();
         assert_eq!(ids.len(), 20_000, "a permutation never repeats");
         // Neighbours are far apart: not a counter in disguise.
-        let a = ConnectionId::new(0, 1).as_u64() >> 20;
-        let b = ConnectionId::new(0, 2).as_u64() >> 20;
+        let a = ConnectionId::new(0, 0, 1).as_u64() >> 20;
+        let b = ConnectionId::new(0, 0, 2).as_u64() >> 20;
         assert!(a.abs_diff(b) > 1 << 8, "{a:x} vs {b:x}");
     }
 
     #[test]
     fn short_prefixes_differ_between_neighbours() {
-        let a = ConnectionId::new(0, 1).short();
-        let b = ConnectionId::new(0, 2).short();
-        let c = ConnectionId::new(1, 1).short();
+        let a = ConnectionId::new(0, 0, 1).short();
+        let b = ConnectionId::new(0, 0, 2).short();
+        let c = ConnectionId::new(0, 1, 1).short();
         assert!(a != b && a != c && b != c);
     }
 }

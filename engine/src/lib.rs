@@ -56,6 +56,7 @@
 #[doc(hidden)]
 pub mod args;
 pub mod client;
+pub mod cluster;
 mod convert;
 mod core;
 pub mod descriptor;

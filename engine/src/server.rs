@@ -486,6 +486,30 @@ impl Server {
         Ok((Arc::new(registry), Arc::new(core_config)))
     }
 
+    /// With a cluster set: connects to its broker and claims the node id (or fails
+    /// saying why), before any connection is accepted.
+    fn join_cluster(
+        &self,
+        value_limits: ValueLimits,
+    ) -> Result<Option<Arc<dyn crate::router::Uplink>>> {
+        let Some(settings) = &self.descriptor().cluster else {
+            return Ok(None);
+        };
+        #[cfg(feature = "tokio")]
+        {
+            let link = crate::cluster::start(settings, self.router.clone(), value_limits)?;
+            Ok(Some(link as Arc<dyn crate::router::Uplink>))
+        }
+        #[cfg(not(feature = "tokio"))]
+        {
+            let _ = (settings, value_limits);
+            Err(Error::Config {
+                field: "cluster",
+                problem: "the cluster adapters need conduit's `tokio` feature".into(),
+            })
+        }
+    }
+
     /// Starts the shards and the control thread that stops them; returns the thread,
     /// the channel it reports its end on, and the backend the shards run on.
     #[allow(clippy::type_complexity, reason = "private, used once")]
@@ -517,7 +541,8 @@ impl Server {
             max_room_name_bytes: desc.max_room_name_bytes,
         };
         let room_hooks = self.setup().room_hooks.clone();
-        let run = Arc::new(RunState::new(senders, limits, room_hooks));
+        let uplink = self.join_cluster(core_config.value_limits)?;
+        let run = Arc::new(RunState::new(senders, limits, room_hooks, uplink.clone()));
         let launched = crate::shard::launch(crate::shard::Plan {
             router: self.router.clone(),
             run: run.clone(),
@@ -528,6 +553,11 @@ impl Server {
             buses,
             preempt_timer: desc.preempt_timer,
             runtime: desc.runtime,
+        })
+        .inspect_err(|_| {
+            if let Some(u) = &uplink {
+                u.shut_down();
+            }
         })?;
         let backend = launched.backend.runtime();
         let addr = launched.addr;
@@ -539,6 +569,9 @@ impl Server {
         if let Err(e) = started {
             self.router.set_run(None);
             launched.join(&run);
+            if let Some(u) = &uplink {
+                u.shut_down();
+            }
             return Err(Error::Runtime(e));
         }
         tracing::info!(name = %desc.name, %addr, shards = desc.shards, runtime = %backend, "server running");
@@ -579,6 +612,11 @@ impl Server {
 /// Returns what failed.
 fn shut_down(run: &Arc<RunState>, launched: &crate::shard::Launched, shards: usize) -> Vec<String> {
     let mut errors = Vec::new();
+    // Other nodes forget this one at once (not after `node_timeout`), and stop sending
+    // it what it would no longer deliver.
+    if let Some(u) = &run.uplink {
+        u.shut_down();
+    }
     for i in 0..shards {
         if let Err(e) = run.control(i, Control::StopAccepting) {
             errors.push(e);

@@ -53,7 +53,7 @@ pub fn core(data: &[u8]) {
     let t0 = Instant::now();
     let mut server = ConnCore::new(
         config.clone(),
-        ConnectionId::new(0, 1),
+        ConnectionId::new(0, 0, 1),
         [3; 32],
         "00".repeat(64),
         t0,

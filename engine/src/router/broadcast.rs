@@ -94,7 +94,19 @@ impl Broadcast {
 
     async fn send_counted(mut self, exact: bool) -> Result<usize> {
         let data = self.data.as_ref().map_err(|e| Error::Data(e.clone()))?;
-        let frames = Frames::message(&self.name, data, wall_clock_ms(), None)?;
+        let timestamp_ms = wall_clock_ms();
+        let frames = Frames::message(&self.name, data, timestamp_ms, None)?;
+        // Other nodes first: what no node could receive fails before anyone got it.
+        if let Some(uplink) = self.router.run_state().and_then(|r| r.uplink.clone()) {
+            uplink.broadcast(
+                &self.name,
+                data,
+                timestamp_ms,
+                &self.rooms,
+                self.filter.include.as_ref(),
+                &self.filter.exclude,
+            )?;
+        }
         if !self.rooms.is_empty() {
             let Some(run) = self.router.run_state() else {
                 return Ok(0);

@@ -11,6 +11,7 @@
 mod broadcast;
 pub(crate) mod bus;
 mod connection;
+mod remote;
 pub(crate) mod rooms;
 mod stats;
 
@@ -30,6 +31,8 @@ pub use broadcast::Broadcast;
 pub(crate) use bus::{BusMsg, Control, Filter, Frames};
 pub(crate) use connection::ConnMeta;
 pub use connection::Connection;
+pub(crate) use remote::{Answer, Ask, Direct, Gathered, SendFuture, Uplink};
+pub use remote::{Cluster, ClusterCount, ClusterMembers, ClusterStats, NodeInfo};
 pub use rooms::{Room, RoomError};
 pub(crate) use rooms::{RoomLimits, Rooms};
 pub(crate) use stats::{
@@ -110,6 +113,11 @@ pub(crate) struct RunState {
     pub rooms: Rooms,
     /// Run when connections join and leave rooms.
     pub room_hooks: RoomHooks,
+    /// This node's id in its cluster (0 without one): the node bits of every id this
+    /// run gives out.
+    pub node: usize,
+    /// The way to the other nodes, with a cluster.
+    pub uplink: Option<Arc<dyn Uplink>>,
 }
 
 impl RunState {
@@ -118,6 +126,7 @@ impl RunState {
         bus: Vec<flume::Sender<BusMsg>>,
         limits: RoomLimits,
         room_hooks: RoomHooks,
+        uplink: Option<Arc<dyn Uplink>>,
     ) -> RunState {
         let shards = bus.len();
         RunState {
@@ -127,6 +136,8 @@ impl RunState {
             accepted: AtomicUsize::new(0),
             rooms: Rooms::new(shards, limits),
             room_hooks,
+            node: uplink.as_ref().map_or(0, |u| u.node()),
+            uplink,
         }
     }
 
@@ -547,6 +558,112 @@ impl Router {
         Ok(asked.await?.transpose()?.flatten())
     }
 
+    /// The uplink to the node that owns `id` when that is not this node; `Ok(None)`
+    /// for this node's own connections.
+    fn remote_owner(&self, id: ConnectionId) -> Result<Option<Arc<dyn Uplink>>> {
+        let run = self.run_state().ok_or(Error::NotRunning)?;
+        if id.node() == run.node {
+            return Ok(None);
+        }
+        match &run.uplink {
+            Some(u) => Ok(Some(u.clone())),
+            None => Err(crate::error::ClusterError::NoCluster(id.node()).into()),
+        }
+    }
+
+    /// Delivers to this node's connections a broadcast another node published: the
+    /// rooms are this node's rooms of those names. Never published again.
+    pub(crate) async fn deliver_broadcast(
+        &self,
+        frames: Frames,
+        rooms: &[String],
+        mut filter: Filter,
+    ) -> usize {
+        if !rooms.is_empty() {
+            let Some(run) = self.run_state() else {
+                return 0;
+            };
+            let found: Vec<_> = rooms.iter().filter_map(|r| run.rooms.get(r)).collect();
+            if found.is_empty() {
+                return 0;
+            }
+            filter.rooms = Some(found);
+        }
+        // Runs on the service thread (no shard of its own): every shard with
+        // receivers gets it over its bus, in the order the other node published.
+        let Some(run) = self.run_state() else {
+            return 0;
+        };
+        let (frames, filter) = (Arc::new(frames), Arc::new(filter));
+        let targets: Vec<_> = (0..run.bus.len())
+            .filter_map(|i| {
+                let n = run.admitted(i, &filter);
+                (n > 0).then(|| (run.bus[i].clone(), n))
+            })
+            .collect();
+        drop(run);
+        let mut count = 0;
+        for (bus, n) in targets {
+            let msg = BusMsg::Broadcast {
+                frames: frames.clone(),
+                filter: filter.clone(),
+                reply: None,
+            };
+            if bus.send_async(msg).await.is_ok() {
+                count += n;
+            }
+        }
+        count
+    }
+
+    /// Delivers a send or kick another node published for connection `to` of this
+    /// node, without waiting for the shard's answer (the sender cannot hear it), in
+    /// bus order with the broadcasts delivered before and after it.
+    pub(crate) async fn deliver_direct(
+        &self,
+        to: ConnectionId,
+        what: Direct<'_>,
+        timestamp_ms: u64,
+    ) {
+        let Some(run) = self.run_state() else {
+            return;
+        };
+        let Some(codec) = run.lookup(to).and_then(|m| m.codec()) else {
+            return;
+        };
+        let Some(bus) = run.bus.get(to.shard()).cloned() else {
+            return;
+        };
+        drop(run);
+        let msg = match what {
+            Direct::Send { name, data } => {
+                match Frames::message(name, data, timestamp_ms, Some(codec)) {
+                    Ok(frames) => BusMsg::Send {
+                        to,
+                        frames: Arc::new(frames),
+                        reply: flume::bounded(1).0,
+                    },
+                    Err(_) => return,
+                }
+            }
+            Direct::Kick { last } => {
+                let last = match last {
+                    Some((n, d)) => match Frames::message(n, d, timestamp_ms, Some(codec)) {
+                        Ok(f) => Some(Arc::new(f)),
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                BusMsg::Kick {
+                    to,
+                    last,
+                    reply: flume::bounded(1).0,
+                }
+            }
+        };
+        let _ = bus.send_async(msg).await;
+    }
+
     /// The connection with `id`, if it is connected and logged in (netconduit's
     /// `server._pool.get(id)`). Works from any shard or thread.
     pub fn connection(&self, id: ConnectionId) -> Option<Connection> {
@@ -584,6 +701,9 @@ impl Router {
 
     pub(crate) async fn send_to(&self, id: ConnectionId, name: &str, data: &Value) -> Result<()> {
         crate::rt::exec::yield_if_needed().await;
+        if let Some(uplink) = self.remote_owner(id)? {
+            return uplink.direct(id, Direct::Send { name, data }, wall_clock_ms());
+        }
         if let Some((run, shard)) = self.local().filter(|(_, s)| s.index() == id.shard()) {
             return shard.send_local(id, &encode_for(&run, id, name, data)?);
         }
@@ -600,6 +720,9 @@ impl Router {
 
     pub(crate) async fn kick(&self, id: ConnectionId, last: Option<(&str, &Value)>) -> Result<()> {
         crate::rt::exec::yield_if_needed().await;
+        if let Some(uplink) = self.remote_owner(id)? {
+            return uplink.direct(id, Direct::Kick { last }, wall_clock_ms());
+        }
         let run = self.run_state().ok_or(Error::NotRunning)?;
         let codec = run.lookup(id).and_then(|m| m.codec());
         let last = match last {

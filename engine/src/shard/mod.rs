@@ -84,7 +84,7 @@ impl Shard {
     fn next_id(&self) -> ConnectionId {
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 1);
-        ConnectionId::new(self.index, seq)
+        ConnectionId::new(self.run.node, self.index, seq)
     }
 
     fn hold_refusal(&self, permit: Permit) -> u64 {

@@ -146,7 +146,7 @@ impl Pair {
             codec,
             server: ConnCore::new(
                 config,
-                ConnectionId::new(0, 9),
+                ConnectionId::new(0, 0, 9),
                 [5; 32],
                 "ab".repeat(64),
                 t0,
