@@ -43,7 +43,10 @@ pub const MAX_NODES: usize = 1 << NODE_BITS;
 pub const MAX_SEQ: u64 = 1 << SEQ_BITS;
 
 const _: () = assert!(SHARD_BITS + NODE_BITS + SEQ_BITS == 64);
-const _: () = assert!(SEQ_BITS % 2 == 0, "the Feistel halves must be equal");
+const _: () = assert!(
+    SEQ_BITS.is_multiple_of(2),
+    "the Feistel halves must be equal"
+);
 const _: () = assert!(MAX_SHARDS >= 256, "room for a large machine's cores");
 
 /// The process's permutation key: one 32-byte key per Feistel round.

@@ -330,7 +330,7 @@ impl FrameDecoder {
             });
         }
         if header.codec == Codec::Native {
-            if header.length % 8 != 0 {
+            if !header.length.is_multiple_of(8) {
                 return Err(WireError::NativeLayout("length is not a multiple of 8"));
             }
             if header.reserved > 7 || u32::from(header.reserved) > header.length {

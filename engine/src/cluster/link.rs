@@ -29,6 +29,14 @@ const ID_BYTES: usize = 9;
 /// Room for an answer's header and fixed fields.
 const ANSWER_OVERHEAD: usize = 64;
 
+/// A broker connection: its receiving and publishing halves, and the broker's own
+/// payload limit when it has one.
+pub(super) type Session<A> = (
+    <A as Adapter>::Inbound,
+    <A as Adapter>::Outbound,
+    Option<usize>,
+);
+
 /// What a broker client must do; the rest of the adapter is shared.
 pub(super) trait Adapter: Send + 'static {
     /// The receiving half: this cluster's messages.
@@ -40,9 +48,7 @@ pub(super) trait Adapter: Send + 'static {
     fn connect(
         settings: &ClusterDescriptor,
         pattern: &str,
-    ) -> impl Future<
-        Output = std::result::Result<(Self::Inbound, Self::Outbound, Option<usize>), String>,
-    > + Send;
+    ) -> impl Future<Output = std::result::Result<Session<Self>, String>> + Send;
     /// The next message: `(channel, payload)`; an error when the connection is lost.
     fn next(
         inbound: &mut Self::Inbound,

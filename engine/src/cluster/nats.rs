@@ -5,7 +5,7 @@
 
 use futures_lite::StreamExt;
 
-use super::link::Adapter;
+use super::link::{Adapter, Session};
 use super::{Broker, ClusterDescriptor};
 
 /// NATS core pub/sub.
@@ -21,10 +21,7 @@ impl Adapter for Nats {
     type Inbound = Inbound;
     type Outbound = async_nats::Client;
 
-    async fn connect(
-        settings: &ClusterDescriptor,
-        pattern: &str,
-    ) -> Result<(Inbound, async_nats::Client, Option<usize>), String> {
+    async fn connect(settings: &ClusterDescriptor, pattern: &str) -> Result<Session<Nats>, String> {
         let Broker::Nats { url } = &settings.broker else {
             return Err("not a NATS broker".into());
         };

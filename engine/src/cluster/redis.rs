@@ -6,7 +6,7 @@ use futures_lite::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
 
-use super::link::Adapter;
+use super::link::{Adapter, Session};
 use super::{Broker, ClusterDescriptor};
 
 /// Redis pub/sub.
@@ -53,7 +53,7 @@ impl Adapter for Redis {
     async fn connect(
         settings: &ClusterDescriptor,
         pattern: &str,
-    ) -> Result<(PubSubStream, MultiplexedConnection, Option<usize>), String> {
+    ) -> Result<Session<Redis>, String> {
         let client = client(settings)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))

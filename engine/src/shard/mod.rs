@@ -516,7 +516,7 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
         // writers, readers and the heartbeat from running (and the queues it fills from
         // draining) for as long as other shards keep it busy.
         served = served.wrapping_add(1);
-        if served % BUS_BATCH == 0 {
+        if served.is_multiple_of(BUS_BATCH) {
             yield_now().await;
         } else {
             yield_if_needed().await;
