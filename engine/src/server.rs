@@ -495,17 +495,19 @@ impl Server {
         let Some(settings) = &self.descriptor().cluster else {
             return Ok(None);
         };
-        #[cfg(feature = "tokio")]
+        #[cfg(any(feature = "redis", feature = "nats"))]
         {
             let link = crate::cluster::start(settings, self.router.clone(), value_limits)?;
             Ok(Some(link as Arc<dyn crate::router::Uplink>))
         }
-        #[cfg(not(feature = "tokio"))]
+        #[cfg(not(any(feature = "redis", feature = "nats")))]
         {
-            let _ = (settings, value_limits);
+            // `validate` names the missing feature first; this is the same refusal.
+            let _ = value_limits;
+            settings.validate()?;
             Err(Error::Config {
                 field: "cluster",
-                problem: "the cluster adapters need conduit's `tokio` feature".into(),
+                problem: "this build has no cluster adapter (features `redis`, `nats`)".into(),
             })
         }
     }

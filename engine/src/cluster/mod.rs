@@ -19,13 +19,17 @@
 //! counts and room members are an explicit request with a timeout
 //! ([`Cluster::connection_count`], [`Cluster::room_members`]).
 
-#[cfg(feature = "tokio")]
+#[cfg(any(feature = "redis", feature = "nats"))]
 mod link;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(any(feature = "redis", feature = "nats"))]
 mod wire;
+
+/// Smallest `max_payload_bytes`: room for a heartbeat and an answer.
+pub(crate) const MIN_PAYLOAD_BYTES: usize = 1024;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,7 +37,7 @@ use std::time::Duration;
 pub use crate::error::ClusterError;
 pub use crate::router::{Cluster, ClusterCount, ClusterMembers, ClusterStats, NodeInfo};
 
-#[cfg(feature = "tokio")]
+#[cfg(any(feature = "redis", feature = "nats"))]
 pub(crate) use link::start;
 
 /// The broker a cluster's nodes share.
@@ -258,6 +262,10 @@ impl ClusterDescriptor {
         self
     }
 
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "nats")),
+        allow(dead_code, unused_imports, reason = "used by the cluster adapters")
+    )]
     /// The channel this node publishes on.
     pub(crate) fn channel(&self) -> String {
         format!("{}.node.{}", self.cluster, self.node)
@@ -301,10 +309,10 @@ impl ClusterDescriptor {
         if self.node_timeout <= self.node_heartbeat {
             return bad("node_timeout", "must be longer than node_heartbeat".into());
         }
-        if self.max_payload_bytes < wire::MIN_PAYLOAD_BYTES {
+        if self.max_payload_bytes < MIN_PAYLOAD_BYTES {
             return bad(
                 "max_payload_bytes",
-                format!("must be at least {} bytes", wire::MIN_PAYLOAD_BYTES),
+                format!("must be at least {} bytes", MIN_PAYLOAD_BYTES),
             );
         }
         if self.max_outbox_messages == 0 {

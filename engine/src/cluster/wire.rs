@@ -21,8 +21,6 @@ use crate::id::ConnectionId;
 
 /// Bytes before the body.
 pub(crate) const HEADER_BYTES: usize = 18;
-/// Smallest `max_payload_bytes` that leaves room for a heartbeat and an answer.
-pub(crate) const MIN_PAYLOAD_BYTES: usize = 1024;
 /// The cluster protocol version this build speaks.
 pub(crate) const VERSION: u8 = 1;
 const MAGIC: &[u8; 4] = b"CDTC";

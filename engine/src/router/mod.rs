@@ -11,6 +11,10 @@
 mod broadcast;
 pub(crate) mod bus;
 mod connection;
+#[cfg_attr(
+    not(any(feature = "redis", feature = "nats")),
+    allow(dead_code, unused_imports, reason = "used by the cluster adapters")
+)]
 mod remote;
 pub(crate) mod rooms;
 mod stats;
@@ -31,6 +35,10 @@ pub use broadcast::Broadcast;
 pub(crate) use bus::{BusMsg, Control, Filter, Frames};
 pub(crate) use connection::ConnMeta;
 pub use connection::Connection;
+#[cfg_attr(
+    not(any(feature = "redis", feature = "nats")),
+    allow(dead_code, unused_imports, reason = "used by the cluster adapters")
+)]
 pub(crate) use remote::{Answer, Ask, Direct, Gathered, SendFuture, Uplink};
 pub use remote::{Cluster, ClusterCount, ClusterMembers, ClusterStats, NodeInfo};
 pub use rooms::{Room, RoomError};
@@ -571,6 +579,10 @@ impl Router {
         }
     }
 
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "nats")),
+        allow(dead_code, unused_imports, reason = "used by the cluster adapters")
+    )]
     /// Delivers to this node's connections a broadcast another node published: the
     /// rooms are this node's rooms of those names. Never published again.
     pub(crate) async fn deliver_broadcast(
@@ -616,6 +628,10 @@ impl Router {
         count
     }
 
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "nats")),
+        allow(dead_code, unused_imports, reason = "used by the cluster adapters")
+    )]
     /// Delivers a send or kick another node published for connection `to` of this
     /// node, without waiting for the shard's answer (the sender cannot hear it), in
     /// bus order with the broadcasts delivered before and after it.
