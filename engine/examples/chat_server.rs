@@ -5,7 +5,9 @@
 //! channel, and presence announcements from the room hooks.
 //!
 //! `cargo run --release --example chat_server` (port 8080, password `chat_secret`;
-//! `PORT` overrides). Try it with two `chat_client`s.
+//! `PORT` overrides). Try it with two `chat_client`s. With `CLUSTER=redis://…` or
+//! `CLUSTER=nats://…` and `NODE=<id>` it runs as one node of a cluster: chat and
+//! channels reach users on every node (the user list stays this node's).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -258,10 +260,13 @@ pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
 )]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_logging();
-    let desc = ServerDescriptor::new("chat_secret")
+    let mut desc = ServerDescriptor::new("chat_secret")
         .host("0.0.0.0")
         .port(common::port(8080))
         .name("ChatServer");
+    if let Some(cluster) = common::cluster() {
+        desc = desc.cluster(cluster);
+    }
     build(desc)?.run()?;
     Ok(())
 }

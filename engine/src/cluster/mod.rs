@@ -18,6 +18,25 @@
 //! What `broadcast(..).await` returns with a cluster: this node's count. Cluster-wide
 //! counts and room members are an explicit request with a timeout
 //! ([`Cluster::connection_count`], [`Cluster::room_members`]).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use conduit::cluster::{Broker, ClusterDescriptor, Unreachable};
+//! use conduit::{Server, ServerDescriptor};
+//!
+//! # fn main() -> conduit::Result<()> {
+//! let cluster = ClusterDescriptor::new(Broker::nats("nats://10.0.0.5:4222"), 7) // node 7
+//!     .cluster_name("game-eu")              // channel prefix: clusters on one broker stay apart
+//!     .if_unreachable(Unreachable::Fail);   // or LocalOnly: serve, keep retrying
+//! let server = Server::new(ServerDescriptor::new("secret").cluster(cluster))?;
+//! server.on("who", |conn, _data| async move {
+//!     let cluster = conn.server().cluster().expect("a cluster node");
+//!     let everyone = cluster.connection_count(Duration::from_millis(200)).await.ok();
+//!     let _ = conn.send_message("who", everyone.map(|c| c.total).unwrap_or(0) as u64).await;
+//! });
+//! server.run()
+//! # }
+//! ```
 
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod link;

@@ -45,10 +45,8 @@ impl Adapter for Nats {
         if let Some(ca) = &auth.tls_root_ca {
             options = options.add_root_certificates(ca.clone());
         }
-        let client = options
-            .connect(url.as_str())
-            .await
-            .map_err(|e| e.to_string())?;
+        let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+        let client = options.connect(servers).await.map_err(|e| e.to_string())?;
         let sub = client
             .subscribe(pattern.to_owned())
             .await

@@ -23,6 +23,10 @@ use crate::rt::exec::LocalBoxFuture;
 /// frame, is still counted; [`Broadcast::exact`] waits for every shard to report how
 /// many queues the frame actually went into.
 ///
+/// On a node of a cluster the broadcast also goes to every other node (see
+/// [`crate::cluster`]), but the count stays this node's; a message too large for the
+/// broker fails before anyone receives it.
+///
 /// A message no peer could receive (a name over 255 bytes, data whose `Serialize`
 /// fails) reaches nobody: `.await` logs it as an error and returns 0, and
 /// [`Broadcast::send`] returns the error.
