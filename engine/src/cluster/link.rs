@@ -390,7 +390,7 @@ impl Link {
                 got = A::next(inbound) => match got {
                     Ok((channel, payload)) => {
                         if let Some(reply) = self.handle(router, &channel, &payload).await {
-                            let _ = self.queue(reply);
+                            let _ = self.queue(reply, None);
                         }
                     }
                     Err(e) => return Ended::Lost(e),
@@ -656,11 +656,13 @@ impl Link {
         wire::encode(self.head(Kind::Answer, Some(h.from)), &body)
     }
 
-    /// Queues an encoded message for the broker: refused (and counted) while the
-    /// broker is away or the outbox is full.
-    fn queue(&self, bytes: Vec<u8>) -> std::result::Result<(), ClusterError> {
+    /// Queues an encoded message for the broker (for node `to`, or every node):
+    /// refused, counted and logged while the broker is away or the outbox is full.
+    fn queue(&self, bytes: Vec<u8>, to: Option<usize>) -> std::result::Result<(), ClusterError> {
         let refused = if !self.connected.load(Ordering::Acquire) {
-            ClusterError::NotConnected { node: usize::MAX }
+            ClusterError::NotConnected {
+                node: to.unwrap_or(wire::EVERY_NODE.into()),
+            }
         } else {
             match self.outbox.try_send(bytes) {
                 Ok(()) => return Ok(()),
@@ -668,8 +670,12 @@ impl Link {
             }
         };
         self.counters.not_delivered.fetch_add(1, Ordering::Relaxed);
-        self.undelivered_log
-            .warn(|| format!("a message for other nodes was not delivered: {refused}"));
+        self.undelivered_log.warn(|| match (to, &refused) {
+            (None, ClusterError::NotConnected { .. }) => {
+                "the broker is not connected; a message for every node was not delivered".into()
+            }
+            _ => refused.to_string(),
+        });
         Err(refused)
     }
 
@@ -717,7 +723,7 @@ impl Uplink for Link {
         msgpack::write_value(&mut out, &wire::id_list(exclude));
         self.fits(&out)?;
         // Local delivery goes on while the broker is away; the loss is counted.
-        let _ = self.queue(out);
+        let _ = self.queue(out, None);
         Ok(())
     }
 
@@ -736,11 +742,7 @@ impl Uplink for Link {
         msgpack::write_value(&mut out, data.unwrap_or(&Value::Nil));
         msgpack::write_value(&mut out, &Value::from(timestamp_ms));
         self.fits(&out)?;
-        self.queue(out).map_err(|e| match e {
-            ClusterError::NotConnected { .. } => ClusterError::NotConnected { node: to.node() },
-            e => e,
-        })?;
-        Ok(())
+        Ok(self.queue(out, Some(to.node()))?)
     }
 
     fn gather(self: Arc<Self>, ask: Ask, timeout: Duration) -> SendFuture<Result<Gathered>> {
@@ -768,7 +770,7 @@ impl Uplink for Link {
             };
             let mut gathered = Gathered::default();
             if self
-                .queue(wire::encode(self.head(Kind::Ask, None), &body))
+                .queue(wire::encode(self.head(Kind::Ask, None), &body), None)
                 .is_ok()
             {
                 let deadline = tokio::time::Instant::now() + timeout;
