@@ -2,7 +2,7 @@
 //! codecs over a real socket, frame by frame, so tests can assert on exact frames;
 //! frames forged by hand ([`forge`]) for hostile-input tests; and the process's
 //! resident memory ([`rss_bytes`]) for tests that check the server does not allocate
-//! what a peer claims.
+//! what a peer claims; the real Python netconduit in a venv ([`netconduit`]).
 
 #![allow(
     clippy::unwrap_used,
@@ -22,6 +22,8 @@ use conduit_protocol::{
     Codec, DecoderLimits, Frame, FrameDecoder, FrameKind, Header, Value, ValueLimits,
 };
 pub use conduit_test_macros::matrix;
+
+pub mod netconduit;
 
 /// How long a test waits for any one frame before failing.
 pub const FRAME_WAIT: Duration = Duration::from_secs(10);
@@ -297,11 +299,38 @@ impl TestClient {
         self.read_reply(corr)
     }
 
+    /// [`rpc`](Self::rpc) for a client that also receives messages: those arriving
+    /// before the reply are appended to `kept` as (type, data), in order, rather than
+    /// skipped.
+    pub fn rpc_keeping(
+        &mut self,
+        method: &str,
+        params: &Value,
+        kept: &mut Vec<(String, Value)>,
+    ) -> io::Result<Value> {
+        let corr = self.next_corr;
+        self.next_corr += 1;
+        self.send_raw(&forge::rpc_frame(self.codec, corr, method, params))?;
+        self.read_reply_keeping(corr, Some(kept))
+    }
+
     fn read_reply(&mut self, corr: u64) -> io::Result<Value> {
+        self.read_reply_keeping(corr, None)
+    }
+
+    fn read_reply_keeping(
+        &mut self,
+        corr: u64,
+        mut kept: Option<&mut Vec<(String, Value)>>,
+    ) -> io::Result<Value> {
         loop {
             let f = self.next_app_frame()?;
             if !matches!(f.header.kind, FrameKind::RpcResponse | FrameKind::RpcError) {
-                continue; // a broadcast or message; not ours
+                // A broadcast or message; not the reply.
+                if let (Some(kept), FrameKind::Message) = (kept.as_deref_mut(), f.header.kind) {
+                    kept.push(f.message_with(ValueLimits::default()));
+                }
+                continue;
             }
             assert_eq!(f.header.correlation_id, corr, "correlation echoed");
             return Ok(match (self.codec, f.header.kind) {
