@@ -1286,25 +1286,16 @@ fn clean_stop_redis() {
 }
 
 #[test]
-#[ignore = "the NATS adapter's goodbye is lost when the process exits right after \
-            `Running::wait`: `publish` only queues it in the client (no flush) and stopping \
-            the server does not wait for the broker session to end"]
 fn clean_stop_nats() {
     clean_stop(Kind::Nats);
 }
 
 #[test]
-#[ignore = "the router has no public kick by id for another node's connection: \
-            `Router::connection` finds this node's connections only, and `Router::kick` \
-            is crate-private"]
 fn kick_by_id_redis() {
     kick_by_id(Kind::Redis);
 }
 
 #[test]
-#[ignore = "the router has no public kick by id for another node's connection: \
-            `Router::connection` finds this node's connections only, and `Router::kick` \
-            is crate-private"]
 fn kick_by_id_nats() {
     kick_by_id(Kind::Nats);
 }

@@ -208,15 +208,11 @@ fn register(server: &Server) {
 
     server.rpc_with(RpcInfo::new("kick"), |call| async move {
         let to = id_param(&call.params, "to")?;
-        // The router's public API reaches a connection by id only through `connection`,
-        // which knows this node's connections alone.
-        let conn = call.server().connection(to).ok_or_else(|| {
-            RpcError::failed(format!(
-                "connection {to} (node {}) is not a connection of this node",
-                to.node()
-            ))
-        })?;
-        conn.disconnect().await.map_err(RpcError::failed)?;
+        // On whichever node owns it.
+        call.server()
+            .disconnect_id(to)
+            .await
+            .map_err(RpcError::failed)?;
         Ok::<_, RpcError>(true)
     });
 

@@ -53,6 +53,10 @@ pub(super) trait Adapter: Send + 'static {
     fn next(
         inbound: &mut Self::Inbound,
     ) -> impl Future<Output = std::result::Result<(String, Vec<u8>), String>> + Send;
+    /// Waits until what was published has left for the broker (the goodbye at stop).
+    fn flush(
+        outbound: &mut Self::Outbound,
+    ) -> impl Future<Output = std::result::Result<(), String>> + Send;
     /// Publishes `batch` on `channel`, in order.
     fn publish(
         outbound: &mut Self::Outbound,
@@ -143,6 +147,9 @@ pub(crate) struct Link {
     stopping: AtomicBool,
     /// Wakes the session at server stop.
     stop: tokio::sync::Notify,
+    /// Closed when the broker session has ended (its sender lives in the session
+    /// task), so a stop can wait for the goodbye to leave.
+    ended: flume::Receiver<()>,
     /// Undelivered messages.
     undelivered_log: Throttled,
     /// Dropped channel messages.
@@ -160,6 +167,7 @@ pub(crate) fn start(
 ) -> Result<Arc<Link>> {
     settings.validate()?;
     let (outbox, queue) = flume::bounded(settings.max_outbox_messages);
+    let (session_alive, ended) = flume::bounded::<()>(1);
     let mut instance = [0u8; 8];
     getrandom::getrandom(&mut instance)
         .map_err(|e| Error::Runtime(format!("no random source for the node instance: {e}")))?;
@@ -179,6 +187,7 @@ pub(crate) fn start(
         conflict: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         stop: tokio::sync::Notify::new(),
+        ended,
         undelivered_log: Throttled::new(),
         dropped_log: Throttled::new(),
     });
@@ -189,14 +198,26 @@ pub(crate) fn start(
             match link.settings.broker {
                 #[cfg(feature = "redis")]
                 Broker::Redis { .. } => {
-                    tokio::spawn(run::<super::redis::Redis>(link, router, queue, ready_tx));
+                    tokio::spawn(run::<super::redis::Redis>(
+                        link,
+                        router,
+                        queue,
+                        ready_tx,
+                        session_alive,
+                    ));
                 }
                 #[cfg(feature = "nats")]
                 Broker::Nats { .. } => {
-                    tokio::spawn(run::<super::nats::Nats>(link, router, queue, ready_tx));
+                    tokio::spawn(run::<super::nats::Nats>(
+                        link,
+                        router,
+                        queue,
+                        ready_tx,
+                        session_alive,
+                    ));
                 }
                 #[allow(unreachable_patterns, reason = "with both adapters compiled")]
-                _ => drop((router, queue, ready_tx)),
+                _ => drop((router, queue, ready_tx, session_alive)),
             }
         }
     };
@@ -237,6 +258,8 @@ async fn run<A: Adapter>(
     router: Router,
     outbox: flume::Receiver<Vec<u8>>,
     ready: flume::Sender<std::result::Result<(), ClusterError>>,
+    // Dropped when this returns: tells a stop waiting in `shut_down` that it ended.
+    _alive: flume::Sender<()>,
 ) {
     let s = &link.settings;
     let mut ready = Some(ready);
@@ -377,10 +400,10 @@ impl Link {
         loop {
             if self.stopping.load(Ordering::Acquire) {
                 let bye = wire::encode(self.head(Kind::Leaving, None), &Value::Array(vec![]));
-                let _ = tokio::time::timeout(
-                    self.settings.connect_timeout,
-                    A::publish(outbound, &self.channel, vec![bye]),
-                )
+                let _ = tokio::time::timeout(self.settings.connect_timeout, async {
+                    A::publish(outbound, &self.channel, vec![bye]).await?;
+                    A::flush(outbound).await
+                })
                 .await;
                 return Ended::Stopped;
             }
@@ -840,5 +863,8 @@ impl Uplink for Link {
     fn shut_down(&self) {
         self.stopping.store(true, Ordering::Release);
         self.stop.notify_one();
+        // Wait (bounded) for the goodbye to leave, so the other nodes forget this one
+        // at once rather than after `node_timeout`, even when the process exits next.
+        let _ = self.ended.recv_timeout(self.settings.connect_timeout);
     }
 }

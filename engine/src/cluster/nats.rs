@@ -80,6 +80,10 @@ impl Adapter for Nats {
         }
     }
 
+    async fn flush(outbound: &mut async_nats::Client) -> Result<(), String> {
+        outbound.flush().await.map_err(|e| e.to_string())
+    }
+
     async fn publish(
         outbound: &mut async_nats::Client,
         channel: &str,

@@ -81,6 +81,11 @@ impl Adapter for Redis {
         }
     }
 
+    async fn flush(_outbound: &mut MultiplexedConnection) -> Result<(), String> {
+        // A pipelined PUBLISH returns once Redis answered: nothing is left to flush.
+        Ok(())
+    }
+
     async fn publish(
         outbound: &mut MultiplexedConnection,
         channel: &str,

@@ -734,6 +734,27 @@ impl Router {
         .unwrap_or(Err(Error::Closed))
     }
 
+    /// Closes connection `id` (a kick), on this node or — with a cluster — the node
+    /// that owns it; queued frames are flushed first, within the drain timeout.
+    /// [`Error::Closed`] if it is gone (known for this node's connections only: for
+    /// another node's, `Ok` means the kick was handed to the broker).
+    pub async fn disconnect_id(&self, id: ConnectionId) -> Result<()> {
+        self.kick(id, None).await
+    }
+
+    /// Sends connection `id` a last message, flushes it, then closes it (the guide's
+    /// kick with a reason), on whichever node owns it; see
+    /// [`disconnect_id`](Self::disconnect_id).
+    pub async fn disconnect_id_with(
+        &self,
+        id: ConnectionId,
+        name: &str,
+        data: impl serde::Serialize + 'static,
+    ) -> Result<()> {
+        let data = crate::convert::into_value(data).map_err(Error::Data)?;
+        self.kick(id, Some((name, &data))).await
+    }
+
     pub(crate) async fn kick(&self, id: ConnectionId, last: Option<(&str, &Value)>) -> Result<()> {
         crate::rt::exec::yield_if_needed().await;
         if let Some(uplink) = self.remote_owner(id)? {
