@@ -14,7 +14,8 @@ use conduit::Runtime;
 use conduit_protocol::Codec;
 
 pub use self::scenario::{BroadcastArgs, ConnectArgs, HeartbeatArgs, ModeArg, RpcArgs, TargetArgs};
-use crate::serve::{self, LoginSettings, ServeOptions};
+use crate::cluster::BrokerKind;
+use crate::serve::{self, ClusterJoin, LoginSettings, ServeOptions};
 use crate::suite::{self, SuiteOptions};
 use crate::target::{self, BENCH_PASSWORD};
 use crate::{Error, Result};
@@ -52,6 +53,11 @@ pub enum Command {
     /// One address attacks the login (`lockout`: silent sockets; `bruteforce`: wrong
     /// passwords) while real clients log in from other 127.0.0.x addresses.
     Attack(crate::attack::AttackArgs),
+    /// Two nodes of a cluster through a broker started here (Redis, NATS or both),
+    /// the receivers split over them, one message at a time from node 1: latency and
+    /// CPU per delivery on the other node (remote) vs the sender's (local), the
+    /// broker's CPU per message, and one node alone as the baseline.
+    Cluster(crate::cluster::ClusterArgs),
 }
 
 /// Which codec a client speaks.
@@ -218,6 +224,35 @@ pub struct ServeArgs {
     /// `auth_timeout`, ms: time a connection has to log in.
     #[arg(long)]
     pub auth_timeout_ms: Option<u64>,
+    /// Join a cluster through this broker: broadcasts then reach the connections of
+    /// every node sharing it (`--node`, `--cluster-name`, `--cluster-url`).
+    #[arg(long, value_enum)]
+    pub cluster_broker: Option<BrokerKind>,
+    /// The broker's URL (default `redis://127.0.0.1:6379` or `nats://127.0.0.1:4222`).
+    #[arg(long, requires = "cluster_broker")]
+    pub cluster_url: Option<String>,
+    /// This node's id in the cluster, 0..1024, unique among its nodes (default 1).
+    #[arg(long, requires = "cluster_broker")]
+    pub node: Option<usize>,
+    /// The cluster's name: the prefix of its broker channels.
+    #[arg(long, default_value = "conduit")]
+    pub cluster_name: String,
+}
+
+impl ServeArgs {
+    /// The cluster to join, if `--cluster-broker` asks for one.
+    pub fn cluster(&self) -> Option<ClusterJoin> {
+        let kind = self.cluster_broker?;
+        let url = self
+            .cluster_url
+            .clone()
+            .unwrap_or_else(|| kind.default_url().to_owned());
+        Some(ClusterJoin {
+            broker: kind.broker(url),
+            node: self.node.unwrap_or(1),
+            name: self.cluster_name.clone(),
+        })
+    }
 }
 
 /// Longest time any single flag may ask for, seconds.
@@ -255,7 +290,9 @@ pub fn dispatch(command: Command) -> Result<i32> {
     match command {
         Command::Soak(a) => crate::soak::main(&a),
         Command::Attack(a) => crate::attack::main(&a),
+        Command::Cluster(a) => crate::cluster::main(&a),
         Command::Serve(a) => {
+            let cluster = a.cluster();
             serve::serve(&ServeOptions {
                 host: a.host,
                 port: a.port,
@@ -275,6 +312,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
                     auth_failure_delay: a.auth_failure_delay_ms.map(Duration::from_millis),
                     auth_timeout: a.auth_timeout_ms.map(Duration::from_millis),
                 },
+                cluster,
             })?;
             Ok(0)
         }
@@ -364,6 +402,48 @@ mod tests {
         let cli = Cli::try_parse_from(["conduit-loadgen", "serve", "--runtime", "tokio"]).unwrap();
         assert!(matches!(cli.command, Command::Serve(ref s) if s.runtime == RuntimeArg::Tokio));
         assert!(Cli::try_parse_from(["conduit-loadgen", "serve", "--runtime", "both"]).is_err());
+        // A cluster node: the broker names the default URL; the rest needs a broker.
+        let serve = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Serve(s)) => Ok(s.cluster()),
+            Ok(other) => panic!("not serve: {other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(serve(&["conduit-loadgen", "serve"]).unwrap(), None);
+        let join = serve(&["conduit-loadgen", "serve", "--cluster-broker", "nats"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            join,
+            ClusterJoin {
+                broker: conduit::cluster::Broker::nats("nats://127.0.0.1:4222"),
+                node: 1,
+                name: "conduit".into(),
+            }
+        );
+        let join = serve(&[
+            "conduit-loadgen",
+            "serve",
+            "--cluster-broker",
+            "redis",
+            "--cluster-url",
+            "redis://127.0.0.1:7000",
+            "--node",
+            "2",
+            "--cluster-name",
+            "bench",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            join.broker,
+            conduit::cluster::Broker::redis("redis://127.0.0.1:7000")
+        );
+        assert_eq!((join.node, join.name.as_str()), (2, "bench"));
+        let desc = join.descriptor();
+        assert_eq!((desc.cluster.as_str(), desc.node), ("bench", 2));
+        assert!(serve(&["conduit-loadgen", "serve", "--node", "2"]).is_err());
+        assert!(serve(&["conduit-loadgen", "serve", "--cluster-url", "redis://x"]).is_err());
+        assert!(serve(&["conduit-loadgen", "serve", "--cluster-broker", "kafka"]).is_err());
         // Only a server this starts can be put on a backend.
         let cli = Cli::try_parse_from([
             "conduit-loadgen",

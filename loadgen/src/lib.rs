@@ -15,6 +15,8 @@
 //! * [`serve`] — the benchmark server (`conduit-loadgen serve`).
 //! * [`suite`] — every scenario against every target (our server on one runtime or
 //!   both), interleaved rounds, medians.
+//! * [`cluster`] — two nodes of a cluster through Redis or NATS (started here): local
+//!   vs cross-node delivery latency and CPU per delivery, against one node alone.
 //! * [`attack`] — one address attacks the login (silent sockets, or password guesses)
 //!   while real clients log in from other 127.0.0.x addresses.
 //! * [`soak`] — connections churning through an in-process server; RSS, descriptors
@@ -26,6 +28,7 @@
 
 pub mod attack;
 pub mod cli;
+pub mod cluster;
 pub mod goals;
 pub mod payload;
 pub mod procfs;

@@ -100,6 +100,47 @@ pub fn sched_cpu_ns(p: Proc) -> Option<u64> {
     any.then_some(total)
 }
 
+/// Every live thread of `p`: `(tid, name, nanoseconds on CPU)`, from
+/// `/proc/<pid>/task/<tid>/comm` and `…/schedstat`.
+pub fn thread_cpu_ns(p: Proc) -> Vec<(u32, String, u64)> {
+    let Ok(tasks) = std::fs::read_dir(p.dir().join("task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        // A thread may exit between listing and reading; skip it.
+        let Some(ns) = std::fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|text| parse_schedstat_ns(&text))
+        else {
+            continue;
+        };
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        out.push((tid, name.trim().to_owned(), ns));
+    }
+    out
+}
+
+/// CPU seconds each thread name used between two [`thread_cpu_ns`] readings (threads
+/// of the same name summed; a thread absent from `earlier` counts in full).
+pub fn thread_seconds_between(
+    later: &[(u32, String, u64)],
+    earlier: &[(u32, String, u64)],
+) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for (tid, name, ns) in later {
+        let before = earlier
+            .iter()
+            .find(|(t, _, _)| t == tid)
+            .map_or(0, |(_, _, b)| *b);
+        *out.entry(name.clone()).or_insert(0.0) += ns.saturating_sub(before) as f64 / 1e9;
+    }
+    out
+}
+
 /// Resident set size of `p` in KiB.
 pub fn rss_kib(p: Proc) -> Option<u64> {
     let text = std::fs::read_to_string(p.dir().join("status")).ok()?;
@@ -174,6 +215,21 @@ mod tests {
     fn schedstat() {
         assert_eq!(parse_schedstat_ns("162294 2358302 2\n"), Some(162_294));
         assert_eq!(parse_schedstat_ns(""), None);
+    }
+
+    #[test]
+    fn threads_by_name() {
+        let before = vec![(1, "main".to_owned(), 100), (2, "w".to_owned(), 50)];
+        let after = vec![
+            (1, "main".to_owned(), 400),
+            (2, "w".to_owned(), 50),
+            (3, "w".to_owned(), 1_000_000_000),
+        ];
+        let d = thread_seconds_between(&after, &before);
+        assert_eq!(d["main"], 300e-9);
+        assert_eq!(d["w"], 1.0);
+        let here = thread_cpu_ns(Proc::SelfProc);
+        assert!(here.iter().any(|(tid, _, _)| *tid == std::process::id()));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! `bench_join_response` `{room, joined, members, shard}` (the room's size right after
 //! the join, the shard serving the sender; `{room, error}` if refused); and message
 //! `bench_room_broadcast`, which broadcasts its data as `tick`, unchanged, to the room
-//! named by the data's `r`, except the sender (no reply). It runs
+//! named by the data's `r`, except the sender (no reply). With `--cluster-broker` it
+//! is a node of a cluster (`--node`, `--cluster-name`) whose broadcasts reach every
+//! node's connections through Redis or NATS (`--cluster-url`). It runs
 //! on the runtime backend it is given (`--runtime`, default `auto`), prints
 //! `READY port=<port> pid=<pid> runtime=<glommio|tokio>` on stdout once it accepts
 //! connections — the backend it actually runs on, so a suite records what it measured —
@@ -16,6 +18,7 @@
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
+use conduit::cluster::{Broker, ClusterDescriptor};
 use conduit::handlers::RpcInfo;
 use conduit::{RpcError, Runtime, Server, ServerDescriptor, Value};
 
@@ -76,6 +79,27 @@ pub struct ServeOptions {
     pub runtime: Runtime,
     /// Admission and login settings (`attack` measures the engine's own).
     pub login: LoginSettings,
+    /// The cluster this server is a node of, if any.
+    pub cluster: Option<ClusterJoin>,
+}
+
+/// The cluster a benchmark server joins: the server becomes one node, and its
+/// broadcasts reach the connections of every node through the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterJoin {
+    /// The broker the nodes share.
+    pub broker: Broker,
+    /// This node's id (`0..1024`, unique in the cluster).
+    pub node: usize,
+    /// The cluster's name: the prefix of its broker channels.
+    pub name: String,
+}
+
+impl ClusterJoin {
+    /// The engine's cluster settings for this node (its defaults otherwise).
+    pub fn descriptor(&self) -> ClusterDescriptor {
+        ClusterDescriptor::new(self.broker.clone(), self.node).cluster_name(self.name.clone())
+    }
 }
 
 /// Admission and login settings of the benchmark server. By default the benchmark's
@@ -161,6 +185,9 @@ pub fn build(opts: &ServeOptions) -> Result<Server> {
     desc = opts.login.apply(desc);
     if let Some(n) = opts.recv_buffer_bytes {
         desc.recv_buffer_bytes = n;
+    }
+    if let Some(c) = &opts.cluster {
+        desc = desc.cluster(c.descriptor());
     }
     let server = Server::new(desc).map_err(|e| Error::Args(e.to_string()))?;
     server.rpc_with(

@@ -308,6 +308,7 @@ pub fn run(a: &SoakArgs) -> Result<SoakResult> {
         recv_buffer_bytes: None,
         runtime: conduit::Runtime::Auto,
         login: serve::LoginSettings::default(),
+        cluster: None,
     })?;
     let running = server
         .start()

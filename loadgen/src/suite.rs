@@ -241,13 +241,15 @@ pub struct Machine {
     pub loadgen_runtime: String,
 }
 
-fn read_trim(path: &str) -> String {
+/// The text of the file at `path`, trimmed (empty if it cannot be read).
+pub(crate) fn read_trim(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
 }
 
-fn cpu_model() -> String {
+/// `model name` from /proc/cpuinfo.
+pub(crate) fn cpu_model() -> String {
     read_trim("/proc/cpuinfo")
         .lines()
         .find_map(|l| {

@@ -112,13 +112,7 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `implementation` with `opts` and waits for it to accept connections.
     pub fn spawn(implementation: Implementation, opts: &SpawnOptions) -> Result<ServerProcess> {
-        let logs = output_dir().join("logs");
-        std::fs::create_dir_all(&logs)?;
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros());
-        let log = logs.join(format!("{}-{stamp}.log", implementation.name()));
-        let log_file = std::fs::File::create(&log)?;
+        let (log, log_file) = new_log(implementation.name())?;
         let mut cmd = match implementation {
             Implementation::Conduit => {
                 let exe = std::env::current_exe()?;
@@ -203,23 +197,12 @@ impl ServerProcess {
                 proc.runtime = ready.runtime;
                 Ok(proc)
             }
-            Err(_) => {
-                let tail = std::fs::read_to_string(&proc.log).unwrap_or_default();
-                let tail: String = tail
-                    .lines()
-                    .rev()
-                    .take(10)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                Err(Error::Target(format!(
-                    "{} did not become ready within {READY_TIMEOUT:?}; log {}:\n{tail}",
-                    implementation.name(),
-                    proc.log.display()
-                )))
-            }
+            Err(_) => Err(Error::Target(format!(
+                "{} did not become ready within {READY_TIMEOUT:?}; log {}:\n{}",
+                implementation.name(),
+                proc.log.display(),
+                log_tail(&proc.log, 10)
+            ))),
         }
     }
 
@@ -249,6 +232,26 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The last `lines` lines of the log file at `path` (empty if it cannot be read).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    tail.reverse();
+    tail.join("\n")
+}
+
+/// A new log file in `target/loadgen/logs/`, named after `what` and the time.
+pub fn new_log(what: &str) -> Result<(PathBuf, std::fs::File)> {
+    let logs = output_dir().join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let log = logs.join(format!("{what}-{stamp}.log"));
+    let file = std::fs::File::create(&log)?;
+    Ok((log, file))
 }
 
 /// A free TCP port on 127.0.0.1 (for servers that cannot bind port 0 and report it).

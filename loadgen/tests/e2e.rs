@@ -349,3 +349,95 @@ fn attack_reports_and_the_budgets_hold() {
     assert_eq!(r["clients"]["server_full"], 0, "{r:#}");
     assert_eq!(r["clients"]["succeeded"], 10, "{r:#}");
 }
+
+/// `cluster`: one node alone, then two nodes through each broker this machine has
+/// (started by the command itself); every tick reaches every receiver on both nodes,
+/// the deliveries are counted per node, and the CPU of both nodes and of the broker is
+/// read. A broker that is not installed is left out, saying so.
+#[test]
+fn cluster_delivers_on_both_nodes_through_each_broker() {
+    use conduit_loadgen::cluster::{find_program, BrokerKind};
+    let brokers: Vec<BrokerKind> = [BrokerKind::Redis, BrokerKind::Nats]
+        .into_iter()
+        .filter(|k| {
+            let there = find_program(k.program()).is_some();
+            if !there {
+                eprintln!("{} is not installed: not measured", k.program());
+            }
+            there
+        })
+        .collect();
+    let broker = match brokers.as_slice() {
+        [_, _] => "both",
+        [k] => k.name(),
+        _ => return,
+    };
+    let scratch = Scratch::new("cluster");
+    let json = scratch.file("cluster.json");
+    run(exe()
+        .args([
+            "cluster",
+            "--broker",
+            broker,
+            "--rounds",
+            "1",
+            "--connections",
+            "21",
+            "--messages",
+            "30",
+            "--codec",
+            "v1",
+            "--no-progress",
+            "--json",
+        ])
+        .arg(&json));
+    let r = read_json(&json);
+    let runs = r["runs"].as_array().unwrap();
+    let mut setups = vec!["single"];
+    setups.extend(brokers.iter().map(|k| k.name()));
+    assert_eq!(
+        runs.iter()
+            .map(|x| x["setup"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        setups
+    );
+    for x in runs {
+        let res = &x["result"];
+        let run = &res["run"];
+        assert_eq!(run["messages"], 30, "{x:#}");
+        assert_eq!(run["connections"], 21);
+        assert_eq!(run["loss"]["delivered"], 30 * 21);
+        assert_eq!(run["loss"]["lost"], 0);
+        assert_eq!(run["loss"]["unfinished"], 0);
+        assert_eq!(run["errors"], 0);
+        assert_eq!(run["complete"], true);
+        let nodes = res["nodes"].as_array().unwrap();
+        let receivers: Vec<u64> = nodes
+            .iter()
+            .map(|n| n["receivers"].as_u64().unwrap())
+            .collect();
+        if x["setup"] == "single" {
+            assert_eq!(receivers, [21]);
+            assert!(res["broker_cpu_s"].is_null());
+        } else {
+            assert_eq!(receivers, [11, 10], "split over the nodes, node 1 first");
+            assert!(
+                res["broker_cpu_s"].as_f64().is_some(),
+                "broker CPU was read"
+            );
+        }
+        for n in nodes {
+            let rx = n["receivers"].as_u64().unwrap();
+            assert_eq!(n["deliveries"].as_u64().unwrap(), 30 * rx);
+            assert_eq!(n["latency"]["count"].as_u64().unwrap(), 30 * rx);
+            assert!(n["cpu_us_per_delivery"].as_f64().is_some());
+        }
+    }
+    let summaries = r["summaries"].as_array().unwrap();
+    assert_eq!(summaries.len(), setups.len());
+    for s in summaries.iter().filter(|s| s["setup"] != "single") {
+        assert!(s["remote_p50_us"].as_f64().is_some(), "{s:#}");
+        assert!(s["node2_cpu_us_per_delivery"].as_f64().is_some());
+    }
+    assert!(r["failures"].as_array().unwrap().is_empty());
+}

@@ -12,7 +12,8 @@
 //! This module holds what every scenario shares: the run description ([`RunSpec`],
 //! [`Scenario`]), the result ([`RunResult`]), the common limits and their checks, and
 //! the executor that runs a scenario. Each scenario lives in its own file:
-//! `connect.rs`, `heartbeat.rs`, `broadcast/` and `rpc.rs`.
+//! `connect.rs`, `heartbeat.rs`, `broadcast/` (with the broadcast over the nodes of a
+//! cluster, [`run_spread`]) and `rpc.rs`.
 
 mod broadcast;
 mod connect;
@@ -33,8 +34,9 @@ use crate::wire::ConnectSpec;
 use crate::{Error, Result};
 
 pub use broadcast::{
-    BroadcastMode, BroadcastSpec, BENCH_ROOM, MAX_MESSAGES, MAX_PAYLOAD_BYTES, MAX_RATE_HZ,
-    MAX_SENDERS, MAX_WINDOW, MIN_ROOM_MEMBERS, RING_SLOTS,
+    run_spread, BroadcastMode, BroadcastSpec, NodeFigures, SpreadNode, SpreadResult, SpreadSpec,
+    BENCH_ROOM, MAX_MESSAGES, MAX_PAYLOAD_BYTES, MAX_RATE_HZ, MAX_SENDERS, MAX_SPREAD_NODES,
+    MAX_WINDOW, MIN_ROOM_MEMBERS, RING_SLOTS,
 };
 pub use heartbeat::HeartbeatSpec;
 pub use progress::PROGRESS_EVERY;

@@ -12,16 +12,21 @@
 //! connections that are not in it: some of the connections join one room ([`room`]),
 //! one of them sends to the room one message at a time, the others stay idle and must
 //! receive nothing.
+//!
+//! A spread broadcast ([`spread`]) sends one message at a time to receivers spread
+//! over several servers, the nodes of a cluster, and tells each node's deliveries and
+//! CPU apart.
 
 mod fan;
 mod room;
 mod send;
+mod spread;
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use conduit::__rt::{sleep, spawn_task, Task};
-use conduit_protocol::FrameKind;
+use conduit_protocol::{Codec, FrameKind};
 use futures_lite::FutureExt;
 
 use self::fan::Fan;
@@ -32,6 +37,10 @@ use crate::procfs::CpuMark;
 use crate::stats::LossReport;
 use crate::wire::Conn;
 use crate::{Error, Result};
+
+pub use self::spread::{
+    run_spread, NodeFigures, SpreadNode, SpreadResult, SpreadSpec, MAX_SPREAD_NODES,
+};
 
 /// Most broadcast senders.
 pub const MAX_SENDERS: usize = 64;
@@ -250,9 +259,57 @@ pub(super) async fn run(
         })
         .collect();
 
-    let progress = Progress::start(spec, "deliveries", None);
     let pid = spec.server_pid;
-    let cpu0 = CpuMark::take(pid);
+    let driven = drive(spec, b, &fan, senders, codec, pad, || CpuMark::take(pid)).await;
+    drop(rx_tasks);
+    drop(idle_tasks);
+    finish(
+        b,
+        &fan,
+        driven.sent_in_time,
+        [&driven.before, &driven.after],
+        driven.elapsed,
+        result,
+    );
+    if fan.strays.get() > 0 {
+        result.errors += fan.strays.get();
+        result.notes.push(format!(
+            "{} tick(s) reached connections outside the room",
+            fan.strays.get()
+        ));
+    }
+    Ok(())
+}
+
+/// What [`drive`] measured: its `mark` read right before the first send and right
+/// after the last delivery (or the time bound), the length of that phase, and whether
+/// every sender finished within its bounds.
+struct Driven<M> {
+    /// `mark` before the first send.
+    before: M,
+    /// `mark` after the last delivery.
+    after: M,
+    /// From the first send to the last arrival.
+    elapsed: Duration,
+    /// Every sender finished within `duration + drain`.
+    sent_in_time: bool,
+}
+
+/// The measured phase of a broadcast run, its receivers already reading into `fan`:
+/// one sender per connection of `senders`, paced by `b.mode`, for at most
+/// `b.duration` (plus `b.drain` for the last message of each), then at most `b.drain`
+/// more for the last deliveries; `mark` (CPU readings) is taken around it.
+async fn drive<M>(
+    spec: &RunSpec,
+    b: &BroadcastSpec,
+    fan: &Rc<Fan>,
+    senders: Vec<Conn>,
+    codec: Codec,
+    pad: usize,
+    mark: impl Fn() -> M,
+) -> Driven<M> {
+    let progress = Progress::start(spec, "deliveries", None);
+    let before = mark();
     let start_ns = fan.now_ns();
     let send_until = Instant::now() + b.duration;
     let tx_tasks: Vec<Task<Result<Conn>>> = senders
@@ -299,20 +356,36 @@ pub(super) async fn run(
     while !fan.all_complete() && Instant::now() < drain_until {
         sleep(Duration::from_millis(1)).await;
     }
-    let complete = sent_in_time && fan.all_complete();
     let end_ns = if fan.deliveries.get() > 0 {
         fan.last_arrival_ns.get()
     } else {
         fan.now_ns()
     };
     let elapsed = Duration::from_nanos(end_ns.saturating_sub(start_ns).max(1));
-    let cpu1 = CpuMark::take(pid);
+    let after = mark();
     drop(tick);
     progress.finish();
-    drop(rx_tasks);
-    drop(idle_tasks);
     drop(sender_conns);
+    Driven {
+        before,
+        after,
+        elapsed,
+        sent_in_time,
+    }
+}
 
+/// Fills `result` from a driven broadcast: deliveries, messages, loss, errors, the
+/// delivery and fan-out latencies, whether it completed (and why not), and the CPU
+/// figures from the two marks `cpu` taken around the measured phase of `elapsed`.
+fn finish(
+    b: &BroadcastSpec,
+    fan: &Fan,
+    sent_in_time: bool,
+    cpu: [&CpuMark; 2],
+    elapsed: Duration,
+    result: &mut RunResult,
+) {
+    let complete = sent_in_time && fan.all_complete();
     let sent = fan.sent.borrow().clone();
     let messages: u64 = sent.iter().sum();
     let loss = LossReport::tally(&sent, fan.loss.borrow().iter());
@@ -320,19 +393,12 @@ pub(super) async fn run(
     result.ops = fan.deliveries.get();
     result.messages = messages;
     result.errors += fan.errors.get();
-    result.set_cpu(&cpu0, &cpu1, elapsed);
+    result.set_cpu(cpu[0], cpu[1], elapsed);
     result.server_cpu_us_per_message = result
         .server_cpu_s
         .filter(|_| messages > 0)
         .map(|s| s * 1e6 / messages as f64);
     result.loss = Some(loss);
-    if fan.strays.get() > 0 {
-        result.errors += fan.strays.get();
-        result.notes.push(format!(
-            "{} tick(s) reached connections outside the room",
-            fan.strays.get()
-        ));
-    }
     result.complete = complete && loss.lost == 0 && loss.unfinished == 0;
     if fan.ring_overruns.get() > 0 {
         result.notes.push(format!(
@@ -354,7 +420,6 @@ pub(super) async fn run(
     result.fanout = fanout.summary();
     result.latency_hist = Some(delivery);
     result.fanout_hist = Some(fanout);
-    Ok(())
 }
 
 /// One receiver: records every `tick` it gets and answers the server's PINGs.
