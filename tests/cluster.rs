@@ -45,6 +45,10 @@ const POLL: Duration = Duration::from_millis(50);
 const NODE_TIMEOUT: Duration = Duration::from_millis(600);
 /// Timeout of cluster-wide requests (`count`, `members`).
 const ASK_MS: u64 = 2000;
+/// The broker password when a scenario's broker requires one.
+const BROKER_PW: &str = "S3cret-pw";
+/// The NATS user that password belongs to (Redis `requirepass` has no user name).
+const NATS_USER: &str = "node";
 
 // ---------------------------------------------------------------------------------
 // Brokers.
@@ -64,9 +68,24 @@ impl Kind {
     }
 
     fn url(self, port: u16) -> String {
+        format!("{}://127.0.0.1:{port}", self.name())
+    }
+
+    /// The URL with credentials: `scheme://user:password@host:port`, the user empty
+    /// when `None` (`redis://:password@…`).
+    fn url_with(self, port: u16, user: Option<&str>, password: &str) -> String {
+        format!(
+            "{}://{}:{password}@127.0.0.1:{port}",
+            self.name(),
+            user.unwrap_or("")
+        )
+    }
+
+    /// The user that goes with [`BROKER_PW`]: none for Redis, [`NATS_USER`] for NATS.
+    fn user(self) -> Option<&'static str> {
         match self {
-            Kind::Redis => format!("redis://127.0.0.1:{port}"),
-            Kind::Nats => format!("nats://127.0.0.1:{port}"),
+            Kind::Redis => None,
+            Kind::Nats => Some(NATS_USER),
         }
     }
 
@@ -118,6 +137,8 @@ struct Broker {
     port: u16,
     log: PathBuf,
     child: Option<Child>,
+    /// Require clients to log in with this password (and, for NATS, [`NATS_USER`]).
+    password: Option<&'static str>,
 }
 
 impl Broker {
@@ -128,6 +149,7 @@ impl Broker {
             port: free_port(),
             log: dir.join(format!("{}-server.log", kind.name())),
             child: None,
+            password: None,
         }
     }
 
@@ -158,6 +180,12 @@ impl Broker {
             ]),
             Kind::Nats => cmd.args(["-a", "127.0.0.1", "-p", &port]),
         };
+        if let Some(pw) = self.password {
+            match self.kind {
+                Kind::Redis => cmd.args(["--requirepass", pw]),
+                Kind::Nats => cmd.args(["--user", NATS_USER, "--pass", pw]),
+            };
+        }
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -197,7 +225,7 @@ impl Broker {
 
     /// Publishes `payload` on `channel` as any broker client could, over a raw
     /// connection in the broker's own text protocol; Redis says how many subscribers
-    /// got it.
+    /// got it. Only for a broker without a password.
     fn publish_raw(&self, channel: &str, payload: &[u8]) -> Option<u64> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -261,6 +289,22 @@ fn read_log(path: &Path) -> String {
 // ---------------------------------------------------------------------------------
 // Nodes.
 
+/// The broker credentials a node presents.
+#[derive(Clone, Copy, Debug)]
+enum Creds {
+    None,
+    /// In the URL: `scheme://user:password@host:port` (user empty when `None`).
+    InUrl {
+        user: Option<&'static str>,
+        password: &'static str,
+    },
+    /// Apart from the URL, in `BrokerAuth` (`--broker-user`, `--broker-password`).
+    Auth {
+        user: Option<&'static str>,
+        password: &'static str,
+    },
+}
+
 /// How to start one node.
 #[derive(Clone, Debug)]
 struct Spec {
@@ -269,6 +313,7 @@ struct Spec {
     unreachable: &'static str,
     max_payload: Option<usize>,
     runtime: &'static str,
+    creds: Creds,
 }
 
 impl Spec {
@@ -286,7 +331,13 @@ impl Spec {
             } else {
                 "auto"
             },
+            creds: Creds::None,
         }
+    }
+
+    fn creds(mut self, creds: Creds) -> Spec {
+        self.creds = creds;
+        self
     }
 
     fn cluster(mut self, name: &'static str) -> Spec {
@@ -368,6 +419,37 @@ struct Starting {
 }
 
 impl Starting {
+    /// Waits until the node exits without saying its port: its exit status and
+    /// stderr. Fails the test when it starts serving or does not exit in time.
+    fn fails(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + NODE_START;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) if l.starts_with("PORT ") => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!("node {:?} started ({l})", self.spec);
+                }
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "node {:?} neither served nor exited within {NODE_START:?}: {}",
+                        self.spec,
+                        read_log(&self.log)
+                    );
+                }
+            }
+        }
+        let status = self.child.wait().unwrap();
+        (status, read_log(&self.log))
+    }
+
     /// Waits for `PORT n`; `Err(stderr)` when the node exits first (or never says it).
     fn ready(mut self) -> Result<Node, String> {
         let deadline = Instant::now() + NODE_START;
@@ -657,6 +739,15 @@ impl Rig {
         rig
     }
 
+    /// A rig for test `name` on a running broker of `kind` that requires `password`
+    /// (with Redis `requirepass`; as the password of [`NATS_USER`] with NATS).
+    fn with_password(kind: Kind, name: &str, password: &'static str) -> Rig {
+        let mut rig = Rig::without_broker(kind, name);
+        rig.broker.password = Some(password);
+        rig.broker.restart();
+        rig
+    }
+
     /// A rig whose broker has a port but is not started.
     fn without_broker(kind: Kind, name: &str) -> Rig {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -684,12 +775,22 @@ impl Rig {
             self.logs.len()
         ));
         self.logs.push(log.clone());
+        let url = match spec.creds {
+            Creds::InUrl { user, password } => self.kind.url_with(self.broker.port, user, password),
+            Creds::None | Creds::Auth { .. } => self.broker.url(),
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cluster-node"));
-        cmd.args(["--broker", self.kind.name(), "--url", &self.broker.url()])
+        cmd.args(["--broker", self.kind.name(), "--url", &url])
             .args(["--node", &spec.node.to_string(), "--cluster", spec.cluster])
             .args(["--unreachable", spec.unreachable, "--runtime", spec.runtime]);
         if let Some(bytes) = spec.max_payload {
             cmd.args(["--max-payload", &bytes.to_string()]);
+        }
+        if let Creds::Auth { user, password } = spec.creds {
+            if let Some(user) = user {
+                cmd.args(["--broker-user", user]);
+            }
+            cmd.args(["--broker-password", password]);
         }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1246,6 +1347,78 @@ fn unreachable_at_start(kind: Kind) {
     );
 }
 
+/// A broker that requires a password: a node with the credentials in its URL and one
+/// with them in `BrokerAuth` both join, and a broadcast crosses between them; a node
+/// with a wrong password (either way) fails to start, saying it cannot reach the
+/// broker, and no node ever prints a password, right or wrong.
+fn broker_auth(kind: Kind) {
+    const WRONG_PW: &str = "Wr0ng-pw";
+    let mut rig = Rig::with_password(kind, "broker-auth", BROKER_PW);
+    let user = kind.user();
+    let n = rig.start(&[
+        Spec::new(1).creds(Creds::InUrl {
+            user,
+            password: BROKER_PW,
+        }),
+        Spec::new(2).creds(Creds::Auth {
+            user,
+            password: BROKER_PW,
+        }),
+    ]);
+    let mut a = Peer::login(&rig.nodes[n[0]], Codec::Native, "a");
+    let mut b = Peer::login(&rig.nodes[n[1]], Codec::V1, "b");
+    a.wait_nodes(&[1, 2], Duration::from_secs(5));
+    b.wait_nodes(&[1, 2], Duration::from_secs(5));
+    a.shout("from-1");
+    expect_exactly(
+        &mut a,
+        "m-from-1",
+        vec!["from-1"],
+        &mut [(&mut b, vec!["from-1"])],
+    );
+    b.shout("from-2");
+    expect_exactly(
+        &mut b,
+        "m-from-2",
+        vec!["from-2"],
+        &mut [(&mut a, vec!["from-2"])],
+    );
+
+    let wrong = [
+        Creds::InUrl {
+            user,
+            password: WRONG_PW,
+        },
+        Creds::Auth {
+            user,
+            password: WRONG_PW,
+        },
+    ];
+    for creds in wrong {
+        let started = Instant::now();
+        let (status, err) = rig.spawn(&Spec::new(3).creds(creds)).fails();
+        let took = started.elapsed();
+        assert!(!status.success(), "{creds:?}: {status}\n{err}");
+        assert!(err.contains("cannot reach"), "{creds:?}: {err}");
+        for secret in [WRONG_PW, BROKER_PW] {
+            assert!(
+                !err.contains(secret),
+                "{creds:?}: {secret:?} printed: {err}"
+            );
+        }
+        println!("a node with a wrong password ({creds:?}) failed after {took:?}");
+    }
+    // No node's log, of those that joined or of those refused, holds either one.
+    for log in &rig.logs {
+        let text = read_log(log);
+        for secret in [WRONG_PW, BROKER_PW] {
+            assert!(!text.contains(secret), "{secret:?} in {log:?}: {text}");
+        }
+    }
+    // The cluster is unharmed.
+    assert_eq!(a.nodes(), [1, 2]);
+}
+
 /// A kick by id from node 1 closes a connection of node 2.
 fn kick_by_id(kind: Kind) {
     let mut rig = Rig::new(kind, "kick");
@@ -1278,6 +1451,7 @@ on_both_brokers! {
     broker_outage => broker_outage_redis, broker_outage_nats;
     hygiene => hygiene_redis, hygiene_nats;
     unreachable_at_start => unreachable_at_start_redis, unreachable_at_start_nats;
+    broker_auth => broker_auth_redis, broker_auth_nats;
 }
 
 #[test]

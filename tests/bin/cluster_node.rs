@@ -4,6 +4,7 @@
 //! cluster-node --broker redis|nats --url URL --node N [--cluster NAME]
 //!              [--unreachable fail|local] [--max-payload BYTES]
 //!              [--runtime auto|tokio|glommio] [--shards N]
+//!              [--broker-user USER] [--broker-password PASSWORD]
 //! ```
 //!
 //! Listens on 127.0.0.1 (a free port), password `pw`, with liveness settings short
@@ -11,6 +12,8 @@
 //! 50–400 ms, connect timeout 1 s). Prints `PORT <port>` on stdout once it serves, or
 //! exits with status 1 and the start error on stderr. Stops gracefully on SIGTERM or
 //! SIGINT, or when its stdin closes (so a test that dies does not leave it behind).
+//! `--broker-user`/`--broker-password` set the broker credentials apart from the URL
+//! (`BrokerAuth`); credentials in the URL work as well.
 //!
 //! RPC methods the tests drive (ids are the 16-hex-character display form):
 //!
@@ -32,7 +35,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use conduit::cluster::{Broker, Cluster, ClusterDescriptor, Unreachable};
+use conduit::cluster::{Broker, BrokerAuth, Cluster, ClusterDescriptor, Unreachable};
 use conduit::{ConnectionId, Router, RpcError, RpcInfo, Runtime, Server, ServerDescriptor, Value};
 
 /// What the command line asks for.
@@ -44,11 +47,13 @@ struct Args {
     max_payload: Option<usize>,
     runtime: Runtime,
     shards: usize,
+    auth: BrokerAuth,
 }
 
 const USAGE: &str = "usage: cluster-node --broker redis|nats --url URL --node N \
      [--cluster NAME] [--unreachable fail|local] [--max-payload BYTES] \
-     [--runtime auto|tokio|glommio] [--shards N]";
+     [--runtime auto|tokio|glommio] [--shards N] \
+     [--broker-user USER] [--broker-password PASSWORD]";
 
 fn parse_args() -> Result<Args, String> {
     let mut kind = None;
@@ -59,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
     let mut max_payload = None;
     let mut runtime = Runtime::Auto;
     let mut shards = 2;
+    let mut auth = BrokerAuth::default();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -81,6 +87,8 @@ fn parse_args() -> Result<Args, String> {
             "--max-payload" => max_payload = Some(number(&value)?),
             "--runtime" => runtime = value.parse()?,
             "--shards" => shards = number(&value)?,
+            "--broker-user" => auth.user = Some(value),
+            "--broker-password" => auth.password = Some(value),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -99,6 +107,7 @@ fn parse_args() -> Result<Args, String> {
         max_payload,
         runtime,
         shards,
+        auth,
     })
 }
 
@@ -313,6 +322,7 @@ fn main() -> ExitCode {
 
     let mut cluster = ClusterDescriptor::new(args.broker, args.node)
         .cluster_name(args.cluster)
+        .auth(args.auth)
         .if_unreachable(args.unreachable)
         .node_liveness(Duration::from_millis(100), Duration::from_millis(600))
         .claim_wait(Duration::from_millis(300))
