@@ -334,6 +334,15 @@ impl ClusterDescriptor {
                 format!("must be at least {} bytes", MIN_PAYLOAD_BYTES),
             );
         }
+        if matches!(self.broker, Broker::Nats { .. })
+            && self.auth.password.is_some()
+            && self.auth.user.is_none()
+        {
+            return bad(
+                "auth",
+                "NATS takes a password with a user (or a token alone)".into(),
+            );
+        }
         if self.max_outbox_messages == 0 {
             return bad("max_outbox_messages", "must be at least 1".into());
         }

@@ -8,6 +8,13 @@ use futures_lite::StreamExt;
 use super::link::{Adapter, Session};
 use super::{Broker, ClusterDescriptor};
 
+/// A URL's user or password as written (`%40` for `@`, …) made plain.
+fn decode(part: &str) -> String {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// NATS core pub/sub.
 pub(super) struct Nats;
 
@@ -36,6 +43,22 @@ impl Adapter for Nats {
                     let _ = tx.try_send(ev);
                 }
             });
+        let servers = url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        // The client does not read credentials written in a server URL: pass them as
+        // options (percent-decoded), unless `auth` gives its own.
+        if auth.user.is_none() && auth.password.is_none() && auth.token.is_none() {
+            if let Some(s) = servers.iter().find(|s| s.has_user_pass()) {
+                let user = decode(s.username().unwrap_or_default());
+                options = match s.password() {
+                    Some(p) => options.user_and_password(user, decode(p)),
+                    None => options.token(user),
+                };
+            }
+        }
         if let (Some(u), Some(p)) = (&auth.user, &auth.password) {
             options = options.user_and_password(u.clone(), p.clone());
         }
@@ -45,7 +68,6 @@ impl Adapter for Nats {
         if let Some(ca) = &auth.tls_root_ca {
             options = options.add_root_certificates(ca.clone());
         }
-        let servers: Vec<&str> = url.split(',').map(str::trim).collect();
         let client = options.connect(servers).await.map_err(|e| e.to_string())?;
         let sub = client
             .subscribe(pattern.to_owned())
