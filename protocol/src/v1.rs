@@ -5,6 +5,7 @@ use std::io::Read;
 
 use bytes::Bytes;
 
+use crate::encode::SMALL_FRAME_BYTES;
 use crate::error::WireError;
 use crate::header::{Codec, Flags, FrameKind, Header, HEADER_LEN};
 use crate::msgpack::{self, ValueLimits};
@@ -259,7 +260,7 @@ impl Encoder {
         correlation_id: u64,
         write: impl FnOnce(&mut Vec<u8>),
     ) -> Bytes {
-        let mut out = Vec::with_capacity(96);
+        let mut out = Vec::with_capacity(SMALL_FRAME_BYTES);
         out.extend_from_slice(&[0u8; HEADER_LEN]);
         write(&mut out);
         let mut h = Header::new(Codec::V1, kind);
@@ -274,7 +275,7 @@ impl Encoder {
         h.correlation_id = correlation_id;
         h.timestamp_ms = self.timestamp_ms;
         out[..HEADER_LEN].copy_from_slice(&h.encode());
-        Bytes::from(out)
+        crate::encode::seal(out)
     }
 
     /// A frame with no payload (PING, PONG, …).
