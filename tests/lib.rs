@@ -172,7 +172,19 @@ impl TestClient {
     ///
     /// [`connection_id`]: TestClient::connection_id
     pub fn authenticate(&mut self, password: &str) -> io::Result<OwnedFrame> {
-        let mut login = ClientHandshake::new(self.codec, password, [7u8; 32], "test", "1.0");
+        let login = ClientHandshake::new(self.codec, password, [7u8; 32], "test", "1.0");
+        self.run_login(login)
+    }
+
+    /// Logs in with a signed `token` instead of the password; returns the server's
+    /// answer (AUTH_SUCCESS or AUTH_FAILURE) as [`authenticate`](Self::authenticate)
+    /// does.
+    pub fn authenticate_token(&mut self, token: &str) -> io::Result<OwnedFrame> {
+        let login = ClientHandshake::with_token(self.codec, token, "test", "1.0");
+        self.run_login(login)
+    }
+
+    fn run_login(&mut self, mut login: ClientHandshake) -> io::Result<OwnedFrame> {
         let first = login.start(0).map_err(invalid_data)?;
         self.send_raw(&first)?;
         loop {

@@ -3,6 +3,12 @@
 //! 1.2× `connections × max_outbound_bytes` (measured by RSS). A test binary of its own
 //! with one test, so no other test's memory is counted.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first unexpected error"
+)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -226,6 +226,9 @@ pub struct ServerDescriptor {
     /// sends by id through Redis or NATS (see [`crate::cluster`]). Default `None`: a
     /// standalone server.
     pub cluster: Option<crate::cluster::ClusterDescriptor>,
+    /// Token logins (signed, expiring JWTs) besides — or instead of — the password
+    /// (see [`crate::tokens`]). Default `None`: the password only.
+    pub tokens: Option<crate::tokens::TokenAuth>,
     /// Most connections logging in at once (accepted, not yet authenticated), so the
     /// rest of `max_connections` is kept for authenticated clients. Default 256.
     pub max_pending: usize,
@@ -295,6 +298,7 @@ impl ServerDescriptor {
             max_rooms_per_connection: 64,
             max_room_name_bytes: 128,
             cluster: None,
+            tokens: None,
             max_pending: 256,
             max_pending_per_source: 16,
             max_auth_failures_per_source: 5,
@@ -340,6 +344,11 @@ impl ServerDescriptor {
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
         self.heartbeat_interval = interval;
         self.heartbeat_timeout = timeout;
+        self
+    }
+    /// Takes token logins (see [`crate::tokens`]).
+    pub fn tokens(mut self, tokens: crate::tokens::TokenAuth) -> Self {
+        self.tokens = Some(tokens);
         self
     }
     /// Makes this server a node of a cluster (see [`crate::cluster`]).
@@ -397,8 +406,12 @@ impl ServerDescriptor {
     /// [`Error::Config`] naming the field.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field: &'static str, problem: String| Err(Error::Config { field, problem });
-        if self.password.is_empty() {
-            return bad("password", "must not be empty".into());
+        let tokens_only = self.tokens.as_ref().is_some_and(|t| !t.allow_password);
+        if self.password.is_empty() && !tokens_only {
+            return bad(
+                "password",
+                "must not be empty (unless tokens are the only way in)".into(),
+            );
         }
         if self.host.parse::<std::net::IpAddr>().is_err() {
             return bad("host", format!("{:?} is not an IP address", self.host));
@@ -529,6 +542,9 @@ impl ServerDescriptor {
         }
         if let Some(c) = &self.cluster {
             c.validate()?;
+        }
+        if let Some(t) = &self.tokens {
+            t.validate()?;
         }
         Ok(())
     }

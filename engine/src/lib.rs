@@ -71,6 +71,7 @@ mod router;
 pub mod rt;
 mod server;
 mod shard;
+pub mod tokens;
 
 pub use client::{Client, ClientDescriptor, ClientError, ClientEvent, DisconnectReason};
 pub use conduit_macros::rpc;

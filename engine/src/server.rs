@@ -455,8 +455,20 @@ impl Server {
             max_depth: desc.max_payload_depth,
             max_values: desc.max_payload_values,
         };
+        let tokens = desc
+            .tokens
+            .as_ref()
+            .map(crate::tokens::Verifier::new)
+            .transpose()?;
+        let mut creds = ServerCredentials::new(&desc.password, &desc.name, SERVER_VERSION);
+        creds.allow_password = desc.tokens.as_ref().is_none_or(|t| t.allow_password);
         let core_config = CoreConfig {
-            creds: ServerCredentials::new(&desc.password, &desc.name, SERVER_VERSION),
+            creds,
+            tokens,
+            token_leeway_ms: desc
+                .tokens
+                .as_ref()
+                .map_or(0, |t| t.leeway.as_millis() as u64),
             auth_timeout: desc.auth_timeout,
             heartbeat_interval: desc.heartbeat_interval,
             heartbeat_timeout: desc.heartbeat_timeout,

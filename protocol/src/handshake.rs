@@ -71,6 +71,8 @@ enum ClientState {
     SentProof {
         server_nonce: auth::Nonce,
     },
+    /// Either codec: a token sent; AUTH_SUCCESS or AUTH_FAILURE comes next.
+    SentToken,
     Finished,
 }
 
@@ -81,6 +83,8 @@ pub struct ClientHandshake {
     codec: Codec,
     /// Kept to compute the native proof and check the server's.
     password: String,
+    /// A signed token to log in with instead of the password.
+    token: Option<String>,
     /// Fresh CSPRNG output from the caller; binds the proofs to this attempt.
     client_nonce: auth::Nonce,
     /// Reported to the server in the first frame.
@@ -103,6 +107,7 @@ impl ClientHandshake {
         ClientHandshake {
             codec,
             password: password.to_owned(),
+            token: None,
             client_nonce,
             client_name: client_name.to_owned(),
             client_version: client_version.to_owned(),
@@ -110,8 +115,31 @@ impl ClientHandshake {
         }
     }
 
+    /// A handshake that logs in with a signed `token` instead of a password.
+    pub fn with_token(
+        codec: Codec,
+        token: &str,
+        client_name: &str,
+        client_version: &str,
+    ) -> ClientHandshake {
+        ClientHandshake {
+            token: Some(token.to_owned()),
+            ..ClientHandshake::new(codec, "", [0; 32], client_name, client_version)
+        }
+    }
+
     /// The first frame to send, stamped `timestamp_ms`.
     pub fn start(&mut self, timestamp_ms: u64) -> Result<Bytes, HandshakeError> {
+        if let Some(token) = &self.token {
+            self.state = ClientState::SentToken;
+            return token_frame(
+                self.codec,
+                token,
+                &self.client_name,
+                &self.client_version,
+                timestamp_ms,
+            );
+        }
         match self.codec {
             Codec::V1 => {
                 self.state = ClientState::SentHash;
@@ -146,7 +174,7 @@ impl ClientHandshake {
             return Err(HandshakeError::Rejected(failure_reason(frame, limits)));
         }
         match (&self.state, frame.header.codec) {
-            (ClientState::SentHash, Codec::V1) => {
+            (ClientState::SentHash | ClientState::SentToken, Codec::V1) => {
                 match v1::decode(&frame.header, frame.payload, limits)? {
                     V1Payload::AuthSuccess {
                         server_name,
@@ -202,9 +230,84 @@ impl ClientHandshake {
                     server_version: accepted.server_version.as_str().to_owned(),
                 }))
             }
+            (ClientState::SentToken, Codec::Native) if kind == FrameKind::AuthSuccess => {
+                // No server proof without a shared password: TLS proves the server.
+                let accepted = native::access::<ArchivedAuthAccepted>(frame.payload)?;
+                self.state = ClientState::Finished;
+                Ok(ClientStep::Done(LoginInfo {
+                    connection_id: Some(accepted.connection_id.to_native()),
+                    server_name: accepted.server_name.as_str().to_owned(),
+                    server_version: accepted.server_version.as_str().to_owned(),
+                }))
+            }
             _ => Err(HandshakeError::Unexpected("unexpected frame during login")),
         }
     }
+}
+
+/// An AUTH_REQUEST carrying `token`: a token login, or after login a refreshed token
+/// (the server answers AUTH_SUCCESS, or closes the connection).
+pub fn token_frame(
+    codec: Codec,
+    token: &str,
+    client_name: &str,
+    client_version: &str,
+    timestamp_ms: u64,
+) -> Result<Bytes, HandshakeError> {
+    Ok(match codec {
+        Codec::V1 => {
+            v1::Encoder::new(timestamp_ms).auth_request_token(token, client_name, client_version)
+        }
+        Codec::Native => native::Encoder::new(timestamp_ms).auth_step(&native::AuthStep::Token(
+            native::TokenLogin {
+                token: token.to_owned(),
+                client_name: client_name.to_owned(),
+                client_version: client_version.to_owned(),
+            },
+        ))?,
+    })
+}
+
+/// The token an AUTH_REQUEST carries, if it is a token login or refresh.
+pub fn token_in(frame: &Frame<'_>, limits: &V1Limits) -> Result<Option<String>, HandshakeError> {
+    if frame.header.kind != FrameKind::AuthRequest {
+        return Ok(None);
+    }
+    Ok(match frame.header.codec {
+        Codec::V1 => match v1::decode(&frame.header, frame.payload, limits)? {
+            V1Payload::AuthRequest { token, .. } => token,
+            _ => None,
+        },
+        Codec::Native => match native::access::<ArchivedAuthStep>(frame.payload)? {
+            ArchivedAuthStep::Token(t) => Some(t.token.as_str().to_owned()),
+            _ => None,
+        },
+    })
+}
+
+/// The AUTH_SUCCESS for an accepted token (login or refresh), in `codec`.
+pub fn token_accepted(
+    codec: Codec,
+    creds: &ServerCredentials,
+    session_token: &str,
+    connection_id: u64,
+    timestamp_ms: u64,
+) -> Result<Bytes, HandshakeError> {
+    Ok(match codec {
+        Codec::V1 => v1::Encoder::new(timestamp_ms).auth_success(
+            session_token,
+            &creds.server_name,
+            &creds.server_version,
+        ),
+        Codec::Native => {
+            native::Encoder::new(timestamp_ms).auth_accepted(&native::AuthAccepted {
+                server_proof: [0; 32],
+                connection_id,
+                server_name: creds.server_name.clone(),
+                server_version: creds.server_version.clone(),
+            })?
+        }
+    })
 }
 
 /// The reason text of an AUTH_FAILURE (or CLOSE) frame, best effort: an undecodable
@@ -237,6 +340,8 @@ pub struct ServerCredentials {
     pub server_name: String,
     /// Sent in AUTH_SUCCESS.
     pub server_version: String,
+    /// Whether the password logs in (off: tokens only).
+    pub allow_password: bool,
 }
 
 impl std::fmt::Debug for ServerCredentials {
@@ -257,6 +362,7 @@ impl ServerCredentials {
             v1_password_hash: auth::v1_password_hash(password),
             server_name: server_name.to_owned(),
             server_version: server_version.to_owned(),
+            allow_password: true,
         }
     }
 }
@@ -273,8 +379,16 @@ pub enum ServerStep {
         /// The client's self-reported name, if it sent one.
         client_name: Option<String>,
     },
-    /// Wrong password or proof. The caller decides when to send the AUTH_FAILURE (a
-    /// brake against guessing) and closes.
+    /// A token login: the caller verifies `token`, then answers with
+    /// [`ServerHandshake::accept_token`] or treats it as [`ServerStep::Rejected`].
+    Token {
+        /// The token as sent.
+        token: String,
+        /// The client's self-reported name, if it sent one.
+        client_name: Option<String>,
+    },
+    /// Wrong password or proof (or a password where only tokens log in). The caller
+    /// decides when to send the AUTH_FAILURE (a brake against guessing) and closes.
     Rejected,
 }
 
@@ -284,6 +398,8 @@ enum ServerState {
     Start,
     /// Native: the challenge went out; waiting for the proof.
     Challenged { client_nonce: auth::Nonce },
+    /// A token arrived; waiting for the caller's verdict.
+    TokenSent { codec: Codec },
     /// Accepted or rejected: no further login frame is taken.
     Finished,
 }
@@ -323,6 +439,26 @@ impl ServerHandshake {
         matches!(self.state, ServerState::Finished)
     }
 
+    /// The AUTH_SUCCESS for the token of the last [`ServerStep::Token`], once the
+    /// caller verified it.
+    pub fn accept_token(
+        &mut self,
+        creds: &ServerCredentials,
+        timestamp_ms: u64,
+    ) -> Result<Bytes, HandshakeError> {
+        let ServerState::TokenSent { codec } = self.state else {
+            return Err(HandshakeError::Unexpected("no token to accept"));
+        };
+        self.state = ServerState::Finished;
+        token_accepted(
+            codec,
+            creds,
+            &self.session_token,
+            self.connection_id,
+            timestamp_ms,
+        )
+    }
+
     /// Takes one AUTH_REQUEST frame from the client.
     pub fn on_frame(
         &mut self,
@@ -331,7 +467,12 @@ impl ServerHandshake {
         limits: &V1Limits,
         timestamp_ms: u64,
     ) -> Result<ServerStep, HandshakeError> {
-        if frame.header.kind != FrameKind::AuthRequest || self.is_finished() {
+        if frame.header.kind != FrameKind::AuthRequest
+            || !matches!(
+                self.state,
+                ServerState::Start | ServerState::Challenged { .. }
+            )
+        {
             return Err(HandshakeError::Unexpected("only AUTH_REQUEST is accepted"));
         }
         match frame.header.codec {
@@ -347,20 +488,26 @@ impl ServerHandshake {
         limits: &V1Limits,
         timestamp_ms: u64,
     ) -> Result<ServerStep, HandshakeError> {
-        let (hash, client_name) = match v1::decode(&frame.header, frame.payload, limits)? {
+        let (hash, token, client_name) = match v1::decode(&frame.header, frame.payload, limits)? {
             V1Payload::AuthRequest {
                 password_hash,
+                token,
                 client_name,
                 ..
-            } => (password_hash, client_name),
+            } => (password_hash, token, client_name),
             _ => {
                 return Err(HandshakeError::Wire(WireError::Msgpack(
                     "not an auth request",
                 )))
             }
         };
+        if let Some(token) = token {
+            self.state = ServerState::TokenSent { codec: Codec::V1 };
+            return Ok(ServerStep::Token { token, client_name });
+        }
         self.state = ServerState::Finished;
-        if !auth::v1_verify(&creds.v1_password_hash, &hash) {
+        let hash = hash.unwrap_or_default();
+        if !creds.allow_password || !auth::v1_verify(&creds.v1_password_hash, &hash) {
             return Ok(ServerStep::Rejected);
         }
         let reply = v1::Encoder::new(timestamp_ms).auth_success(
@@ -380,6 +527,19 @@ impl ServerHandshake {
         let step = native::access::<ArchivedAuthStep>(frame.payload)?;
         let enc = native::Encoder::new(timestamp_ms);
         match (&self.state, step) {
+            (ServerState::Start, ArchivedAuthStep::Token(t)) => {
+                self.state = ServerState::TokenSent {
+                    codec: Codec::Native,
+                };
+                Ok(ServerStep::Token {
+                    token: t.token.as_str().to_owned(),
+                    client_name: Some(t.client_name.as_str().to_owned()),
+                })
+            }
+            (ServerState::Start, ArchivedAuthStep::Hello(_)) if !creds.allow_password => {
+                self.state = ServerState::Finished;
+                Ok(ServerStep::Rejected)
+            }
             (ServerState::Start, ArchivedAuthStep::Hello(hello)) => {
                 self.state = ServerState::Challenged {
                     client_nonce: hello.client_nonce,
@@ -441,6 +601,7 @@ mod tests {
             let to_client = match server.on_frame(&f, &creds(), &limits, 0)? {
                 ServerStep::Send(b) | ServerStep::Accepted { reply: b, .. } => b,
                 ServerStep::Rejected => crate::encode::Encoder::new(codec, 0).auth_failure("no")?,
+                ServerStep::Token { .. } => panic!("no token sent"),
             };
             let mut d = FrameDecoder::new(DecoderLimits::default());
             d.feed(&to_client);
@@ -465,6 +626,72 @@ mod tests {
                 login(codec, "wrong"),
                 Err(HandshakeError::Rejected("no".into()))
             );
+        }
+    }
+
+    /// A token login: the server hands the token out for checking; `good` decides.
+    fn token_login(
+        codec: Codec,
+        good: bool,
+        creds: &ServerCredentials,
+    ) -> Result<LoginInfo, HandshakeError> {
+        let limits = V1Limits::default();
+        let mut server = ServerHandshake::new([5; 32], "ab".repeat(64), 77);
+        let mut client = ClientHandshake::with_token(codec, "t.o.k", "c", "1");
+        let first = client.start(0)?;
+        let mut d = FrameDecoder::new(DecoderLimits::default());
+        d.feed(&first);
+        let f = d.next_frame()?.expect("whole frame");
+        assert_eq!(token_in(&f, &limits)?.as_deref(), Some("t.o.k"));
+        let reply = match server.on_frame(&f, creds, &limits, 0)? {
+            ServerStep::Token { token, client_name } => {
+                assert_eq!(
+                    (token.as_str(), client_name.as_deref()),
+                    ("t.o.k", Some("c"))
+                );
+                if good {
+                    server.accept_token(creds, 0)?
+                } else {
+                    crate::encode::Encoder::new(codec, 0).auth_failure("no")?
+                }
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(server.is_finished() || !good);
+        let mut d = FrameDecoder::new(DecoderLimits::default());
+        d.feed(&reply);
+        let f = d.next_frame()?.expect("whole frame");
+        match client.on_frame(&f, &limits, 0)? {
+            ClientStep::Done(info) => Ok(info),
+            ClientStep::Send(_) => panic!("a token login has one round"),
+        }
+    }
+
+    #[test]
+    fn tokens_log_in_in_both_codecs_and_a_password_can_be_turned_off() {
+        let mut creds = creds();
+        for codec in [Codec::V1, Codec::Native] {
+            let info = token_login(codec, true, &creds).unwrap();
+            assert_eq!(info.server_name, "S");
+            assert_eq!(
+                token_login(codec, false, &creds),
+                Err(HandshakeError::Rejected("no".into()))
+            );
+        }
+        creds.allow_password = false;
+        for codec in [Codec::V1, Codec::Native] {
+            assert!(token_login(codec, true, &creds).is_ok());
+            let mut server = ServerHandshake::new([5; 32], String::new(), 1);
+            let first = ClientHandshake::new(codec, "pw", [1; 32], "c", "1")
+                .start(0)
+                .unwrap();
+            let mut d = FrameDecoder::new(DecoderLimits::default());
+            d.feed(&first);
+            let f = d.next_frame().unwrap().unwrap();
+            assert!(matches!(
+                server.on_frame(&f, &creds, &V1Limits::default(), 0),
+                Ok(ServerStep::Rejected)
+            ));
         }
     }
 

@@ -63,6 +63,10 @@ impl<T> NativeArchived for T where T: Portable + for<'a> CheckBytes<HighValidato
 /// client: Proof{HMAC(password, "client" | server_nonce | client_nonce)}
 /// server:                         AUTH_SUCCESS Accepted{HMAC(password, "server" | …)} or AUTH_FAILURE
 /// ```
+///
+/// or, with a token: `client: Token{token, name, version}` → `server: AUTH_SUCCESS
+/// Accepted{server_proof: zeros, ..}` or AUTH_FAILURE (the token proves the client; the
+/// server is proven by TLS, not by the proof).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum AuthStep {
@@ -72,6 +76,21 @@ pub enum AuthStep {
     Challenge([u8; NONCE_LEN]),
     /// The client's answer to the challenge; see [`crate::auth::client_proof`].
     Proof([u8; 32]),
+    /// A token login instead of the challenge (the server answers AUTH_SUCCESS or
+    /// AUTH_FAILURE at once); after login, a refreshed token.
+    Token(TokenLogin),
+}
+
+/// A native token login: a signed token instead of the password proof.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct TokenLogin {
+    /// The token (a JWT: `header.claims.signature`).
+    pub token: String,
+    /// Client software name (informational).
+    pub client_name: String,
+    /// Client software version (informational).
+    pub client_version: String,
 }
 
 /// The client's opening of the native handshake.

@@ -68,10 +68,13 @@ pub enum V1Payload {
         /// The inner envelope `{success, data}` or `{success: false, error, code}`.
         result: Value,
     },
-    /// AUTH_REQUEST `{password_hash, client_info?}`.
+    /// AUTH_REQUEST `{password_hash, client_info?}`, or `{token, client_info?}` for a
+    /// token login (conduit's extension; netconduit 5.0.0 sends only the hash).
     AuthRequest {
-        /// sha256(password) as lowercase hex.
-        password_hash: String,
+        /// sha256(password) as lowercase hex (`None` for a token login).
+        password_hash: Option<String>,
+        /// A signed token instead of the password hash.
+        token: Option<String>,
         /// `client_info.name`, if sent.
         client_name: Option<String>,
         /// `client_info.version`, if sent.
@@ -161,11 +164,14 @@ pub fn decode(header: &Header, payload: &[u8], limits: &V1Limits) -> Result<V1Pa
             }
         }
         FrameKind::AuthRequest => {
-            let password_hash = str_field(
-                &value,
-                "password_hash",
-                "`password_hash` missing or not a string",
-            )?;
+            let text = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_owned);
+            let (password_hash, token) = (text("password_hash"), text("token"));
+            if password_hash.is_none() && token.is_none() {
+                return Err(WireError::Shape {
+                    kind: "AUTH_REQUEST",
+                    problem: "`password_hash` (or `token`) missing or not a string",
+                });
+            }
             let info = value.get("client_info");
             let info_str = |k: &str| {
                 info.and_then(|i| i.get(k))
@@ -174,6 +180,7 @@ pub fn decode(header: &Header, payload: &[u8], limits: &V1Limits) -> Result<V1Pa
             };
             V1Payload::AuthRequest {
                 password_hash,
+                token,
                 client_name: info_str("name"),
                 client_version: info_str("version"),
             }
@@ -366,6 +373,27 @@ impl Encoder {
             msgpack::write_map_len(out, 2);
             msgpack::write_str(out, "password_hash");
             msgpack::write_str(out, password_hash);
+            msgpack::write_str(out, "client_info");
+            msgpack::write_map_len(out, 2);
+            msgpack::write_str(out, "name");
+            msgpack::write_str(out, client_name);
+            msgpack::write_str(out, "version");
+            msgpack::write_str(out, client_version);
+        })
+    }
+
+    /// AUTH_REQUEST for a token login: `{"token": …, "client_info": {…}}` (also sent
+    /// after login to refresh the token).
+    pub fn auth_request_token(
+        &self,
+        token: &str,
+        client_name: &str,
+        client_version: &str,
+    ) -> Bytes {
+        self.frame(FrameKind::AuthRequest, 0, |out| {
+            msgpack::write_map_len(out, 2);
+            msgpack::write_str(out, "token");
+            msgpack::write_str(out, token);
             msgpack::write_str(out, "client_info");
             msgpack::write_map_len(out, 2);
             msgpack::write_str(out, "name");

@@ -64,7 +64,8 @@ fn auth_request_golden() {
     assert_eq!(
         p,
         V1Payload::AuthRequest {
-            password_hash: auth::v1_password_hash("secret"),
+            password_hash: Some(auth::v1_password_hash("secret")),
+            token: None,
             client_name: Some("client_A".into()),
             client_version: Some("1.0.0".into()),
         }

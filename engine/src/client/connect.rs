@@ -99,13 +99,16 @@ async fn login(
         accept_v1: desc.codec == Codec::V1,
         accept_native: desc.codec == Codec::Native,
     });
-    let mut hs = ClientHandshake::new(
-        desc.codec,
-        &desc.password,
-        random_bytes::<32>()?,
-        &desc.name,
-        &desc.version,
-    );
+    let mut hs = match &desc.token {
+        Some(token) => ClientHandshake::with_token(desc.codec, token, &desc.name, &desc.version),
+        None => ClientHandshake::new(
+            desc.codec,
+            &desc.password,
+            random_bytes::<32>()?,
+            &desc.name,
+            &desc.version,
+        ),
+    };
     stream.write_all(&hs.start(wall_clock_ms())?).await?;
     loop {
         // Bytes after the last login frame stay in the decoder for the reader: a

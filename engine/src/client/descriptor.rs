@@ -95,6 +95,9 @@ pub struct ClientDescriptor {
     /// The shared password. Native logins prove it without sending it; v1 logins send
     /// its SHA-256, as netconduit does.
     pub password: crate::descriptor::Password,
+    /// A signed token to log in with instead of the password (servers with
+    /// [`ServerDescriptor::tokens`](crate::ServerDescriptor::tokens)). Never printed.
+    pub token: Option<crate::descriptor::Password>,
     /// Wire codec. Default [`Codec::Native`]; use [`Codec::V1`] to talk to Python
     /// netconduit servers.
     pub codec: Codec,
@@ -134,6 +137,7 @@ impl Default for ClientDescriptor {
             host: "127.0.0.1".into(),
             port: 8080,
             password: crate::descriptor::Password::default(),
+            token: None,
             codec: Codec::Native,
             runtime: crate::rt::Runtime::Auto,
             connect_timeout: Duration::from_secs(10),
@@ -180,6 +184,12 @@ impl ClientDescriptor {
     /// Sets `password`.
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = password.into().into();
+        self
+    }
+
+    /// Logs in with `token` instead of the password.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into().into());
         self
     }
 

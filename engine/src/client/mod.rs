@@ -285,6 +285,22 @@ impl Client {
         Events { rx }
     }
 
+    /// Sends a new token for this connection (same subject, later expiry) so a server
+    /// with token logins keeps it open past the old token's expiry. Fire and forget:
+    /// the server answers AUTH_SUCCESS, or AUTH_FAILURE and keeps the old token.
+    pub async fn refresh_token(&self, token: &str) -> ClientResult<()> {
+        let conn = self.inner().current_conn()?;
+        let desc = self.descriptor();
+        let frame = conduit_protocol::handshake::token_frame(
+            desc.codec,
+            token,
+            &desc.name,
+            &desc.version,
+            conduit_protocol::clock::wall_clock_ms(),
+        )?;
+        conn.send(frame).await
+    }
+
     /// Sends message `name` with `data`, fire and forget. Returns once the frame is
     /// queued for the socket (waiting for room when `max_outbound_bytes` are queued).
     pub async fn send_message(&self, name: &str, data: impl Into<Value>) -> ClientResult<()> {

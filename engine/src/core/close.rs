@@ -138,6 +138,8 @@ pub enum CloseReason {
     TooManyFromSource,
     /// The peer's address failed to log in too often; it waits out its backoff.
     TooManyFailures,
+    /// The token the connection logged in with (or last refreshed) expired.
+    TokenExpired,
     /// A socket error.
     Io(std::io::ErrorKind),
 }
@@ -161,6 +163,7 @@ impl CloseReason {
                 "server busy: too many connections logging in from your address"
             }
             CloseReason::TooManyFailures => "too many failed logins from your address; retry later",
+            CloseReason::TokenExpired => "token expired",
             CloseReason::Io(_) => "I/O error",
         }
     }
@@ -176,6 +179,7 @@ impl CloseReason {
                 | CloseReason::PeerSaidGoodbye
                 | CloseReason::Misbehaved(_)
                 | CloseReason::AuthFailed
+                | CloseReason::TokenExpired
         )
     }
 

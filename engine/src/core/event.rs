@@ -6,7 +6,10 @@ use std::borrow::Cow;
 
 use conduit_protocol::{Codec, Value};
 
+use std::sync::Arc;
+
 use super::Close;
+use crate::tokens::TokenClaims;
 
 /// Identifies one handler call of one connection, for [`ConnCore::complete`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +76,11 @@ pub enum Event<'a> {
         codec: Codec,
         /// Its self-reported name, if any.
         client_name: Option<String>,
+        /// The verified token, for a token login.
+        token: Option<Arc<TokenClaims>>,
     },
+    /// A logged-in peer refreshed its token (AUTH_SUCCESS is queued).
+    TokenRefreshed(Arc<TokenClaims>),
     /// Run a handler, then report its result with [`ConnCore::complete`].
     Call(Call<'a>),
     /// Close the connection as described.

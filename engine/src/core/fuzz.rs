@@ -34,6 +34,8 @@ pub(crate) fn small_config(routes: RouteTable) -> CoreConfig {
         routes,
         inbound_rate: InboundRate::default(),
         rate_policy: crate::descriptor::RateLimitPolicy::Reject,
+        tokens: None,
+        token_leeway_ms: 0,
     }
 }
 
@@ -118,7 +120,7 @@ pub fn core(data: &[u8]) {
                     // A forged result is dropped, never acted on.
                     let _ = server.complete(CallId(u64::MAX), Outcome::Message(None), 0);
                 }
-                Event::Handled | Event::Authenticated { .. } => {}
+                Event::Handled | Event::Authenticated { .. } | Event::TokenRefreshed(_) => {}
             }
         }
         assert!(rx.buffer().capacity() <= rx.max_buffer_bytes());

@@ -30,7 +30,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conduit_protocol::handshake::{HandshakeError, ServerCredentials, ServerHandshake, ServerStep};
+use conduit_protocol::handshake::{
+    token_accepted, token_in, HandshakeError, ServerCredentials, ServerHandshake, ServerStep,
+};
 use conduit_protocol::native::{self, ArchivedValueTree};
 use conduit_protocol::v1::{self, codes, V1Limits, V1Payload};
 use conduit_protocol::{
@@ -51,6 +53,7 @@ pub const RATE_LIMITED: i64 = 4290;
 
 use crate::descriptor::SlowConsumerPolicy;
 use crate::id::ConnectionId;
+use crate::tokens::{TokenClaims, TokenRefused, Verifier};
 
 /// The server version reported to clients at login.
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -94,6 +97,10 @@ pub struct CoreConfig {
     pub inbound_rate: InboundRate,
     /// What a frame over the inbound limits gets.
     pub rate_policy: crate::descriptor::RateLimitPolicy,
+    /// Token logins, when configured.
+    pub tokens: Option<Arc<Verifier>>,
+    /// Leeway on a connection's token expiry, in milliseconds.
+    pub token_leeway_ms: u64,
 }
 
 impl CoreConfig {
@@ -174,6 +181,9 @@ pub struct ConnCore {
     counters: CoreCounters,
     /// The inbound rate buckets, from login on (when limits are set).
     buckets: Option<rate::Buckets>,
+    /// The token it logged in with (or last refreshed): its expiry closes the
+    /// connection, its subject must stay the same on refresh.
+    token: Option<Arc<TokenClaims>>,
 }
 
 impl ConnCore {
@@ -208,6 +218,7 @@ impl ConnCore {
             next_call: 1,
             counters: CoreCounters::default(),
             buckets: None,
+            token: None,
         }
     }
 
@@ -273,10 +284,14 @@ impl ConnCore {
     pub fn close(&mut self, reason: CloseReason, timestamp_ms: u64) -> Close {
         self.closed.get_or_insert(reason);
         self.pending.clear();
-        // Only a refused login and a broken protocol are explained on the wire: a kick
-        // or a stop already said what it had to (its last message), a gone or silent
-        // peer cannot read, and a slow consumer is not read fast enough to care.
-        let explained = matches!(reason, CloseReason::AuthFailed | CloseReason::Misbehaved(_));
+        // Only a refused login, a broken protocol and an expired token are explained on
+        // the wire: a kick or a stop already said what it had to (its last message), a
+        // gone or silent peer cannot read, and a slow consumer is not read fast enough
+        // to care.
+        let explained = matches!(
+            reason,
+            CloseReason::AuthFailed | CloseReason::Misbehaved(_) | CloseReason::TokenExpired
+        );
         let last = match (explained, self.codec) {
             (false, _) | (_, None) => None,
             (true, Some(codec)) => {
@@ -374,6 +389,7 @@ impl ConnCore {
             FrameKind::Close => Some(Event::Close(
                 self.close(CloseReason::PeerSaidGoodbye, timestamp_ms),
             )),
+            FrameKind::AuthRequest if self.token.is_some() => self.refresh(&frame, timestamp_ms),
             // PONG is life; a second AUTH_REQUEST, ACK, NACK, CLOSE_ACK, PAUSE, RESUME
             // and RPC_LIST are ignored, as netconduit does.
             _ => None,
@@ -397,6 +413,19 @@ impl ConnCore {
             &self.config.v1_limits,
             timestamp_ms,
         );
+        let step = match step {
+            Ok(ServerStep::Token { token, client_name }) => {
+                match self.check_token(&token, timestamp_ms) {
+                    Ok((reply, claims)) => {
+                        self.token = Some(claims);
+                        Ok(ServerStep::Accepted { reply, client_name })
+                    }
+                    Err(HandshakeError::Rejected(_)) => Ok(ServerStep::Rejected),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
         if matches!(step, Ok(ServerStep::Accepted { .. })) {
             self.handshake = None;
         }
@@ -415,9 +444,13 @@ impl ConnCore {
                     self.out
                         .hold_after_queued(self.now + self.config.v1_post_auth_delay);
                 }
-                Some(Event::Authenticated { codec, client_name })
+                Some(Event::Authenticated {
+                    codec,
+                    client_name,
+                    token: self.token.clone(),
+                })
             }
-            Ok(ServerStep::Rejected) => {
+            Ok(ServerStep::Rejected | ServerStep::Token { .. }) => {
                 tracing::info!(conn = %self.id, "authentication failed");
                 Some(Event::Close(
                     self.close(CloseReason::AuthFailed, timestamp_ms),
@@ -429,6 +462,82 @@ impl ConnCore {
             Err(_) => Some(Event::Close(
                 self.misbehaved(PeerMisbehaved::HandshakeOutOfOrder, timestamp_ms),
             )),
+        }
+    }
+
+    /// Verifies a token sent to log in: the AUTH_SUCCESS to send and the claims, or
+    /// `Rejected` (logged with the reason; the peer hears only that login failed).
+    fn check_token(
+        &mut self,
+        token: &str,
+        timestamp_ms: u64,
+    ) -> Result<(bytes::Bytes, Arc<TokenClaims>), HandshakeError> {
+        let claims = match self.config.tokens.as_ref().map(|v| v.verify(token)) {
+            Some(Ok(c)) => c,
+            Some(Err(why)) => {
+                tracing::info!(conn = %self.id, "token refused: {why}");
+                return Err(HandshakeError::Rejected(String::new()));
+            }
+            None => {
+                tracing::info!(conn = %self.id, "token refused: this server takes no tokens");
+                return Err(HandshakeError::Rejected(String::new()));
+            }
+        };
+        let reply = self
+            .handshake
+            .as_mut()
+            .ok_or(HandshakeError::Unexpected("no login in progress"))?
+            .accept_token(&self.config.creds, timestamp_ms)?;
+        Ok((reply, Arc::new(claims)))
+    }
+
+    /// A logged-in peer's new token: with the same subject it replaces the old one
+    /// (and its expiry) and is answered AUTH_SUCCESS; otherwise it is answered
+    /// AUTH_FAILURE and the old token stays (and still expires).
+    fn refresh<'d>(&mut self, frame: &Frame<'d>, timestamp_ms: u64) -> Option<Event<'d>> {
+        let codec = frame.header.codec;
+        let verifier = self.config.tokens.clone()?;
+        if !verifier.refresh {
+            return None;
+        }
+        let token = match token_in(frame, &self.config.v1_limits) {
+            Ok(Some(t)) => t,
+            Ok(None) => return None,
+            Err(HandshakeError::Wire(e)) => {
+                return Some(Event::Close(self.misbehaved((&e).into(), timestamp_ms)))
+            }
+            Err(_) => return None,
+        };
+        let subject = self.token.as_ref().map(|t| t.subject().to_owned());
+        let checked = verifier.verify(&token).and_then(|c| {
+            if Some(c.subject()) == subject.as_deref() {
+                Ok(c)
+            } else {
+                Err(TokenRefused::OtherSubject)
+            }
+        });
+        match checked {
+            Ok(claims) => {
+                let claims = Arc::new(claims);
+                self.token = Some(claims.clone());
+                let reply = token_accepted(
+                    codec,
+                    &self.config.creds,
+                    "",
+                    self.id.as_u64(),
+                    timestamp_ms,
+                )
+                .map_err(|_| WireError::Msgpack("cannot encode AUTH_SUCCESS"));
+                if let Some(close) = self.transmit(reply) {
+                    return Some(Event::Close(close));
+                }
+                Some(Event::TokenRefreshed(claims))
+            }
+            Err(why) => {
+                tracing::info!(conn = %self.id, "token refresh refused: {why}");
+                let failure = self.encoder(timestamp_ms).auth_failure("token refused");
+                self.transmit(failure).map(Event::Close)
+            }
         }
     }
 
@@ -616,6 +725,14 @@ impl ConnCore {
                 return Some(self.close(CloseReason::AuthTimeout, timestamp_ms));
             }
             return None;
+        }
+        let expired = self.token.as_ref().is_some_and(|t| {
+            timestamp_ms
+                > t.expires_at_ms()
+                    .saturating_add(self.config.token_leeway_ms)
+        });
+        if expired {
+            return Some(self.close(CloseReason::TokenExpired, timestamp_ms));
         }
         let silent = now.saturating_duration_since(self.last_received);
         if silent >= self.config.heartbeat_timeout {

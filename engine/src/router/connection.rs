@@ -37,6 +37,8 @@ pub(crate) struct ConnMeta {
     extensions: Mutex<AHashMap<TypeId, Box<dyn Any + Send + Sync>>>,
     /// Set once the extensions were dropped with the connection.
     extensions_closed: AtomicBool,
+    /// The verified token of a token login (replaced when the client refreshes it).
+    token: Mutex<Option<Arc<crate::tokens::TokenClaims>>>,
 }
 
 impl ConnMeta {
@@ -49,6 +51,7 @@ impl ConnMeta {
             closed: AtomicBool::new(false),
             rooms: Mutex::default(),
             extensions: Mutex::default(),
+            token: Mutex::default(),
             extensions_closed: AtomicBool::new(false),
         }
     }
@@ -79,6 +82,13 @@ impl ConnMeta {
         };
         self.codec.store(c, Ordering::Release);
         self.authenticated.store(true, Ordering::Release);
+    }
+
+    /// Records the token the connection logged in with, or its refreshed one.
+    pub fn set_token(&self, token: Option<Arc<crate::tokens::TokenClaims>>) {
+        if let Ok(mut t) = self.token.lock() {
+            *t = token;
+        }
     }
 
     pub fn codec(&self) -> Option<Codec> {
@@ -121,6 +131,12 @@ impl Connection {
     /// The client's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.meta.peer_addr
+    }
+
+    /// The verified token the client logged in with (its latest refresh), or `None`
+    /// for a password login: its subject and claims, for authorisation in handlers.
+    pub fn token(&self) -> Option<Arc<crate::tokens::TokenClaims>> {
+        self.meta.token.lock().ok()?.clone()
     }
 
     /// Whether it has logged in and is still connected.

@@ -247,9 +247,15 @@ async fn handle_frames(
         match event? {
             Event::Handled => {}
             Event::Close(close) => return Some(close),
-            Event::Authenticated { codec, client_name } => {
+            Event::Authenticated {
+                codec,
+                client_name,
+                token,
+            } => {
+                conn.meta.set_token(token);
                 logged_in(shard, conn, codec, client_name.as_deref()).await;
             }
+            Event::TokenRefreshed(token) => conn.meta.set_token(Some(token)),
             Event::Call(call) => {
                 let id = call.id;
                 let handle = shard.handle(conn);

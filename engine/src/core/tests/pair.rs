@@ -184,7 +184,7 @@ impl Pair {
                 break;
             };
             match event {
-                Event::Handled => {}
+                Event::Handled | Event::TokenRefreshed(_) => {}
                 Event::Authenticated { codec, .. } => self.seen.push(Seen::LoggedIn(codec)),
                 Event::Close(c) => {
                     self.seen.push(Seen::Closed(c.reason));
