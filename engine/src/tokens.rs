@@ -11,6 +11,26 @@
 //! leeway absorbs clock differences. A connection is closed when its token expires
 //! (checked by the shard's heartbeat tick), unless the client refreshed it first with a
 //! new token for the same subject.
+//!
+//! ```no_run
+//! use conduit::tokens::{TokenAuth, TokenKey};
+//! use conduit::{Server, ServerDescriptor, Value};
+//!
+//! # fn main() -> conduit::Result<()> {
+//! # let pem: &[u8] = b"";
+//! let keys = vec![
+//!     TokenKey::ed25519_pem(Some("2026-12"), pem)?,
+//!     TokenKey::hs256(Some("2026-11"), b"the previous key, rotated out next month")?,
+//! ];
+//! let tokens = TokenAuth::new(keys).issuer("login.example").allow_password(false);
+//! let server = Server::new(ServerDescriptor::new("").tokens(tokens))?;
+//! server.on("whoami", |conn, _data| async move {
+//!     let sub = conn.token().map(|t| t.subject().to_owned()); // the verified `sub`
+//!     let _ = conn.send_message("whoami", Value::from(sub.unwrap_or_default())).await;
+//! });
+//! server.run()
+//! # }
+//! ```
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
