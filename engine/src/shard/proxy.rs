@@ -1,10 +1,10 @@
 //! Connections from trusted proxies (`ServerDescriptor::trusted_proxies`): their PROXY
 //! protocol header (v1 text or v2 binary, parsed by the `ppp` crate) is read first, in
-//! a task of its own on the accepting shard, within `proxy_header_timeout` and at most
-//! `max_pending` at once; the client address it carries then goes through admission
-//! (`accept::admit`) as any peer's address does, and the bytes read past the header are
-//! handed on as the connection's first input. Connections from other addresses never
-//! come here.
+//! a task of its own on the accepting shard, within `proxy_header_timeout` (or
+//! `auth_timeout`, if shorter) and at most `max_pending` at once; the client address it
+//! carries then goes through admission (`accept::admit`) as any peer's address does,
+//! and the bytes read past the header are handed on as the connection's first input.
+//! Connections from other addresses never come here.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -179,7 +179,7 @@ pub(super) fn read_header(shard: &Rc<Shard>, stream: SharedStream, proxy: Socket
         );
         return;
     };
-    let wait = d.proxy_header_timeout;
+    let wait = d.proxy_header_timeout.min(d.auth_timeout);
     // Held by the shard, so a shard that drains or exits first closes the connection
     // and gives the permit back.
     let key = shard.hold_proxy_read(permit, stream.clone());
