@@ -16,18 +16,9 @@ use std::net::{SocketAddr, TcpStream};
 
 use conduit::Server;
 use conduit_protocol::{Codec, FrameKind};
-use conduit_tests::{matrix, start, test_descriptor, TestClient};
+use conduit_tests::{connect_from, matrix, start, test_descriptor, TestClient};
 
 const PW: &str = "secret";
-
-/// A TCP connection to `addr` from source address `from` (any 127.x works on Linux).
-fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let source: SocketAddr = format!("{from}:0").parse().unwrap();
-    sock.bind(&source.into()).unwrap();
-    sock.connect(&addr.into()).unwrap();
-    sock.into()
-}
 
 /// Logs in from `from`; the server's final auth frame.
 fn login_from(from: &str, addr: SocketAddr) -> (TestClient, conduit_tests::OwnedFrame) {

@@ -172,8 +172,14 @@ impl TestClient {
     ///
     /// [`connection_id`]: TestClient::connection_id
     pub fn authenticate(&mut self, password: &str) -> io::Result<OwnedFrame> {
+        self.authenticate_after(&[], password)
+    }
+
+    /// [`authenticate`](Self::authenticate), with `prefix` (a PROXY protocol header)
+    /// sent in the same write as the first login frame.
+    pub fn authenticate_after(&mut self, prefix: &[u8], password: &str) -> io::Result<OwnedFrame> {
         let login = ClientHandshake::new(self.codec, password, [7u8; 32], "test", "1.0");
-        self.run_login(login)
+        self.run_login(prefix, login)
     }
 
     /// Logs in with a signed `token` instead of the password; returns the server's
@@ -181,12 +187,14 @@ impl TestClient {
     /// does.
     pub fn authenticate_token(&mut self, token: &str) -> io::Result<OwnedFrame> {
         let login = ClientHandshake::with_token(self.codec, token, "test", "1.0");
-        self.run_login(login)
+        self.run_login(&[], login)
     }
 
-    fn run_login(&mut self, mut login: ClientHandshake) -> io::Result<OwnedFrame> {
+    fn run_login(&mut self, prefix: &[u8], mut login: ClientHandshake) -> io::Result<OwnedFrame> {
         let first = login.start(0).map_err(invalid_data)?;
-        self.send_raw(&first)?;
+        let mut write = prefix.to_vec();
+        write.extend_from_slice(&first);
+        self.send_raw(&write)?;
         loop {
             let f = self.next_frame()?;
             let aligned = aligned_copy(&f.payload);
@@ -476,6 +484,15 @@ pub fn test_descriptor(password: &str) -> ServerDescriptor {
     d.max_pending_per_source = d.max_pending;
     d.max_auth_failures_per_source = 1000;
     d
+}
+
+/// A TCP connection to `addr` from source address `from` (any 127.x works on Linux).
+pub fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let source: SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&source.into()).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    sock.into()
 }
 
 /// Starts `server` and returns the running handle and its address. Checks that it runs

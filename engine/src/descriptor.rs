@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use crate::error::Error;
 
 /// What to do with a connection whose outbound queue passes its byte limit.
@@ -254,6 +256,25 @@ pub struct ServerDescriptor {
     pub max_inbound_bytes_per_s: Option<u64>,
     /// What a frame over those limits gets. Default [`RateLimitPolicy::Reject`].
     pub inbound_rate_policy: RateLimitPolicy,
+    /// Proxies whose PROXY protocol header (v1 text or v2 binary) is trusted. A
+    /// connection from an address in one of these networks must start with a header,
+    /// read before anything else within `proxy_header_timeout`; the client address it
+    /// carries (TCP over IPv4 or IPv6) is the connection's source from then on: for
+    /// `max_pending_per_source`, the failed-login budget and
+    /// [`Connection::peer_addr`](crate::Connection::peer_addr). A header that carries
+    /// none (`LOCAL` or `UNKNOWN`, as health checks send) leaves the proxy's own
+    /// address. A missing, malformed, oversized (v1 over 107 bytes, v2 over
+    /// [`MAX_PROXY_V2_HEADER_BYTES`]) or late header closes the connection. At most
+    /// `max_pending` headers are read at once; a connection beyond that is closed at
+    /// once. Connections from any other address are served as usual, and a PROXY
+    /// header from one is bad input like any other. Networks are written without host
+    /// bits (`10.0.0.0/8`, `192.0.2.7/32`, `2001:db8::/32`). Default empty: no header
+    /// is trusted.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Time a connection from a trusted proxy has to send its whole PROXY header,
+    /// counted from accept (its `auth_timeout` counts from then on). The smaller of this
+    /// and `auth_timeout` applies. Default 5 s.
+    pub proxy_header_timeout: Duration,
 }
 
 /// The highest `max_payload_depth` a server accepts. Decoding, dropping and re-encoding
@@ -261,6 +282,13 @@ pub struct ServerDescriptor {
 /// overflowed it, aborting the process, at about 300 levels of an echoed message, so
 /// the limit stays well below that.
 pub const MAX_PAYLOAD_DEPTH: usize = 128;
+
+/// The longest PROXY protocol v2 header accepted from a trusted proxy, in bytes: the
+/// 16-byte fixed part and up to 2032 bytes of addresses and TLVs (a pair of Unix socket
+/// paths takes 216; the TLVs proxies add — ALPN, authority, TLS details, a cloud
+/// endpoint's id — take tens to a few hundred). A v1 header is at most 107 bytes, as
+/// its specification says.
+pub const MAX_PROXY_V2_HEADER_BYTES: usize = 2048;
 
 impl ServerDescriptor {
     /// A descriptor with every default and the given password.
@@ -307,6 +335,8 @@ impl ServerDescriptor {
             max_inbound_frames_per_s: None,
             max_inbound_bytes_per_s: None,
             inbound_rate_policy: RateLimitPolicy::Reject,
+            trusted_proxies: Vec::new(),
+            proxy_header_timeout: Duration::from_secs(5),
         }
     }
 
@@ -399,6 +429,23 @@ impl ServerDescriptor {
     /// Sets `allow_native`.
     pub fn allow_native(mut self, yes: bool) -> Self {
         self.allow_native = yes;
+        self
+    }
+    /// Sets `trusted_proxies`.
+    ///
+    /// ```
+    /// use conduit::{IpNet, ServerDescriptor};
+    /// let lb: IpNet = "10.0.0.0/8".parse().unwrap();
+    /// let d = ServerDescriptor::new("secret").trusted_proxies([lb]);
+    /// assert!(d.validate().is_ok());
+    /// ```
+    pub fn trusted_proxies(mut self, nets: impl IntoIterator<Item = IpNet>) -> Self {
+        self.trusted_proxies = nets.into_iter().collect();
+        self
+    }
+    /// Sets `proxy_header_timeout`.
+    pub fn proxy_header_timeout(mut self, d: Duration) -> Self {
+        self.proxy_header_timeout = d;
         self
     }
 
@@ -540,6 +587,19 @@ impl ServerDescriptor {
                 "must be between 1 and max_pending".into(),
             );
         }
+        if self.proxy_header_timeout.is_zero() {
+            return bad("proxy_header_timeout", "must be greater than zero".into());
+        }
+        if let Some(net) = self.trusted_proxies.iter().find(|n| **n != n.trunc()) {
+            return bad(
+                "trusted_proxies",
+                format!(
+                    "{net} has host bits set: write {} (or a /{} for one address)",
+                    net.trunc(),
+                    net.max_prefix_len()
+                ),
+            );
+        }
         if let Some(c) = &self.cluster {
             c.validate()?;
         }
@@ -547,6 +607,13 @@ impl ServerDescriptor {
             t.validate()?;
         }
         Ok(())
+    }
+
+    /// Whether a connection from `ip` comes through a trusted proxy (an IPv4 address
+    /// seen as IPv4-mapped IPv6 on a dual-stack socket counts as IPv4).
+    pub(crate) fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 }
 
@@ -641,5 +708,39 @@ mod tests {
         let mut d = ok();
         d.preempt_timer = Duration::ZERO;
         assert_eq!(field_of(d), "preempt_timer");
+        assert_eq!(
+            field_of(ok().proxy_header_timeout(Duration::ZERO)),
+            "proxy_header_timeout"
+        );
+        // Longer than auth_timeout is fine: the shorter applies.
+        assert!(ok().auth_timeout(Duration::from_secs(2)).validate().is_ok());
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(
+            field_of(ok().trusted_proxies([net("10.0.0.1/8")])),
+            "trusted_proxies"
+        );
+        assert_eq!(
+            field_of(ok().trusted_proxies([net("2001:db8::1/64")])),
+            "trusted_proxies"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_match_by_network_and_default_to_none() {
+        let d = ServerDescriptor::new("pw");
+        assert!(d.trusted_proxies.is_empty());
+        assert_eq!(d.proxy_header_timeout, Duration::from_secs(5));
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(!d.is_trusted_proxy(ip("127.0.0.1")));
+        let d = d.trusted_proxies([
+            "10.1.0.0/16".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ]);
+        assert!(d.validate().is_ok());
+        assert!(d.is_trusted_proxy(ip("10.1.2.3")));
+        assert!(d.is_trusted_proxy(ip("::ffff:10.1.2.3")), "IPv4-mapped");
+        assert!(d.is_trusted_proxy(ip("2001:db8:5::9")));
+        assert!(!d.is_trusted_proxy(ip("10.2.0.1")));
+        assert!(!d.is_trusted_proxy(ip("2001:db9::1")));
     }
 }

@@ -95,13 +95,16 @@ pub struct FdDemand {
     pub connections: usize,
     /// `max_refusals_in_flight`.
     pub refusals: usize,
+    /// Connections whose PROXY header is being read: `max_pending` when
+    /// `trusted_proxies` is set, else none.
+    pub proxy_headers: usize,
     /// `shards`.
     pub shards: usize,
 }
 
 /// Descriptors a server may need at once.
 pub fn fds_needed(d: FdDemand) -> u64 {
-    let conns = d.connections as u64 + d.refusals as u64;
+    let conns = d.connections as u64 + d.refusals as u64 + d.proxy_headers as u64;
     conns + d.shards as u64 * FDS_PER_SHARD + FDS_BASE
 }
 
@@ -137,12 +140,16 @@ fn check_fds(limit: u64, desc: FdDemand) -> Result<()> {
     Err(Error::Config {
         field: "max_connections",
         problem: format!(
-            "{} connections (+{} refusals in flight, +{} for {} shards and the process) need \
+            "{} connections (+{} refusals in flight,{} +{} for {} shards and the process) need \
              {needed} open files, but RLIMIT_NOFILE allows {limit}: lower max_connections or \
              raise the limit (`ulimit -n`, `LimitNOFILE=` in a systemd unit, `--ulimit \
              nofile=` for docker)",
             desc.connections,
             desc.refusals,
+            match desc.proxy_headers {
+                0 => String::new(),
+                n => format!(" +{n} PROXY headers being read,"),
+            },
             desc.shards as u64 * FDS_PER_SHARD + FDS_BASE,
             desc.shards,
         ),
@@ -172,9 +179,10 @@ mod tests {
 
     #[test]
     fn impossible_connection_counts_are_refused_with_the_numbers() {
-        let d = FdDemand {
+        let mut d = FdDemand {
             connections: 1000,
             refusals: 64,
+            proxy_headers: 0,
             shards: 2,
         };
         assert_eq!(fds_needed(d), 1000 + 64 + 2 * 16 + 64);
@@ -186,6 +194,13 @@ mod tests {
             err.contains("1160 open files") && err.contains("allows 1024"),
             "{err}"
         );
+        // Behind trusted proxies, the headers being read count too.
+        d.proxy_headers = 256;
+        let err = check_fds(1024, d).unwrap_err().to_string();
+        assert!(
+            err.contains("+256 PROXY headers being read") && err.contains("1416 open files"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -193,6 +208,7 @@ mod tests {
         let d = FdDemand {
             connections: 10,
             refusals: 1,
+            proxy_headers: 0,
             shards: 1,
         };
         assert!(ensure_fds(d).is_ok());

@@ -84,6 +84,9 @@ pub use handlers::{
     IntoReply, IntoRpcMethod, ParamInfo, Reply, RpcCall, RpcError, RpcInfo, RpcMethod,
 };
 pub use id::{ConnectionId, ParseIdError};
+/// An IP network (`10.0.0.0/8`, `2001:db8::/32`), as in
+/// [`ServerDescriptor::trusted_proxies`]; re-exported from the `ipnet` crate.
+pub use ipnet::IpNet;
 pub use router::{Broadcast, Connection, Room, RoomError, Router, State};
 pub use rt::Runtime;
 pub use server::{Running, Server};

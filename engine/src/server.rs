@@ -540,6 +540,11 @@ impl Server {
         crate::host::ensure_fds(crate::host::FdDemand {
             connections: desc.max_connections,
             refusals: desc.max_refusals_in_flight,
+            proxy_headers: if desc.trusted_proxies.is_empty() {
+                0
+            } else {
+                desc.max_pending
+            },
             shards: desc.shards,
         })?;
         let ip: std::net::IpAddr = desc.host.parse().map_err(|_| Error::Config {

@@ -21,7 +21,7 @@ use crate::id::ConnectionId;
 pub(crate) struct ConnMeta {
     /// The connection's id.
     pub id: ConnectionId,
-    /// The peer's address.
+    /// The peer's address (behind a trusted proxy, the client's from its PROXY header).
     pub peer_addr: SocketAddr,
     /// 0 until login; then 1 (v1) or 2 (native). A send by id encodes only this codec.
     codec: AtomicU8,
@@ -128,7 +128,9 @@ impl Connection {
         self.meta.id
     }
 
-    /// The client's address.
+    /// The client's address: the socket's peer, or, for a connection from one of
+    /// [`trusted_proxies`](crate::ServerDescriptor::trusted_proxies), the client address
+    /// its PROXY header gave (the proxy's own when the header carries none).
     pub fn peer_addr(&self) -> SocketAddr {
         self.meta.peer_addr
     }

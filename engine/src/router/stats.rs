@@ -215,12 +215,17 @@ pub(crate) struct Pending {
 /// What an admitted connection holds from accept on.
 #[derive(Debug)]
 pub(crate) struct Admission {
-    /// The peer's address, read once at accept (the budgets are per address).
+    /// The peer's address, read once at accept (the budgets are per address); behind a
+    /// trusted proxy, the client address its PROXY header gave.
     pub peer: std::net::SocketAddr,
     /// Its `max_connections` slot, until it closes.
     pub slot: Permit,
     /// Its unauthenticated budgets, until it logs in (or closes).
     pub pending: Pending,
+    /// Bytes it sent that were read before it was served: those after a PROXY header
+    /// in the same read (at most a v1 header's 107 bytes), its decoder's first input.
+    /// Empty for every connection not from a trusted proxy.
+    pub first_bytes: Vec<u8>,
 }
 
 /// Why an accepted connection is not admitted.
@@ -247,6 +252,9 @@ pub(crate) struct Stats {
     pub slots: Gauge,
     /// Connections being refused right now (`max_refusals_in_flight`).
     pub refusing: Gauge,
+    /// Connections from trusted proxies whose PROXY header is being read (at most
+    /// `max_pending`).
+    pub proxy_headers: Gauge,
     /// Accepted connections not logged in yet (`max_pending`).
     pub pending: Gauge,
     /// Unauthenticated connections per source (`max_pending_per_source`).
@@ -255,6 +263,9 @@ pub(crate) struct Stats {
     pub auth_failed: AuthFailures,
     /// Connections refused at accept (any budget), ever.
     pub refused: AtomicU64,
+    /// Connections from trusted proxies closed for their PROXY header (missing,
+    /// malformed, oversized or late), ever.
+    pub proxy_header_failures: AtomicU64,
     /// Calls and messages over a connection's inbound rate limits, ever.
     pub rate_limited: AtomicU64,
     /// Failed logins, ever.
@@ -304,6 +315,7 @@ impl Stats {
                 _total: total,
                 _source: source,
             },
+            first_bytes: Vec::new(),
         })
     }
 }

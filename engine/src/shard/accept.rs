@@ -2,6 +2,7 @@
 //! permit, and the refusal of connections over the limit (a reason if they speak, in
 //! their codec; never counted).
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -84,7 +85,7 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>) {
                         None
                     };
                     match taken.or(none).await {
-                        Some(Ok(s)) => refuse(&shard, s, Refusal::OutOfDescriptors),
+                        Some(Ok(s)) => refuse(&shard, s, Refusal::OutOfDescriptors, Vec::new()),
                         Some(Err(e)) => errors.record(shard.index, &e),
                         None => {}
                     }
@@ -100,17 +101,37 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>) {
             // Gone before we looked: nothing to serve.
             continue;
         };
-        let d = shard.router.descriptor();
-        let admitted = shard.router.stats().admit(
-            peer,
-            d.max_connections,
-            d.max_pending,
-            d.max_pending_per_source,
-        );
-        match admitted {
-            Ok(admission) => place(&shard, stream, admission),
-            Err(why) => refuse(&shard, stream, why),
+        if shard.router.descriptor().is_trusted_proxy(peer.ip()) {
+            // Its source is in the PROXY header: admitted once that is read.
+            super::proxy::read_header(&shard, stream, peer);
+            continue;
         }
+        admit(&shard, stream, peer, Vec::new());
+    }
+}
+
+/// Admits a connection from `peer` — its budgets taken, checked against that address —
+/// and serves it, or refuses it. `first_bytes`: what it sent that was read already
+/// (past a PROXY header), for its decoder before anything read later.
+pub(super) fn admit(
+    shard: &Rc<Shard>,
+    stream: SharedStream,
+    peer: SocketAddr,
+    first_bytes: Vec<u8>,
+) {
+    let d = shard.router.descriptor();
+    let admitted = shard.router.stats().admit(
+        peer,
+        d.max_connections,
+        d.max_pending,
+        d.max_pending_per_source,
+    );
+    match admitted {
+        Ok(mut admission) => {
+            admission.first_bytes = first_bytes;
+            place(shard, stream, admission);
+        }
+        Err(why) => refuse(shard, stream, why, first_bytes),
     }
 }
 
@@ -161,7 +182,8 @@ pub(super) fn adopt(shard: &Rc<Shard>, stream: std::net::TcpStream, admission: A
 /// Turns away a connection that is not admitted (`max_connections`, or a budget for
 /// connections logging in): if it speaks within the auth timeout it gets an
 /// AUTH_FAILURE saying why, in its codec; either way it is closed and never counted.
-fn refuse(shard: &Rc<Shard>, stream: SharedStream, why: Refusal) {
+/// `first_bytes`: what it sent that was read already (past a PROXY header).
+fn refuse(shard: &Rc<Shard>, stream: SharedStream, why: Refusal, first_bytes: Vec<u8>) {
     let stats = shard.router.stats();
     let max = shard.router.descriptor().max_refusals_in_flight;
     let reason = match why {
@@ -196,17 +218,19 @@ fn refuse(shard: &Rc<Shard>, stream: SharedStream, why: Refusal) {
         });
         let wait = shard.core_config.auth_timeout.min(REFUSAL_WAIT);
         let codec = async {
+            // The bytes read already (at most 107: they fit), then the socket's.
+            decoder.feed(&first_bytes);
             loop {
-                let n = stream.read(decoder.spare()).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                decoder.commit(n);
                 match decoder.next_frame() {
                     Ok(Some(f)) => return Some(f.header.codec),
                     Ok(None) => {}
                     Err(_) => return decoder.front_codec(),
                 }
+                let n = stream.read(decoder.spare()).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                decoder.commit(n);
             }
         };
         let timeout = async {

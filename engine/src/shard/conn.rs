@@ -98,6 +98,7 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
         peer,
         slot,
         pending,
+        first_bytes,
     } = admission;
     let desc = shard.router.descriptor();
     if let Err(e) = stream.configure(desc.buffer_size) {
@@ -152,7 +153,10 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
         })
     };
     let mut decoder = shard.core_config.new_decoder();
-    let close = read_loop(&shard, &conn, &mut decoder).await;
+    let close = match first_frames(&shard, &conn, &mut decoder, first_bytes).await {
+        Some(close) => close,
+        None => read_loop(&shard, &conn, &mut decoder).await,
+    };
     drop(decoder);
     teardown(&shard, &conn, close, writer).await;
     unfinished.armed = false;
@@ -196,6 +200,24 @@ impl Drop for Unfinished {
             self.shard.drained.notify();
         }
     }
+}
+
+/// Gives the decoder the bytes the connection sent that were read before it was served
+/// (past a PROXY header: at most 107, which always fit) and acts on the frames among
+/// them, before anything is read from the socket; `Some` ends the connection.
+async fn first_frames(
+    shard: &Rc<Shard>,
+    conn: &Rc<LocalConn>,
+    decoder: &mut FrameDecoder,
+    first_bytes: Vec<u8>,
+) -> Option<Close> {
+    if first_bytes.is_empty() {
+        return None;
+    }
+    let taken = decoder.feed(&first_bytes);
+    debug_assert_eq!(taken, first_bytes.len(), "the first bytes fit the decoder");
+    drop(first_bytes);
+    handle_frames(shard, conn, decoder).await
 }
 
 /// Reads and acts on frames until the connection must close; returns how.

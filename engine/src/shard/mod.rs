@@ -3,14 +3,16 @@
 //! serving its bus and ticking its heartbeat. Thin glue: it moves bytes, runs timers
 //! and spawns handler futures; the connection core decides.
 //!
-//! Files, in the order a connection meets them: `accept` (admission), `conn` (read
-//! loop → core → handlers → teardown), then `rt/writer.rs` (outbound queue → socket)
+//! Files, in the order a connection meets them: `accept` (admission), `proxy` (the
+//! PROXY header a connection from a trusted proxy sends, read before admission), `conn`
+//! (read loop → core → handlers → teardown), then `rt/writer.rs` (outbound queue → socket)
 //! and `rt/net.rs` (the socket and its gathered writes); this file holds the shard
 //! itself: startup, the bus, lifecycle steps, fan-out and the heartbeat tick. It is
 //! written in the runtime-neutral primitives of `rt` and never names a backend.
 
 mod accept;
 mod conn;
+mod proxy;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -31,7 +33,7 @@ use crate::handlers::Registry;
 use crate::id::ConnectionId;
 use crate::router::{self, BusMsg, Control, Filter, Frames, LocalShard, Permit, Router, RunState};
 use crate::rt::exec::{sleep, spawn, spawn_task, yield_if_needed, yield_now, Task};
-use crate::rt::net::{listen_exclusive, Listener};
+use crate::rt::net::{listen_exclusive, Listener, SharedStream};
 use crate::rt::{Backend, RtThread, Runtime, ThreadSpec};
 
 /// Bus messages served in a row before the bus lets the shard's other tasks run.
@@ -75,6 +77,12 @@ pub(crate) struct Shard {
     refusals: RefCell<AHashMap<u64, Permit>>,
     /// Key of the next refusal.
     next_refusal: Cell<u64>,
+    /// Connections from trusted proxies whose PROXY header is being read, each with its
+    /// permit, so a shard that drains or exits first closes them and gives the permits
+    /// back.
+    proxy_reads: RefCell<AHashMap<u64, ProxyRead>>,
+    /// Key of the next PROXY header read.
+    next_proxy_read: Cell<u64>,
     /// A descriptor kept open for the moment the process has none left: closed to
     /// accept one connection and tell it "server full", then opened again.
     reserve: RefCell<Option<std::fs::File>>,
@@ -96,6 +104,35 @@ impl Shard {
 
     fn release_refusal(&self, key: u64) {
         self.refusals.borrow_mut().remove(&key);
+    }
+
+    fn hold_proxy_read(&self, permit: Permit, stream: SharedStream) -> u64 {
+        let key = self.next_proxy_read.get();
+        self.next_proxy_read.set(key + 1);
+        let read = ProxyRead {
+            _permit: permit,
+            stream,
+        };
+        self.proxy_reads.borrow_mut().insert(key, read);
+        key
+    }
+
+    fn release_proxy_read(&self, key: u64) {
+        self.proxy_reads.borrow_mut().remove(&key);
+    }
+
+    /// Closes every connection whose PROXY header is still being read (its task ends
+    /// at once) and gives their permits back.
+    fn close_proxy_reads(&self) {
+        let reads: Vec<ProxyRead> = self
+            .proxy_reads
+            .borrow_mut()
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        for r in &reads {
+            r.stream.shutdown_both();
+        }
     }
 
     /// Opens the reserve descriptor again (if it is not open).
@@ -229,6 +266,14 @@ impl LocalShard for Shard {
         c.request_close(CloseReason::Kicked);
         true
     }
+}
+
+/// A connection from a trusted proxy whose PROXY header is being read.
+struct ProxyRead {
+    /// Its place among the headers being read (`max_pending`).
+    _permit: Permit,
+    /// Its socket, shut down if the shard drains or exits first.
+    stream: SharedStream,
 }
 
 /// Everything a run's shards are started with.
@@ -433,6 +478,8 @@ async fn shard_main(setup: Setup) {
         drained: LocalNotify::default(),
         refusals: RefCell::new(AHashMap::new()),
         next_refusal: Cell::new(0),
+        proxy_reads: RefCell::new(AHashMap::new()),
+        next_proxy_read: Cell::new(0),
         reserve: RefCell::new(std::fs::File::open("/dev/null").ok()),
     });
     router::enter_shard(&shard.router, shard.run.clone(), shard.clone());
@@ -449,6 +496,7 @@ async fn shard_main(setup: Setup) {
     // now — their permits and directory entries — and close their sockets. Their
     // disconnect hooks do not run.
     shard.refusals.borrow_mut().clear();
+    shard.close_proxy_reads();
     shard.authed.borrow_mut().clear();
     let left: Vec<Rc<LocalConn>> = shard.pool.borrow_mut().drain().map(|(_, c)| c).collect();
     for c in &left {
@@ -553,6 +601,8 @@ async fn control(shard: &Rc<Shard>, step: Control) -> std::result::Result<(), St
         }
         Control::Drain => {
             shard.draining.set(true);
+            // Not admitted yet: nothing of theirs to flush.
+            shard.close_proxy_reads();
             let conns: Vec<Rc<LocalConn>> = shard.pool.borrow().values().cloned().collect();
             for c in &conns {
                 c.request_close(CloseReason::ServerStopping);
