@@ -231,6 +231,9 @@ pub struct ServerDescriptor {
     /// Token logins (signed, expiring JWTs) besides — or instead of — the password
     /// (see [`crate::tokens`]). Default `None`: the password only.
     pub tokens: Option<crate::tokens::TokenAuth>,
+    /// A WebSocket listener for browsers, besides the TCP one (see [`crate::ws`]).
+    /// Default `None`.
+    pub websocket: Option<crate::ws::WebSocketSettings>,
     /// Most connections logging in at once (accepted, not yet authenticated), so the
     /// rest of `max_connections` is kept for authenticated clients. Default 256.
     pub max_pending: usize,
@@ -327,6 +330,7 @@ impl ServerDescriptor {
             max_room_name_bytes: 128,
             cluster: None,
             tokens: None,
+            websocket: None,
             max_pending: 256,
             max_pending_per_source: 16,
             max_auth_failures_per_source: 5,
@@ -374,6 +378,11 @@ impl ServerDescriptor {
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
         self.heartbeat_interval = interval;
         self.heartbeat_timeout = timeout;
+        self
+    }
+    /// Also listens for WebSocket connections (see [`crate::ws`]).
+    pub fn websocket(mut self, settings: crate::ws::WebSocketSettings) -> Self {
+        self.websocket = Some(settings);
         self
     }
     /// Takes token logins (see [`crate::tokens`]).
@@ -605,6 +614,9 @@ impl ServerDescriptor {
         }
         if let Some(t) = &self.tokens {
             t.validate()?;
+        }
+        if let Some(w) = &self.websocket {
+            w.validate()?;
         }
         Ok(())
     }

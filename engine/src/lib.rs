@@ -72,6 +72,7 @@ pub mod rt;
 mod server;
 mod shard;
 pub mod tokens;
+pub mod ws;
 
 pub use client::{Client, ClientDescriptor, ClientError, ClientEvent, DisconnectReason};
 pub use conduit_macros::rpc;

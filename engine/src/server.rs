@@ -568,6 +568,10 @@ impl Server {
             registry,
             core_config,
             bind_addr: std::net::SocketAddr::new(ip, desc.port),
+            ws_bind_addr: desc
+                .websocket
+                .as_ref()
+                .map(|w| std::net::SocketAddr::new(ip, w.port)),
             backlog: desc.listen_backlog as i32,
             buses,
             preempt_timer: desc.preempt_timer,
@@ -581,6 +585,9 @@ impl Server {
         let backend = launched.backend.runtime();
         let addr = launched.addr;
         let _ = run.addr.set(addr);
+        if let Some(ws) = launched.ws_addr() {
+            let _ = run.ws_addr.set(ws);
+        }
         self.router.set_run(Some(run.clone()));
         let started = run.control(0, Control::RunStartupHooks).and_then(|()| {
             (0..desc.shards).try_for_each(|i| run.control(i, Control::StartAccepting))

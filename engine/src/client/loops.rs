@@ -215,7 +215,7 @@ async fn read_loop(
 /// Drains the send queue with the server's writer (gathered writes) until it is closed
 /// and empty.
 async fn write_loop(conn: Rc<Conn>) {
-    if let Err(e) = writer::write_loop(&conn.out, &conn.stream, MAX_BATCH_BYTES).await {
+    if let Err(e) = writer::write_loop(&conn.out, &conn.stream, MAX_BATCH_BYTES, false).await {
         conn.request_close(DisconnectReason::Io(e.to_string()));
     }
 }

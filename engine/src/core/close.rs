@@ -48,6 +48,9 @@ pub enum PeerMisbehaved {
     HandshakeOutOfOrder,
     /// Frames past the connection's inbound rate limits (policy: close).
     RateLimited,
+    /// A WebSocket frame the transport refuses (text, fragmented, too large, not
+    /// exactly one protocol frame, unmasked).
+    BadWebSocketFrame,
 }
 
 impl PeerMisbehaved {
@@ -72,6 +75,7 @@ impl PeerMisbehaved {
                 "protocol error: unexpected payload shape (handshake step out of order)"
             }
             PeerMisbehaved::RateLimited => "rate limit exceeded",
+            PeerMisbehaved::BadWebSocketFrame => "bad websocket message",
         }
     }
 }

@@ -115,6 +115,8 @@ pub(crate) struct RunState {
     directory: Vec<RwLock<AHashMap<ConnectionId, Arc<ConnMeta>>>>,
     /// The listening address, once the first shard bound it.
     pub addr: OnceLock<SocketAddr>,
+    /// The WebSocket listener's address, when there is one.
+    pub ws_addr: OnceLock<SocketAddr>,
     /// Counts accepted connections, to deal them out to the shards in turn.
     accepted: AtomicUsize,
     /// Every room and its members.
@@ -141,6 +143,7 @@ impl RunState {
             bus,
             directory: (0..shards).map(|_| RwLock::default()).collect(),
             addr: OnceLock::new(),
+            ws_addr: OnceLock::new(),
             accepted: AtomicUsize::new(0),
             rooms: Rooms::new(shards, limits),
             room_hooks,
@@ -413,6 +416,12 @@ impl Router {
     /// The address it listens on, once running (the real port when 0 was asked).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.run_state().and_then(|rt| rt.addr.get().copied())
+    }
+
+    /// The WebSocket listener's address, once running with
+    /// [`ServerDescriptor::websocket`](crate::ServerDescriptor::websocket) set.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.run_state().and_then(|rt| rt.ws_addr.get().copied())
     }
 
     /// The listening address as text (`host:port`), like netconduit's `srv.address`.

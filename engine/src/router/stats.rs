@@ -226,6 +226,9 @@ pub(crate) struct Admission {
     /// in the same read (at most a v1 header's 107 bytes), its decoder's first input.
     /// Empty for every connection not from a trusted proxy.
     pub first_bytes: Vec<u8>,
+    /// The listener it came through (its first bytes are an upgrade request on the
+    /// WebSocket one).
+    pub transport: crate::ws::Transport,
 }
 
 /// Why an accepted connection is not admitted.
@@ -316,6 +319,7 @@ impl Stats {
                 _source: source,
             },
             first_bytes: Vec::new(),
+            transport: crate::ws::Transport::Tcp,
         })
     }
 }

@@ -16,10 +16,15 @@ use crate::core::outbound::{Outbound, KEEP_FRAMES};
 /// Frames held by the queue's gate (the v1 post-login hold) wait for its release or its
 /// deadline. Returns the socket error that ended it early, if any; the queue is then
 /// cleared and closed.
+///
+/// With `websocket`, every protocol frame goes out in a binary WebSocket message (its
+/// header added here, per connection: the frame itself may be shared with TCP peers),
+/// and WebSocket control frames the transport queued go out as they are.
 pub(crate) async fn write_loop(
     out: &Outbound,
     stream: &SharedStream,
     max_batch_bytes: usize,
+    websocket: bool,
 ) -> io::Result<()> {
     // Grows with bursts, up to MAX_IOVECS entries; released again when idle.
     let mut batch: Vec<Bytes> = Vec::new();
@@ -46,11 +51,25 @@ pub(crate) async fn write_loop(
         // A lone frame (a reply, one broadcast) is written as it is; everything else
         // queued since the last wake-up (up to the batch limits) goes out in one
         // gathered write while the socket takes it.
-        let written = match out.take_single() {
-            Some(frame) => stream.write_frame(frame).await,
-            None => {
-                out.take_batch(&mut batch, MAX_IOVECS, max_batch_bytes);
-                stream.write_batch(&mut batch).await
+        let written = if websocket {
+            // Headers interleaved: half the iovecs each.
+            out.take_batch(&mut batch, MAX_IOVECS / 2, max_batch_bytes);
+            let headers = crate::ws::frame::headers_for(&batch);
+            let mut framed: Vec<Bytes> = Vec::with_capacity(batch.len() * 2);
+            for (h, f) in headers.into_iter().zip(batch.drain(..)) {
+                if !h.is_empty() {
+                    framed.push(h);
+                }
+                framed.push(f);
+            }
+            stream.write_batch(&mut framed).await
+        } else {
+            match out.take_single() {
+                Some(frame) => stream.write_frame(frame).await,
+                None => {
+                    out.take_batch(&mut batch, MAX_IOVECS, max_batch_bytes);
+                    stream.write_batch(&mut batch).await
+                }
             }
         };
         out.finish_batch();
@@ -169,7 +188,7 @@ mod tests {
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }
                 });
-                write_loop(&out, &stream, 256 * 1024).await.unwrap();
+                write_loop(&out, &stream, 256 * 1024, false).await.unwrap();
                 assert_eq!(out.pending_bytes(), 0);
                 let got = reader.join().unwrap();
                 (got, expect)
@@ -199,7 +218,7 @@ mod tests {
                     .unwrap();
                 let _ = peer.shutdown(Shutdown::Read);
                 drop(peer);
-                let r = write_loop(&out, &stream, 256 * 1024).await;
+                let r = write_loop(&out, &stream, 256 * 1024, false).await;
                 (
                     r.map_err(|e| e.kind()),
                     out.is_closed(),

@@ -17,6 +17,7 @@ use crate::core::CloseReason;
 use crate::router::{Admission, BusMsg, Refusal};
 use crate::rt::exec::{sleep, spawn};
 use crate::rt::net::{Listener, SharedStream};
+use crate::ws::Transport;
 
 /// How long a refused connection may take to say which codec it speaks.
 const REFUSAL_WAIT: Duration = Duration::from_secs(5);
@@ -57,7 +58,7 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 }
 
 /// Accepts until the task is dropped (stop accepting).
-pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>) {
+pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>, transport: Transport) {
     let now = Instant::now();
     let mut errors = ErrorLog {
         // So the first error is logged at once.
@@ -85,7 +86,9 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>) {
                         None
                     };
                     match taken.or(none).await {
-                        Some(Ok(s)) => refuse(&shard, s, Refusal::OutOfDescriptors, Vec::new()),
+                        Some(Ok(s)) => {
+                            refuse(&shard, s, Refusal::OutOfDescriptors, Vec::new(), transport)
+                        }
                         Some(Err(e)) => errors.record(shard.index, &e),
                         None => {}
                     }
@@ -103,10 +106,10 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>) {
         };
         if shard.router.descriptor().is_trusted_proxy(peer.ip()) {
             // Its source is in the PROXY header: admitted once that is read.
-            super::proxy::read_header(&shard, stream, peer);
+            super::proxy::read_header(&shard, stream, peer, transport);
             continue;
         }
-        admit(&shard, stream, peer, Vec::new());
+        admit(&shard, stream, peer, Vec::new(), transport);
     }
 }
 
@@ -118,6 +121,7 @@ pub(super) fn admit(
     stream: SharedStream,
     peer: SocketAddr,
     first_bytes: Vec<u8>,
+    transport: Transport,
 ) {
     let d = shard.router.descriptor();
     let admitted = shard.router.stats().admit(
@@ -129,9 +133,10 @@ pub(super) fn admit(
     match admitted {
         Ok(mut admission) => {
             admission.first_bytes = first_bytes;
+            admission.transport = transport;
             place(shard, stream, admission);
         }
-        Err(why) => refuse(shard, stream, why, first_bytes),
+        Err(why) => refuse(shard, stream, why, first_bytes, transport),
     }
 }
 
@@ -183,7 +188,13 @@ pub(super) fn adopt(shard: &Rc<Shard>, stream: std::net::TcpStream, admission: A
 /// connections logging in): if it speaks within the auth timeout it gets an
 /// AUTH_FAILURE saying why, in its codec; either way it is closed and never counted.
 /// `first_bytes`: what it sent that was read already (past a PROXY header).
-fn refuse(shard: &Rc<Shard>, stream: SharedStream, why: Refusal, first_bytes: Vec<u8>) {
+fn refuse(
+    shard: &Rc<Shard>,
+    stream: SharedStream,
+    why: Refusal,
+    first_bytes: Vec<u8>,
+    transport: Transport,
+) {
     let stats = shard.router.stats();
     let max = shard.router.descriptor().max_refusals_in_flight;
     let reason = match why {
@@ -237,10 +248,22 @@ fn refuse(shard: &Rc<Shard>, stream: SharedStream, why: Refusal, first_bytes: Ve
             sleep(wait).await;
             None
         };
-        if let Some(codec) = codec.or(timeout).await {
+        if transport == Transport::WebSocket {
+            drop((codec, timeout));
+            // It speaks HTTP until upgraded: told so in HTTP, at once.
             let text = reason.wire_text();
-            if let Ok(f) = Encoder::new(codec, wall_clock_ms()).auth_failure(text) {
-                let _ = stream.write_all(&f).await;
+            let response = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        } else {
+            let codec = codec.or(timeout).await;
+            if let Some(codec) = codec {
+                let text = reason.wire_text();
+                if let Ok(f) = Encoder::new(codec, wall_clock_ms()).auth_failure(text) {
+                    let _ = stream.write_all(&f).await;
+                }
             }
         }
         stream.shutdown_write().await;

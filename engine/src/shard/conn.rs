@@ -24,6 +24,9 @@ use crate::router::{
 use crate::rt::exec::{sleep, spawn_task, Task};
 use crate::rt::net::SharedStream;
 use crate::rt::writer::write_loop;
+use crate::ws::Transport;
+
+use super::websocket::{self, WsConn};
 
 /// A connection as its owning shard holds it.
 pub(crate) struct LocalConn {
@@ -36,6 +39,9 @@ pub(crate) struct LocalConn {
     pub out: Rc<Outbound>,
     /// The socket, shared by the reader and the writer.
     stream: SharedStream,
+    /// The WebSocket framing state, for a connection that came through the WebSocket
+    /// listener.
+    ws: Option<WsConn>,
     /// First reason anyone asked this connection to close for.
     close: Cell<Option<CloseReason>>,
     /// Wakes the reader (and abandons a running handler) when a close is requested.
@@ -99,11 +105,30 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
         slot,
         pending,
         first_bytes,
+        transport,
     } = admission;
     let desc = shard.router.descriptor();
     if let Err(e) = stream.configure(desc.buffer_size) {
         tracing::debug!("socket options: {e}");
     }
+    // A WebSocket connection upgrades first (its slot and login budget held, and
+    // given back if it never does).
+    let (ws, early) = match (transport, &desc.websocket) {
+        (Transport::WebSocket, Some(settings)) => {
+            let wait = settings.upgrade_timeout.min(desc.auth_timeout);
+            match websocket::upgrade(&stream, settings, wait, first_bytes).await {
+                Some(early) => {
+                    let max = desc.max_frame_bytes as usize + conduit_protocol::HEADER_LEN;
+                    (Some(WsConn::new(max)), early)
+                }
+                None => {
+                    stream.shutdown_both();
+                    return;
+                }
+            }
+        }
+        _ => (None, first_bytes),
+    };
     let (Some(token), Some(nonce)) = (random_bytes::<64>(), random_bytes::<32>()) else {
         stream.shutdown_both();
         return;
@@ -122,6 +147,7 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
         core: RefCell::new(core),
         out,
         stream,
+        ws,
         close: Cell::new(None),
         close_requested: LocalNotify::default(),
         slot: Cell::new(usize::MAX),
@@ -147,13 +173,16 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
         let conn = conn.clone();
         let max_batch = desc.max_write_batch_bytes;
         spawn_task(async move {
-            if let Err(e) = write_loop(&conn.out, &conn.stream, max_batch).await {
+            let ws = conn.ws.is_some();
+            if let Err(e) = write_loop(&conn.out, &conn.stream, max_batch, ws).await {
                 conn.request_close(CloseReason::Io(e.kind()));
             }
         })
     };
     let mut decoder = shard.core_config.new_decoder();
-    let close = match first_frames(&shard, &conn, &mut decoder, first_bytes).await {
+    // Bytes read before it was served: past a PROXY header, or behind the WebSocket
+    // upgrade request.
+    let close = match first_frames(&shard, &conn, &mut decoder, &early).await {
         Some(close) => close,
         None => read_loop(&shard, &conn, &mut decoder).await,
     };
@@ -203,21 +232,57 @@ impl Drop for Unfinished {
 }
 
 /// Gives the decoder the bytes the connection sent that were read before it was served
-/// (past a PROXY header: at most 107, which always fit) and acts on the frames among
-/// them, before anything is read from the socket; `Some` ends the connection.
+/// (past a PROXY header, or behind a WebSocket upgrade request), through the same path
+/// as later reads, and acts on the frames among them before anything is read from the
+/// socket; `Some` ends the connection.
 async fn first_frames(
     shard: &Rc<Shard>,
     conn: &Rc<LocalConn>,
     decoder: &mut FrameDecoder,
-    first_bytes: Vec<u8>,
+    mut early: &[u8],
 ) -> Option<Close> {
-    if first_bytes.is_empty() {
+    if early.is_empty() {
         return None;
     }
-    let taken = decoder.feed(&first_bytes);
-    debug_assert_eq!(taken, first_bytes.len(), "the first bytes fit the decoder");
-    drop(first_bytes);
+    while !early.is_empty() {
+        let spare = decoder.spare();
+        if spare.is_empty() {
+            // The decoder holds a whole frame's worth: act on it to make room.
+            if let Some(close) = handle_frames(shard, conn, decoder).await {
+                return Some(close);
+            }
+            if decoder.spare().is_empty() {
+                let m = crate::core::PeerMisbehaved::FrameTooLarge;
+                return Some(
+                    conn.core
+                        .borrow_mut()
+                        .close(CloseReason::Misbehaved(m), wall_clock_ms()),
+                );
+            }
+            continue;
+        }
+        let n = spare.len().min(early.len());
+        spare[..n].copy_from_slice(&early[..n]);
+        early = &early[n..];
+        if let Err(reason) = conn.took(decoder, n) {
+            return Some(conn.core.borrow_mut().close(reason, wall_clock_ms()));
+        }
+    }
     handle_frames(shard, conn, decoder).await
+}
+
+impl LocalConn {
+    /// Makes the `n` bytes just read into `decoder`'s spare room part of its buffer:
+    /// as they are on TCP, or taken out of their WebSocket frames.
+    fn took(&self, decoder: &mut FrameDecoder, n: usize) -> Result<(), CloseReason> {
+        match &self.ws {
+            None => {
+                decoder.commit(n);
+                Ok(())
+            }
+            Some(ws) => ws.ingest(decoder, n, &self.out),
+        }
+    }
 }
 
 /// Reads and acts on frames until the connection must close; returns how.
@@ -238,13 +303,15 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<LocalConn>, decoder: &mut FrameD
         let reason = match read {
             None => continue,
             Some(Ok(0)) => CloseReason::PeerClosed,
-            Some(Ok(n)) => {
-                decoder.commit(n);
-                if let Some(close) = handle_frames(shard, conn, decoder).await {
-                    return close;
+            Some(Ok(n)) => match conn.took(decoder, n) {
+                Ok(()) => {
+                    if let Some(close) = handle_frames(shard, conn, decoder).await {
+                        return close;
+                    }
+                    continue;
                 }
-                continue;
-            }
+                Err(reason) => reason,
+            },
             Some(Err(e)) => CloseReason::Io(e.kind()),
         };
         return conn.core.borrow_mut().close(reason, wall_clock_ms());
@@ -339,7 +406,11 @@ async fn run_watched(
             }
             match conn.stream.read(spare).await {
                 Ok(0) => break CloseReason::PeerClosed,
-                Ok(n) => decoder.commit(n),
+                Ok(n) => {
+                    if let Err(reason) = conn.took(decoder, n) {
+                        break reason;
+                    }
+                }
                 Err(e) => break CloseReason::Io(e.kind()),
             }
         };
@@ -428,6 +499,10 @@ async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer:
         if send {
             conn.out.push_unbounded(last);
         }
+    }
+    // A WebSocket peer is told with a close frame, after the last protocol frame.
+    if let (Some(ws), true) = (&conn.ws, reason.flushes()) {
+        conn.out.push_unbounded(ws.close_frame(reason));
     }
     if !reason.flushes() {
         conn.out.clear();

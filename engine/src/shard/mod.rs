@@ -13,6 +13,7 @@
 mod accept;
 mod conn;
 mod proxy;
+mod websocket;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ use crate::router::{self, BusMsg, Control, Filter, Frames, LocalShard, Permit, R
 use crate::rt::exec::{sleep, spawn, spawn_task, yield_if_needed, yield_now, Task};
 use crate::rt::net::{listen_exclusive, Listener, SharedStream};
 use crate::rt::{Backend, RtThread, Runtime, ThreadSpec};
+use crate::ws::Transport;
 
 /// Bus messages served in a row before the bus lets the shard's other tasks run.
 const BUS_BATCH: u32 = 64;
@@ -66,8 +68,10 @@ pub(crate) struct Shard {
     next_seq: Cell<u64>,
     /// Until stop-accepting.
     listener: RefCell<Option<Rc<Listener>>>,
-    /// Running between start- and stop-accepting.
-    accept_task: RefCell<Option<Task<()>>>,
+    /// The WebSocket listener, when there is one, until stop-accepting.
+    ws_listener: RefCell<Option<Rc<Listener>>>,
+    /// Running between start- and stop-accepting (TCP, then WebSocket).
+    accept_task: RefCell<Vec<Task<()>>>,
     /// Set once Drain started: the pool emptying wakes `drained`.
     draining: Cell<bool>,
     /// Wakes the drain when the last connection is gone.
@@ -288,6 +292,8 @@ pub(crate) struct Plan {
     pub core_config: Arc<CoreConfig>,
     /// Where to listen (port 0: the system picks one).
     pub bind_addr: SocketAddr,
+    /// Where the WebSocket listener listens, if there is one.
+    pub ws_bind_addr: Option<SocketAddr>,
     /// The listen backlog.
     pub backlog: i32,
     /// Each shard's bus receiver, in shard order.
@@ -305,6 +311,8 @@ pub(crate) struct Launched {
     socket: socket2::Socket,
     /// The address every shard listens on.
     pub addr: SocketAddr,
+    /// The WebSocket listening socket and its address, if there is one.
+    ws: Option<(socket2::Socket, SocketAddr)>,
     /// The backend the shards run on.
     pub backend: Backend,
 }
@@ -331,9 +339,17 @@ impl Launched {
     /// so closing one descriptor would not end them), and new connections are refused
     /// (reset) instead of waiting in the backlog. Idempotent.
     pub fn stop_accepting(&self) {
-        if let Err(e) = self.socket.shutdown(std::net::Shutdown::Read) {
-            tracing::trace!("shutdown(listener): {e}");
+        let sockets = std::iter::once(&self.socket).chain(self.ws.as_ref().map(|(s, _)| s));
+        for socket in sockets {
+            if let Err(e) = socket.shutdown(std::net::Shutdown::Read) {
+                tracing::trace!("shutdown(listener): {e}");
+            }
         }
+    }
+
+    /// The WebSocket listener's address, if there is one.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws.as_ref().map(|(_, a)| *a)
     }
 }
 
@@ -363,12 +379,26 @@ fn launch_on(plan: &Plan, backend: Backend) -> Result<Launched> {
             format!("cannot listen on {}: {e}", plan.bind_addr),
         ))
     })?;
+    let ws = match plan.ws_bind_addr {
+        Some(at) => {
+            let s = listen_exclusive(at, plan.backlog).map_err(|e| {
+                Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen for websocket on {at}: {e}"),
+                ))
+            })?;
+            let a = s.local_addr()?.as_socket().unwrap_or(at);
+            Some((s, a))
+        }
+        None => None,
+    };
     let cpus = crate::descriptor::allowed_cpus();
     let addr = socket.local_addr()?.as_socket().unwrap_or(plan.bind_addr);
     let mut launched = Launched {
         executors: Vec::new(),
         socket,
         addr,
+        ws,
         backend,
     };
     for (index, bus) in plan.buses.iter().cloned().enumerate() {
@@ -381,6 +411,13 @@ fn launch_on(plan: &Plan, backend: Backend) -> Result<Launched> {
                 return Err(Error::Io(e));
             }
         };
+        let ws_fd = match launched.ws.as_ref().map(|(s, _)| s.try_clone()).transpose() {
+            Ok(s) => s.map(|s| std::os::fd::OwnedFd::from(std::net::TcpListener::from(s))),
+            Err(e) => {
+                launched.join(&plan.run);
+                return Err(Error::Io(e));
+            }
+        };
         let setup = Setup {
             index,
             router: plan.router.clone(),
@@ -388,6 +425,7 @@ fn launch_on(plan: &Plan, backend: Backend) -> Result<Launched> {
             registry: plan.registry.clone(),
             core_config: plan.core_config.clone(),
             listen_fd,
+            ws_fd,
             bus,
             bound: bound_tx,
         };
@@ -438,6 +476,8 @@ struct Setup {
     core_config: Arc<CoreConfig>,
     /// This shard's descriptor of the server's listening socket.
     listen_fd: std::os::fd::OwnedFd,
+    /// Its descriptor of the WebSocket listening socket, if there is one.
+    ws_fd: Option<std::os::fd::OwnedFd>,
     bus: flume::Receiver<BusMsg>,
     /// Told once the shard accepts on its listener (or why it cannot).
     bound: crossbeam_channel::Sender<std::result::Result<(), String>>,
@@ -452,6 +492,7 @@ async fn shard_main(setup: Setup) {
         registry,
         core_config,
         listen_fd,
+        ws_fd,
         bus,
         bound,
     } = setup;
@@ -459,6 +500,13 @@ async fn shard_main(setup: Setup) {
         Ok(l) => l,
         Err(e) => {
             let _ = bound.send(Err(format!("shard {index} cannot accept: {e}")));
+            return;
+        }
+    };
+    let ws_listener = match ws_fd.map(Listener::from_fd).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = bound.send(Err(format!("shard {index} cannot accept websockets: {e}")));
             return;
         }
     };
@@ -473,7 +521,8 @@ async fn shard_main(setup: Setup) {
         authed: RefCell::new(Vec::new()),
         next_seq: Cell::new(0),
         listener: RefCell::new(Some(Rc::new(listener))),
-        accept_task: RefCell::new(None),
+        ws_listener: RefCell::new(ws_listener.map(Rc::new)),
+        accept_task: RefCell::new(Vec::new()),
         draining: Cell::new(false),
         drained: LocalNotify::default(),
         refusals: RefCell::new(AHashMap::new()),
@@ -489,7 +538,7 @@ async fn shard_main(setup: Setup) {
     let ticker = spawn_task(heartbeat_loop(shard.clone()));
     bus_loop(&shard, bus).await;
     drop(ticker);
-    shard.accept_task.borrow_mut().take();
+    shard.accept_task.borrow_mut().clear();
     // Tasks still unfinished past the drain (a handler that never returned, a refusal
     // still waiting) never run again once the executor exits (glommio never drops them;
     // tokio drops them later, with the thread's `LocalSet`): give back what they hold
@@ -582,15 +631,21 @@ async fn control(shard: &Rc<Shard>, step: Control) -> std::result::Result<(), St
             }
         }
         Control::StartAccepting => {
-            let listener = shard.listener.borrow().clone();
-            if let Some(l) = listener {
-                let task = spawn_task(accept::accept_loop(shard.clone(), l));
-                *shard.accept_task.borrow_mut() = Some(task);
+            let listeners = [
+                (shard.listener.borrow().clone(), Transport::Tcp),
+                (shard.ws_listener.borrow().clone(), Transport::WebSocket),
+            ];
+            for (listener, transport) in listeners {
+                if let Some(l) = listener {
+                    let task = spawn_task(accept::accept_loop(shard.clone(), l, transport));
+                    shard.accept_task.borrow_mut().push(task);
+                }
             }
         }
         Control::StopAccepting => {
-            shard.accept_task.borrow_mut().take();
+            shard.accept_task.borrow_mut().clear();
             shard.listener.borrow_mut().take();
+            shard.ws_listener.borrow_mut().take();
         }
         Control::RunShutdownHooks => {
             for hook in &shard.registry.on_shutdown {

@@ -168,7 +168,12 @@ async fn receive(stream: &SharedStream) -> Result<(Option<SocketAddr>, Vec<u8>),
 /// carries (the proxy's own for `LOCAL` / `UNKNOWN`). Beyond `max_pending` headers being
 /// read at once it is closed at once, counted as refused; a missing, malformed,
 /// oversized or late header closes it, counted in `proxy_header_failures`.
-pub(super) fn read_header(shard: &Rc<Shard>, stream: SharedStream, proxy: SocketAddr) {
+pub(super) fn read_header(
+    shard: &Rc<Shard>,
+    stream: SharedStream,
+    proxy: SocketAddr,
+    transport: crate::ws::Transport,
+) {
     let stats = shard.router.stats();
     let d = shard.router.descriptor();
     let Some(permit) = stats.proxy_headers.try_acquire(d.max_pending) else {
@@ -198,7 +203,7 @@ pub(super) fn read_header(shard: &Rc<Shard>, stream: SharedStream, proxy: Socket
             Ok((source, first_bytes)) => {
                 let peer = source.unwrap_or(proxy);
                 tracing::trace!(%proxy, %peer, "PROXY header read");
-                super::accept::admit(&shard, stream, peer, first_bytes);
+                super::accept::admit(&shard, stream, peer, first_bytes, transport);
             }
             Err(fault) => {
                 shard
