@@ -1,6 +1,8 @@
 //! `ServerDescriptor`: every setting of a server, with netconduit's fields and defaults
 //! plus the limits a thread-per-core engine needs. Every limit is named here.
 
+pub(crate) mod cluster;
+
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -227,7 +229,7 @@ pub struct ServerDescriptor {
     /// Scale-out: this server as one node of a cluster sharing broadcasts, rooms and
     /// sends by id through Redis or NATS (see [`crate::cluster`]). Default `None`: a
     /// standalone server.
-    pub cluster: Option<crate::cluster::ClusterDescriptor>,
+    pub cluster: Option<cluster::ClusterDescriptor>,
     /// Token logins (signed, expiring JWTs) besides — or instead of — the password
     /// (see [`crate::tokens`]). Default `None`: the password only.
     pub tokens: Option<crate::tokens::TokenAuth>,
@@ -391,7 +393,7 @@ impl ServerDescriptor {
         self
     }
     /// Makes this server a node of a cluster (see [`crate::cluster`]).
-    pub fn cluster(mut self, cluster: crate::cluster::ClusterDescriptor) -> Self {
+    pub fn cluster(mut self, cluster: cluster::ClusterDescriptor) -> Self {
         self.cluster = Some(cluster);
         self
     }
