@@ -24,6 +24,7 @@ use conduit_protocol::{
 pub use conduit_test_macros::matrix;
 
 pub mod netconduit;
+pub mod webdriver;
 
 /// How long a test waits for any one frame before failing.
 pub const FRAME_WAIT: Duration = Duration::from_secs(10);
