@@ -498,7 +498,11 @@ impl ConnCore {
         let codec = frame.header.codec;
         let verifier = self.config.tokens.clone()?;
         if !verifier.refresh {
-            return None;
+            // Answered, so a client waiting for the verdict is not left hanging.
+            let failure = self
+                .encoder(timestamp_ms)
+                .auth_failure("token refresh not accepted");
+            return self.transmit(failure).map(Event::Close);
         }
         let token = match token_in(frame, &self.config.v1_limits) {
             Ok(Some(t)) => t,
