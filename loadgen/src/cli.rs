@@ -60,6 +60,25 @@ pub enum Command {
     Cluster(crate::cluster::ClusterArgs),
 }
 
+/// How a client's frames travel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
+    /// Frames straight on TCP.
+    #[default]
+    Tcp,
+    /// One frame per masked binary WebSocket message, after an HTTP/1.1 upgrade.
+    Websocket,
+}
+
+impl From<TransportArg> for crate::wire::Transport {
+    fn from(t: TransportArg) -> crate::wire::Transport {
+        match t {
+            TransportArg::Tcp => crate::wire::Transport::Tcp,
+            TransportArg::Websocket => crate::wire::Transport::WebSocket,
+        }
+    }
+}
+
 /// Which codec a client speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum CodecArg {
@@ -176,6 +195,10 @@ pub struct ServeArgs {
     /// Port (0 picks one; the READY line says which).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Also listen for WebSocket clients on this port, path `/conduit` (0 picks one;
+    /// the READY line says which as `ws=HOST:PORT`).
+    #[arg(long)]
+    pub websocket_port: Option<u16>,
     /// Shards.
     #[arg(long, default_value_t = 1)]
     pub shards: usize,
@@ -296,6 +319,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
             serve::serve(&ServeOptions {
                 host: a.host,
                 port: a.port,
+                websocket_port: a.websocket_port,
                 shards: a.shards,
                 heartbeat: Duration::from_millis(a.heartbeat_ms.max(1)),
                 password: a.password,

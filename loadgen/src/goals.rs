@@ -245,6 +245,7 @@ mod tests {
         let spec = crate::scenario::RunSpec {
             connect: crate::wire::ConnectSpec {
                 addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+                transport: crate::wire::Transport::Tcp,
                 codec: conduit_protocol::Codec::Native,
                 password: "x".into(),
                 attempts: 1,

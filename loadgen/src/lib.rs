@@ -40,6 +40,7 @@ pub mod stats;
 pub mod suite;
 pub mod target;
 pub mod wire;
+pub mod ws;
 
 /// Everything that can go wrong in a load-generator run.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@
 //! node's connections through Redis or NATS (`--cluster-url`). It runs
 //! on the runtime backend it is given (`--runtime`, default `auto`), prints
 //! `READY port=<port> pid=<pid> runtime=<glommio|tokio>` on stdout once it accepts
-//! connections — the backend it actually runs on, so a suite records what it measured —
+//! connections (and ` ws=<host:port>` with a WebSocket listener, `--websocket-port`) — the backend it actually runs on, so a suite records what it measured —
 //! and stops on SIGINT / SIGTERM, or when its stdin closes if asked to (so a suite that
 //! dies takes its servers with it).
 
@@ -63,6 +63,9 @@ pub struct ServeOptions {
     pub host: String,
     /// Port; 0 picks a free one.
     pub port: u16,
+    /// Port of a WebSocket listener (path `/conduit`) beside the TCP one; 0 picks a
+    /// free one. `None`: TCP only.
+    pub websocket_port: Option<u16>,
     /// Shards (executors).
     pub shards: usize,
     /// Heartbeat interval; the timeout is [`heartbeat_timeout`] of it.
@@ -189,6 +192,9 @@ pub fn build(opts: &ServeOptions) -> Result<Server> {
     if let Some(c) = &opts.cluster {
         desc = desc.cluster(c.descriptor());
     }
+    if let Some(port) = opts.websocket_port {
+        desc = desc.websocket(conduit::ws::WebSocketSettings::new(port));
+    }
     let server = Server::new(desc).map_err(|e| Error::Args(e.to_string()))?;
     server.rpc_with(
         RpcInfo::new("add")
@@ -255,9 +261,14 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
         .map_err(|e| Error::Target(format!("server did not start: {e}")))?;
     {
         let mut out = std::io::stdout().lock();
+        let ws = server
+            .router()
+            .websocket_addr()
+            .map(|a| format!(" ws={a}"))
+            .unwrap_or_default();
         writeln!(
             out,
-            "{READY_PREFIX} port={} pid={} runtime={}",
+            "{READY_PREFIX} port={} pid={} runtime={}{ws}",
             server.port(),
             std::process::id(),
             running.runtime()
@@ -335,14 +346,17 @@ pub struct Ready {
     /// The runtime backend it runs on: `serve` says; other servers (netconduit's
     /// reference server) do not.
     pub runtime: Option<Runtime>,
+    /// The WebSocket listener's address, when it has one.
+    pub ws: Option<std::net::SocketAddr>,
 }
 
-/// Parses the `READY port=… pid=… [runtime=…]` line.
+/// Parses the `READY port=… pid=… [runtime=…] [ws=…]` line.
 pub fn parse_ready(line: &str) -> Option<Ready> {
     let rest = line.trim().strip_prefix(READY_PREFIX)?;
     let mut port = None;
     let mut pid = None;
     let mut runtime = None;
+    let mut ws = None;
     for part in rest.split_ascii_whitespace() {
         if let Some(v) = part.strip_prefix("port=") {
             port = v.parse().ok();
@@ -350,12 +364,15 @@ pub fn parse_ready(line: &str) -> Option<Ready> {
             pid = v.parse().ok();
         } else if let Some(v) = part.strip_prefix("runtime=") {
             runtime = Some(v.parse().ok()?);
+        } else if let Some(v) = part.strip_prefix("ws=") {
+            ws = Some(v.parse().ok()?);
         }
     }
     Some(Ready {
         port: port?,
         pid: pid?,
         runtime,
+        ws,
     })
 }
 
@@ -365,7 +382,14 @@ mod tests {
 
     #[test]
     fn ready_line() {
-        let ready = |port, pid, runtime| Some(Ready { port, pid, runtime });
+        let ready = |port, pid, runtime| {
+            Some(Ready {
+                port,
+                pid,
+                runtime,
+                ws: None,
+            })
+        };
         assert_eq!(
             parse_ready("READY port=4242 pid=77\n"),
             ready(4242, 77, None)
@@ -379,6 +403,16 @@ mod tests {
             parse_ready("READY runtime=glommio port=1 pid=2"),
             ready(1, 2, Some(Runtime::Glommio))
         );
+        assert_eq!(
+            parse_ready("READY port=1 pid=2 runtime=tokio ws=127.0.0.1:4243"),
+            Some(Ready {
+                port: 1,
+                pid: 2,
+                runtime: Some(Runtime::Tokio),
+                ws: Some("127.0.0.1:4243".parse().unwrap()),
+            })
+        );
+        assert_eq!(parse_ready("READY port=1 pid=2 ws=nowhere"), None);
         assert_eq!(parse_ready("READY port=1 pid=2 runtime=epoll"), None);
         assert_eq!(parse_ready("READY port=4242"), None);
         assert_eq!(parse_ready("hello"), None);

@@ -300,6 +300,7 @@ pub fn run(a: &SoakArgs) -> Result<SoakResult> {
     let server = serve::build(&ServeOptions {
         host: "127.0.0.1".into(),
         port: 0,
+        websocket_port: None,
         shards: a.shards,
         heartbeat: Duration::from_secs(30),
         password: BENCH_PASSWORD.into(),
@@ -470,6 +471,7 @@ async fn churn_here(a: &SoakArgs, addr: SocketAddr, duration: Duration) -> Total
             };
             let spec = ConnectSpec {
                 addr,
+                transport: crate::wire::Transport::Tcp,
                 codec,
                 password: BENCH_PASSWORD.into(),
                 attempts: MAX_CONNECT_ATTEMPTS,

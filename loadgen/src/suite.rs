@@ -568,6 +568,7 @@ fn run_one(
     let spec = RunSpec {
         connect: ConnectSpec {
             addr: server.addr,
+            transport: crate::wire::Transport::Tcp,
             codec,
             password: BENCH_PASSWORD.into(),
             attempts: MAX_CONNECT_ATTEMPTS,
@@ -603,6 +604,7 @@ mod tests {
                 let spec = RunSpec {
                     connect: ConnectSpec {
                         addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+                        transport: crate::wire::Transport::Tcp,
                         codec: Codec::Native,
                         password: "x".into(),
                         attempts: 1,

@@ -100,6 +100,9 @@ pub struct ServerProcess {
     stdin: Option<ChildStdin>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its WebSocket listener listens, when it has one (`serve
+    /// --websocket-port`).
+    pub ws_addr: Option<SocketAddr>,
     /// Its pid, for `/proc`.
     pub pid: u32,
     /// The runtime backend it says it runs on (conduit: what `Auto` resolved to, or
@@ -186,6 +189,7 @@ impl ServerProcess {
             child,
             stdin,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ws_addr: None,
             pid: 0,
             runtime: None,
             log,
@@ -194,6 +198,7 @@ impl ServerProcess {
             Ok(ready) => {
                 proc.addr.set_port(ready.port);
                 proc.pid = ready.pid;
+                proc.ws_addr = ready.ws;
                 proc.runtime = ready.runtime;
                 Ok(proc)
             }

@@ -3,7 +3,9 @@
 //! [`ClientHandshake`] (either codec). What it sends and reads is in `payload`.
 //!
 //! It speaks `conduit-protocol` directly, so it measures the server and not a client
-//! library, and it works against any netconduit-v1 server.
+//! library, and it works against any netconduit-v1 server. Over
+//! [`Transport::WebSocket`] each connection first upgrades, then sends every frame
+//! in a masked binary message and takes frames out of the server's messages ([`ws`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,6 +18,7 @@ use conduit_protocol::handshake::{ClientHandshake, ClientStep};
 use conduit_protocol::v1::V1Limits;
 use conduit_protocol::{auth, Codec, DecoderLimits, FrameDecoder, FrameKind};
 
+use crate::ws::{self, ServerControl, WsClient};
 use crate::Error;
 
 /// Name this client reports at login.
@@ -31,6 +34,8 @@ pub const CLIENT_MAX_PAYLOAD_BYTES: u32 = 4 * 1024 * 1024;
 /// One authenticated client connection.
 pub struct Conn {
     stream: SharedStream,
+    /// The WebSocket framing, over [`Transport::WebSocket`].
+    ws: Option<Box<WsClient>>,
     /// Decodes what the server sends.
     pub decoder: FrameDecoder,
     /// The codec this connection speaks.
@@ -46,11 +51,34 @@ impl std::fmt::Debug for Conn {
     }
 }
 
+/// How frames travel between the client and the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Frames straight on TCP.
+    #[default]
+    Tcp,
+    /// One frame per binary WebSocket message, after an HTTP/1.1 upgrade to
+    /// [`ws::WS_PATH`].
+    WebSocket,
+}
+
+impl Transport {
+    /// `tcp` / `websocket`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::WebSocket => "websocket",
+        }
+    }
+}
+
 /// How to open a connection.
 #[derive(Clone, Debug)]
 pub struct ConnectSpec {
-    /// Server address.
+    /// Server address (the WebSocket listener's over [`Transport::WebSocket`]).
     pub addr: SocketAddr,
+    /// TCP or WebSocket.
+    pub transport: Transport,
     /// Codec to speak.
     pub codec: Codec,
     /// Password.
@@ -84,6 +112,7 @@ impl Conn {
         };
         let mut conn = Conn {
             stream,
+            ws: None,
             decoder: FrameDecoder::new(DecoderLimits {
                 max_payload_bytes: CLIENT_MAX_PAYLOAD_BYTES,
                 initial_buffer_bytes: CLIENT_RECV_BUFFER_BYTES,
@@ -93,8 +122,39 @@ impl Conn {
             codec: spec.codec,
             connection_id: None,
         };
+        if spec.transport == Transport::WebSocket {
+            conn.upgrade(spec.addr, nonce_seed).await?;
+        }
         conn.connection_id = conn.login(&spec.password, nonce_seed).await?;
         Ok(conn)
+    }
+
+    /// The HTTP/1.1 upgrade to a WebSocket; bytes the server sent past its answer
+    /// are deframed into the decoder.
+    async fn upgrade(&mut self, addr: SocketAddr, seed: u64) -> Result<(), Error> {
+        let key = ws::new_key();
+        self.stream
+            .write_all(ws::upgrade_request(&addr.to_string(), &key).as_bytes())
+            .await?;
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 1024];
+        let end = loop {
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            head.extend_from_slice(&chunk[..n]);
+            if let Some(end) = ws::check_upgrade_response(&head, &key)? {
+                break end;
+            }
+        };
+        let mut client = Box::new(WsClient::new(seed));
+        let mut rest = head.split_off(end);
+        let mut controls = Vec::new();
+        let n = client.deframe(&mut rest, &mut controls)?;
+        self.ws = Some(client);
+        self.decoder.feed(&rest[..n]);
+        self.on_controls(&controls).await
     }
 
     /// Logs in through the protocol crate's [`ClientHandshake`], feeding it frames
@@ -125,19 +185,56 @@ impl Conn {
         }
     }
 
-    /// Writes all of `bytes`.
+    /// Writes all of `bytes` (whole frames; over WebSocket, one message each).
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.stream.write_all(bytes).await?;
+        match &mut self.ws {
+            None => self.stream.write_all(bytes).await?,
+            Some(ws) => {
+                ws.wrap(bytes)?;
+                self.stream.write_all(&ws.out).await?;
+            }
+        }
         Ok(())
     }
 
-    /// Reads more bytes into the decoder; EOF is an error.
+    /// Reads more bytes into the decoder; EOF is an error. Over WebSocket the
+    /// messages' headers are taken out, pings answered, and a close is an EOF.
     pub async fn fill(&mut self) -> Result<(), Error> {
-        let n = self.stream.read(self.decoder.spare()).await?;
+        let spare = self.decoder.spare();
+        let n = self.stream.read(&mut *spare).await?;
         if n == 0 {
             return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
         }
+        let Some(ws) = &mut self.ws else {
+            self.decoder.commit(n);
+            return Ok(());
+        };
+        let mut controls = Vec::new();
+        let n = ws.deframe(&mut spare[..n], &mut controls)?;
         self.decoder.commit(n);
+        if controls.is_empty() {
+            return Ok(());
+        }
+        self.on_controls(&controls).await
+    }
+
+    /// Answers the server's WebSocket pings; its close ends the connection.
+    async fn on_controls(&mut self, controls: &[ServerControl]) -> Result<(), Error> {
+        let Some(ws) = &mut self.ws else {
+            return Ok(());
+        };
+        for c in controls {
+            match c {
+                ServerControl::Ping(payload) => {
+                    ws.pong(payload);
+                    self.stream.write_all(&ws.out).await?;
+                }
+                ServerControl::Close(code) => {
+                    tracing::debug!("server closed the WebSocket ({code:?})");
+                    return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
+                }
+            }
+        }
         Ok(())
     }
 

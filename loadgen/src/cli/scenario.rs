@@ -9,13 +9,13 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use conduit_protocol::Codec;
 
-use super::{seconds, CodecArg, RuntimeArg};
+use super::{seconds, CodecArg, RuntimeArg, TransportArg};
 use crate::report;
 use crate::scenario::{
     self, BroadcastMode, BroadcastSpec, HeartbeatSpec, RpcSpec, RunResult, RunSpec, Scenario,
 };
 use crate::target::{self, Implementation, ServerProcess, SpawnOptions, BENCH_PASSWORD};
-use crate::wire::{ConnectSpec, MAX_CONNECT_ATTEMPTS};
+use crate::wire::{ConnectSpec, Transport, MAX_CONNECT_ATTEMPTS};
 use crate::{Error, Result};
 
 /// Where the server under test is and how to reach it.
@@ -31,6 +31,11 @@ pub struct TargetArgs {
     /// Codec the clients speak.
     #[arg(long, value_enum, default_value_t = CodecArg::Native)]
     pub codec: CodecArg,
+    /// How the clients' frames travel: `websocket` upgrades each connection and sends
+    /// every frame in a masked binary message (a spawned conduit server gets a
+    /// WebSocket listener; with --target HOST:PORT, that is the WebSocket listener).
+    #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
+    pub transport: TransportArg,
     /// Connections (broadcast: receivers; with --room-members: all of them, the sender
     /// and the other members included).
     #[arg(long, default_value_t = 1000)]
@@ -217,6 +222,7 @@ pub(super) fn rpc(a: RpcArgs) -> Result<i32> {
 /// Runs one scenario against the target `t` describes.
 fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
     let codec = Codec::from(t.codec);
+    let transport = Transport::from(t.transport);
     let cpus = conduit::descriptor::allowed_cpus();
     let (server_cpu, loadgen_cpu) = if !t.no_pin && cpus.len() >= 2 {
         (Some(cpus[0]), Some(cpus[1]))
@@ -238,7 +244,10 @@ fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
                 password: t.password.clone(),
                 python,
                 runtime: t.runtime.into(),
-                extra_args: Vec::new(),
+                extra_args: match transport {
+                    Transport::Tcp => Vec::new(),
+                    Transport::WebSocket => vec!["--websocket-port".into(), "0".into()],
+                },
                 log_filter: None,
             },
         )
@@ -251,12 +260,21 @@ fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
     let (server, addr, pid, name) = match t.target.as_str() {
         "conduit" => {
             let s = spawn(Implementation::Conduit, None)?;
-            let (addr, pid) = (s.addr, s.pid);
+            let addr = match transport {
+                Transport::Tcp => s.addr,
+                Transport::WebSocket => s.ws_addr.ok_or_else(|| {
+                    Error::Target("the server did not report a WebSocket listener".into())
+                })?,
+            };
+            let pid = s.pid;
             (Some(s), addr, Some(pid), "conduit".to_owned())
         }
         "netconduit" => {
             if codec != Codec::V1 {
                 return Err(Error::Args("netconduit speaks only --codec v1".into()));
+            }
+            if transport != Transport::Tcp {
+                return Err(Error::Args("netconduit speaks only --transport tcp".into()));
             }
             let venv = t.venv.clone().unwrap_or_else(target::default_venv);
             let python = target::ensure_venv(&venv)?;
@@ -276,6 +294,7 @@ fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
     let spec = RunSpec {
         connect: ConnectSpec {
             addr,
+            transport,
             codec,
             password: t.password.clone(),
             attempts: MAX_CONNECT_ATTEMPTS,
@@ -295,7 +314,10 @@ fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
         s.stop();
     }
     let mut r: RunResult = result?;
-    r.target = name;
+    r.target = match transport {
+        Transport::Tcp => name,
+        Transport::WebSocket => format!("{name} ws"),
+    };
     r.runtime = runtime.map(|rt| rt.name().into());
     print!("{}", report::runs_table(std::slice::from_ref(&r)));
     if let Some(path) = &t.json {

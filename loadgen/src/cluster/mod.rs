@@ -470,6 +470,7 @@ fn run_one(
             .collect(),
         connect: ConnectSpec {
             addr: servers[0].addr,
+            transport: crate::wire::Transport::Tcp,
             codec: a.codec.into(),
             password: BENCH_PASSWORD.into(),
             attempts: MAX_CONNECT_ATTEMPTS,

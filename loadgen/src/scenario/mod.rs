@@ -369,6 +369,7 @@ mod tests {
         RunSpec {
             connect: ConnectSpec {
                 addr: "127.0.0.1:9".parse().unwrap(),
+                transport: crate::wire::Transport::Tcp,
                 codec: Codec::Native,
                 password: "pw".into(),
                 attempts: 3,

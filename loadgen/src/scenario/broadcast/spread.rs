@@ -364,6 +364,7 @@ mod tests {
                 .collect(),
             connect: ConnectSpec {
                 addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+                transport: crate::wire::Transport::Tcp,
                 codec: conduit_protocol::Codec::Native,
                 password: "pw".into(),
                 attempts: 1,
