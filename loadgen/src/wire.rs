@@ -265,3 +265,90 @@ pub(crate) fn nonce(seed: u64) -> auth::Nonce {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use conduit::__rt::{choose, RtThread, ThreadSpec};
+    use conduit::Runtime;
+    use conduit_protocol::{Codec, FrameKind};
+
+    use super::*;
+    use crate::payload;
+    use crate::serve::{self, ServeOptions};
+
+    /// Over WebSocket, on each client backend this machine has: the upgrade, the
+    /// login in both codecs, and RPC calls sent several frames per write come back
+    /// right.
+    #[test]
+    fn websocket_connections_log_in_and_call_on_both_backends() {
+        let server = serve::build(&ServeOptions {
+            host: "127.0.0.1".into(),
+            port: 0,
+            websocket_port: Some(0),
+            shards: 1,
+            heartbeat: Duration::from_secs(30),
+            password: "pw".into(),
+            cpus: Vec::new(),
+            stop_on_stdin_eof: false,
+            recv_buffer_bytes: None,
+            runtime: Runtime::Auto,
+            login: serve::LoginSettings::default(),
+            cluster: None,
+        })
+        .unwrap();
+        let running = server.start().unwrap();
+        let addr = server
+            .router()
+            .websocket_addr()
+            .expect("a WebSocket listener");
+        for runtime in [Runtime::Glommio, Runtime::Tokio] {
+            let Ok((backend, _)) = choose(runtime, 1) else {
+                continue;
+            };
+            let spec = ThreadSpec {
+                name: "ws-client".into(),
+                cpu: None,
+                preempt_timer: Duration::from_millis(10),
+                io_memory: 1 << 20,
+                ring_depth: 64,
+            };
+            let out = RtThread::start(backend, spec, move || async move {
+                for codec in [Codec::Native, Codec::V1] {
+                    let spec = ConnectSpec {
+                        addr,
+                        transport: Transport::WebSocket,
+                        codec,
+                        password: "pw".into(),
+                        attempts: 3,
+                        connect_timeout: Duration::from_secs(5),
+                    };
+                    let mut c = Conn::open(&spec, 1).await?;
+                    let mut out = Vec::new();
+                    for corr in 1..=3 {
+                        out.extend_from_slice(&payload::add_request(codec, corr, 40, corr as i64)?);
+                    }
+                    c.send(&out).await?;
+                    let mut got = Vec::new();
+                    while got.len() < 3 {
+                        c.fill().await?;
+                        while let Some(f) = c.decoder.next_frame()? {
+                            if f.header.kind == FrameKind::RpcResponse {
+                                got.push(payload::rpc_result(codec, &f.header, f.payload)?);
+                            }
+                        }
+                    }
+                    assert_eq!(got, [Some(41), Some(42), Some(43)], "{codec:?}");
+                }
+                Ok::<_, Error>(())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+            out.unwrap_or_else(|e| panic!("{runtime:?}: {e}"));
+        }
+        server.stop();
+        running.wait().unwrap();
+    }
+}
