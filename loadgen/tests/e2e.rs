@@ -98,6 +98,68 @@ fn broadcast_counts_add_up_in_both_codecs() {
     }
 }
 
+/// The same scenarios over the WebSocket transport: the spawned server gets a
+/// WebSocket listener, every delivery and every call is accounted for.
+#[test]
+fn websocket_transport_counts_add_up() {
+    let scratch = Scratch::new("websocket");
+    for (codec, mode) in [("native", "saturate"), ("v1", "single")] {
+        let json = scratch.file(&format!("broadcast-{codec}.json"));
+        run(exe()
+            .args([
+                "broadcast",
+                "--transport",
+                "websocket",
+                "--codec",
+                codec,
+                "--mode",
+                mode,
+                "--window",
+                "16",
+                "--connections",
+                "20",
+                "--messages",
+                "50",
+                "--duration-s",
+                "30",
+                "--drain-s",
+                "30",
+                "--no-progress",
+                "--json",
+            ])
+            .arg(&json));
+        let r = read_json(&json);
+        assert_eq!(r["target"], "conduit ws");
+        assert_eq!(r["ops"], 50 * 20, "{r:#}");
+        assert_eq!(r["loss"]["lost"], 0);
+        assert_eq!(r["loss"]["out_of_order"], 0);
+        assert_eq!(r["errors"], 0);
+        assert_eq!(r["complete"], true);
+    }
+    let json = scratch.file("rpc.json");
+    run(exe()
+        .args([
+            "rpc",
+            "--transport",
+            "websocket",
+            "--connections",
+            "20",
+            "--depth",
+            "4",
+            "--calls",
+            "2000",
+            "--duration-s",
+            "30",
+            "--no-progress",
+            "--json",
+        ])
+        .arg(&json));
+    let r = read_json(&json);
+    assert_eq!(r["ops"], 2000, "{r:#}");
+    assert_eq!(r["errors"], 0);
+    assert_eq!(r["complete"], true);
+}
+
 /// A room broadcast: of 60 connections, 10 join a room (spread over the server's two
 /// shards when the login says which shard serves a connection), and each of the
 /// sender's ticks reaches the other 9 members and nobody else.
