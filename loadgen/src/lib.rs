@@ -21,6 +21,8 @@
 //!   while real clients log in from other 127.0.0.x addresses.
 //! * [`soak`] — connections churning through an in-process server; RSS, descriptors
 //!   and `connection_count` must come back.
+//! * [`ws`] — the client side of the WebSocket transport (`--transport websocket`):
+//!   the upgrade and the framing, with no I/O.
 //! * [`report`] — the human table and the JSON.
 //! * [`goals`] — the performance targets, checked against the suite's medians.
 //! * [`stats`] — histograms, loss accounting, the coordinated-omission-aware
