@@ -369,17 +369,7 @@ impl Encoder {
         client_name: &str,
         client_version: &str,
     ) -> Bytes {
-        self.frame(FrameKind::AuthRequest, 0, |out| {
-            msgpack::write_map_len(out, 2);
-            msgpack::write_str(out, "password_hash");
-            msgpack::write_str(out, password_hash);
-            msgpack::write_str(out, "client_info");
-            msgpack::write_map_len(out, 2);
-            msgpack::write_str(out, "name");
-            msgpack::write_str(out, client_name);
-            msgpack::write_str(out, "version");
-            msgpack::write_str(out, client_version);
-        })
+        self.auth_request_with("password_hash", password_hash, client_name, client_version)
     }
 
     /// AUTH_REQUEST for a token login: `{"token": …, "client_info": {…}}` (also sent
@@ -390,10 +380,21 @@ impl Encoder {
         client_name: &str,
         client_version: &str,
     ) -> Bytes {
+        self.auth_request_with("token", token, client_name, client_version)
+    }
+
+    /// AUTH_REQUEST `{<proof>: …, "client_info": {…}}`.
+    fn auth_request_with(
+        &self,
+        proof_key: &str,
+        proof: &str,
+        client_name: &str,
+        client_version: &str,
+    ) -> Bytes {
         self.frame(FrameKind::AuthRequest, 0, |out| {
             msgpack::write_map_len(out, 2);
-            msgpack::write_str(out, "token");
-            msgpack::write_str(out, token);
+            msgpack::write_str(out, proof_key);
+            msgpack::write_str(out, proof);
             msgpack::write_str(out, "client_info");
             msgpack::write_map_len(out, 2);
             msgpack::write_str(out, "name");
