@@ -1,7 +1,8 @@
-//! The adapter proper: the [`Uplink`] the router publishes through, and the broker
-//! session on the service thread — connect with backoff, claim the node id, then
-//! publish the outbox, deliver what other nodes sent, and keep the node table by
-//! heartbeats. Broker-specific code is only connect/receive/publish ([`Adapter`]).
+//! The adapter proper: the [`Uplink`] the router publishes through (`mod.rs`: encode,
+//! size-check and queue on the sending shard), the broker session on the service thread
+//! (`session.rs`: connect with backoff, claim the node id, publish, beat) and what other
+//! nodes send (`inbound.rs`). Broker-specific code is only connect/receive/publish
+//! ([`Adapter`]).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -11,13 +12,15 @@ use std::time::{Duration, Instant};
 use ahash::{AHashMap, AHashSet};
 use conduit_protocol::{msgpack, Value, ValueLimits};
 
-use super::wire::{self, Body, Header, Kind};
+mod inbound;
+mod session;
+
+use super::wire::{self, Header, Kind};
 use super::{Broker, ClusterDescriptor, Unreachable};
 use crate::error::{ClusterError, Error, Result};
 use crate::id::ConnectionId;
 use crate::router::{
-    Answer, Ask, ClusterStats, Direct, Filter, Frames, Gathered, NodeInfo, Router, SendFuture,
-    Uplink,
+    Answer, Ask, ClusterStats, Direct, Gathered, NodeInfo, Router, SendFuture, Uplink,
 };
 
 /// Messages published in one batch (one pipeline round trip on Redis).
@@ -198,7 +201,7 @@ pub(crate) fn start(
             match link.settings.broker {
                 #[cfg(feature = "redis")]
                 Broker::Redis { .. } => {
-                    tokio::spawn(run::<super::redis::Redis>(
+                    tokio::spawn(session::run::<super::redis::Redis>(
                         link,
                         router,
                         queue,
@@ -208,7 +211,7 @@ pub(crate) fn start(
                 }
                 #[cfg(feature = "nats")]
                 Broker::Nats { .. } => {
-                    tokio::spawn(run::<super::nats::Nats>(
+                    tokio::spawn(session::run::<super::nats::Nats>(
                         link,
                         router,
                         queue,
@@ -243,208 +246,7 @@ pub(crate) fn start(
     }
 }
 
-/// Why a session ended.
-enum Ended {
-    /// The server is stopping.
-    Stopped,
-    /// The broker connection was lost (or a publish failed).
-    Lost(String),
-}
-
-/// The broker session: connect, claim, serve; on loss reconnect with backoff until
-/// the server stops. Reports the first attempt's outcome on `ready`.
-async fn run<A: Adapter>(
-    link: Arc<Link>,
-    router: Router,
-    outbox: flume::Receiver<Vec<u8>>,
-    ready: flume::Sender<std::result::Result<(), ClusterError>>,
-    // Dropped when this returns: tells a stop waiting in `shut_down` that it ended.
-    _alive: flume::Sender<()>,
-) {
-    let s = &link.settings;
-    let mut ready = Some(ready);
-    let mut backoff = s.reconnect_min;
-    let pattern = format!("{}.node.*", s.cluster);
-    while !link.stopping.load(Ordering::Acquire) {
-        let attempt = tokio::time::timeout(s.connect_timeout, A::connect(s, &pattern)).await;
-        let attempt = attempt.unwrap_or_else(|_| {
-            Err(format!(
-                "no answer within {} ms (connect_timeout)",
-                s.connect_timeout.as_millis()
-            ))
-        });
-        match attempt {
-            Ok((mut inbound, mut outbound, broker_limit)) => {
-                let limit =
-                    broker_limit.map_or(s.max_payload_bytes, |b| b.min(s.max_payload_bytes));
-                link.max_payload.store(limit, Ordering::Relaxed);
-                link.counters.connects.fetch_add(1, Ordering::Relaxed);
-                let claimed = link.claim::<A>(&mut inbound, &mut outbound, &router).await;
-                if let Err(e) = claimed {
-                    tracing::error!("{e}; this node leaves the cluster");
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(Err(e));
-                    }
-                    return;
-                }
-                if let Some(r) = ready.take() {
-                    let _ = r.send(Ok(()));
-                }
-                tracing::info!(
-                    node = s.node,
-                    cluster = %s.cluster,
-                    broker = %s.broker.address(),
-                    "cluster: connected"
-                );
-                link.connected.store(true, Ordering::Release);
-                backoff = s.reconnect_min;
-                let ended = link
-                    .serve::<A>(&mut inbound, &mut outbound, &outbox, &router)
-                    .await;
-                link.connected.store(false, Ordering::Release);
-                // What waited for the broker when it went away is not delivered.
-                let stranded = outbox.drain().count() as u64;
-                if stranded > 0 {
-                    link.counters
-                        .not_delivered
-                        .fetch_add(stranded, Ordering::Relaxed);
-                }
-                match ended {
-                    Ended::Stopped => return,
-                    Ended::Lost(why) => tracing::warn!(
-                        "cluster: lost the {} broker ({why}); {stranded} queued messages not delivered; reconnecting",
-                        s.broker.kind()
-                    ),
-                }
-            }
-            Err(reason) => {
-                let err = ClusterError::Unreachable {
-                    broker: s.broker.kind(),
-                    address: s.broker.address(),
-                    reason,
-                };
-                if let Some(r) = ready.take() {
-                    let fail = s.if_unreachable == Unreachable::Fail;
-                    let _ = r.send(Err(err));
-                    if fail {
-                        return;
-                    }
-                } else {
-                    link.undelivered_log.warn(|| format!("{err}; retrying"));
-                }
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = link.stop.notified() => return,
-        }
-        backoff = (backoff * 2).min(s.reconnect_max);
-    }
-}
-
 impl Link {
-    /// Announces this node as starting and listens for `claim_wait`: an answer from
-    /// another instance with the same node id means the id is taken.
-    async fn claim<A: Adapter>(
-        &self,
-        inbound: &mut A::Inbound,
-        outbound: &mut A::Outbound,
-        router: &Router,
-    ) -> std::result::Result<(), ClusterError> {
-        self.conflict.store(false, Ordering::Release);
-        self.claiming.store(true, Ordering::Release);
-        let hello = self.heartbeat(router, true);
-        let published = A::publish(outbound, &self.channel, vec![hello]).await;
-        let deadline = tokio::time::Instant::now() + self.settings.claim_wait;
-        let mut outcome = published.map_err(|e| ClusterError::Unreachable {
-            broker: self.settings.broker.kind(),
-            address: self.settings.broker.address(),
-            reason: e,
-        });
-        while outcome.is_ok() && !self.conflict.load(Ordering::Acquire) {
-            match tokio::time::timeout_at(deadline, A::next(inbound)).await {
-                Err(_) => break,
-                Ok(Ok((channel, payload))) => {
-                    // Answers (e.g. to a request) are not due while claiming.
-                    let _ = self.handle(router, &channel, &payload).await;
-                }
-                Ok(Err(e)) => {
-                    outcome = Err(ClusterError::Unreachable {
-                        broker: self.settings.broker.kind(),
-                        address: self.settings.broker.address(),
-                        reason: e,
-                    })
-                }
-            }
-        }
-        self.claiming.store(false, Ordering::Release);
-        if self.conflict.load(Ordering::Acquire) {
-            return Err(ClusterError::NodeIdInUse {
-                node: self.settings.node,
-                cluster: self.settings.cluster.clone(),
-            });
-        }
-        outcome
-    }
-
-    /// Publishes the outbox, delivers what arrives, beats, until stopped or lost.
-    async fn serve<A: Adapter>(
-        &self,
-        inbound: &mut A::Inbound,
-        outbound: &mut A::Outbound,
-        outbox: &flume::Receiver<Vec<u8>>,
-        router: &Router,
-    ) -> Ended {
-        let mut tick = tokio::time::interval(self.settings.node_heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            if self.stopping.load(Ordering::Acquire) {
-                let bye = wire::encode(self.head(Kind::Leaving, None), &Value::Array(vec![]));
-                let _ = tokio::time::timeout(self.settings.connect_timeout, async {
-                    A::publish(outbound, &self.channel, vec![bye]).await?;
-                    A::flush(outbound).await
-                })
-                .await;
-                return Ended::Stopped;
-            }
-            tokio::select! {
-                biased;
-                () = self.stop.notified() => {}
-                got = A::next(inbound) => match got {
-                    Ok((channel, payload)) => {
-                        if let Some(reply) = self.handle(router, &channel, &payload).await {
-                            let _ = self.queue(reply, None);
-                        }
-                    }
-                    Err(e) => return Ended::Lost(e),
-                },
-                first = outbox.recv_async() => {
-                    let Ok(first) = first else { return Ended::Stopped };
-                    let mut batch = vec![first];
-                    while batch.len() < PUBLISH_BATCH {
-                        match outbox.try_recv() {
-                            Ok(m) => batch.push(m),
-                            Err(_) => break,
-                        }
-                    }
-                    let n = batch.len() as u64;
-                    if let Err(e) = A::publish(outbound, &self.channel, batch).await {
-                        self.counters.not_delivered.fetch_add(n, Ordering::Relaxed);
-                        return Ended::Lost(e);
-                    }
-                    self.counters.published.fetch_add(n, Ordering::Relaxed);
-                }
-                _ = tick.tick() => {
-                    self.prune();
-                    let beat = self.heartbeat(router, false);
-                    if let Err(e) = A::publish(outbound, &self.channel, vec![beat]).await {
-                        return Ended::Lost(e);
-                    }
-                }
-            }
-        }
-    }
-
     fn head(&self, kind: Kind, to: Option<usize>) -> Header {
         Header {
             kind,
@@ -479,204 +281,6 @@ impl Link {
             }
             alive
         });
-    }
-
-    /// Checks a message from the channel and acts on it; returns a reply to publish.
-    /// Nothing from the channel is trusted: whatever fails a check is dropped and
-    /// counted.
-    async fn handle(&self, router: &Router, channel: &str, bytes: &[u8]) -> Option<Vec<u8>> {
-        let h = match wire::header(bytes) {
-            Ok(h) => h,
-            Err(e) => return self.dropped(channel, &e.to_string()),
-        };
-        // A node publishes on its own channel only.
-        let expected = channel
-            .rsplit_once('.')
-            .and_then(|(_, n)| n.parse::<usize>().ok());
-        if expected != Some(h.from) {
-            return self.dropped(channel, "sender does not match its channel");
-        }
-        if h.from == self.settings.node {
-            return self.same_id(router, &h, bytes);
-        }
-        if h.to.is_some_and(|to| to != self.settings.node) {
-            return None;
-        }
-        let body = match wire::body(&h, bytes, self.limits) {
-            Ok(b) => b,
-            Err(e) => return self.dropped(channel, &e.to_string()),
-        };
-        self.counters.received.fetch_add(1, Ordering::Relaxed);
-        self.seen(h.from, h.instance, None);
-        match body {
-            Body::Broadcast {
-                name,
-                data,
-                timestamp_ms,
-                rooms,
-                include,
-                exclude,
-            } => match Frames::message(&name, &data, timestamp_ms, None) {
-                Ok(frames) => {
-                    let filter = Filter {
-                        rooms: None,
-                        include,
-                        exclude,
-                    };
-                    router.deliver_broadcast(frames, &rooms, filter).await;
-                }
-                Err(e) => return self.dropped(channel, &e.to_string()),
-            },
-            Body::Send {
-                to,
-                name,
-                data,
-                timestamp_ms,
-            } if to.node() == self.settings.node => {
-                let what = Direct::Send {
-                    name: &name,
-                    data: &data,
-                };
-                router.deliver_direct(to, what, timestamp_ms).await;
-            }
-            Body::Kick {
-                to,
-                last,
-                timestamp_ms,
-            } if to.node() == self.settings.node => {
-                let last = last.as_ref().map(|(n, d)| (n.as_str(), d));
-                router
-                    .deliver_direct(to, Direct::Kick { last }, timestamp_ms)
-                    .await;
-            }
-            Body::Send { .. } | Body::Kick { .. } => {
-                return self.dropped(channel, "a connection id of another node");
-            }
-            Body::Heartbeat {
-                connections,
-                starting: _,
-            } => self.seen(h.from, h.instance, Some(connections)),
-            Body::Leaving => {
-                if let Ok(mut p) = self.peers.lock() {
-                    if p.remove(&h.from).is_some() {
-                        tracing::info!(node = h.from, "cluster: node {} left", h.from);
-                    }
-                }
-            }
-            Body::Ask { request, room } => return Some(self.answer(router, &h, request, room)),
-            Body::Answer {
-                request,
-                count,
-                members,
-                truncated,
-            } => {
-                let waiting = self
-                    .requests
-                    .lock()
-                    .ok()
-                    .and_then(|r| r.get(&request).cloned());
-                if let Some(tx) = waiting {
-                    let answer = Answer {
-                        count,
-                        members,
-                        truncated,
-                    };
-                    let _ = tx.try_send((h.from, answer));
-                }
-            }
-        }
-        None
-    }
-
-    /// A message from this node's id: its own echo, or another process with the same
-    /// id — a conflict, which fails a node still claiming its id; a running node
-    /// answers a newcomer's claim at once so the newcomer learns of it.
-    fn same_id(&self, router: &Router, h: &Header, bytes: &[u8]) -> Option<Vec<u8>> {
-        if h.instance == self.instance {
-            return None;
-        }
-        self.counters.node_conflicts.fetch_add(1, Ordering::Relaxed);
-        if self.claiming.load(Ordering::Acquire) {
-            self.conflict.store(true, Ordering::Release);
-            return None;
-        }
-        let newcomer = h.kind == Kind::Heartbeat
-            && matches!(
-                wire::body(h, bytes, self.limits),
-                Ok(Body::Heartbeat { starting: true, .. })
-            );
-        self.dropped_log.warn(|| {
-            format!(
-                "another process uses node id {} in cluster {:?}{}",
-                h.from,
-                self.settings.cluster,
-                if newcomer { " (it is refused)" } else { "" }
-            )
-        });
-        newcomer.then(|| self.heartbeat(router, false))
-    }
-
-    fn dropped(&self, channel: &str, why: &str) -> Option<Vec<u8>> {
-        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-        self.dropped_log
-            .warn(|| format!("dropped a message from channel {channel:?}: {why}"));
-        None
-    }
-
-    /// Notes a sign of life from `node`.
-    fn seen(&self, node: usize, instance: u64, connections: Option<usize>) {
-        let Ok(mut peers) = self.peers.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        match peers.get_mut(&node) {
-            Some(p) => {
-                if p.instance != instance {
-                    tracing::info!(node, "cluster: node {node} restarted");
-                    p.instance = instance;
-                }
-                p.last_seen = now;
-                if let Some(c) = connections {
-                    p.connections = c;
-                }
-            }
-            None => {
-                tracing::info!(node, "cluster: node {node} joined");
-                peers.insert(
-                    node,
-                    Peer {
-                        instance,
-                        last_seen: now,
-                        connections: connections.unwrap_or(0),
-                    },
-                );
-            }
-        }
-    }
-
-    /// This node's answer to a request from `h.from`.
-    fn answer(&self, router: &Router, h: &Header, request: u64, room: Option<String>) -> Vec<u8> {
-        let (count, mut members) = match room {
-            None => (router.connection_count(), Vec::new()),
-            Some(r) => {
-                let m = router.room(&r).members();
-                (m.len(), m)
-            }
-        };
-        let fit = self
-            .max_payload
-            .load(Ordering::Relaxed)
-            .saturating_sub(ANSWER_OVERHEAD)
-            / ID_BYTES;
-        let truncated = members.len() > fit;
-        members.truncate(fit);
-        let body = Value::Array(vec![
-            Value::from(request),
-            Value::from(count),
-            wire::id_list(&members),
-            Value::Bool(truncated),
-        ]);
-        wire::encode(self.head(Kind::Answer, Some(h.from)), &body)
     }
 
     /// Queues an encoded message for the broker (for node `to`, or every node):
