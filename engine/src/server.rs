@@ -91,8 +91,13 @@ impl Server {
     /// A server with `desc`, which is validated first.
     pub fn new(desc: ServerDescriptor) -> Result<Server> {
         desc.validate()?;
+        let tls = desc
+            .tls
+            .clone()
+            .map(crate::tls::TlsState::new)
+            .transpose()?;
         Ok(Server {
-            router: Router::new(desc),
+            router: Router::new(desc, tls),
             setup: Arc::default(),
         })
     }
