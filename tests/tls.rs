@@ -250,17 +250,47 @@ fn raw_rustls_clients_in_both_codecs() {
     }
 }
 
+/// A socket whose reads and writes interrupted by a signal (the server's executors
+/// share this process) are retried, which tungstenite does not do itself.
+struct Retrying(TcpStream);
+
+impl Read for Retrying {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Write for Retrying {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// A tungstenite client inside TLS, speaking protocol frames one per message.
 fn wss_login(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
     codec: Codec,
-) -> tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+) -> tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnection, Retrying>> {
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let tls = rustls::ClientConnection::new(config, name).unwrap();
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
-    let stream = rustls::StreamOwned::new(tls, tcp);
+    let stream = rustls::StreamOwned::new(tls, Retrying(tcp));
     let request = tungstenite::http::Request::builder()
         .uri(format!("wss://localhost:{}/conduit", addr.port()))
         .header("Host", addr.to_string())
@@ -341,6 +371,7 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
         match stream.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
                     e.kind(),
@@ -502,4 +533,52 @@ fn a_missing_or_bad_file_is_refused_at_new() {
     assert!(e.to_string().contains("bad-ca.pem"), "{e}");
     let e = Server::new(test_descriptor(PW).tls_handshake_timeout(Duration::ZERO)).unwrap_err();
     assert!(e.to_string().contains("tls_handshake_timeout"), "{e}");
+}
+
+/// The real netconduit 5.0.0 client: its descriptor's `ssl_*` fields are not used by
+/// its client, so `tls_client.py` passes netconduit's own SSL context to
+/// `asyncio.open_connection`; login, RPC (a large one too), a broadcast, and the
+/// client certificate seen by the handler, over TLS.
+#[matrix]
+fn netconduit_python_client_over_tls() {
+    use conduit_tests::netconduit::{script, spawn_python};
+    let files = Files::new();
+    let ca = Ca::new("ca");
+    let client_ca = Ca::new("client ca");
+    let ca_file = files.write("ca.pem", &ca.cert.pem());
+    let client_ca_file = files.write("client-ca.pem", &client_ca.cert.pem());
+    let (cert, key) = client_ca.issue("python", false);
+    let cert_file = files.write("python.pem", &cert);
+    let key_file = files.write("python.key", &key);
+    let tls = server_files(&files, &ca).client_ca(&client_ca_file, ClientAuth::Optional);
+    let (running, _server, addr) = server(test_descriptor(PW).tls(tls));
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let child = spawn_python(
+        &script("tls_client.py"),
+        &[
+            "--host".into(),
+            addr.ip().to_string(),
+            "--port".into(),
+            addr.port().to_string(),
+            "--password".into(),
+            PW.into(),
+            "--ca".into(),
+            path(&ca_file),
+            "--cert".into(),
+            path(&cert_file),
+            "--key".into(),
+            path(&key_file),
+        ],
+    );
+    let (status, out, err) = child.finish(Duration::from_secs(60));
+    running.stop().unwrap();
+    let failures: Vec<&String> = out.iter().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(failures.is_empty(), "{failures:#?}\nstderr:\n{err}");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("WHOAMI") && l.contains("'cn': 'python'")),
+        "{out:#?}"
+    );
+    assert_eq!(out.last().map(String::as_str), Some("6 passed, 0 failed"));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{err}");
 }
