@@ -128,6 +128,9 @@ fn server(desc: ServerDescriptor) -> (conduit::Running, Server, SocketAddr) {
         };
         Ok::<_, RpcError>(who)
     });
+    server.rpc_with(RpcInfo::new("peer"), |call| async move {
+        Ok::<_, RpcError>(Value::from(call.connection.peer_addr().to_string()))
+    });
     server.on("shout", |conn, data| async move {
         conn.server().broadcast("heard", data).await;
     });
@@ -517,6 +520,53 @@ fn reload_swaps_the_certificate_for_new_connections() {
     let mut after = raw_login(addr, trusts_second, Codec::Native);
     assert_eq!(call(&mut after, "echo", &hello(3)), hello(3));
     assert_eq!(call(&mut old, "echo", &hello(4)), hello(4));
+}
+
+#[matrix]
+fn handshakes_in_flight_count_against_max_pending() {
+    let files = Files::new();
+    let ca = Ca::new("ca");
+    let mut desc = test_descriptor(PW)
+        .tls(server_files(&files, &ca))
+        .tls_handshake_timeout(Duration::from_secs(3));
+    desc.max_pending = 2;
+    desc.max_pending_per_source = 2;
+    let (_running, _server, addr) = server(desc);
+    let mut silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Both are handshaking (accepted on their shard) before the third arrives.
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let mut third = TcpStream::connect(addr).unwrap();
+    assert!(closed_within(&mut third, Duration::from_secs(2)), "refused");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    // Once they time out, handshakes are taken again.
+    for s in &mut silent {
+        assert!(closed_within(s, WAIT));
+    }
+    let mut c = raw_login(addr, client_config(&ca, None), Codec::Native);
+    assert_eq!(call(&mut c, "echo", &hello(1)), hello(1));
+}
+
+#[matrix]
+fn a_proxy_header_comes_before_the_handshake() {
+    let files = Files::new();
+    let ca = Ca::new("ca");
+    let desc = test_descriptor(PW)
+        .tls(server_files(&files, &ca))
+        .trusted_proxies(["127.0.0.1/32".parse().unwrap()]);
+    let (_running, _server, addr) = server(desc);
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.write_all(b"PROXY TCP4 198.51.100.7 127.0.0.1 4321 8080\r\n")
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = rustls::ClientConnection::new(client_config(&ca, None), name).unwrap();
+    let mut c = TestClient::from_tls(tls, tcp, Codec::V1).unwrap();
+    let f = c.authenticate(PW).unwrap();
+    assert_eq!(f.header.kind, FrameKind::AuthSuccess);
+    assert_eq!(
+        call(&mut c, "peer", &Value::Nil),
+        Value::from("198.51.100.7:4321")
+    );
 }
 
 #[test]
