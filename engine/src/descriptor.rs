@@ -713,6 +713,10 @@ mod tests {
         assert_eq!(field_of(ServerDescriptor::new("")), "password");
         assert_eq!(field_of(ok().host("localhost:1")), "host");
         assert_eq!(field_of(ok().auth_timeout(Duration::ZERO)), "auth_timeout");
+        assert_eq!(
+            field_of(ok().tls_handshake_timeout(Duration::ZERO)),
+            "tls_handshake_timeout"
+        );
         assert_eq!(field_of(ok().max_connections(0)), "max_connections");
         assert_eq!(field_of(ok().buffer_size(10)), "buffer_size");
         assert_eq!(
