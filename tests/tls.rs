@@ -548,6 +548,43 @@ fn handshakes_in_flight_count_against_max_pending() {
 }
 
 #[matrix]
+fn auth_timeout_counts_from_accept_through_the_handshake() {
+    let files = Files::new();
+    let ca = Ca::new("ca");
+    let desc = test_descriptor(PW)
+        .tls(server_files(&files, &ca))
+        .auth_timeout(Duration::from_secs(2));
+    let (_running, _server, addr) = server(desc);
+    let start = Instant::now();
+    let tcp = TcpStream::connect(addr).unwrap();
+    // A slow handshake, done within the handshake timeout, then no login.
+    std::thread::sleep(Duration::from_millis(1500));
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = rustls::ClientConnection::new(client_config(&ca, None), name).unwrap();
+    let mut s = rustls::StreamOwned::new(tls, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).unwrap();
+    }
+    s.sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => panic!("not closed"),
+            Err(_) => break,
+        }
+    }
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(
+        took < Duration::from_millis(3300),
+        "from accept, not from the handshake: {took:?}"
+    );
+}
+
+#[matrix]
 fn a_proxy_header_comes_before_the_handshake() {
     let files = Files::new();
     let ca = Ca::new("ca");

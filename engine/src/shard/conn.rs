@@ -111,6 +111,9 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
         transport,
     } = admission;
     let desc = shard.router.descriptor();
+    // `auth_timeout` counts from here (past a PROXY header), through a TLS handshake
+    // and a WebSocket upgrade, to the login.
+    let accepted = Instant::now();
     if let Err(e) = stream.configure(desc.buffer_size) {
         tracing::debug!("socket options: {e}");
     }
@@ -155,7 +158,7 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
         id,
         nonce,
         hex::encode(token),
-        Instant::now(),
+        accepted,
     );
     let out = core.outbound().clone();
     let meta = ConnMeta::new(id, peer);
