@@ -438,6 +438,14 @@ impl TestClient {
         }
     }
 
+    /// The TLS connection, for a client made with [`from_tls`](Self::from_tls).
+    pub fn tls(&mut self) -> Option<&mut rustls::ClientConnection> {
+        match &mut self.stream {
+            Wire::Plain(_) => None,
+            Wire::Tls(s) => Some(&mut s.conn),
+        }
+    }
+
     /// The socket itself (for socket options and half-sent frames).
     pub fn stream(&self) -> &TcpStream {
         self.stream.tcp()

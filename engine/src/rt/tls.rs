@@ -2,8 +2,9 @@
 //! reader feeds it the ciphertext it reads from the socket and takes the plaintext
 //! out, and the writer encrypts what it would have written and writes the records.
 //! Only the writer writes to the socket once it runs; the reader wakes it when the TLS
-//! layer has records of its own to send (a key update's answer, an alert). Shared by
-//! server connections and the client.
+//! layer has records of its own to send (an alert; rustls sends the answer to a key
+//! update ahead of the next data records). Shared by server connections and the
+//! client.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
