@@ -410,7 +410,8 @@ impl Router {
     /// [`crate::tls`]): connections accepted from now on use them, those already
     /// open keep what they have. A file that does not load is refused — the error
     /// says which and why, and is logged — and the configuration in use stays.
-    /// `Error::Config` for `tls` too when the server has no TLS.
+    /// `Error::Config` for `tls` too when the server has no TLS. It reads files: from a
+    /// handler, call it on a blocking thread rather than on the shard.
     pub fn reload_tls(&self) -> crate::Result<()> {
         let Some(tls) = &self.inner.tls else {
             return Err(crate::Error::Config {
