@@ -675,3 +675,49 @@ fn netconduit_python_client_over_tls() {
     assert_eq!(out.last().map(String::as_str), Some("6 passed, 0 failed"));
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{err}");
 }
+
+/// Under `Server::run`, SIGHUP reloads the certificate. (Only this test of the binary
+/// runs a server with `run`, which takes SIGHUP; the signal is sent once it runs.)
+#[test]
+fn sighup_reloads_the_certificate_under_run() {
+    let files = Files::new();
+    let first = Ca::new("first");
+    let second = Ca::new("second");
+    let settings = server_files(&files, &first);
+    let server = Server::new(test_descriptor(PW).tls(settings.clone())).unwrap();
+    server.rpc_with(RpcInfo::new("echo"), |call| async move {
+        Ok::<_, RpcError>(call.params.clone())
+    });
+    let runner = {
+        let server = server.clone();
+        std::thread::spawn(move || server.run())
+    };
+    let deadline = Instant::now() + WAIT;
+    let addr = loop {
+        if let Some(addr) = server.local_addr() {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut old = raw_login(addr, client_config(&first, None), Codec::Native);
+    let (cert, key) = second.issue("conduit test server", true);
+    std::fs::write(&settings.cert_chain, cert).unwrap();
+    std::fs::write(&settings.private_key, key).unwrap();
+    // SAFETY: sends a signal to this process; `run` has a handler for it.
+    assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGHUP) }, 0);
+    let deadline = Instant::now() + WAIT;
+    let mut new = loop {
+        let mut c = raw(addr, client_config(&second, None), Codec::Native);
+        if let Ok(f) = c.authenticate(PW) {
+            assert_eq!(f.header.kind, FrameKind::AuthSuccess);
+            break c;
+        }
+        assert!(Instant::now() < deadline, "not reloaded");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(call(&mut new, "echo", &hello(1)), hello(1));
+    assert_eq!(call(&mut old, "echo", &hello(2)), hello(2));
+    server.stop();
+    runner.join().unwrap().unwrap();
+}
