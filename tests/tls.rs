@@ -721,3 +721,57 @@ fn sighup_reloads_the_certificate_under_run() {
     server.stop();
     runner.join().unwrap().unwrap();
 }
+
+/// Server memory per idle connection, plain and TLS (handshake done, not logged in),
+/// held by a Python child process so that only the server's memory is counted. A
+/// measurement, not a check: `cargo test -p conduit-tests --test tls --
+/// --ignored --exact memory_per_idle_connection --nocapture`.
+#[test]
+#[ignore = "a measurement; run it alone"]
+fn memory_per_idle_connection() {
+    use conduit_tests::netconduit::{script, spawn_python};
+    use conduit_tests::rss_bytes;
+    const COUNT: usize = 500;
+    let files = Files::new();
+    let ca = Ca::new("ca");
+    let ca_file = files.write("ca.pem", &ca.cert.pem());
+    for tls in [false, true] {
+        let mut desc = test_descriptor(PW)
+            .shards(1)
+            .auth_timeout(Duration::from_secs(60))
+            .tls_handshake_timeout(Duration::from_secs(60));
+        desc.max_connections = COUNT + 16;
+        desc.max_pending = COUNT + 16;
+        desc.max_pending_per_source = COUNT + 16;
+        if tls {
+            desc = desc.tls(server_files(&files, &ca));
+        }
+        let (running, _server, addr) = server(desc);
+        std::thread::sleep(Duration::from_millis(300));
+        let before = rss_bytes();
+        let mut args = vec![
+            "--host".into(),
+            addr.ip().to_string(),
+            "--port".into(),
+            addr.port().to_string(),
+            "--count".into(),
+            COUNT.to_string(),
+        ];
+        if tls {
+            args.extend(["--ca".into(), ca_file.to_str().unwrap().to_owned()]);
+        }
+        let mut child = spawn_python(&script("tls_hold.py"), &args);
+        child.wait_line("READY", Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(500));
+        let after = rss_bytes();
+        let per = (after.saturating_sub(before)) as f64 / COUNT as f64;
+        println!(
+            "{}: {COUNT} idle connections, server RSS +{:.1} MiB, {:.1} KiB each",
+            if tls { "TLS" } else { "plain" },
+            (after - before) as f64 / (1 << 20) as f64,
+            per / 1024.0
+        );
+        drop(child);
+        running.stop().unwrap();
+    }
+}
