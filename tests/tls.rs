@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use conduit::client::{blocking, ClientTls, TlsRoots};
 use conduit::tls::{ClientAuth, TlsSettings};
 use conduit::ws::WebSocketSettings;
-use conduit::{ClientDescriptor, Codec, RpcError, RpcInfo, Server, ServerDescriptor, Value};
+use conduit::{
+    ClientDescriptor, ClientError, Codec, RpcError, RpcInfo, Server, ServerDescriptor, Value,
+};
 use conduit_protocol::handshake::{ClientHandshake, ClientStep};
 use conduit_protocol::v1::V1Limits;
 use conduit_protocol::{DecoderLimits, Frame, FrameDecoder, FrameKind};
@@ -224,6 +226,18 @@ fn rust_client_logs_in_calls_and_hears_broadcasts_over_tls() {
         a.close();
         b.close();
     }
+    // The server's certificate is checked against the name the client expects.
+    let mut desc = client_desc(addr, Codec::Native, &ca_file);
+    desc.tls = Some(ClientTls::new(
+        "elsewhere.example",
+        TlsRoots::CaFile(ca_file.clone()),
+    ));
+    let start = Instant::now();
+    match blocking::Client::connect(desc) {
+        Err(ClientError::Io(e)) => assert!(e.to_string().contains("certificate"), "{e}"),
+        other => panic!("expected a certificate error, got {:?}", other.map(|_| ())),
+    }
+    assert!(start.elapsed() < WAIT, "refused at once, not retried");
 }
 
 #[matrix]
