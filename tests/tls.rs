@@ -163,7 +163,7 @@ fn client_config(ca: &Ca, identity: Option<(&str, &str)>) -> Arc<rustls::ClientC
     Arc::new(config)
 }
 
-/// A raw rustls client (the test helpers' wire client) connected to `addr`.
+/// A raw rustls client (`TestClient` over TLS) connected to `addr`.
 fn raw(addr: SocketAddr, config: Arc<rustls::ClientConfig>, codec: Codec) -> TestClient {
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let tls = rustls::ClientConnection::new(config, name).unwrap();
