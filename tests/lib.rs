@@ -119,9 +119,49 @@ pub fn aligned_copy(bytes: &[u8]) -> rkyv::util::AlignedVec<8> {
     v
 }
 
+/// A test client's socket: plain, or TLS over it (rustls).
+enum Wire {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Wire {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Wire::Plain(s) => s,
+            Wire::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.read(buf),
+            Wire::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.write(buf),
+            Wire::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Wire::Plain(s) => s.flush(),
+            Wire::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// A blocking test client.
 pub struct TestClient {
-    stream: TcpStream,
+    stream: Wire,
     decoder: FrameDecoder,
     /// The codec it speaks.
     pub codec: Codec,
@@ -139,8 +179,25 @@ impl TestClient {
     /// Wraps a stream connected by the caller (e.g. with socket options that must be
     /// set before connecting).
     pub fn from_stream(stream: TcpStream, codec: Codec) -> io::Result<TestClient> {
-        stream.set_read_timeout(Some(FRAME_WAIT))?;
-        stream.set_nodelay(true)?;
+        TestClient::over(Wire::Plain(stream), codec)
+    }
+
+    /// Speaks TLS (`tls`, a fresh rustls client) over `stream`; the handshake runs
+    /// with the first write.
+    pub fn from_tls(
+        tls: rustls::ClientConnection,
+        stream: TcpStream,
+        codec: Codec,
+    ) -> io::Result<TestClient> {
+        TestClient::over(
+            Wire::Tls(Box::new(rustls::StreamOwned::new(tls, stream))),
+            codec,
+        )
+    }
+
+    fn over(stream: Wire, codec: Codec) -> io::Result<TestClient> {
+        stream.tcp().set_read_timeout(Some(FRAME_WAIT))?;
+        stream.tcp().set_nodelay(true)?;
         Ok(TestClient {
             stream,
             decoder: FrameDecoder::new(DecoderLimits {
@@ -218,7 +275,8 @@ impl TestClient {
 
     /// Writes raw bytes.
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
     /// The next frame from the server (waits up to [`FRAME_WAIT`]).
@@ -381,9 +439,17 @@ impl TestClient {
         }
     }
 
+    /// The TLS connection, for a client made with [`from_tls`](Self::from_tls).
+    pub fn tls(&mut self) -> Option<&mut rustls::ClientConnection> {
+        match &mut self.stream {
+            Wire::Plain(_) => None,
+            Wire::Tls(s) => Some(&mut s.conn),
+        }
+    }
+
     /// The socket itself (for socket options and half-sent frames).
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.stream.tcp()
     }
 
     /// The next frame if one arrives within `wait`: `Ok(None)` when the socket stays
@@ -391,9 +457,10 @@ impl TestClient {
     /// answered.
     pub fn poll_frame(&mut self, wait: Duration) -> io::Result<Option<OwnedFrame>> {
         self.stream
+            .tcp()
             .set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
         let got = self.next_frame();
-        self.stream.set_read_timeout(Some(FRAME_WAIT))?;
+        self.stream.tcp().set_read_timeout(Some(FRAME_WAIT))?;
         match got {
             Ok(f) => Ok(Some(f)),
             Err(e)

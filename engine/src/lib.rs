@@ -71,6 +71,7 @@ mod router;
 pub mod rt;
 mod server;
 mod shard;
+pub mod tls;
 pub mod tokens;
 pub mod ws;
 

@@ -91,8 +91,13 @@ impl Server {
     /// A server with `desc`, which is validated first.
     pub fn new(desc: ServerDescriptor) -> Result<Server> {
         desc.validate()?;
+        let tls = desc
+            .tls
+            .clone()
+            .map(crate::tls::TlsState::new)
+            .transpose()?;
         Ok(Server {
-            router: Router::new(desc),
+            router: Router::new(desc, tls),
             setup: Arc::default(),
         })
     }
@@ -363,21 +368,32 @@ impl Server {
     // ---- lifecycle -----------------------------------------------------------------
 
     /// Runs the server until [`stop`](Router::stop), SIGINT or SIGTERM; then shuts down
-    /// gracefully and returns.
+    /// gracefully and returns. A server with TLS also reloads its certificate on
+    /// SIGHUP (as [`reload_tls`](Router::reload_tls) does; a failed reload is logged
+    /// and the certificate in use stays).
     pub fn run(&self) -> Result<()> {
-        let signals = signal_hook::iterator::Signals::new([
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-        ])?;
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut wanted = vec![SIGINT, SIGTERM];
+        if self.descriptor().tls.is_some() {
+            wanted.push(SIGHUP);
+        }
+        let signals = signal_hook::iterator::Signals::new(wanted)?;
         let handle = signals.handle();
         let server = self.clone();
         let watcher = std::thread::Builder::new()
             .name("conduit-signals".into())
             .spawn(move || {
                 let mut signals = signals;
-                if let Some(sig) = signals.forever().next() {
+                for sig in signals.forever() {
+                    if sig == SIGHUP {
+                        tracing::info!("SIGHUP: reloading the TLS certificate");
+                        // Logged either way by reload_tls.
+                        let _ = server.reload_tls();
+                        continue;
+                    }
                     tracing::info!(signal = sig, "signal received; stopping");
                     server.stop();
+                    break;
                 }
             })?;
         let result = self.start().and_then(Running::wait);

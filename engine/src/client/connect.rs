@@ -15,6 +15,7 @@ use super::loops::Conn;
 use super::{ClientDescriptor, ClientError, ClientResult};
 use crate::rt::exec::sleep;
 use crate::rt::net::SharedStream;
+use crate::rt::tls::TlsLayer;
 
 /// A connection that just logged in.
 pub(super) struct Established {
@@ -93,6 +94,17 @@ async fn login(
     addr: SocketAddr,
 ) -> ClientResult<Established> {
     let stream = SharedStream::connect(addr, desc.connect_timeout).await?;
+    let tls = match &desc.tls {
+        None => None,
+        Some(settings) => {
+            let tls = rustls::ClientConnection::new(settings.config()?, settings.name()?)
+                .map_err(io::Error::other)?;
+            let layer = TlsLayer::new(tls);
+            layer.handshake(&stream, &[]).await?;
+            Some(layer)
+        }
+    };
+    let tls_ref = tls.as_ref();
     let mut decoder = FrameDecoder::new(DecoderLimits {
         max_payload_bytes: desc.max_frame_bytes,
         initial_buffer_bytes: 4096,
@@ -109,7 +121,7 @@ async fn login(
             &desc.version,
         ),
     };
-    stream.write_all(&hs.start(wall_clock_ms())?).await?;
+    write(&stream, tls_ref, &hs.start(wall_clock_ms())?).await?;
     loop {
         // Bytes after the last login frame stay in the decoder for the reader: a
         // message the server sends right after AUTH_SUCCESS is never lost.
@@ -117,7 +129,7 @@ async fn login(
             match decoder.next_frame()? {
                 Some(frame) => break hs.on_frame(&frame, v1_limits, wall_clock_ms())?,
                 None => {
-                    let n = read_some(&stream, decoder.spare()).await?;
+                    let n = read_some(&stream, tls_ref, decoder.spare()).await?;
                     if n == 0 {
                         return Err(ClientError::Io(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -129,9 +141,9 @@ async fn login(
             }
         };
         match step {
-            ClientStep::Send(frame) => stream.write_all(&frame).await?,
+            ClientStep::Send(frame) => write(&stream, tls_ref, &frame).await?,
             ClientStep::Done(info) => {
-                let conn = Rc::new(Conn::new(stream, desc));
+                let conn = Rc::new(Conn::new(stream, tls, desc));
                 return Ok(Established {
                     conn,
                     decoder,
@@ -142,10 +154,32 @@ async fn login(
     }
 }
 
-/// Reads what is there, retrying reads interrupted by a signal.
-async fn read_some(stream: &SharedStream, buf: &mut [u8]) -> io::Result<usize> {
+/// Writes `bytes` before the writer runs: as they are, or encrypted.
+async fn write(stream: &SharedStream, tls: Option<&TlsLayer>, bytes: &[u8]) -> io::Result<()> {
+    match tls {
+        None => stream.write_all(bytes).await,
+        Some(tls) => tls.write_direct(stream, bytes).await,
+    }
+}
+
+/// Reads what is there (decrypted, over TLS), retrying reads interrupted by a signal.
+async fn read_some(
+    stream: &SharedStream,
+    tls: Option<&TlsLayer>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
     loop {
-        match stream.read(buf).await {
+        let read = match tls {
+            None => stream.read(buf).await,
+            Some(tls) => {
+                // No writer yet: what the TLS layer has to send goes out here.
+                let r = tls
+                    .read(stream, buf, &crate::core::LocalNotify::default())
+                    .await;
+                tls.take_direct(stream).await.and(r)
+            }
+        };
+        match read {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             r => return r,
         }

@@ -129,6 +129,10 @@ pub struct ClientDescriptor {
     /// glommio where io_uring works, else tokio. The async [`Client`](super::Client)
     /// runs on whatever thread it is used from.
     pub runtime: crate::rt::Runtime,
+    /// TLS to the server (a server with
+    /// [`ServerDescriptor::tls`](crate::ServerDescriptor::tls)). Default `None`:
+    /// plain TCP.
+    pub tls: Option<super::tls::ClientTls>,
 }
 
 impl Default for ClientDescriptor {
@@ -138,6 +142,7 @@ impl Default for ClientDescriptor {
             port: 8080,
             password: crate::descriptor::Password::default(),
             token: None,
+            tls: None,
             codec: Codec::Native,
             runtime: crate::rt::Runtime::Auto,
             connect_timeout: Duration::from_secs(10),
@@ -190,6 +195,12 @@ impl ClientDescriptor {
     /// Logs in with `token` instead of the password.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into().into());
+        self
+    }
+
+    /// Connects over TLS.
+    pub fn tls(mut self, tls: super::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -291,6 +302,11 @@ impl ClientDescriptor {
             |field: &'static str, problem: String| Err(ClientError::Config { field, problem });
         if self.host.is_empty() {
             return bad("host", "must not be empty".into());
+        }
+        if let Some(tls) = &self.tls {
+            if let Err(e) = rustls_pki_types::ServerName::try_from(tls.server_name.as_str()) {
+                return bad("tls", format!("server_name {:?}: {e}", tls.server_name));
+            }
         }
         if self.connect_timeout.is_zero() {
             return bad("connect_timeout", "must be greater than zero".into());

@@ -19,6 +19,7 @@ use super::{ClientDescriptor, ClientError, ClientResult, DisconnectReason};
 use crate::core::Outbound;
 use crate::rt::exec::{sleep, spawn_task, Timer};
 use crate::rt::net::SharedStream;
+use crate::rt::tls::TlsLayer;
 use crate::rt::writer;
 
 /// Most bytes one gathered write carries.
@@ -41,14 +42,17 @@ pub(super) struct Conn {
     pub close: RefCell<Option<DisconnectReason>>,
     /// Wakes the reader when a close is requested.
     pub close_requested: crate::core::LocalNotify,
+    /// The TLS layer, over a TLS connection.
+    tls: Option<TlsLayer>,
 }
 
 impl Conn {
     /// A connection over `stream`, logged in with `desc`'s codec, with
     /// `max_outbound_bytes` of send queue.
-    pub fn new(stream: SharedStream, desc: &ClientDescriptor) -> Conn {
+    pub fn new(stream: SharedStream, tls: Option<TlsLayer>, desc: &ClientDescriptor) -> Conn {
         Conn {
             stream,
+            tls,
             out: Outbound::new(desc.max_outbound_bytes),
             codec: desc.codec,
             max_frame_bytes: desc.max_frame_bytes,
@@ -174,7 +178,12 @@ async fn read_loop(
         }
         let event = {
             let spare = decoder.spare();
-            let read = async { Event::Read(conn.stream.read(spare).await) };
+            let read = async {
+                Event::Read(match &conn.tls {
+                    None => conn.stream.read(spare).await,
+                    Some(tls) => tls.read(&conn.stream, spare, &conn.out.ready).await,
+                })
+            };
             let closed = async {
                 conn.close_requested.wait().await;
                 Event::Close
@@ -215,7 +224,8 @@ async fn read_loop(
 /// Drains the send queue with the server's writer (gathered writes) until it is closed
 /// and empty.
 async fn write_loop(conn: Rc<Conn>) {
-    if let Err(e) = writer::write_loop(&conn.out, &conn.stream, MAX_BATCH_BYTES, false).await {
+    let tls = conn.tls.as_ref();
+    if let Err(e) = writer::write_loop(&conn.out, &conn.stream, MAX_BATCH_BYTES, false, tls).await {
         conn.request_close(DisconnectReason::Io(e.to_string()));
     }
 }

@@ -70,6 +70,7 @@ mod pending;
 mod proto;
 mod shared;
 mod supervise;
+mod tls;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -82,6 +83,7 @@ pub use descriptor::{ClientDescriptor, ReconnectPolicy};
 pub use error::{ClientError, ClientEvent, DisconnectReason, Events};
 pub use executor::{run_local, spawn_executor, spawn_executor_on, ExecutorThread};
 pub(crate) use shared::SharedStatus;
+pub use tls::{ClientTls, TlsRoots};
 
 use crate::id::ConnectionId;
 use pending::Awaiting;

@@ -236,6 +236,15 @@ pub struct ServerDescriptor {
     /// A WebSocket listener for browsers, besides the TCP one (see [`crate::ws`]).
     /// Default `None`.
     pub websocket: Option<crate::ws::WebSocketSettings>,
+    /// TLS on the TCP listener and on the WebSocket one, if any (see [`crate::tls`]).
+    /// Its PEM files are read by [`Server::new`](crate::Server::new). Default `None`:
+    /// plain TCP.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// Time a new connection has to complete its TLS handshake, counted from accept
+    /// (past a PROXY header); the smaller of this and `auth_timeout` applies. While
+    /// handshaking it counts as logging in (`max_pending`, `max_pending_per_source`).
+    /// Default 10 s.
+    pub tls_handshake_timeout: Duration,
     /// Most connections logging in at once (accepted, not yet authenticated), so the
     /// rest of `max_connections` is kept for authenticated clients. Default 256.
     pub max_pending: usize,
@@ -333,6 +342,8 @@ impl ServerDescriptor {
             cluster: None,
             tokens: None,
             websocket: None,
+            tls: None,
+            tls_handshake_timeout: Duration::from_secs(10),
             max_pending: 256,
             max_pending_per_source: 16,
             max_auth_failures_per_source: 5,
@@ -387,6 +398,19 @@ impl ServerDescriptor {
         self.websocket = Some(settings);
         self
     }
+
+    /// Speaks TLS on every listener (see [`crate::tls`]).
+    pub fn tls(mut self, settings: crate::tls::TlsSettings) -> Self {
+        self.tls = Some(settings);
+        self
+    }
+
+    /// Sets `tls_handshake_timeout`.
+    pub fn tls_handshake_timeout(mut self, d: Duration) -> Self {
+        self.tls_handshake_timeout = d;
+        self
+    }
+
     /// Takes token logins (see [`crate::tokens`]).
     pub fn tokens(mut self, tokens: crate::tokens::TokenAuth) -> Self {
         self.tokens = Some(tokens);
@@ -620,6 +644,9 @@ impl ServerDescriptor {
         if let Some(w) = &self.websocket {
             w.validate()?;
         }
+        if self.tls_handshake_timeout.is_zero() {
+            return bad("tls_handshake_timeout", "must be greater than zero".into());
+        }
         Ok(())
     }
 
@@ -688,6 +715,10 @@ mod tests {
         assert_eq!(field_of(ServerDescriptor::new("")), "password");
         assert_eq!(field_of(ok().host("localhost:1")), "host");
         assert_eq!(field_of(ok().auth_timeout(Duration::ZERO)), "auth_timeout");
+        assert_eq!(
+            field_of(ok().tls_handshake_timeout(Duration::ZERO)),
+            "tls_handshake_timeout"
+        );
         assert_eq!(field_of(ok().max_connections(0)), "max_connections");
         assert_eq!(field_of(ok().buffer_size(10)), "buffer_size");
         assert_eq!(

@@ -39,6 +39,8 @@ pub(crate) struct ConnMeta {
     extensions_closed: AtomicBool,
     /// The verified token of a token login (replaced when the client refreshes it).
     token: Mutex<Option<Arc<crate::tokens::TokenClaims>>>,
+    /// The client certificate verified during the TLS handshake.
+    pub peer_certificate: std::sync::OnceLock<crate::tls::PeerCertificate>,
 }
 
 impl ConnMeta {
@@ -52,6 +54,7 @@ impl ConnMeta {
             rooms: Mutex::default(),
             extensions: Mutex::default(),
             token: Mutex::default(),
+            peer_certificate: std::sync::OnceLock::new(),
             extensions_closed: AtomicBool::new(false),
         }
     }
@@ -133,6 +136,14 @@ impl Connection {
     /// its PROXY header gave (the proxy's own when the header carries none).
     pub fn peer_addr(&self) -> SocketAddr {
         self.meta.peer_addr
+    }
+
+    /// The certificate the client presented in the TLS handshake, verified against
+    /// [`TlsSettings::client_ca`](crate::tls::TlsSettings::client_ca): its DER, its
+    /// subject's common name, its DNS names. `None` without TLS, without client
+    /// certificates, or when an optional one was not given.
+    pub fn peer_certificate(&self) -> Option<&crate::tls::PeerCertificate> {
+        self.meta.peer_certificate.get()
     }
 
     /// The verified token the client logged in with (its latest refresh), or `None`

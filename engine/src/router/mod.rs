@@ -273,6 +273,8 @@ impl Drop for Listed {
 pub(crate) struct RouterInner {
     /// The settings the server was built with.
     desc: ServerDescriptor,
+    /// The TLS configuration in force, with `desc.tls`.
+    tls: Option<crate::tls::TlsState>,
     /// Set while running.
     run: RwLock<Option<Arc<RunState>>>,
     /// Counters and gauges shared by every shard.
@@ -309,11 +311,12 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
-    pub(crate) fn new(desc: ServerDescriptor) -> Router {
+    pub(crate) fn new(desc: ServerDescriptor, tls: Option<crate::tls::TlsState>) -> Router {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         Router {
             inner: Arc::new(RouterInner {
                 desc,
+                tls,
                 run: RwLock::new(None),
                 stats: Stats::default(),
                 states: RwLock::default(),
@@ -396,6 +399,36 @@ impl Router {
     /// The descriptor the server was built with.
     pub fn descriptor(&self) -> &ServerDescriptor {
         &self.inner.desc
+    }
+
+    /// The TLS configuration in force, when the server speaks TLS.
+    pub(crate) fn tls(&self) -> Option<&crate::tls::TlsState> {
+        self.inner.tls.as_ref()
+    }
+
+    /// Reads the TLS certificate, key and client CA files again (see
+    /// [`crate::tls`]): connections accepted from now on use them, those already
+    /// open keep what they have. A file that does not load is refused — the error
+    /// says which and why, and is logged — and the configuration in use stays.
+    /// `Error::Config` for `tls` too when the server has no TLS. It reads files: from a
+    /// handler, call it on a blocking thread rather than on the shard.
+    pub fn reload_tls(&self) -> crate::Result<()> {
+        let Some(tls) = &self.inner.tls else {
+            return Err(crate::Error::Config {
+                field: "tls",
+                problem: "the server has no TLS settings to reload".into(),
+            });
+        };
+        match tls.reload() {
+            Ok(()) => {
+                tracing::info!("TLS certificate reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("TLS reload refused, keeping the certificate in use: {e}");
+                Err(e)
+            }
+        }
     }
 
     /// The server's name.

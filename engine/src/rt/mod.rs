@@ -12,6 +12,7 @@ mod glommio;
 pub(crate) mod net;
 #[cfg(feature = "tokio")]
 pub mod service;
+pub(crate) mod tls;
 #[cfg(feature = "tokio")]
 mod tokio;
 pub(crate) mod writer;

@@ -10,6 +10,7 @@ use futures_lite::FutureExt;
 
 use super::exec::sleep;
 use super::net::{SharedStream, MAX_IOVECS};
+use super::tls::TlsLayer;
 use crate::core::outbound::{Outbound, KEEP_FRAMES};
 
 /// Writes what `out` queues until it is closed and empty, then closes the write side.
@@ -20,21 +21,43 @@ use crate::core::outbound::{Outbound, KEEP_FRAMES};
 /// With `websocket`, every protocol frame goes out in a binary WebSocket message (its
 /// header added here, per connection: the frame itself may be shared with TCP peers),
 /// and WebSocket control frames the transport queued go out as they are.
+///
+/// With `tls`, what would have been written is encrypted first and the records are
+/// written (one write per batch); records the TLS layer has of its own (the reader
+/// notifies `out.ready` for them) go out too, and a close_notify ends the stream.
 pub(crate) async fn write_loop(
     out: &Outbound,
     stream: &SharedStream,
     max_batch_bytes: usize,
     websocket: bool,
+    tls: Option<&TlsLayer>,
 ) -> io::Result<()> {
     // Grows with bursts, up to MAX_IOVECS entries; released again when idle.
     let mut batch: Vec<Bytes> = Vec::new();
-    loop {
+    // TLS records to write; likewise released when idle.
+    let mut records: Vec<u8> = Vec::new();
+    let result = loop {
+        if let Some(tls) = tls.filter(|t| t.wants_write()) {
+            // The TLS layer's own records (answers to what the reader took in).
+            let sent = match tls.take_records(&mut records) {
+                Ok(()) => stream.write_all(&records).await,
+                Err(e) => Err(e),
+            };
+            records.clear();
+            if let Err(e) = sent {
+                break Err(e);
+            }
+            continue;
+        }
         if out.is_empty() {
             if out.is_closed() {
-                break;
+                break Ok(());
             }
             if batch.capacity() > KEEP_FRAMES {
                 batch = Vec::new();
+            }
+            if records.capacity() > KEEP_RECORD_BYTES {
+                records = Vec::new();
             }
             out.ready.wait().await;
             continue;
@@ -51,18 +74,42 @@ pub(crate) async fn write_loop(
         // A lone frame (a reply, one broadcast) is written as it is; everything else
         // queued since the last wake-up (up to the batch limits) goes out in one
         // gathered write while the socket takes it.
-        let written = if websocket {
-            // Headers interleaved: half the iovecs each.
-            out.take_batch(&mut batch, MAX_IOVECS / 2, max_batch_bytes);
-            let headers = crate::ws::frame::headers_for(&batch);
-            let mut framed: Vec<Bytes> = Vec::with_capacity(batch.len() * 2);
-            for (h, f) in headers.into_iter().zip(batch.drain(..)) {
-                if !h.is_empty() {
-                    framed.push(h);
+        let written = if websocket || tls.is_some() {
+            let mut framed = if websocket {
+                // Headers interleaved: half the iovecs each.
+                out.take_batch(&mut batch, MAX_IOVECS / 2, max_batch_bytes);
+                let headers = crate::ws::frame::headers_for(&batch);
+                let mut framed: Vec<Bytes> = Vec::with_capacity(batch.len() * 2);
+                for (h, f) in headers.into_iter().zip(batch.drain(..)) {
+                    if !h.is_empty() {
+                        framed.push(h);
+                    }
+                    framed.push(f);
                 }
-                framed.push(f);
+                framed
+            } else {
+                out.take_batch(&mut batch, MAX_IOVECS, max_batch_bytes);
+                std::mem::take(&mut batch)
+            };
+            let written = match tls {
+                Some(tls) => {
+                    let sealed = tls.seal(&framed, &mut records);
+                    framed.clear();
+                    let written = match sealed {
+                        Ok(()) => stream.write_all(&records).await,
+                        Err(e) => Err(e),
+                    };
+                    records.clear();
+                    written
+                }
+                None => stream.write_batch(&mut framed).await,
+            };
+            if !websocket {
+                // The batch's room, kept for the next one.
+                framed.clear();
+                batch = framed;
             }
-            stream.write_batch(&mut framed).await
+            written
         } else {
             match out.take_single() {
                 Some(frame) => stream.write_frame(frame).await,
@@ -74,15 +121,27 @@ pub(crate) async fn write_loop(
         };
         out.finish_batch();
         if let Err(e) = written {
-            batch.clear();
-            out.clear();
-            out.close();
-            return Err(e);
+            break Err(e);
+        }
+    };
+    if let Err(e) = result {
+        batch.clear();
+        out.clear();
+        out.close();
+        return Err(e);
+    }
+    if let Some(tls) = tls {
+        tls.close_notify();
+        if tls.take_records(&mut records).is_ok() {
+            let _ = stream.write_all(&records).await;
         }
     }
     stream.shutdown_write().await;
     Ok(())
 }
+
+/// Room for TLS records kept between batches while a connection is idle.
+const KEEP_RECORD_BYTES: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -188,7 +247,9 @@ mod tests {
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }
                 });
-                write_loop(&out, &stream, 256 * 1024, false).await.unwrap();
+                write_loop(&out, &stream, 256 * 1024, false, None)
+                    .await
+                    .unwrap();
                 assert_eq!(out.pending_bytes(), 0);
                 let got = reader.join().unwrap();
                 (got, expect)
@@ -218,7 +279,7 @@ mod tests {
                     .unwrap();
                 let _ = peer.shutdown(Shutdown::Read);
                 drop(peer);
-                let r = write_loop(&out, &stream, 256 * 1024, false).await;
+                let r = write_loop(&out, &stream, 256 * 1024, false, None).await;
                 (
                     r.map_err(|e| e.kind()),
                     out.is_closed(),

@@ -248,7 +248,10 @@ fn refuse(
             sleep(wait).await;
             None
         };
-        if transport == Transport::WebSocket {
+        if shard.router.tls().is_some() {
+            // Before a handshake nothing can be said that a TLS client would read.
+            drop((codec, timeout));
+        } else if transport == Transport::WebSocket {
             drop((codec, timeout));
             // It speaks HTTP until upgraded: told so in HTTP, at once.
             let text = reason.wire_text();

@@ -23,6 +23,7 @@ use crate::router::{
 };
 use crate::rt::exec::{sleep, spawn_task, Task};
 use crate::rt::net::SharedStream;
+use crate::rt::tls::{self, TlsLayer};
 use crate::rt::writer::write_loop;
 use crate::ws::Transport;
 
@@ -42,6 +43,8 @@ pub(crate) struct LocalConn {
     /// The WebSocket framing state, for a connection that came through the WebSocket
     /// listener.
     ws: Option<WsConn>,
+    /// The TLS layer, below the WebSocket framing, when the server speaks TLS.
+    tls: Option<TlsLayer>,
     /// First reason anyone asked this connection to close for.
     close: Cell<Option<CloseReason>>,
     /// Wakes the reader (and abandons a running handler) when a close is requested.
@@ -108,15 +111,31 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
         transport,
     } = admission;
     let desc = shard.router.descriptor();
+    // `auth_timeout` counts from here (past a PROXY header), through a TLS handshake
+    // and a WebSocket upgrade, to the login.
+    let accepted = Instant::now();
     if let Err(e) = stream.configure(desc.buffer_size) {
         tracing::debug!("socket options: {e}");
     }
-    // A WebSocket connection upgrades first (its slot and login budget held, and
-    // given back if it never does).
+    // TLS first, then a WebSocket upgrade inside it (its slot and login budget held
+    // throughout, and given back if either fails).
+    let (tls, first_bytes) = match shard.router.tls() {
+        None => (None, first_bytes),
+        Some(state) => {
+            let wait = desc.tls_handshake_timeout.min(desc.auth_timeout);
+            match handshake(&stream, state.config(), &first_bytes, wait).await {
+                Some(layer) => (Some(layer), Vec::new()),
+                None => {
+                    stream.shutdown_both();
+                    return;
+                }
+            }
+        }
+    };
     let (ws, early) = match (transport, &desc.websocket) {
         (Transport::WebSocket, Some(settings)) => {
             let wait = settings.upgrade_timeout.min(desc.auth_timeout);
-            match websocket::upgrade(&stream, settings, wait, first_bytes).await {
+            match websocket::upgrade(&stream, tls.as_ref(), settings, wait, first_bytes).await {
                 Some(early) => {
                     let max = desc.max_frame_bytes as usize + conduit_protocol::HEADER_LEN;
                     (Some(WsConn::new(max)), early)
@@ -139,15 +158,24 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
         id,
         nonce,
         hex::encode(token),
-        Instant::now(),
+        accepted,
     );
     let out = core.outbound().clone();
+    let meta = ConnMeta::new(id, peer);
+    if let Some(cert) = tls
+        .as_ref()
+        .and_then(TlsLayer::peer_certificates)
+        .and_then(crate::tls::PeerCertificate::new)
+    {
+        let _ = meta.peer_certificate.set(cert);
+    }
     let conn = Rc::new(LocalConn {
-        meta: Arc::new(ConnMeta::new(id, peer)),
+        meta: Arc::new(meta),
         core: RefCell::new(core),
         out,
         stream,
         ws,
+        tls,
         close: Cell::new(None),
         close_requested: LocalNotify::default(),
         slot: Cell::new(usize::MAX),
@@ -174,7 +202,8 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
         let max_batch = desc.max_write_batch_bytes;
         spawn_task(async move {
             let ws = conn.ws.is_some();
-            if let Err(e) = write_loop(&conn.out, &conn.stream, max_batch, ws).await {
+            let tls = conn.tls.as_ref();
+            if let Err(e) = write_loop(&conn.out, &conn.stream, max_batch, ws, tls).await {
                 conn.request_close(CloseReason::Io(e.kind()));
             }
         })
@@ -271,7 +300,52 @@ async fn first_frames(
     handle_frames(shard, conn, decoder).await
 }
 
+/// Completes a TLS handshake within `wait`, starting with `early` (read already, past
+/// a PROXY header); `None` when it failed, timed out or the peer left.
+async fn handshake(
+    stream: &SharedStream,
+    config: Arc<rustls::ServerConfig>,
+    early: &[u8],
+    wait: std::time::Duration,
+) -> Option<TlsLayer> {
+    let layer = match rustls::ServerConnection::new(config) {
+        Ok(c) => TlsLayer::new(c),
+        Err(e) => {
+            tracing::error!("TLS: {e}");
+            return None;
+        }
+    };
+    let work = async { Some(layer.handshake(stream, early).await) };
+    let late = async {
+        sleep(wait).await;
+        None
+    };
+    match work.or(late).await {
+        Some(Ok(())) => Some(layer),
+        Some(Err(e)) => {
+            if tls::is_protocol_error(&e) {
+                tracing::debug!("TLS handshake refused: {e}");
+            } else {
+                tracing::debug!("TLS handshake cut off: {e}");
+            }
+            None
+        }
+        None => {
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
 impl LocalConn {
+    /// Reads into `buf` what the peer sent: as it is on TCP, or decrypted.
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match &self.tls {
+            None => self.stream.read(buf).await,
+            Some(tls) => tls.read(&self.stream, buf, &self.out.ready).await,
+        }
+    }
+
     /// Makes the `n` bytes just read into `decoder`'s spare room part of its buffer:
     /// as they are on TCP, or taken out of their WebSocket frames.
     fn took(&self, decoder: &mut FrameDecoder, n: usize) -> Result<(), CloseReason> {
@@ -293,7 +367,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<LocalConn>, decoder: &mut FrameD
         }
         let read = {
             let spare = decoder.spare();
-            let read = async { Some(conn.stream.read(spare).await) };
+            let read = async { Some(conn.read(spare).await) };
             let closed = async {
                 conn.close_requested.wait().await;
                 None
@@ -404,7 +478,7 @@ async fn run_watched(
                 // A full buffer waits for the handler: the peer is throttled.
                 std::future::pending::<()>().await;
             }
-            match conn.stream.read(spare).await {
+            match conn.read(spare).await {
                 Ok(0) => break CloseReason::PeerClosed,
                 Ok(n) => {
                     if let Err(reason) = conn.took(decoder, n) {

@@ -11,6 +11,7 @@ use futures_lite::FutureExt;
 use crate::core::{CloseReason, Outbound, PeerMisbehaved};
 use crate::rt::exec::sleep;
 use crate::rt::net::SharedStream;
+use crate::rt::tls::TlsLayer;
 use crate::ws::frame::{self, Deframer, WsControl};
 use crate::ws::upgrade::{answer, UpgradeRefusal};
 use crate::ws::WebSocketSettings;
@@ -85,6 +86,7 @@ impl WsConn {
 /// `None` when it was refused (an HTTP error was sent), timed out or the peer left.
 pub(crate) async fn upgrade(
     stream: &SharedStream,
+    tls: Option<&TlsLayer>,
     settings: &WebSocketSettings,
     wait: Duration,
     first_bytes: Vec<u8>,
@@ -97,7 +99,7 @@ pub(crate) async fn upgrade(
         loop {
             match answer(&buf[..filled], settings) {
                 Ok(Some(up)) => {
-                    stream.write_all(&up.response).await.ok()?;
+                    write(stream, tls, &up.response).await.ok()?;
                     return Some(buf[up.consumed..filled].to_vec());
                 }
                 Ok(None) => {
@@ -105,13 +107,25 @@ pub(crate) async fn upgrade(
                         let grown = (buf.len() * 2).min(settings.max_upgrade_request_bytes);
                         buf.resize(grown.max(filled + 1), 0);
                     }
-                    match stream.read(&mut buf[filled..]).await {
+                    let read = match tls {
+                        None => stream.read(&mut buf[filled..]).await,
+                        // Nothing for the writer yet: it starts after the upgrade.
+                        Some(tls) => {
+                            let wake = crate::core::LocalNotify::default();
+                            let r = tls.read(stream, &mut buf[filled..], &wake).await;
+                            match tls.take_direct(stream).await {
+                                Ok(()) => r,
+                                Err(e) => Err(e),
+                            }
+                        }
+                    };
+                    match read {
                         Ok(0) | Err(_) => return None,
                         Ok(n) => filled += n,
                     }
                 }
                 Err(refusal) => {
-                    refuse(stream, &refusal).await;
+                    refuse(stream, tls, &refusal).await;
                     return None;
                 }
             }
@@ -125,7 +139,15 @@ pub(crate) async fn upgrade(
     work.or(late).await
 }
 
-async fn refuse(stream: &SharedStream, refusal: &UpgradeRefusal) {
+async fn refuse(stream: &SharedStream, tls: Option<&TlsLayer>, refusal: &UpgradeRefusal) {
     tracing::debug!("websocket upgrade refused: {refusal}");
-    let _ = stream.write_all(&refusal.response()).await;
+    let _ = write(stream, tls, &refusal.response()).await;
+}
+
+/// Writes `bytes` before the writer runs: as they are, or encrypted.
+async fn write(stream: &SharedStream, tls: Option<&TlsLayer>, bytes: &[u8]) -> std::io::Result<()> {
+    match tls {
+        None => stream.write_all(bytes).await,
+        Some(tls) => tls.write_direct(stream, bytes).await,
+    }
 }

@@ -10,6 +10,10 @@
 //! `max_upgrade_request_bytes`, and an `Origin` outside `allowed_origins` is refused
 //! (403), so a page on another site cannot open connections with its visitors'
 //! browsers.
+//!
+//! With [`ServerDescriptor::tls`](crate::ServerDescriptor::tls) the listener speaks
+//! `wss://`: the TLS handshake first, then the upgrade and the WebSocket framing inside
+//! TLS (see [`crate::tls`]).
 
 pub(crate) mod frame;
 pub(crate) mod upgrade;
