@@ -51,9 +51,39 @@ fn server() -> (conduit::Running, SocketAddr, SocketAddr) {
     (running, tcp, ws)
 }
 
+/// A socket that retries reads and writes a signal interrupted: the server's executors
+/// share this process, and their signals can interrupt a blocking call.
+struct Retrying(TcpStream);
+
+impl Read for Retrying {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Write for Retrying {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// A WebSocket client speaking protocol frames, one per binary message.
 struct WsClient {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Retrying>,
     codec: Codec,
 }
 
@@ -76,7 +106,7 @@ impl WsClient {
             )
             .body(())
             .unwrap();
-        let (ws, _) = tungstenite::client(request, stream).expect("upgrade");
+        let (ws, _) = tungstenite::client(request, Retrying(stream)).expect("upgrade");
         WsClient { ws, codec }
     }
 
