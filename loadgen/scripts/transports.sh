@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# TCP and WebSocket side by side: broadcast single, broadcast saturate and rpc, each
-# over both transports in every round (interleaved, so the machine's drifts hit both
-# alike), each run against a fresh `serve` child; then the medians per scenario,
-# codec and transport, and the WebSocket ÷ TCP ratios.
+# TCP, WebSocket and TLS side by side: broadcast single, broadcast saturate and rpc,
+# each over every transport in every round (interleaved, so the machine's drifts hit
+# them alike), each run against a fresh `serve` child; then the medians per scenario,
+# codec and transport, and each transport's ratios to TCP.
 #
 #   loadgen/scripts/transports.sh [ROUNDS] [CODECS...]    # default: 3 native
+#   TRANSPORTS="tcp tls" loadgen/scripts/transports.sh    # default: tcp websocket
 #
+# TLS runs use a self-signed certificate (ECDSA P-256, for 127.0.0.1) made here by
+# `openssl req`; the server presents it, the clients trust it.
 # JSON of every run in target/loadgen/transports/; the summary on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,19 +16,32 @@ L=target/release/conduit-loadgen
 ROUNDS=${1:-3}
 shift || true
 CODECS=("${@:-native}")
+read -r -a TRANSPORTS <<<"${TRANSPORTS:-tcp websocket}"
 OUT=target/loadgen/transports
 rm -rf "$OUT"
 mkdir -p "$OUT"
+for transport in "${TRANSPORTS[@]}"; do
+  if [ "$transport" = tls ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+      -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+      -addext "basicConstraints=critical,CA:FALSE" \
+      -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
+  fi
+done
 run() {
   local name=$1 codec=$2 transport=$3 round=$4
   shift 4
-  "$L" "$@" --codec "$codec" --transport "$transport" --no-progress \
+  local tls=()
+  if [ "$transport" = tls ]; then
+    tls=(--tls-cert "$OUT/cert.pem" --tls-key "$OUT/key.pem")
+  fi
+  "$L" "$@" --codec "$codec" --transport "$transport" "${tls[@]}" --no-progress \
     --json "$OUT/$name-$codec-$transport-$round.json" >"$OUT/$name-$codec-$transport-$round.txt" 2>&1 ||
     echo "run $name $codec $transport round $round: exit $? (see $OUT/$name-$codec-$transport-$round.txt)" >&2
 }
 for round in $(seq 1 "$ROUNDS"); do
   for codec in "${CODECS[@]}"; do
-    for transport in tcp websocket; do
+    for transport in "${TRANSPORTS[@]}"; do
       run broadcast-single "$codec" "$transport" "$round" \
         broadcast --mode single --messages 200 --duration-s 8 --drain-s 5
       run broadcast-saturate "$codec" "$transport" "$round" \
@@ -64,11 +80,11 @@ for (name, codec, transport), rs in sorted(runs.items()):
     incomplete = sum(not r["complete"] for r in rs)
     print(name, codec, transport, len(rs), *(f"{row[k]:.4g}" if row[k] is not None else "-" for k in ("ops", "p50", "p99", "fan", "cpu", "core")), errors, incomplete)
 print()
-print("scenario codec ws/tcp: ops/s p50 p99 cpu_per_op")
-for (name, codec, transport), ws in sorted(rows.items()):
-    if transport != "websocket" or (name, codec, "tcp") not in rows:
+print("scenario codec transport/tcp: ops/s p50 p99 cpu_per_op")
+for (name, codec, transport), other in sorted(rows.items()):
+    if transport == "tcp" or (name, codec, "tcp") not in rows:
         continue
     tcp = rows[(name, codec, "tcp")]
-    ratio = lambda k: f"{ws[k] / tcp[k]:.2f}" if ws[k] and tcp[k] else "-"
-    print(name, codec, ratio("ops"), ratio("p50"), ratio("p99"), ratio("cpu"))
+    ratio = lambda k: f"{other[k] / tcp[k]:.2f}" if other[k] and tcp[k] else "-"
+    print(name, codec, f"{transport}/tcp", ratio("ops"), ratio("p50"), ratio("p99"), ratio("cpu"))
 PY

@@ -68,6 +68,8 @@ pub enum TransportArg {
     Tcp,
     /// One frame per masked binary WebSocket message, after an HTTP/1.1 upgrade.
     Websocket,
+    /// Frames in TLS records on TCP.
+    Tls,
 }
 
 impl From<TransportArg> for crate::wire::Transport {
@@ -75,6 +77,7 @@ impl From<TransportArg> for crate::wire::Transport {
         match t {
             TransportArg::Tcp => crate::wire::Transport::Tcp,
             TransportArg::Websocket => crate::wire::Transport::WebSocket,
+            TransportArg::Tls => crate::wire::Transport::Tls,
         }
     }
 }
@@ -199,6 +202,12 @@ pub struct ServeArgs {
     /// the READY line says which as `ws=HOST:PORT`).
     #[arg(long)]
     pub websocket_port: Option<u16>,
+    /// Serve TLS on every listener with this certificate chain (PEM, leaf first).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Shards.
     #[arg(long, default_value_t = 1)]
     pub shards: usize,
@@ -320,6 +329,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
                 host: a.host,
                 port: a.port,
                 websocket_port: a.websocket_port,
+                tls: a.tls_cert.zip(a.tls_key),
                 shards: a.shards,
                 heartbeat: Duration::from_millis(a.heartbeat_ms.max(1)),
                 password: a.password,

@@ -246,6 +246,7 @@ mod tests {
             connect: crate::wire::ConnectSpec {
                 addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
                 transport: crate::wire::Transport::Tcp,
+                tls: None,
                 codec: conduit_protocol::Codec::Native,
                 password: "x".into(),
                 attempts: 1,

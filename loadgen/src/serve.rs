@@ -66,6 +66,8 @@ pub struct ServeOptions {
     /// Port of a WebSocket listener (path `/conduit`) beside the TCP one; 0 picks a
     /// free one. `None`: TCP only.
     pub websocket_port: Option<u16>,
+    /// TLS on every listener: the certificate chain and its key (PEM files).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Shards (executors).
     pub shards: usize,
     /// Heartbeat interval; the timeout is [`heartbeat_timeout`] of it.
@@ -194,6 +196,9 @@ pub fn build(opts: &ServeOptions) -> Result<Server> {
     }
     if let Some(port) = opts.websocket_port {
         desc = desc.websocket(conduit::ws::WebSocketSettings::new(port));
+    }
+    if let Some((cert, key)) = &opts.tls {
+        desc = desc.tls(conduit::tls::TlsSettings::from_pem_files(cert, key));
     }
     let server = Server::new(desc).map_err(|e| Error::Args(e.to_string()))?;
     server.rpc_with(

@@ -301,6 +301,7 @@ pub fn run(a: &SoakArgs) -> Result<SoakResult> {
         host: "127.0.0.1".into(),
         port: 0,
         websocket_port: None,
+        tls: None,
         shards: a.shards,
         heartbeat: Duration::from_secs(30),
         password: BENCH_PASSWORD.into(),
@@ -472,6 +473,7 @@ async fn churn_here(a: &SoakArgs, addr: SocketAddr, duration: Duration) -> Total
             let spec = ConnectSpec {
                 addr,
                 transport: crate::wire::Transport::Tcp,
+                tls: None,
                 codec,
                 password: BENCH_PASSWORD.into(),
                 attempts: MAX_CONNECT_ATTEMPTS,

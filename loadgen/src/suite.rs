@@ -569,6 +569,7 @@ fn run_one(
         connect: ConnectSpec {
             addr: server.addr,
             transport: crate::wire::Transport::Tcp,
+            tls: None,
             codec,
             password: BENCH_PASSWORD.into(),
             attempts: MAX_CONNECT_ATTEMPTS,
@@ -605,6 +606,7 @@ mod tests {
                     connect: ConnectSpec {
                         addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
                         transport: crate::wire::Transport::Tcp,
+                        tls: None,
                         codec: Codec::Native,
                         password: "x".into(),
                         attempts: 1,

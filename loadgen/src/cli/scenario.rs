@@ -33,9 +33,22 @@ pub struct TargetArgs {
     pub codec: CodecArg,
     /// How the clients' frames travel: `websocket` upgrades each connection and sends
     /// every frame in a masked binary message (a spawned conduit server gets a
-    /// WebSocket listener; with --target HOST:PORT, that is the WebSocket listener).
+    /// WebSocket listener; with --target HOST:PORT, that is the WebSocket listener);
+    /// `tls` speaks TLS over TCP (a spawned conduit server serves TLS with
+    /// --tls-cert and --tls-key; the clients trust --tls-ca).
     #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
     pub transport: TransportArg,
+    /// With --transport tls: the CA certificates (PEM) the clients trust (default:
+    /// --tls-cert, a self-signed certificate).
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// With --transport tls: the certificate chain (PEM) a spawned conduit server
+    /// presents; its leaf must name the server's IP address (127.0.0.1).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// With --transport tls: the private key (PEM) of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
     /// Connections (broadcast: receivers; with --room-members: all of them, the sender
     /// and the other members included).
     #[arg(long, default_value_t = 1000)]
@@ -223,6 +236,24 @@ pub(super) fn rpc(a: RpcArgs) -> Result<i32> {
 fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
     let codec = Codec::from(t.codec);
     let transport = Transport::from(t.transport);
+    let tls = match transport {
+        Transport::Tls => {
+            let ca = t.tls_ca.as_ref().or(t.tls_cert.as_ref()).ok_or_else(|| {
+                Error::Args("--transport tls needs --tls-ca (or --tls-cert)".into())
+            })?;
+            Some(crate::wire::tls_client_config(ca)?)
+        }
+        _ => None,
+    };
+    let tls_server_args = match (transport, &t.tls_cert, &t.tls_key) {
+        (Transport::Tls, Some(cert), Some(key)) => vec![
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ],
+        _ => Vec::new(),
+    };
     let cpus = conduit::descriptor::allowed_cpus();
     let (server_cpu, loadgen_cpu) = if !t.no_pin && cpus.len() >= 2 {
         (Some(cpus[0]), Some(cpus[1]))
@@ -247,6 +278,7 @@ fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
                 extra_args: match transport {
                     Transport::Tcp => Vec::new(),
                     Transport::WebSocket => vec!["--websocket-port".into(), "0".into()],
+                    Transport::Tls => tls_server_args.clone(),
                 },
                 log_filter: None,
             },
@@ -259,9 +291,15 @@ fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
     }
     let (server, addr, pid, name) = match t.target.as_str() {
         "conduit" => {
+            if transport == Transport::Tls && tls_server_args.is_empty() {
+                return Err(Error::Args(
+                    "--transport tls against a spawned server needs --tls-cert and --tls-key"
+                        .into(),
+                ));
+            }
             let s = spawn(Implementation::Conduit, None)?;
             let addr = match transport {
-                Transport::Tcp => s.addr,
+                Transport::Tcp | Transport::Tls => s.addr,
                 Transport::WebSocket => s.ws_addr.ok_or_else(|| {
                     Error::Target("the server did not report a WebSocket listener".into())
                 })?,
@@ -295,6 +333,7 @@ fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
         connect: ConnectSpec {
             addr,
             transport,
+            tls,
             codec,
             password: t.password.clone(),
             attempts: MAX_CONNECT_ATTEMPTS,
@@ -317,6 +356,7 @@ fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
     r.target = match transport {
         Transport::Tcp => name,
         Transport::WebSocket => format!("{name} ws"),
+        Transport::Tls => format!("{name} tls"),
     };
     r.runtime = runtime.map(|rt| rt.name().into());
     print!("{}", report::runs_table(std::slice::from_ref(&r)));

@@ -471,6 +471,7 @@ fn run_one(
         connect: ConnectSpec {
             addr: servers[0].addr,
             transport: crate::wire::Transport::Tcp,
+            tls: None,
             codec: a.codec.into(),
             password: BENCH_PASSWORD.into(),
             attempts: MAX_CONNECT_ATTEMPTS,

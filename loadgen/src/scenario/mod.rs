@@ -370,6 +370,7 @@ mod tests {
             connect: ConnectSpec {
                 addr: "127.0.0.1:9".parse().unwrap(),
                 transport: crate::wire::Transport::Tcp,
+                tls: None,
                 codec: Codec::Native,
                 password: "pw".into(),
                 attempts: 3,

@@ -365,6 +365,7 @@ mod tests {
             connect: ConnectSpec {
                 addr: SocketAddr::from(([127, 0, 0, 1], 1)),
                 transport: crate::wire::Transport::Tcp,
+                tls: None,
                 codec: conduit_protocol::Codec::Native,
                 password: "pw".into(),
                 attempts: 1,
