@@ -328,3 +328,97 @@ fn hostile_websocket_input_closes_only_its_connection() {
     assert_eq!(good.next_frame().header.kind, FrameKind::RpcResponse);
     running.stop().expect("stop");
 }
+
+/// Upgrades from `from` with `X-Forwarded-For: xff` (if any); the status line, and the
+/// socket (open after a 101).
+fn upgrade_from(addr: SocketAddr, from: &str, xff: Option<&str>) -> (String, TcpStream) {
+    let mut s = conduit_tests::connect_from(from, addr);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let forwarded = xff.map_or(String::new(), |a| {
+        format!("X-Forwarded-For: 198.51.100.7, {a}\r\n")
+    });
+    let req =
+        request("/conduit", ORIGIN).replace("Host: h\r\n", &format!("Host: h\r\n{forwarded}"));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read_exact(&mut byte).is_ok() {
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    (text.lines().next().unwrap_or("").to_owned(), s)
+}
+
+#[matrix]
+fn behind_a_trusted_proxy_the_client_is_the_forwarded_address() {
+    let mut desc = test_descriptor(PW)
+        .trusted_proxies(["127.0.0.1/32".parse().unwrap()])
+        .websocket(WebSocketSettings::new(0));
+    desc.max_pending_per_source = 2;
+    let server = Server::new(desc).expect("server");
+    server.rpc_with(RpcInfo::new("whoami"), |call| async move {
+        Ok::<_, RpcError>(Value::from(call.connection.peer_addr().ip().to_string()))
+    });
+    let (running, _tcp) = start(&server);
+    let ws = server
+        .router()
+        .websocket_addr()
+        .expect("websocket listener");
+    let ip_of = |from: &str, xff: Option<&str>| {
+        let (status, stream) = upgrade_from(ws, from, xff);
+        assert!(
+            status.starts_with("HTTP/1.1 101"),
+            "{from} {xff:?}: {status}"
+        );
+        let mut c = WsClient {
+            ws: WebSocket::from_raw_socket(
+                Retrying(stream),
+                tungstenite::protocol::Role::Client,
+                None,
+            ),
+            codec: Codec::V1,
+        };
+        let mut hs = ClientHandshake::new(Codec::V1, PW, [3; 32], "ws-test", "1");
+        c.send(&hs.start(0).unwrap());
+        let f = c.next_frame();
+        let aligned = aligned_copy(&f.payload);
+        let frame = Frame {
+            header: f.header,
+            payload: &aligned,
+        };
+        assert!(matches!(
+            hs.on_frame(&frame, &V1Limits::default(), 0),
+            Ok(ClientStep::Done(_))
+        ));
+        c.send(&rpc_frame(Codec::V1, 1, "whoami", &Value::map()));
+        let reply = c.next_frame().v1();
+        match reply {
+            conduit_protocol::v1::V1Payload::RpcResponse { result, .. } => result
+                .get("data")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            other => panic!("{other:?}"),
+        }
+    };
+    // From the trusted proxy: the rightmost forwarded address; without the header, the
+    // proxy's own. From anyone else the header is ignored.
+    assert_eq!(ip_of("127.0.0.1", Some("203.0.113.9")), "203.0.113.9");
+    assert_eq!(ip_of("127.0.0.1", None), "127.0.0.1");
+    assert_eq!(ip_of("127.0.0.2", Some("203.0.113.9")), "127.0.0.2");
+    // The login budget is the forwarded address's: two of its connections logging in
+    // fill it, a third is refused (503, with the reason), another address is not.
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let (status, s) = upgrade_from(ws, "127.0.0.1", Some("203.0.113.20"));
+            assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+            s
+        })
+        .collect();
+    let (refused, _) = upgrade_from(ws, "127.0.0.1", Some("203.0.113.20"));
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    let (other, _) = upgrade_from(ws, "127.0.0.1", Some("203.0.113.21"));
+    assert!(other.starts_with("HTTP/1.1 101"), "{other}");
+    drop(held);
+    running.stop().expect("stop");
+}

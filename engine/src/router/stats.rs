@@ -283,6 +283,31 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
+    /// Moves a connection's login budget to another source address (the client behind
+    /// a trusted proxy, learnt after admission): refused when that address is backing
+    /// off after failed logins or already has `max_per_source` connections logging in;
+    /// otherwise the proxy's place is given back.
+    pub fn move_source(
+        &self,
+        pending: &mut Pending,
+        peer: std::net::SocketAddr,
+        max_per_source: usize,
+    ) -> Result<(), Refusal> {
+        let key = SourceKey::of(peer.ip());
+        if self
+            .auth_failed
+            .blocked(key, std::time::Instant::now())
+            .is_some()
+        {
+            return Err(Refusal::TooManyFailures);
+        }
+        pending._source = self
+            .sources
+            .try_acquire(key, max_per_source)
+            .ok_or(Refusal::TooManyFromSource)?;
+        Ok(())
+    }
+
     /// Admits a connection from `peer`: its budgets checked in order (its source, all
     /// logging in, `max_connections`), each taken, or why not.
     pub fn admit(

@@ -184,6 +184,17 @@ pub(super) fn adopt(shard: &Rc<Shard>, stream: std::net::TcpStream, admission: A
     }
 }
 
+/// The close reason (and its text) of a refusal.
+pub(super) fn refusal_reason(why: Refusal) -> CloseReason {
+    match why {
+        Refusal::Full => CloseReason::ServerFull,
+        Refusal::TooManyPending => CloseReason::TooManyPending,
+        Refusal::TooManyFromSource => CloseReason::TooManyFromSource,
+        Refusal::TooManyFailures => CloseReason::TooManyFailures,
+        Refusal::OutOfDescriptors => CloseReason::OutOfDescriptors,
+    }
+}
+
 /// Turns away a connection that is not admitted (`max_connections`, or a budget for
 /// connections logging in): if it speaks within the auth timeout it gets an
 /// AUTH_FAILURE saying why, in its codec; either way it is closed and never counted.
@@ -197,13 +208,7 @@ fn refuse(
 ) {
     let stats = shard.router.stats();
     let max = shard.router.descriptor().max_refusals_in_flight;
-    let reason = match why {
-        Refusal::Full => CloseReason::ServerFull,
-        Refusal::TooManyPending => CloseReason::TooManyPending,
-        Refusal::TooManyFromSource => CloseReason::TooManyFromSource,
-        Refusal::TooManyFailures => CloseReason::TooManyFailures,
-        Refusal::OutOfDescriptors => CloseReason::OutOfDescriptors,
-    };
+    let reason = refusal_reason(why);
     // The reserve descriptor is given to this refusal: opened again once it is done.
     let restore = why == Refusal::OutOfDescriptors;
     let Some(permit) = stats.refusing.try_acquire(max) else {

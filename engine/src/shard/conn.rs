@@ -104,9 +104,9 @@ fn random_bytes<const N: usize>() -> Option<[u8; N]> {
 /// Serves one accepted connection holding `admission` until it is gone.
 pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Admission) {
     let Admission {
-        peer,
+        mut peer,
         slot,
-        pending,
+        mut pending,
         first_bytes,
         transport,
     } = admission;
@@ -135,16 +135,35 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
     let (ws, early) = match (transport, &desc.websocket) {
         (Transport::WebSocket, Some(settings)) => {
             let wait = settings.upgrade_timeout.min(desc.auth_timeout);
-            match websocket::upgrade(&stream, tls.as_ref(), settings, wait, first_bytes).await {
-                Some(early) => {
-                    let max = desc.max_frame_bytes as usize + conduit_protocol::HEADER_LEN;
-                    (Some(WsConn::new(max)), early)
-                }
-                None => {
+            let upgraded = websocket::upgrade(&stream, tls.as_ref(), settings, wait, first_bytes);
+            let Some(accepted) = upgraded.await else {
+                stream.shutdown_both();
+                return;
+            };
+            // Behind a trusted proxy speaking HTTP, the client is the address it put
+            // last in X-Forwarded-For: its login budget and its address from now on.
+            if let Some(ip) = accepted
+                .forwarded_for
+                .filter(|_| desc.is_trusted_proxy(peer.ip()))
+            {
+                let client = std::net::SocketAddr::new(ip, 0);
+                let stats = shard.router.stats();
+                let moved = stats.move_source(&mut pending, client, desc.max_pending_per_source);
+                if let Err(why) = moved {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    let reason = super::accept::refusal_reason(why).wire_text();
+                    websocket::unavailable(&stream, tls.as_ref(), reason).await;
                     stream.shutdown_both();
                     return;
                 }
+                peer = client;
             }
+            if !websocket::accept(&stream, tls.as_ref(), &accepted).await {
+                stream.shutdown_both();
+                return;
+            }
+            let max = desc.max_frame_bytes as usize + conduit_protocol::HEADER_LEN;
+            (Some(WsConn::new(max)), accepted.early)
         }
         _ => (None, first_bytes),
     };

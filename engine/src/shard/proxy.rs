@@ -139,7 +139,10 @@ fn parse_v2(bytes: &[u8]) -> Parse {
 /// Reads a whole header from `stream`: the client address it carries (if any) and the
 /// bytes read past it (at most [`V1_MAX_BYTES`]). Never reads past the longest header
 /// the bytes so far allow.
-async fn receive(stream: &SharedStream) -> Result<(Option<SocketAddr>, Vec<u8>), HeaderFault> {
+async fn receive(
+    stream: &SharedStream,
+    http_ok: bool,
+) -> Result<(Option<SocketAddr>, Vec<u8>), HeaderFault> {
     let mut buf = vec![0u8; V1_MAX_BYTES];
     let mut filled = 0;
     let mut upto = V1_MAX_BYTES;
@@ -155,6 +158,11 @@ async fn receive(stream: &SharedStream) -> Result<(Option<SocketAddr>, Vec<u8>),
             Ok(n) => n,
         };
         filled += n;
+        // On the WebSocket listener a proxy may speak HTTP at once (its client address
+        // then comes in `X-Forwarded-For`): a request line, not a PROXY header.
+        if http_ok && filled > 0 && buf[0] == b'G' {
+            return Ok((None, buf[..filled].to_vec()));
+        }
         match parse(&buf[..filled]) {
             Parse::Done { len, source } => return Ok((source, buf[len..filled].to_vec())),
             Parse::More { upto: more } => upto = more,
@@ -190,7 +198,8 @@ pub(super) fn read_header(
     let key = shard.hold_proxy_read(permit, stream.clone());
     let shard = shard.clone();
     spawn(async move {
-        let read = async { Some(receive(&stream).await) };
+        let http_ok = transport == crate::ws::Transport::WebSocket;
+        let read = async { Some(receive(&stream, http_ok).await) };
         let late = async {
             sleep(wait).await;
             None

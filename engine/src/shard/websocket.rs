@@ -80,17 +80,27 @@ impl WsConn {
     }
 }
 
+/// An upgrade request that was accepted; the `101` is sent with [`accept`].
+pub(crate) struct Accepted {
+    /// Bytes that followed the request (already WebSocket frames).
+    pub early: Vec<u8>,
+    /// The `101 Switching Protocols` answer.
+    response: Vec<u8>,
+    /// The last `X-Forwarded-For` address, if any.
+    pub forwarded_for: Option<std::net::IpAddr>,
+}
+
 /// Reads the upgrade request (within `wait`, at most `max_upgrade_request_bytes`,
-/// starting with `first_bytes` already read) and
-/// answers it: the bytes that followed the request (already WebSocket frames), or
-/// `None` when it was refused (an HTTP error was sent), timed out or the peer left.
+/// starting with `first_bytes` already read) and checks it: the accepted request (its
+/// `101` not sent yet), or `None` when it was refused (an HTTP error was sent), timed
+/// out or the peer left.
 pub(crate) async fn upgrade(
     stream: &SharedStream,
     tls: Option<&TlsLayer>,
     settings: &WebSocketSettings,
     wait: Duration,
     first_bytes: Vec<u8>,
-) -> Option<Vec<u8>> {
+) -> Option<Accepted> {
     let work = async {
         // What was read already (past a PROXY header) starts the request.
         let mut filled = first_bytes.len();
@@ -99,8 +109,11 @@ pub(crate) async fn upgrade(
         loop {
             match answer(&buf[..filled], settings) {
                 Ok(Some(up)) => {
-                    write(stream, tls, &up.response).await.ok()?;
-                    return Some(buf[up.consumed..filled].to_vec());
+                    return Some(Accepted {
+                        early: buf[up.consumed..filled].to_vec(),
+                        response: up.response,
+                        forwarded_for: up.forwarded_for,
+                    });
                 }
                 Ok(None) => {
                     if filled == buf.len() {
@@ -137,6 +150,25 @@ pub(crate) async fn upgrade(
         None
     };
     work.or(late).await
+}
+
+/// Sends the `101` that completes an accepted upgrade.
+pub(crate) async fn accept(
+    stream: &SharedStream,
+    tls: Option<&TlsLayer>,
+    accepted: &Accepted,
+) -> bool {
+    write(stream, tls, &accepted.response).await.is_ok()
+}
+
+/// Answers an accepted upgrade request with `503` and `reason` instead (the login
+/// budgets of the address behind the proxy refused it).
+pub(crate) async fn unavailable(stream: &SharedStream, tls: Option<&TlsLayer>, reason: &str) {
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{reason}",
+        reason.len()
+    );
+    let _ = write(stream, tls, response.as_bytes()).await;
 }
 
 async fn refuse(stream: &SharedStream, tls: Option<&TlsLayer>, refusal: &UpgradeRefusal) {

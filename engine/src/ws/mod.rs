@@ -9,7 +9,9 @@
 //! upgrade request must arrive within `upgrade_timeout` and fit
 //! `max_upgrade_request_bytes`, and an `Origin` outside `allowed_origins` is refused
 //! (403), so a page on another site cannot open connections with its visitors'
-//! browsers.
+//! browsers. Behind a load balancer listed in `trusted_proxies`, the rightmost
+//! `X-Forwarded-For` address of the upgrade request is the client's (its login budget
+//! and `peer_addr`); the header is ignored from anyone else.
 //!
 //! With [`ServerDescriptor::tls`](crate::ServerDescriptor::tls) the listener speaks
 //! `wss://`: the TLS handshake first, then the upgrade and the WebSocket framing inside

@@ -51,6 +51,9 @@ pub(crate) struct Upgraded {
     pub consumed: usize,
     /// The `Origin` the page came from, if any.
     pub origin: Option<String>,
+    /// The client address a proxy in front put last in `X-Forwarded-For` (trusted only
+    /// when the connection comes from one of `trusted_proxies`).
+    pub forwarded_for: Option<std::net::IpAddr>,
 }
 
 /// Reads the request in `buf`: `Ok(None)` while its head is incomplete (read more, up
@@ -107,6 +110,15 @@ pub(crate) fn answer(
             return Err(UpgradeRefusal::Forbidden);
         }
     }
+    // The rightmost address is the one the nearest proxy appended.
+    let forwarded_for = req
+        .headers
+        .iter()
+        .rev()
+        .find(|h| h.name.eq_ignore_ascii_case("X-Forwarded-For"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|a| a.trim().parse().ok());
     let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -116,6 +128,7 @@ pub(crate) fn answer(
         response,
         consumed,
         origin,
+        forwarded_for,
     }))
 }
 
@@ -149,6 +162,13 @@ mod tests {
             "{text}"
         );
         assert_eq!(up.origin.as_deref(), Some("https://game.example"));
+        assert_eq!(up.forwarded_for, None);
+        let forwarded = REQUEST.replace(
+            "Host: h\r\n",
+            "Host: h\r\nX-Forwarded-For: 198.51.100.1, 203.0.113.9\r\n",
+        );
+        let up = answer(forwarded.as_bytes(), &settings()).unwrap().unwrap();
+        assert_eq!(up.forwarded_for, Some("203.0.113.9".parse().unwrap()));
         // Incomplete: read more.
         assert_eq!(answer(&REQUEST.as_bytes()[..40], &settings()), Ok(None));
     }
