@@ -750,3 +750,34 @@ pub mod forge {
         bytes[at..at + with.len()].copy_from_slice(with);
     }
 }
+
+/// A socket whose reads and writes a signal interrupted are retried: the server's
+/// executors share the test process and their signals can interrupt a blocking call,
+/// which clients like tungstenite and rustls's `StreamOwned` do not retry themselves.
+pub struct Retrying(pub TcpStream);
+
+impl Read for Retrying {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Write for Retrying {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}

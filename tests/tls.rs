@@ -27,7 +27,7 @@ use conduit_protocol::handshake::{ClientHandshake, ClientStep};
 use conduit_protocol::v1::V1Limits;
 use conduit_protocol::{DecoderLimits, Frame, FrameDecoder, FrameKind};
 use conduit_tests::forge::rpc_frame;
-use conduit_tests::{aligned_copy, matrix, start, test_descriptor, TestClient};
+use conduit_tests::{aligned_copy, matrix, start, test_descriptor, Retrying, TestClient};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SanType,
@@ -270,36 +270,6 @@ fn raw_rustls_clients_in_both_codecs() {
     for _ in 0..200 {
         let f = native.next_app_frame().unwrap();
         assert_eq!(f.header.kind, FrameKind::RpcResponse);
-    }
-}
-
-/// A socket whose reads and writes interrupted by a signal (the server's executors
-/// share this process) are retried, which tungstenite does not do itself.
-struct Retrying(TcpStream);
-
-impl Read for Retrying {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            match self.0.read(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
-    }
-}
-
-impl Write for Retrying {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        loop {
-            match self.0.write(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
     }
 }
 

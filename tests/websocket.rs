@@ -20,7 +20,9 @@ use conduit_protocol::handshake::{ClientHandshake, ClientStep};
 use conduit_protocol::v1::V1Limits;
 use conduit_protocol::{DecoderLimits, Frame, FrameDecoder, FrameKind};
 use conduit_tests::forge::{message_frame, rpc_frame};
-use conduit_tests::{aligned_copy, matrix, start, test_descriptor, OwnedFrame, TestClient};
+use conduit_tests::{
+    aligned_copy, matrix, start, test_descriptor, OwnedFrame, Retrying, TestClient,
+};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::{Frame as WsFrame, FrameHeader};
 use tungstenite::{Message, WebSocket};
@@ -49,36 +51,6 @@ fn server() -> (conduit::Running, SocketAddr, SocketAddr) {
         .websocket_addr()
         .expect("websocket listener");
     (running, tcp, ws)
-}
-
-/// A socket that retries reads and writes a signal interrupted: the server's executors
-/// share this process, and their signals can interrupt a blocking call.
-struct Retrying(TcpStream);
-
-impl Read for Retrying {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            match self.0.read(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
-    }
-}
-
-impl Write for Retrying {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        loop {
-            match self.0.write(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
 }
 
 /// A WebSocket client speaking protocol frames, one per binary message.
