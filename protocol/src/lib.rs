@@ -42,6 +42,7 @@ pub mod codec;
 pub mod decoder;
 pub mod encode;
 pub mod error;
+pub mod frame_buf;
 pub mod handshake;
 pub mod header;
 pub mod msgpack;

@@ -335,7 +335,7 @@ impl Encoder {
     }
 
     fn start(route: Option<&str>) -> Result<Vec<u8>, WireError> {
-        let mut out = Vec::with_capacity(crate::encode::SMALL_FRAME_BYTES);
+        let mut out = Vec::with_capacity(crate::frame_buf::SMALL_FRAME_BYTES);
         out.extend_from_slice(&[0u8; HEADER_LEN]);
         if let Some(name) = route {
             if name.len() > MAX_ROUTE_BYTES {
@@ -369,7 +369,7 @@ impl Encoder {
         h.correlation_id = correlation_id;
         h.timestamp_ms = self.timestamp_ms;
         out[..HEADER_LEN].copy_from_slice(&h.encode());
-        Ok(crate::encode::seal(out))
+        Ok(crate::frame_buf::seal(out))
     }
 
     /// A frame of `kind` whose payload is `route` (if any) followed by `body`.

@@ -5,8 +5,8 @@ use std::io::Read;
 
 use bytes::Bytes;
 
-use crate::encode::SMALL_FRAME_BYTES;
 use crate::error::WireError;
+use crate::frame_buf::SMALL_FRAME_BYTES;
 use crate::header::{Codec, Flags, FrameKind, Header, HEADER_LEN};
 use crate::msgpack::{self, ValueLimits};
 use crate::value::Value;
@@ -282,7 +282,7 @@ impl Encoder {
         h.correlation_id = correlation_id;
         h.timestamp_ms = self.timestamp_ms;
         out[..HEADER_LEN].copy_from_slice(&h.encode());
-        crate::encode::seal(out)
+        crate::frame_buf::seal(out)
     }
 
     /// A frame with no payload (PING, PONG, …).
