@@ -11,18 +11,18 @@
 mod broadcast;
 pub(crate) mod bus;
 mod connection;
+mod local;
 #[cfg_attr(
     not(any(feature = "redis", feature = "nats")),
     allow(dead_code, unused_imports, reason = "used by the cluster adapters")
 )]
 mod remote;
 pub(crate) mod rooms;
+mod state;
 mod stats;
 
 use std::any::{Any, TypeId};
-use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
@@ -35,6 +35,7 @@ pub use broadcast::Broadcast;
 pub(crate) use bus::{BusMsg, Control, Filter, Frames};
 pub(crate) use connection::ConnMeta;
 pub use connection::Connection;
+pub(crate) use local::{enter_shard, leave_shard, LocalShard};
 #[cfg_attr(
     not(any(feature = "redis", feature = "nats")),
     allow(dead_code, unused_imports, reason = "used by the cluster adapters")
@@ -43,6 +44,7 @@ pub(crate) use remote::{Answer, Ask, Direct, Gathered, SendFuture, Uplink};
 pub use remote::{Cluster, ClusterCount, ClusterMembers, ClusterStats, NodeInfo};
 pub use rooms::{Room, RoomError};
 pub(crate) use rooms::{RoomLimits, Rooms};
+pub use state::State;
 pub(crate) use stats::{
     Admission, FailBudget, Pending, Permit, Refusal, SourceKey, Stats, AUTH_FAILURE_MEMORY,
     MAX_FAILING_SOURCES,
@@ -63,47 +65,6 @@ pub(crate) struct RoomHooks {
     pub on_join: Vec<RoomHook>,
     /// After a connection left a room, by `leave` or by disconnecting.
     pub on_leave: Vec<RoomHook>,
-}
-
-/// What a shard offers the router on its own thread: delivery to the connections it
-/// owns, without a bus round trip.
-pub(crate) trait LocalShard {
-    /// Its index.
-    fn index(&self) -> usize;
-    /// Queues `frames` to every admitted logged-in connection; returns how many.
-    fn fanout(&self, frames: &Frames, filter: &Filter) -> usize;
-    /// Queues `frames` to one connection.
-    fn send_local(&self, id: ConnectionId, frames: &Frames) -> Result<()>;
-    /// Closes one connection after queueing an optional last message.
-    fn kick_local(&self, id: ConnectionId, last: Option<&Frames>) -> bool;
-}
-
-/// The shard running on this thread, with the run it belongs to.
-struct Local {
-    /// Which router it serves (a thread runs shards of one server at a time).
-    router: *const RouterInner,
-    run: Arc<RunState>,
-    shard: Rc<dyn LocalShard>,
-}
-
-thread_local! {
-    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
-}
-
-/// Installs `shard` as this thread's shard of `router` for `run`.
-pub(crate) fn enter_shard(router: &Router, run: Arc<RunState>, shard: Rc<dyn LocalShard>) {
-    LOCAL.with(|l| {
-        *l.borrow_mut() = Some(Local {
-            router: Arc::as_ptr(&router.inner),
-            run,
-            shard,
-        })
-    });
-}
-
-/// Removes this thread's shard.
-pub(crate) fn leave_shard() {
-    LOCAL.with(|l| l.borrow_mut().take());
 }
 
 /// What exists only while the server runs.
@@ -330,16 +291,6 @@ impl Router {
 
     pub(crate) fn stats(&self) -> &Stats {
         &self.inner.stats
-    }
-
-    /// The shard of this router on this thread, with its run, if there is one.
-    fn local(&self) -> Option<(Arc<RunState>, Rc<dyn LocalShard>)> {
-        LOCAL.with(|l| {
-            l.borrow()
-                .as_ref()
-                .filter(|l| std::ptr::eq(l.router, Arc::as_ptr(&self.inner)))
-                .map(|l| (l.run.clone(), l.shard.clone()))
-        })
     }
 
     pub(crate) fn run_state(&self) -> Option<Arc<RunState>> {
@@ -608,120 +559,6 @@ impl Router {
         Ok(asked.await?.transpose()?.flatten())
     }
 
-    /// The uplink to the node that owns `id` when that is not this node; `Ok(None)`
-    /// for this node's own connections.
-    fn remote_owner(&self, id: ConnectionId) -> Result<Option<Arc<dyn Uplink>>> {
-        let run = self.run_state().ok_or(Error::NotRunning)?;
-        if id.node() == run.node {
-            return Ok(None);
-        }
-        match &run.uplink {
-            Some(u) => Ok(Some(u.clone())),
-            None => Err(crate::error::ClusterError::NoCluster(id.node()).into()),
-        }
-    }
-
-    #[cfg_attr(
-        not(any(feature = "redis", feature = "nats")),
-        allow(dead_code, unused_imports, reason = "used by the cluster adapters")
-    )]
-    /// Delivers to this node's connections a broadcast another node published: the
-    /// rooms are this node's rooms of those names. Never published again.
-    pub(crate) async fn deliver_broadcast(
-        &self,
-        frames: Frames,
-        rooms: &[String],
-        mut filter: Filter,
-    ) -> usize {
-        if !rooms.is_empty() {
-            let Some(run) = self.run_state() else {
-                return 0;
-            };
-            let found: Vec<_> = rooms.iter().filter_map(|r| run.rooms.get(r)).collect();
-            if found.is_empty() {
-                return 0;
-            }
-            filter.rooms = Some(found);
-        }
-        // Runs on the service thread (no shard of its own): every shard with
-        // receivers gets it over its bus, in the order the other node published.
-        let Some(run) = self.run_state() else {
-            return 0;
-        };
-        let (frames, filter) = (Arc::new(frames), Arc::new(filter));
-        let targets: Vec<_> = (0..run.bus.len())
-            .filter_map(|i| {
-                let n = run.admitted(i, &filter);
-                (n > 0).then(|| (run.bus[i].clone(), n))
-            })
-            .collect();
-        drop(run);
-        let mut count = 0;
-        for (bus, n) in targets {
-            let msg = BusMsg::Broadcast {
-                frames: frames.clone(),
-                filter: filter.clone(),
-                reply: None,
-            };
-            if bus.send_async(msg).await.is_ok() {
-                count += n;
-            }
-        }
-        count
-    }
-
-    #[cfg_attr(
-        not(any(feature = "redis", feature = "nats")),
-        allow(dead_code, unused_imports, reason = "used by the cluster adapters")
-    )]
-    /// Delivers a send or kick another node published for connection `to` of this
-    /// node, without waiting for the shard's answer (the sender cannot hear it), in
-    /// bus order with the broadcasts delivered before and after it.
-    pub(crate) async fn deliver_direct(
-        &self,
-        to: ConnectionId,
-        what: Direct<'_>,
-        timestamp_ms: u64,
-    ) {
-        let Some(run) = self.run_state() else {
-            return;
-        };
-        let Some(codec) = run.lookup(to).and_then(|m| m.codec()) else {
-            return;
-        };
-        let Some(bus) = run.bus.get(to.shard()).cloned() else {
-            return;
-        };
-        drop(run);
-        let msg = match what {
-            Direct::Send { name, data } => {
-                match Frames::message(name, data, timestamp_ms, Some(codec)) {
-                    Ok(frames) => BusMsg::Send {
-                        to,
-                        frames: Arc::new(frames),
-                        reply: flume::bounded(1).0,
-                    },
-                    Err(_) => return,
-                }
-            }
-            Direct::Kick { last } => {
-                let last = match last {
-                    Some((n, d)) => match Frames::message(n, d, timestamp_ms, Some(codec)) {
-                        Ok(f) => Some(Arc::new(f)),
-                        Err(_) => None,
-                    },
-                    None => None,
-                };
-                BusMsg::Kick {
-                    to,
-                    last,
-                    reply: flume::bounded(1).0,
-                }
-            }
-        };
-        let _ = bus.send_async(msg).await;
-    }
-
     /// The connection with `id`, if it is connected and logged in (netconduit's
     /// `server._pool.get(id)`). Works from any shard or thread.
     pub fn connection(&self, id: ConnectionId) -> Option<Connection> {
@@ -823,35 +660,5 @@ impl Router {
         } else {
             Err(Error::Closed)
         }
-    }
-}
-
-/// Shared application state registered with [`Server::manage`](crate::Server::manage),
-/// handed to handlers by type. Cheap to clone.
-pub struct State<T>(pub(crate) Arc<T>);
-
-impl<T> State<T> {
-    /// Wraps `value` (for use outside a server, e.g. in tests).
-    pub fn new(value: T) -> State<T> {
-        State(Arc::new(value))
-    }
-}
-
-impl<T> Clone for State<T> {
-    fn clone(&self) -> State<T> {
-        State(self.0.clone())
-    }
-}
-
-impl<T> std::ops::Deref for State<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T: std::fmt::Debug> std::fmt::Debug for State<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
     }
 }

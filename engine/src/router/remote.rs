@@ -14,7 +14,7 @@ use std::time::Duration;
 use ahash::AHashSet;
 use conduit_protocol::Value;
 
-use super::Router;
+use super::{BusMsg, Filter, Frames, Router};
 use crate::error::{ClusterError, Error, Result};
 use crate::id::ConnectionId;
 
@@ -278,5 +278,123 @@ impl Router {
     pub fn cluster(&self) -> Option<Cluster> {
         let link = self.run_state()?.uplink.clone()?;
         Some(Cluster::new(self.clone(), link))
+    }
+}
+
+/// Where the router meets the adapter: what goes to another node's connection, and
+/// what other nodes sent, delivered here.
+impl Router {
+    /// The uplink to the node that owns `id` when that is not this node; `Ok(None)`
+    /// for this node's own connections.
+    pub(super) fn remote_owner(&self, id: ConnectionId) -> Result<Option<Arc<dyn Uplink>>> {
+        let run = self.run_state().ok_or(Error::NotRunning)?;
+        if id.node() == run.node {
+            return Ok(None);
+        }
+        match &run.uplink {
+            Some(u) => Ok(Some(u.clone())),
+            None => Err(crate::error::ClusterError::NoCluster(id.node()).into()),
+        }
+    }
+
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "nats")),
+        allow(dead_code, unused_imports, reason = "used by the cluster adapters")
+    )]
+    /// Delivers to this node's connections a broadcast another node published: the
+    /// rooms are this node's rooms of those names. Never published again.
+    pub(crate) async fn deliver_broadcast(
+        &self,
+        frames: Frames,
+        rooms: &[String],
+        mut filter: Filter,
+    ) -> usize {
+        if !rooms.is_empty() {
+            let Some(run) = self.run_state() else {
+                return 0;
+            };
+            let found: Vec<_> = rooms.iter().filter_map(|r| run.rooms.get(r)).collect();
+            if found.is_empty() {
+                return 0;
+            }
+            filter.rooms = Some(found);
+        }
+        // Runs on the service thread (no shard of its own): every shard with
+        // receivers gets it over its bus, in the order the other node published.
+        let Some(run) = self.run_state() else {
+            return 0;
+        };
+        let (frames, filter) = (Arc::new(frames), Arc::new(filter));
+        let targets: Vec<_> = (0..run.bus.len())
+            .filter_map(|i| {
+                let n = run.admitted(i, &filter);
+                (n > 0).then(|| (run.bus[i].clone(), n))
+            })
+            .collect();
+        drop(run);
+        let mut count = 0;
+        for (bus, n) in targets {
+            let msg = BusMsg::Broadcast {
+                frames: frames.clone(),
+                filter: filter.clone(),
+                reply: None,
+            };
+            if bus.send_async(msg).await.is_ok() {
+                count += n;
+            }
+        }
+        count
+    }
+
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "nats")),
+        allow(dead_code, unused_imports, reason = "used by the cluster adapters")
+    )]
+    /// Delivers a send or kick another node published for connection `to` of this
+    /// node, without waiting for the shard's answer (the sender cannot hear it), in
+    /// bus order with the broadcasts delivered before and after it.
+    pub(crate) async fn deliver_direct(
+        &self,
+        to: ConnectionId,
+        what: Direct<'_>,
+        timestamp_ms: u64,
+    ) {
+        let Some(run) = self.run_state() else {
+            return;
+        };
+        let Some(codec) = run.lookup(to).and_then(|m| m.codec()) else {
+            return;
+        };
+        let Some(bus) = run.bus.get(to.shard()).cloned() else {
+            return;
+        };
+        drop(run);
+        let msg = match what {
+            Direct::Send { name, data } => {
+                match Frames::message(name, data, timestamp_ms, Some(codec)) {
+                    Ok(frames) => BusMsg::Send {
+                        to,
+                        frames: Arc::new(frames),
+                        reply: flume::bounded(1).0,
+                    },
+                    Err(_) => return,
+                }
+            }
+            Direct::Kick { last } => {
+                let last = match last {
+                    Some((n, d)) => match Frames::message(n, d, timestamp_ms, Some(codec)) {
+                        Ok(f) => Some(Arc::new(f)),
+                        Err(_) => None,
+                    },
+                    None => None,
+                };
+                BusMsg::Kick {
+                    to,
+                    last,
+                    reply: flume::bounded(1).0,
+                }
+            }
+        };
+        let _ = bus.send_async(msg).await;
     }
 }
