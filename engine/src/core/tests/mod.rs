@@ -469,3 +469,22 @@ fn inbound_rate_limits_reject_calls_or_close_in_virtual_time() {
         );
     });
 }
+
+/// Read by the tests only: the glue ticks every connection of a shard from one timer.
+impl ConnCore {
+    /// The next moment [`on_tick`](Self::on_tick) has something to do. The glue ticks
+    /// every connection of a shard from one timer instead (cheaper at thousands of
+    /// connections), so only the tests read it.
+    pub fn next_deadline(&self) -> Instant {
+        if !self.authenticated {
+            return self.accepted_at + self.config.auth_timeout;
+        }
+        let timeout = self.last_received + self.config.heartbeat_timeout;
+        let idle = self.last_received + self.config.heartbeat_interval;
+        let ping = match self.last_ping {
+            Some(t) if t >= self.last_received => t + self.config.heartbeat_interval,
+            _ => idle,
+        };
+        timeout.min(ping.max(idle))
+    }
+}
