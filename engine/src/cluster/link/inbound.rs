@@ -32,6 +32,11 @@ impl Link {
         if expected != Some(h.from) {
             return self.dropped(channel, "sender does not match its channel");
         }
+        // Node ids are below MAX_NODES: a larger one is not a node of any cluster (and
+        // would grow the node table past its bound).
+        if h.from >= crate::id::MAX_NODES || h.to.is_some_and(|t| t >= crate::id::MAX_NODES) {
+            return self.dropped(channel, "node id out of range");
+        }
         if h.from == self.settings.node {
             return self.same_id(router, &h, bytes);
         }
