@@ -62,6 +62,15 @@ impl RecvBuf {
         }
     }
 
+    /// No storage at all: a parked decoder's.
+    fn parked() -> RecvBuf {
+        RecvBuf {
+            words: Vec::new(),
+            start: 0,
+            end: 0,
+        }
+    }
+
     /// Capacity in bytes.
     pub fn capacity(&self) -> usize {
         self.words.len() * 8
@@ -195,6 +204,49 @@ impl FrameDecoder {
         Codec::from_version(u16::from_be_bytes([*bytes.get(4)?, *bytes.get(5)?]))
     }
 
+    /// Gives up the receive buffer while the decoder holds nothing — no buffered bytes,
+    /// no partial frame — so an idle connection keeps no buffer: the caller keeps it
+    /// for another decoder (returned when it has the initial capacity) or lets it go
+    /// (`None`; a buffer a large frame grew is freed). The decoder is then
+    /// [parked](Self::is_parked) until [`unpark`](Self::unpark) or
+    /// [`spare`](Self::spare) gives it a buffer again. Nothing happens while it holds
+    /// bytes or is parked already.
+    pub fn park(&mut self) -> Option<RecvBuf> {
+        self.release();
+        if self.is_parked() || !self.buf.is_empty() || self.pending.is_some() {
+            return None;
+        }
+        let buf = std::mem::replace(&mut self.buf, RecvBuf::parked());
+        (buf.capacity() == self.initial_capacity()).then_some(buf)
+    }
+
+    /// Whether the decoder gave up its buffer ([`park`](Self::park)).
+    pub fn is_parked(&self) -> bool {
+        self.buf.words.is_empty()
+    }
+
+    /// Gives a parked decoder a buffer again: `buf` when it is an empty buffer of the
+    /// initial capacity (one another decoder [parked](Self::park)), else a new one.
+    /// Does nothing when the decoder is not parked.
+    pub fn unpark(&mut self, buf: Option<RecvBuf>) {
+        if !self.is_parked() {
+            return;
+        }
+        self.buf = match buf {
+            Some(b) if b.is_empty() && b.capacity() == self.initial_capacity() => b,
+            _ => RecvBuf::with_capacity(self.initial_capacity()),
+        };
+    }
+
+    /// The capacity a new receive buffer has, bytes: what a read into an idle
+    /// decoder can take at most.
+    pub fn initial_capacity(&self) -> usize {
+        self.limits
+            .initial_buffer_bytes
+            .max(HEADER_LEN)
+            .next_multiple_of(8)
+    }
+
     /// The receive buffer (for inspection).
     pub fn buffer(&self) -> &RecvBuf {
         &self.buf
@@ -213,6 +265,7 @@ impl FrameDecoder {
     /// caller keeps adding bytes without draining frames, the slice can come back empty.
     pub fn spare(&mut self) -> &mut [u8] {
         self.release();
+        self.unpark(None);
         let initial = self.limits.initial_buffer_bytes.max(HEADER_LEN);
         if self.buf.is_empty() && self.buf.capacity() > 4 * initial {
             // A past large frame grew the buffer; an idle connection gives it back.
@@ -496,6 +549,55 @@ mod tests {
         d.set_max_payload_bytes(64);
         d.feed(&frame(Codec::V1, FrameKind::Message, &[3; 65], 0));
         assert!(matches!(d.next_frame(), Err(WireError::Oversize { .. })));
+    }
+
+    #[test]
+    fn an_idle_decoder_parks_its_buffer_and_a_partial_frame_keeps_it() {
+        let mut d = FrameDecoder::new(DecoderLimits::default());
+        let whole = frame(Codec::V1, FrameKind::Message, &[7; 100], 0);
+        // Half a frame buffered: the buffer stays.
+        d.feed(&whole[..50]);
+        assert!(d.next_frame().unwrap().is_none());
+        assert!(d.park().is_none());
+        assert!(!d.is_parked());
+        d.feed(&whole[50..]);
+        assert_eq!(d.next_frame().unwrap().unwrap().payload, &[7; 100][..]);
+        // Drained: the buffer goes, with the initial capacity, for another decoder.
+        let buf = d.park().expect("an idle decoder gives its buffer up");
+        assert!(d.is_parked());
+        assert_eq!(d.buffer().capacity(), 0);
+        assert_eq!(buf.capacity(), d.initial_capacity());
+        assert!(d.park().is_none(), "parked already");
+        // Another decoder takes it; this one gets a fresh buffer from `spare`.
+        let mut other = FrameDecoder::new(DecoderLimits::default());
+        let _ = other.park();
+        let addr = buf.storage().as_ptr();
+        other.unpark(Some(buf));
+        assert_eq!(other.buffer().storage().as_ptr(), addr);
+        assert!(!d.spare().is_empty());
+        assert_eq!(d.buffer().capacity(), d.initial_capacity());
+        // And both decode after.
+        for dec in [&mut d, &mut other] {
+            dec.feed(&whole);
+            assert_eq!(dec.next_frame().unwrap().unwrap().payload.len(), 100);
+        }
+    }
+
+    #[test]
+    fn a_grown_buffer_is_freed_when_parked_not_passed_on() {
+        let mut d = FrameDecoder::new(DecoderLimits::default());
+        d.feed(&frame(Codec::V1, FrameKind::Message, &vec![1u8; 10_000], 0));
+        assert!(d.next_frame().unwrap().is_some());
+        assert!(d.park().is_none());
+        assert!(d.is_parked());
+        // A buffer of another size is not taken: the decoder makes its own.
+        let mut small = FrameDecoder::new(DecoderLimits {
+            initial_buffer_bytes: 256,
+            ..DecoderLimits::default()
+        });
+        let odd = small.park().unwrap();
+        d.unpark(Some(odd));
+        assert_eq!(d.buffer().capacity(), d.initial_capacity());
     }
 
     #[test]

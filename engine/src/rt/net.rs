@@ -19,8 +19,7 @@ use std::rc::Rc;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-#[cfg(feature = "tokio")]
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -181,7 +180,15 @@ impl SharedStream {
 
     /// Reads into `buf`; 0 means the peer closed.
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        poll_fn(|cx| match &mut *self.0.borrow_mut() {
+        poll_fn(|cx| self.poll_read(cx, buf)).await
+    }
+
+    /// Reads into `buf` if the peer sent something, else registers `cx` for when it
+    /// does. Neither backend touches `buf` while waiting (both wait for readiness, then
+    /// read), so each poll may pass a different buffer: a buffer shared by every
+    /// connection of a thread, borrowed for one poll only, serves idle connections.
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        match &mut *self.0.borrow_mut() {
             #[cfg(feature = "glommio")]
             Stream::Glommio(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "tokio")]
@@ -195,8 +202,7 @@ impl SharedStream {
                     r => return Poll::Ready(r),
                 }
             },
-        })
-        .await
+        }
     }
 
     /// Writes some of `buf`, waiting for the socket to accept at least one byte.

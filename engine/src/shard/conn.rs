@@ -41,10 +41,11 @@ pub(crate) struct LocalConn {
     /// The socket, shared by the reader and the writer.
     stream: SharedStream,
     /// The WebSocket framing state, for a connection that came through the WebSocket
-    /// listener.
-    ws: Option<WsConn>,
-    /// The TLS layer, below the WebSocket framing, when the server speaks TLS.
-    tls: Option<TlsLayer>,
+    /// listener (boxed: most connections have none, and it would size every one).
+    ws: Option<Box<WsConn>>,
+    /// The TLS layer, below the WebSocket framing, when the server speaks TLS (boxed,
+    /// likewise: over a kilobyte).
+    tls: Option<Box<TlsLayer>>,
     /// First reason anyone asked this connection to close for.
     close: Cell<Option<CloseReason>>,
     /// Wakes the reader (and abandons a running handler) when a close is requested.
@@ -101,72 +102,70 @@ fn random_bytes<const N: usize>() -> Option<[u8; N]> {
     }
 }
 
+/// What a connection's setup (TLS handshake, WebSocket upgrade) leaves for serving it.
+struct Prepared {
+    /// The peer's address: behind a trusted HTTP proxy, the forwarded client's.
+    peer: std::net::SocketAddr,
+    /// Its login budget, moved with the address.
+    pending: Pending,
+    /// The TLS layer, when the server speaks TLS.
+    tls: Option<Box<TlsLayer>>,
+    /// The WebSocket framing, for a connection of the WebSocket listener.
+    ws: Option<Box<WsConn>>,
+    /// Bytes read past the setup: the first frames.
+    early: Vec<u8>,
+}
+
 /// Serves one accepted connection holding `admission` until it is gone.
+///
+/// The rare and long steps (TLS handshake, WebSocket upgrade, the first frames read
+/// with the upgrade, the teardown) run in boxed futures of their own, so this task's
+/// future — what every idle connection holds — is sized for the read loop only.
 pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Admission) {
-    let Admission {
-        mut peer,
-        slot,
-        mut pending,
-        first_bytes,
-        transport,
-    } = admission;
-    let desc = shard.router.descriptor();
     // `auth_timeout` counts from here (past a PROXY header), through a TLS handshake
     // and a WebSocket upgrade, to the login.
     let accepted = Instant::now();
-    if let Err(e) = stream.configure(desc.buffer_size) {
+    let Admission {
+        peer,
+        slot,
+        pending,
+        first_bytes,
+        transport,
+    } = admission;
+    if let Err(e) = stream.configure(shard.router.descriptor().buffer_size) {
         tracing::debug!("socket options: {e}");
     }
-    // TLS first, then a WebSocket upgrade inside it (its slot and login budget held
-    // throughout, and given back if either fails).
-    let (tls, first_bytes) = match shard.router.tls() {
-        None => (None, first_bytes),
-        Some(state) => {
-            let wait = desc.tls_handshake_timeout.min(desc.auth_timeout);
-            match handshake(&stream, state.config(), &first_bytes, wait).await {
-                Some(layer) => (Some(layer), Vec::new()),
-                None => {
-                    stream.shutdown_both();
-                    return;
-                }
-            }
-        }
+    let prepared = if first_bytes.is_empty()
+        && transport != Transport::WebSocket
+        && shard.router.tls().is_none()
+    {
+        Some(Prepared {
+            peer,
+            pending,
+            tls: None,
+            ws: None,
+            early: Vec::new(),
+        })
+    } else {
+        let setup = Setup {
+            peer,
+            pending,
+            first_bytes,
+            transport,
+        };
+        Box::pin(prepare(&shard, &stream, setup)).await
     };
-    let (ws, early) = match (transport, &desc.websocket) {
-        (Transport::WebSocket, Some(settings)) => {
-            let wait = settings.upgrade_timeout.min(desc.auth_timeout);
-            let upgraded = websocket::upgrade(&stream, tls.as_ref(), settings, wait, first_bytes);
-            let Some(accepted) = upgraded.await else {
-                stream.shutdown_both();
-                return;
-            };
-            // Behind a trusted proxy speaking HTTP, the client is the address it put
-            // last in X-Forwarded-For: its login budget and its address from now on.
-            if let Some(ip) = accepted
-                .forwarded_for
-                .filter(|_| desc.is_trusted_proxy(peer.ip()))
-            {
-                let client = std::net::SocketAddr::new(ip, 0);
-                let stats = shard.router.stats();
-                let moved = stats.move_source(&mut pending, client, desc.max_pending_per_source);
-                if let Err(why) = moved {
-                    stats.refused.fetch_add(1, Ordering::Relaxed);
-                    let reason = super::accept::refusal_reason(why).wire_text();
-                    websocket::unavailable(&stream, tls.as_ref(), reason).await;
-                    stream.shutdown_both();
-                    return;
-                }
-                peer = client;
-            }
-            if !websocket::accept(&stream, tls.as_ref(), &accepted).await {
-                stream.shutdown_both();
-                return;
-            }
-            let max = desc.max_frame_bytes as usize + conduit_protocol::HEADER_LEN;
-            (Some(WsConn::new(max)), accepted.early)
-        }
-        _ => (None, first_bytes),
+    let Some(Prepared {
+        peer,
+        pending,
+        tls,
+        ws,
+        early,
+    }) = prepared
+    else {
+        return;
     };
+    let desc = shard.router.descriptor();
     let (Some(token), Some(nonce)) = (random_bytes::<64>(), random_bytes::<32>()) else {
         stream.shutdown_both();
         return;
@@ -182,7 +181,7 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
     let out = core.outbound().clone();
     let meta = ConnMeta::new(id, peer);
     if let Some(cert) = tls
-        .as_ref()
+        .as_deref()
         .and_then(TlsLayer::peer_certificates)
         .and_then(crate::tls::PeerCertificate::new)
     {
@@ -221,7 +220,7 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
         let max_batch = desc.max_write_batch_bytes;
         spawn_task(async move {
             let ws = conn.ws.is_some();
-            let tls = conn.tls.as_ref();
+            let tls = conn.tls.as_deref();
             if let Err(e) = write_loop(&conn.out, &conn.stream, max_batch, ws, tls).await {
                 conn.request_close(CloseReason::Io(e.kind()));
             }
@@ -230,13 +229,100 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
     let mut decoder = shard.core_config.new_decoder();
     // Bytes read before it was served: past a PROXY header, or behind the WebSocket
     // upgrade request.
-    let close = match first_frames(&shard, &conn, &mut decoder, &early).await {
+    let first = if early.is_empty() {
+        None
+    } else {
+        Box::pin(first_frames(&shard, &conn, &mut decoder, &early)).await
+    };
+    let close = match first {
         Some(close) => close,
         None => read_loop(&shard, &conn, &mut decoder).await,
     };
     drop(decoder);
-    teardown(&shard, &conn, close, writer).await;
+    Box::pin(teardown(&shard, &conn, close, writer)).await;
     unfinished.armed = false;
+}
+
+/// What the setup of a connection starts from: its admission but the
+/// `max_connections` slot, which [`serve`] keeps.
+struct Setup {
+    /// The peer's address (see [`Admission::peer`]).
+    peer: std::net::SocketAddr,
+    /// Its login budget (see [`Admission::pending`]).
+    pending: Pending,
+    /// Bytes read before it was served (see [`Admission::first_bytes`]).
+    first_bytes: Vec<u8>,
+    /// The listener it came through.
+    transport: Transport,
+}
+
+/// A connection's setup: socket options, the TLS handshake, the WebSocket upgrade;
+/// `None` when it failed (the socket is shut).
+async fn prepare(shard: &Rc<Shard>, stream: &SharedStream, setup: Setup) -> Option<Prepared> {
+    let Setup {
+        mut peer,
+        mut pending,
+        first_bytes,
+        transport,
+    } = setup;
+    let desc = shard.router.descriptor();
+    // TLS first, then a WebSocket upgrade inside it (its slot and login budget held
+    // throughout, and given back if either fails).
+    let (tls, first_bytes) = match shard.router.tls() {
+        None => (None, first_bytes),
+        Some(state) => {
+            let wait = desc.tls_handshake_timeout.min(desc.auth_timeout);
+            match handshake(stream, state.config(), &first_bytes, wait).await {
+                Some(layer) => (Some(Box::new(layer)), Vec::new()),
+                None => {
+                    stream.shutdown_both();
+                    return None;
+                }
+            }
+        }
+    };
+    let (ws, early) = match (transport, &desc.websocket) {
+        (Transport::WebSocket, Some(settings)) => {
+            let wait = settings.upgrade_timeout.min(desc.auth_timeout);
+            let upgraded = websocket::upgrade(stream, tls.as_deref(), settings, wait, first_bytes);
+            let Some(accepted) = upgraded.await else {
+                stream.shutdown_both();
+                return None;
+            };
+            // Behind a trusted proxy speaking HTTP, the client is the address it put
+            // last in X-Forwarded-For: its login budget and its address from now on.
+            if let Some(ip) = accepted
+                .forwarded_for
+                .filter(|_| desc.is_trusted_proxy(peer.ip()))
+            {
+                let client = std::net::SocketAddr::new(ip, 0);
+                let stats = shard.router.stats();
+                let moved = stats.move_source(&mut pending, client, desc.max_pending_per_source);
+                if let Err(why) = moved {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    let reason = super::accept::refusal_reason(why).wire_text();
+                    websocket::unavailable(stream, tls.as_deref(), reason).await;
+                    stream.shutdown_both();
+                    return None;
+                }
+                peer = client;
+            }
+            if !websocket::accept(stream, tls.as_deref(), &accepted).await {
+                stream.shutdown_both();
+                return None;
+            }
+            let max = desc.max_frame_bytes as usize + conduit_protocol::HEADER_LEN;
+            (Some(Box::new(WsConn::new(max))), accepted.early)
+        }
+        _ => (None, first_bytes),
+    };
+    Some(Prepared {
+        peer,
+        pending,
+        tls,
+        ws,
+        early,
+    })
 }
 
 /// Gives back what a connection holds — its place in the shard, its
@@ -365,6 +451,17 @@ impl LocalConn {
         }
     }
 
+    /// Reads what the peer sent into `decoder`'s spare room: on TCP and WebSocket
+    /// through the shard's receive pool, so an idle connection holds no receive
+    /// buffer while it waits; under TLS (whose layer buffers records itself) into the
+    /// decoder's own buffer.
+    async fn read_into(&self, shard: &Shard, decoder: &mut FrameDecoder) -> std::io::Result<usize> {
+        match &self.tls {
+            None => shard.recv.read(&self.stream, decoder).await,
+            Some(_) => self.read(decoder.spare()).await,
+        }
+    }
+
     /// Makes the `n` bytes just read into `decoder`'s spare room part of its buffer:
     /// as they are on TCP, or taken out of their WebSocket frames.
     fn took(&self, decoder: &mut FrameDecoder, n: usize) -> Result<(), CloseReason> {
@@ -385,8 +482,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<LocalConn>, decoder: &mut FrameD
             return conn.core.borrow_mut().close(r, wall_clock_ms());
         }
         let read = {
-            let spare = decoder.spare();
-            let read = async { Some(conn.read(spare).await) };
+            let read = async { Some(conn.read_into(shard, decoder).await) };
             let closed = async {
                 conn.close_requested.wait().await;
                 None
@@ -435,7 +531,8 @@ async fn handle_frames(
                 token,
             } => {
                 conn.meta.set_token(token);
-                logged_in(shard, conn, codec, client_name.as_deref()).await;
+                // Boxed: the hooks' futures are sized only while they run.
+                Box::pin(logged_in(shard, conn, codec, client_name.as_deref())).await;
             }
             Event::TokenRefreshed(token) => conn.meta.set_token(Some(token)),
             Event::Call(call) => {
@@ -486,6 +583,17 @@ async fn run_watched(
     if let Some(done) = futures_lite::future::poll_once(&mut run).await {
         return Some(done);
     }
+    // Boxed likewise: the watch exists only while a handler is pending.
+    Box::pin(watch(shard, conn, decoder, run)).await
+}
+
+/// Waits for a pending handler while watching its connection (see [`run_watched`]).
+async fn watch(
+    shard: &Rc<Shard>,
+    conn: &Rc<LocalConn>,
+    decoder: &mut FrameDecoder,
+    mut run: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + '_>>,
+) -> Option<Outcome> {
     let closed = async {
         conn.close_requested.wait().await;
         None

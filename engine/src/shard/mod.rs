@@ -14,6 +14,7 @@ mod accept;
 mod conn;
 mod launch;
 mod proxy;
+mod recv;
 mod websocket;
 
 use std::cell::{Cell, RefCell};
@@ -88,6 +89,8 @@ pub(crate) struct Shard {
     proxy_reads: RefCell<AHashMap<u64, ProxyRead>>,
     /// Key of the next PROXY header read.
     next_proxy_read: Cell<u64>,
+    /// The receive scratch and the buffers idle connections gave up (`recv.rs`).
+    recv: recv::RecvPool,
     /// A descriptor kept open for the moment the process has none left: closed to
     /// accept one connection and tell it "server full", then opened again.
     reserve: RefCell<Option<std::fs::File>>,
@@ -327,6 +330,7 @@ async fn shard_main(setup: Setup) {
         next_refusal: Cell::new(0),
         proxy_reads: RefCell::new(AHashMap::new()),
         next_proxy_read: Cell::new(0),
+        recv: recv::RecvPool::default(),
         reserve: RefCell::new(std::fs::File::open("/dev/null").ok()),
     });
     router::enter_shard(&shard.router, shard.run.clone(), shard.clone());
