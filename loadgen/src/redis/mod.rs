@@ -13,6 +13,7 @@
 //! as receivers and a connection that `PUBLISH`es the same 64-byte tick payload ours
 //! broadcast ([`tick_payload`]); `rpc` is `ECHO` of a 64-byte payload, one in flight
 //! per connection. The heartbeat has no counterpart (Redis has no server heartbeat).
+//! The scenario runners are in [`crate::scenario`] (`run_redis`), next to ours.
 
 pub mod conn;
 pub mod resp;

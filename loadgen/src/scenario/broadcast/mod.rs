@@ -18,6 +18,7 @@
 //! CPU apart.
 
 mod fan;
+mod redis;
 mod room;
 mod send;
 mod spread;
@@ -39,6 +40,7 @@ use crate::stats::LossReport;
 use crate::wire::Conn;
 use crate::{Error, Result};
 
+pub(super) use self::redis::run as run_redis;
 pub use self::spread::{
     run_spread, NodeFigures, SpreadNode, SpreadResult, SpreadSpec, MAX_SPREAD_NODES,
 };
