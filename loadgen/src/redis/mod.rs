@@ -7,6 +7,8 @@
 //! * [`server`] — the `redis-server` child process: found (never installed), started
 //!   on a free loopback port with the suite's password, pinned, stopped.
 //! * [`conn`] — one client connection: connect, `AUTH`, `SUBSCRIBE`, read replies.
+//! * [`compare`] — the suite's side: a Redis run of a plan, the side-by-side table
+//!   against ours, and the targets relative to Redis.
 //!
 //! The scenarios map as follows: `connect` opens connections that `AUTH` and
 //! `SUBSCRIBE` (idle subscribers); `broadcast` single / rate / saturate has subscribers
@@ -15,6 +17,7 @@
 //! per connection. The heartbeat has no counterpart (Redis has no server heartbeat).
 //! The scenario runners are in [`crate::scenario`] (`run_redis`), next to ours.
 
+pub mod compare;
 pub mod conn;
 pub mod resp;
 pub mod server;
