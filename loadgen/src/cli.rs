@@ -151,6 +151,8 @@ impl SuiteRuntimeArg {
 pub enum CompareArg {
     /// Python netconduit 5.0.0.
     Netconduit,
+    /// Redis 7 (`redis-server` on PATH, or `--redis-server`).
+    Redis,
 }
 
 /// `suite` options.
@@ -159,9 +161,13 @@ pub struct SuiteArgs {
     /// A seconds-long smoke run (50 connections, 1 round, tiny counts).
     #[arg(long)]
     pub quick: bool,
-    /// Also run every scenario against this implementation, interleaved.
-    #[arg(long, value_enum)]
-    pub compare: Option<CompareArg>,
+    /// Also run every scenario against these implementations, interleaved
+    /// (`netconduit,redis`, or the flag repeated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub compare: Vec<CompareArg>,
+    /// The `redis-server` binary for `--compare redis` (default: the one on PATH).
+    #[arg(long)]
+    pub redis_server: Option<PathBuf>,
     /// Rounds (default 3; 1 with --quick).
     #[arg(long)]
     pub rounds: Option<usize>,
@@ -354,7 +360,9 @@ pub fn dispatch(command: Command) -> Result<i32> {
             let quick = a.quick;
             let opts = SuiteOptions {
                 quick,
-                compare_netconduit: a.compare == Some(CompareArg::Netconduit),
+                compare_netconduit: a.compare.contains(&CompareArg::Netconduit),
+                compare_redis: a.compare.contains(&CompareArg::Redis),
+                redis_server: a.redis_server,
                 rounds: a.rounds.unwrap_or(if quick { 1 } else { 3 }),
                 connections: a.connections.unwrap_or(if quick { 50 } else { 1000 }),
                 codecs: a.codecs.into_iter().map(Codec::from).collect(),
@@ -416,8 +424,24 @@ mod tests {
         ])
         .unwrap();
         assert!(
-            matches!(cli.command, Command::Suite(ref s) if s.quick && s.compare.is_some() && s.codecs.len() == 2)
+            matches!(cli.command, Command::Suite(ref s) if s.quick && s.compare == [CompareArg::Netconduit] && s.codecs.len() == 2)
         );
+        for args in [
+            &["conduit-loadgen", "suite", "--compare", "netconduit,redis"][..],
+            &[
+                "conduit-loadgen",
+                "suite",
+                "--compare",
+                "redis",
+                "--compare",
+                "netconduit",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(
+                matches!(cli.command, Command::Suite(ref s) if s.compare.len() == 2 && s.compare.contains(&CompareArg::Redis))
+            );
+        }
         assert!(Cli::try_parse_from(["conduit-loadgen", "suite", "--compare", "grpc"]).is_err());
         // The server's backend: `auto` unless asked; `both` is the suite's alone.
         let suite_runtimes = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {

@@ -19,6 +19,8 @@
 //!   vs cross-node delivery latency and CPU per delivery, against one node alone.
 //! * [`attack`] — one address attacks the login (silent sockets, or password guesses)
 //!   while real clients log in from other 127.0.0.x addresses.
+//! * [`redis`] — Redis 7 as a comparison peer (`suite --compare redis`): the
+//!   `redis-server` child, the RESP client, the side-by-side report.
 //! * [`soak`] — connections churning through an in-process server; RSS, descriptors
 //!   and `connection_count` must come back.
 //! * [`ws`] — the client side of the WebSocket transport (`--transport websocket`):
@@ -34,6 +36,7 @@ pub mod cluster;
 pub mod goals;
 pub mod payload;
 pub mod procfs;
+pub mod redis;
 pub mod report;
 pub mod scenario;
 pub mod serve;

@@ -13,6 +13,7 @@ use conduit_protocol::Codec;
 use serde::Serialize;
 
 use crate::goals::{self, TargetCheck};
+use crate::redis::{self, compare::RedisComparison};
 use crate::report::{self, Comparison, Summary};
 use crate::scenario::{
     self, BroadcastMode, BroadcastSpec, HeartbeatSpec, RpcSpec, RunResult, RunSpec, Scenario,
@@ -37,6 +38,10 @@ pub struct SuiteOptions {
     pub quick: bool,
     /// Also run every scenario against Python netconduit 5.0.0.
     pub compare_netconduit: bool,
+    /// Also run every scenario that has a Redis counterpart against `redis-server`.
+    pub compare_redis: bool,
+    /// The `redis-server` to run (default: the one on `PATH`).
+    pub redis_server: Option<PathBuf>,
     /// Rounds (each runs every scenario on every target once).
     pub rounds: usize,
     /// Connections per scenario (receivers for broadcasts).
@@ -214,8 +219,16 @@ impl Peer {
         format!(
             "{}/{}",
             report::server_label(self.imp.name(), runtime.map(Runtime::name)),
-            scenario::codec_name(self.codec)
+            self.codec_name()
         )
+    }
+
+    /// The codec its clients speak (`resp` for Redis).
+    fn codec_name(&self) -> &'static str {
+        match self.imp {
+            Implementation::Redis => redis::CODEC_NAME,
+            _ => scenario::codec_name(self.codec),
+        }
     }
 }
 
@@ -285,6 +298,10 @@ pub struct SuiteReport {
     pub summaries: Vec<Summary>,
     /// conduit vs netconduit.
     pub comparisons: Vec<Comparison>,
+    /// `redis-server --version`, when Redis ran.
+    pub redis_version: Option<String>,
+    /// conduit vs Redis, side by side.
+    pub redis_comparisons: Vec<RedisComparison>,
     /// The performance targets, checked.
     pub targets: Vec<TargetCheck>,
 }
@@ -312,6 +329,12 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
     let loadgen_runtime = Runtime::Auto
         .resolve(1)
         .map_err(|e| Error::Runtime(format!("no runtime for the load generator: {e}")))?;
+    // Missing redis-server fails here, before anything runs.
+    let redis = if opts.compare_redis {
+        Some(redis::server::locate(opts.redis_server.as_deref())?)
+    } else {
+        None
+    };
     let python = if opts.compare_netconduit {
         Some(target::ensure_venv(&opts.venv)?)
     } else {
@@ -342,8 +365,18 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
             codec: Codec::V1,
         });
     }
-    let runs_on =
-        |plan: &Plan, peer: &Peer| plan.shards == 1 || peer.imp == Implementation::Conduit;
+    if redis.is_some() {
+        peers.push(Peer {
+            imp: Implementation::Redis,
+            runtime: None,
+            codec: Codec::Native,
+        });
+    }
+    let runs_on = |plan: &Plan, peer: &Peer| match peer.imp {
+        Implementation::Conduit => true,
+        Implementation::Netconduit => plan.shards == 1,
+        Implementation::Redis => redis::compare::runs(plan),
+    };
     let runs_per_round: usize = plans
         .iter()
         .map(|p| peers.iter().filter(|peer| runs_on(p, peer)).count())
@@ -367,7 +400,19 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
                 i += 1;
                 let name = plan.name();
                 let label = format!("[{i}/{total}] round {round} {name} {}", peer.label());
-                match run_one(opts, plan, *peer, server_cpu, loadgen_cpu, &python, &label) {
+                let ran = match &redis {
+                    Some(program) if peer.imp == Implementation::Redis => redis::compare::run_plan(
+                        program,
+                        plan,
+                        opts.connections,
+                        server_cpu,
+                        loadgen_cpu,
+                        opts.progress,
+                        &label,
+                    ),
+                    _ => run_one(opts, plan, *peer, server_cpu, loadgen_cpu, &python, &label),
+                };
+                match ran {
                     Ok(r) => {
                         // The label names the backend asked for; `auto` resolved here.
                         let on = match (peer.runtime, &r.runtime) {
@@ -384,7 +429,7 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
                             scenario: name,
                             target: peer.imp.name().into(),
                             runtime: peer.runtime.map(|r| r.name().into()),
-                            codec: scenario::codec_name(peer.codec).into(),
+                            codec: peer.codec_name().into(),
                             error: e.to_string(),
                         };
                         failures.push((k, failure));
@@ -420,7 +465,9 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
             comparisons.push(report::compare(ours, theirs));
         }
     }
-    let targets = goals::target_checks(&summaries);
+    let mut targets = goals::target_checks(&summaries);
+    targets.extend(redis::compare::target_checks(&summaries));
+    let redis_comparisons = redis::compare::comparisons(&summaries);
     let report = SuiteReport {
         machine: Machine {
             cpus: cpus.len(),
@@ -442,6 +489,8 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
         failures: failures.into_iter().map(|(_, f)| f).collect(),
         summaries,
         comparisons,
+        redis_version: redis.as_deref().and_then(redis::server::version),
+        redis_comparisons,
         targets,
     };
     if let Some(dir) = opts.out.parent() {
@@ -486,6 +535,10 @@ pub fn render(r: &SuiteReport) -> String {
         let rows: Vec<Vec<String>> = r.comparisons.iter().map(report::comparison_row).collect();
         out.push_str(&report::table(&report::COMPARISON_HEADERS, &rows));
     }
+    out.push_str(&redis::compare::render(
+        &r.redis_comparisons,
+        r.redis_version.as_deref(),
+    ));
     out.push_str("\nTargets:\n");
     let rows: Vec<Vec<String>> = r.targets.iter().map(goals::target_row).collect();
     out.push_str(&report::table(&goals::TARGET_HEADERS, &rows));

@@ -58,6 +58,9 @@ pub enum Implementation {
     Conduit,
     /// The Python netconduit 5.0.0 reference server.
     Netconduit,
+    /// `redis-server` (the suite's `--compare redis`; started by
+    /// [`crate::redis::RedisServer`], not by [`ServerProcess::spawn`]).
+    Redis,
 }
 
 impl Implementation {
@@ -66,6 +69,7 @@ impl Implementation {
         match self {
             Implementation::Conduit => "conduit",
             Implementation::Netconduit => "netconduit",
+            Implementation::Redis => crate::redis::TARGET_NAME,
         }
     }
 }
@@ -160,6 +164,11 @@ impl ServerProcess {
                     c.arg("--cpu").arg(cpu.to_string());
                 }
                 c
+            }
+            Implementation::Redis => {
+                return Err(Error::Target(
+                    "redis-server is started by redis::RedisServer: it speaks RESP".into(),
+                ))
             }
         };
         let mut child = cmd

@@ -19,6 +19,7 @@ mod broadcast;
 mod connect;
 mod heartbeat;
 mod progress;
+mod redis;
 mod rpc;
 
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub use broadcast::{
 };
 pub use heartbeat::HeartbeatSpec;
 pub use progress::PROGRESS_EVERY;
+pub use redis::{run_redis, ECHO_PAYLOAD_BYTES};
 pub use rpc::{RpcSpec, MAX_RPC_DEPTH};
 
 /// Most connections one run may open (file descriptors and local ports are finite).

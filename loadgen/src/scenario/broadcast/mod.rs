@@ -18,6 +18,7 @@
 //! CPU apart.
 
 mod fan;
+mod redis;
 mod room;
 mod send;
 mod spread;
@@ -30,6 +31,7 @@ use conduit_protocol::{Codec, FrameKind};
 use futures_lite::FutureExt;
 
 use self::fan::Fan;
+use self::send::{ConduitSink, TickSink};
 use super::progress::Progress;
 use super::{check_duration, RunResult, RunSpec, MAX_CONNECTIONS};
 use crate::payload::{self, Tick};
@@ -38,6 +40,7 @@ use crate::stats::LossReport;
 use crate::wire::Conn;
 use crate::{Error, Result};
 
+pub(super) use self::redis::run as run_redis;
 pub use self::spread::{
     run_spread, NodeFigures, SpreadNode, SpreadResult, SpreadSpec, MAX_SPREAD_NODES,
 };
@@ -308,17 +311,35 @@ async fn drive<M>(
     pad: usize,
     mark: impl Fn() -> M,
 ) -> Driven<M> {
+    let room = b.room();
+    let sinks = senders.into_iter().map(|conn| ConduitSink {
+        conn,
+        codec,
+        pad,
+        room,
+    });
+    drive_sinks(spec, b, fan, sinks.collect(), mark).await
+}
+
+/// [`drive`] for any server: each sender writes its ticks through its [`TickSink`].
+async fn drive_sinks<M, S: TickSink + 'static>(
+    spec: &RunSpec,
+    b: &BroadcastSpec,
+    fan: &Rc<Fan>,
+    senders: Vec<S>,
+    mark: impl Fn() -> M,
+) -> Driven<M> {
     let progress = Progress::start(spec, "deliveries", None);
     let before = mark();
     let start_ns = fan.now_ns();
     let send_until = Instant::now() + b.duration;
-    let tx_tasks: Vec<Task<Result<Conn>>> = senders
+    let tx_tasks: Vec<Task<Result<S>>> = senders
         .into_iter()
         .enumerate()
         .map(|(s, c)| {
             let fan = fan.clone();
             let b = b.clone();
-            spawn_task(async move { send::send_loop(c, s, &fan, &b, codec, pad, send_until).await })
+            spawn_task(async move { send::send_loop(c, s, &fan, &b, send_until).await })
         })
         .collect();
     let tick = {

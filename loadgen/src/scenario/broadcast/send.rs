@@ -21,27 +21,58 @@ use crate::stats::Schedule;
 use crate::wire::Conn;
 use crate::{Error, Result};
 
-/// Sender `s`: sends its messages over `c` as `b.mode` paces them until `until` or its
-/// count, then hands the connection back (still open).
-pub(super) async fn send_loop(
-    mut c: Conn,
+/// Where a sender's ticks go and how each is written: a conduit connection and its
+/// frames, or a Redis connection and its `PUBLISH` commands. Every server is paced by
+/// the same [`send_loop`].
+pub(super) trait TickSink {
+    /// Appends what sends tick `t` to `out`.
+    fn encode(&self, t: Tick, out: &mut Vec<u8>) -> Result<()>;
+    /// Writes `bytes` to the server.
+    async fn write(&mut self, bytes: &[u8]) -> Result<()>;
+}
+
+/// A conduit connection sending `bench_broadcast` (or, for a room, `bench_room_broadcast`)
+/// frames in its codec, padded by `pad`.
+pub(super) struct ConduitSink {
+    /// The sender's connection.
+    pub(super) conn: Conn,
+    /// The connection's codec.
+    pub(super) codec: Codec,
+    /// Padding bytes per tick.
+    pub(super) pad: usize,
+    /// The room a room broadcast goes to.
+    pub(super) room: Option<&'static str>,
+}
+
+impl TickSink for ConduitSink {
+    fn encode(&self, t: Tick, out: &mut Vec<u8>) -> Result<()> {
+        let frame = match self.room {
+            Some(room) => payload::bench_room_message(self.codec, t, self.pad, room)?,
+            None => payload::bench_message(self.codec, t, self.pad)?,
+        };
+        out.extend_from_slice(&frame);
+        Ok(())
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.conn.send(bytes).await
+    }
+}
+
+/// Sender `s`: sends its messages through `c` as `b.mode` paces them until `until` or
+/// its count, then hands the sink back (its connection still open).
+pub(super) async fn send_loop<S: TickSink>(
+    mut c: S,
     s: usize,
     fan: &Fan,
     b: &BroadcastSpec,
-    codec: Codec,
-    pad: usize,
     until: Instant,
-) -> Result<Conn> {
-    let frame = |seq: u64, due_ns: u64| {
-        let t = Tick {
-            sender: s as u64,
-            seq,
-            due_ns,
-        };
-        match b.room() {
-            Some(room) => payload::bench_room_message(codec, t, pad, room),
-            None => payload::bench_message(codec, t, pad),
-        }
+) -> Result<S> {
+    let mut out = Vec::new();
+    let tick = |seq: u64, due_ns: u64| Tick {
+        sender: s as u64,
+        seq,
+        due_ns,
     };
     match b.mode {
         BroadcastMode::Single => {
@@ -50,7 +81,9 @@ pub(super) async fn send_loop(
                     break;
                 }
                 fan.mark_sent(s, seq);
-                c.send(&frame(seq, fan.now_ns())?).await?;
+                out.clear();
+                c.encode(tick(seq, fan.now_ns()), &mut out)?;
+                c.write(&out).await?;
                 let in_time = async {
                     fan.in_flight_at_most(s, 0).await;
                     true
@@ -81,14 +114,15 @@ pub(super) async fn send_loop(
                 }
                 fan.mark_sent(s, seq);
                 // Stamped with the due time: a late send counts against latency.
-                c.send(&frame(seq, due)?).await?;
+                out.clear();
+                c.encode(tick(seq, due), &mut out)?;
+                c.write(&out).await?;
             }
         }
         BroadcastMode::Saturate { window, burst } => {
             let window = window as u64;
             let burst = burst as u64;
             let mut seq = 0u64;
-            let mut out = Vec::new();
             while seq < b.messages && Instant::now() < until {
                 // Room for a burst: validation keeps burst ≤ window.
                 let room = fan.in_flight_at_most(s, window - burst);
@@ -111,11 +145,11 @@ pub(super) async fn send_loop(
                 out.clear();
                 let due = fan.now_ns();
                 for k in seq..seq + n {
-                    out.extend_from_slice(&frame(k, due)?);
+                    c.encode(tick(k, due), &mut out)?;
                     fan.mark_sent(s, k);
                 }
                 seq += n;
-                c.send(&out).await?;
+                c.write(&out).await?;
             }
         }
     }
