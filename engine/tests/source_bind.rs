@@ -2,7 +2,6 @@
 //! machine runs: the server side must see the connection come from that address.
 
 #![expect(
-    clippy::unwrap_used,
     clippy::expect_used,
     reason = "a test that cannot set up its sockets should fail on the spot"
 )]
