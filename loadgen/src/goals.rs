@@ -253,6 +253,7 @@ mod tests {
                 connect_timeout: std::time::Duration::from_secs(1),
             },
             connections: 10,
+            sources: 1,
             connect_concurrency: 10,
             connect_deadline: std::time::Duration::from_secs(1),
             server_pid: None,

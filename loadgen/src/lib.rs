@@ -15,6 +15,9 @@
 //! * [`serve`] — the benchmark server (`conduit-loadgen serve`).
 //! * [`suite`] — every scenario against every target (our server on one runtime or
 //!   both), interleaved rounds, medians.
+//! * [`sources`] — connections spread over several loopback source addresses
+//!   (`--sources`), and the server's word on where they came from.
+//! * [`fdlimit`] — the open-files limit a run of thousands of connections needs.
 //! * [`cluster`] — two nodes of a cluster through Redis or NATS (started here): local
 //!   vs cross-node delivery latency and CPU per delivery, against one node alone.
 //! * [`attack`] — one address attacks the login (silent sockets, or password guesses)
@@ -31,6 +34,7 @@
 pub mod attack;
 pub mod cli;
 pub mod cluster;
+pub mod fdlimit;
 pub mod goals;
 pub mod payload;
 pub mod procfs;
@@ -38,6 +42,7 @@ pub mod report;
 pub mod scenario;
 pub mod serve;
 pub mod soak;
+pub mod sources;
 pub mod stats;
 pub mod suite;
 pub mod target;
