@@ -187,6 +187,21 @@ pub struct SuiteArgs {
     /// No live progress line.
     #[arg(long)]
     pub no_progress: bool,
+    /// Also run at scale: connect, heartbeat at 1 s and broadcast at 10,000
+    /// connections over --sources addresses, and the per-delivery cost at 100, 1,000
+    /// and 10,000 receivers (conduit only; about 5 minutes a round and codec).
+    #[arg(long)]
+    pub scale: bool,
+    /// Run only the scale runs (implies --scale).
+    #[arg(long)]
+    pub scale_only: bool,
+    /// Connections of the scale runs, the sweep's largest point (default 10,000).
+    #[arg(long)]
+    pub scale_connections: Option<usize>,
+    /// Loopback source addresses the scale runs deal their connections over
+    /// (default 8).
+    #[arg(long)]
+    pub sources: Option<usize>,
 }
 
 /// `serve` options.
@@ -365,6 +380,12 @@ pub fn dispatch(command: Command) -> Result<i32> {
                 progress: !a.no_progress,
                 pin: !a.no_pin,
                 venv: a.venv.unwrap_or_else(target::default_venv),
+                scale: crate::scale::from_args(
+                    a.scale,
+                    a.scale_only,
+                    a.scale_connections,
+                    a.sources,
+                )?,
             };
             let r = suite::run(&opts)?;
             print!("{}", suite::render(&r));

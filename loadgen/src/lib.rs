@@ -15,6 +15,8 @@
 //! * [`serve`] — the benchmark server (`conduit-loadgen serve`).
 //! * [`suite`] — every scenario against every target (our server on one runtime or
 //!   both), interleaved rounds, medians.
+//! * [`scale`] — the suite's runs at 10,000 connections (`suite --scale`): idle
+//!   memory, heartbeat cost, and CPU per delivery from 100 to 10,000 receivers.
 //! * [`sources`] — connections spread over several loopback source addresses
 //!   (`--sources`), and the server's word on where they came from.
 //! * [`fdlimit`] — the open-files limit a run of thousands of connections needs.
@@ -39,6 +41,7 @@ pub mod goals;
 pub mod payload;
 pub mod procfs;
 pub mod report;
+pub mod scale;
 pub mod scenario;
 pub mod serve;
 pub mod soak;
