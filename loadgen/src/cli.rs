@@ -367,7 +367,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
         }
         Command::Suite(a) => {
             let quick = a.quick;
-            let opts = SuiteOptions {
+            let mut opts = SuiteOptions {
                 quick,
                 compare_netconduit: a.compare == Some(CompareArg::Netconduit),
                 rounds: a.rounds.unwrap_or(if quick { 1 } else { 3 }),
@@ -387,6 +387,10 @@ pub fn dispatch(command: Command) -> Result<i32> {
                     a.sources,
                 )?,
             };
+            if let Some(scale) = opts.scale.filter(|s| s.only) {
+                // The scale runs alone: the report's connection count is theirs.
+                opts.connections = scale.connections;
+            }
             let r = suite::run(&opts)?;
             print!("{}", suite::render(&r));
             println!("\nJSON: {}", opts.out.display());

@@ -256,14 +256,15 @@ const SWEEP_HEADERS: [&str; 6] = [
 ];
 
 /// Headers of the idle table in [`render`].
-const IDLE_HEADERS: [&str; 7] = [
+const IDLE_HEADERS: [&str; 8] = [
     "at scale",
     "server",
     "ready",
     "CPU/login",
     "RSS idle",
     "RSS/idle conn",
-    "heartbeat core",
+    "heartbeat CPU/round",
+    "heartbeat at 1 s",
 ];
 
 /// The sweep's points of `mode` (`single`, `saturate`) in `summaries` for one server
@@ -329,8 +330,10 @@ pub fn render(summaries: &[Summary]) -> String {
                     .map_or("-".into(), |m| format!("{} MiB", num(Some(m)))),
                 c.rss_per_conn_bytes
                     .map_or("-".into(), |b| format!("{} KiB", num(Some(b / 1024.0)))),
-                hb.and_then(|h| h.core_pct)
-                    .map_or("-".into(), |p| format!("{}%", num(Some(p)))),
+                report::dur_us(hb.and_then(|h| h.cpu_us_per_round)),
+                // One round a second, whatever interval the run used (`--quick`: 200 ms).
+                hb.and_then(|h| h.cpu_us_per_round)
+                    .map_or("-".into(), |us| format!("{}% core", num(Some(us / 1e4)))),
             ]);
         }
         for mode in ["single", "saturate"] {
@@ -418,6 +421,35 @@ mod tests {
     }
 
     #[test]
+    fn every_scale_plan_is_within_bounds() {
+        for quick in [false, true] {
+            for p in plans(quick, &ScaleOptions::default()) {
+                let size = p.size.unwrap();
+                let spec = crate::scenario::RunSpec {
+                    connect: crate::wire::ConnectSpec {
+                        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+                        transport: crate::wire::Transport::Tcp,
+                        tls: None,
+                        codec: conduit_protocol::Codec::Native,
+                        password: "x".into(),
+                        attempts: 1,
+                        connect_timeout: Duration::from_secs(1),
+                    },
+                    connections: size.connections,
+                    sources: size.sources,
+                    connect_concurrency: SCALE_CONNECT_CONCURRENCY,
+                    connect_deadline: Duration::from_secs(60),
+                    server_pid: None,
+                    label: String::new(),
+                    progress: false,
+                    scenario: p.scenario,
+                };
+                assert!(crate::scenario::validate(&spec).is_ok(), "{spec:?}");
+            }
+        }
+    }
+
+    #[test]
     fn options_are_checked() {
         assert!(ScaleOptions::default().validate().is_ok());
         let bad = ScaleOptions {
@@ -430,5 +462,10 @@ mod tests {
             ..ScaleOptions::default()
         };
         assert!(bad.validate().is_err());
+        assert_eq!(from_args(false, false, None, None).unwrap(), None);
+        assert!(from_args(false, false, Some(300), None).is_err());
+        let only = from_args(false, true, Some(300), Some(3)).unwrap().unwrap();
+        assert_eq!((only.connections, only.sources, only.only), (300, 3, true));
+        assert!(from_args(true, false, Some(0), None).is_err());
     }
 }
