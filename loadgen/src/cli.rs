@@ -193,6 +193,21 @@ pub struct SuiteArgs {
     /// No live progress line.
     #[arg(long)]
     pub no_progress: bool,
+    /// Also run at scale: connect, heartbeat at 1 s and broadcast at 10,000
+    /// connections over --sources addresses, and the per-delivery cost at 100, 1,000
+    /// and 10,000 receivers (conduit only; about 5 minutes a round and codec).
+    #[arg(long)]
+    pub scale: bool,
+    /// Run only the scale runs (implies --scale).
+    #[arg(long)]
+    pub scale_only: bool,
+    /// Connections of the scale runs, the sweep's largest point (default 10,000).
+    #[arg(long)]
+    pub scale_connections: Option<usize>,
+    /// Loopback source addresses the scale runs deal their connections over
+    /// (default 8).
+    #[arg(long)]
+    pub sources: Option<usize>,
 }
 
 /// `serve` options.
@@ -358,7 +373,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
         }
         Command::Suite(a) => {
             let quick = a.quick;
-            let opts = SuiteOptions {
+            let mut opts = SuiteOptions {
                 quick,
                 compare_netconduit: a.compare.contains(&CompareArg::Netconduit),
                 compare_redis: a.compare.contains(&CompareArg::Redis),
@@ -373,7 +388,17 @@ pub fn dispatch(command: Command) -> Result<i32> {
                 progress: !a.no_progress,
                 pin: !a.no_pin,
                 venv: a.venv.unwrap_or_else(target::default_venv),
+                scale: crate::scale::from_args(
+                    a.scale,
+                    a.scale_only,
+                    a.scale_connections,
+                    a.sources,
+                )?,
             };
+            if let Some(scale) = opts.scale.filter(|s| s.only) {
+                // The scale runs alone: the report's connection count is theirs.
+                opts.connections = scale.connections;
+            }
             let r = suite::run(&opts)?;
             print!("{}", suite::render(&r));
             println!("\nJSON: {}", opts.out.display());

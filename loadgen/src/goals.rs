@@ -189,6 +189,7 @@ fn checks_on(summaries: &[Summary], runtime: Option<&str>) -> Vec<TargetCheck> {
             v.push(TargetCheck::new(goal, "×", limit, true, ratio(a, b)));
         }
     }
+    v.extend(scale_checks(&ours));
     if let (Some(o), Some(t)) = (sat, theirs("broadcast-saturate")) {
         v.insert(
             1,
@@ -203,6 +204,45 @@ fn checks_on(summaries: &[Summary], runtime: Option<&str>) -> Vec<TargetCheck> {
     }
     for check in &mut v {
         check.runtime = runtime.map(str::to_owned);
+    }
+    v
+}
+
+/// The targets at scale (`suite --scale`, see [`crate::scale`]), for the runs at
+/// 10,000 connections that were made; `ours` finds a scenario's summary.
+fn scale_checks<'a>(ours: &dyn Fn(&str) -> Option<&'a Summary>) -> Vec<TargetCheck> {
+    let mut v = Vec::new();
+    if let Some(c) = ours("connect-10k") {
+        v.push(TargetCheck::new(
+            "RSS per idle connection at 10,000",
+            "KiB",
+            3.0,
+            true,
+            c.rss_per_conn_bytes.map(|b| b / 1024.0),
+        ));
+    }
+    if let Some(h) = ours("heartbeat-10k") {
+        // Per round, scaled to one round a second, as the heartbeat target above.
+        v.push(TargetCheck::new(
+            "heartbeat 1 s at 10,000 connections (per round × 1/s)",
+            "% of a core",
+            6.0,
+            true,
+            h.cpu_us_per_round.map(|us| us / 1e4),
+        ));
+    }
+    for (mode, what) in [("saturate", "saturated"), ("single", "one at a time")] {
+        let big = ours(&format!("broadcast-{mode}-10k"));
+        let small = ours(&format!("broadcast-{mode}-100"));
+        if let (Some(big), Some(small)) = (big, small) {
+            v.push(TargetCheck::new(
+                &format!("per-delivery cost 10,000 ÷ 100 receivers, {what} (flat)"),
+                "×",
+                1.15,
+                true,
+                ratio(big.cpu_us_per_op, small.cpu_us_per_op),
+            ));
+        }
     }
     v
 }
@@ -253,6 +293,7 @@ mod tests {
                 connect_timeout: std::time::Duration::from_secs(1),
             },
             connections: 10,
+            sources: 1,
             connect_concurrency: 10,
             connect_deadline: std::time::Duration::from_secs(1),
             server_pid: None,

@@ -15,6 +15,11 @@
 //! * [`serve`] — the benchmark server (`conduit-loadgen serve`).
 //! * [`suite`] — every scenario against every target (our server on one runtime or
 //!   both), interleaved rounds, medians.
+//! * [`scale`] — the suite's runs at 10,000 connections (`suite --scale`): idle
+//!   memory, heartbeat cost, and CPU per delivery from 100 to 10,000 receivers.
+//! * [`sources`] — connections spread over several loopback source addresses
+//!   (`--sources`), and the server's word on where they came from.
+//! * [`fdlimit`] — the open-files limit a run of thousands of connections needs.
 //! * [`cluster`] — two nodes of a cluster through Redis or NATS (started here): local
 //!   vs cross-node delivery latency and CPU per delivery, against one node alone.
 //! * [`attack`] — one address attacks the login (silent sockets, or password guesses)
@@ -33,14 +38,17 @@
 pub mod attack;
 pub mod cli;
 pub mod cluster;
+pub mod fdlimit;
 pub mod goals;
 pub mod payload;
 pub mod procfs;
 pub mod redis;
 pub mod report;
+pub mod scale;
 pub mod scenario;
 pub mod serve;
 pub mod soak;
+pub mod sources;
 pub mod stats;
 pub mod suite;
 pub mod target;

@@ -220,6 +220,9 @@ pub struct Summary {
     pub cpu_us_per_round: Option<f64>,
     /// Median server RSS with the connections idle, MiB.
     pub rss_idle_mib: Option<f64>,
+    /// Median server memory per idle connection (idle RSS over the empty server's),
+    /// bytes: what the scale runs bound.
+    pub rss_per_conn_bytes: Option<f64>,
     /// Median of the rounds' latency percentiles, µs.
     pub latency: Option<LatencySummary>,
     /// Median of the rounds' fan-out percentiles, µs.
@@ -295,6 +298,7 @@ pub fn summarize(runs: &[&RunResult], failed_rounds: usize) -> Option<Summary> {
         rss_idle_mib: med(runs
             .iter()
             .map(|r| r.rss_idle_kib.map(|k| k as f64 / 1024.0))),
+        rss_per_conn_bytes: med(runs.iter().map(|r| r.rss_per_connection_bytes)),
         latency: med_latency(&lats),
         fanout: med_latency(&fans),
         latency_pooled: pooled.summary(),

@@ -6,7 +6,9 @@
 //! `bench_join_response` `{room, joined, members, shard}` (the room's size right after
 //! the join, the shard serving the sender; `{room, error}` if refused); and message
 //! `bench_room_broadcast`, which broadcasts its data as `tick`, unchanged, to the room
-//! named by the data's `r`, except the sender (no reply). With `--cluster-broker` it
+//! named by the data's `r`, except the sender (no reply); and message `bench_source`,
+//! answered `bench_source_response` `{peer}`: the IP address the connection comes
+//! from as the server sees it (`--sources` runs check it). With `--cluster-broker` it
 //! is a node of a cluster (`--node`, `--cluster-name`) whose broadcasts reach every
 //! node's connections through Redis or NATS (`--cluster-url`). It runs
 //! on the runtime backend it is given (`--runtime`, default `auto`), prints
@@ -23,6 +25,7 @@ use conduit::handlers::RpcInfo;
 use conduit::{RpcError, Runtime, Server, ServerDescriptor, Value};
 
 use crate::payload::{BENCH_BROADCAST, BENCH_JOIN, BENCH_ROOM_BROADCAST, ROOM_KEY, TICK};
+use crate::sources::BENCH_SOURCE;
 use crate::{Error, Result};
 
 /// The line `serve` prints once it accepts connections (`READY port=… pid=…
@@ -139,9 +142,9 @@ impl LoginSettings {
             desc = desc.max_connections(max_connections());
             // Refusals must not be mistaken for slowness; nobody guesses passwords here.
             desc = desc.auth_failure_delay(Duration::from_millis(1));
-            // Every load-generator connection comes from one address and up to all of
-            // them log in at once: the login budgets, meant for the open internet,
-            // would refuse them.
+            // Load-generator connections come from one address (or a few, with
+            // `--sources`) and up to all of them log in at once: the login budgets,
+            // meant for the open internet, would refuse them.
             desc.max_pending = desc.max_connections;
             desc.max_pending_per_source = desc.max_connections;
         }
@@ -236,6 +239,9 @@ pub fn build(opts: &ServeOptions) -> Result<Server> {
                 .with("shard", client.id().shard()),
             Err(e) => Value::map().with("room", room).with("error", e.to_string()),
         }
+    });
+    server.on(BENCH_SOURCE, |client, _data: Value| async move {
+        Value::map().with("peer", client.peer_addr().ip().to_string())
     });
     server.on(BENCH_ROOM_BROADCAST, |client, data: Value| async move {
         let Some(room) = data

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::goals::{self, TargetCheck};
 use crate::redis::{self, compare::RedisComparison};
 use crate::report::{self, Comparison, Summary};
+use crate::scale::{count_tag, ScaleOptions, Size, SCALE_CONNECT_CONCURRENCY};
 use crate::scenario::{
     self, BroadcastMode, BroadcastSpec, HeartbeatSpec, RpcSpec, RunResult, RunSpec, Scenario,
 };
@@ -60,6 +61,8 @@ pub struct SuiteOptions {
     pub pin: bool,
     /// The netconduit venv.
     pub venv: PathBuf,
+    /// The runs at scale (`--scale`), if asked for; see [`crate::scale`].
+    pub scale: Option<ScaleOptions>,
 }
 
 /// One scenario of the suite and the server settings it needs.
@@ -72,15 +75,22 @@ pub struct Plan {
     /// The server's shards: 1, or 2 for the variants that measure the cross-shard bus
     /// (connections spread over both, broadcasts from a connection on one).
     pub shards: usize,
+    /// A scale run's own connections and source addresses (`None`: the suite's
+    /// connections, from one address).
+    pub size: Option<Size>,
 }
 
 impl Plan {
-    /// The scenario's name in reports: `broadcast-saturate`, or `broadcast-saturate-2sh`
-    /// for the 2-shard variant.
+    /// The scenario's name in reports: `broadcast-saturate`, `broadcast-saturate-2sh`
+    /// for the 2-shard variant, `broadcast-saturate-10k` for a scale run.
     pub fn name(&self) -> String {
-        match self.shards {
+        let name = match self.shards {
             1 => self.scenario.name(),
             n => format!("{}-{n}sh", self.scenario.name()),
+        };
+        match self.size {
+            Some(size) => format!("{name}-{}", count_tag(size.connections)),
+            None => name,
         }
     }
 }
@@ -101,6 +111,7 @@ pub fn plans(quick: bool) -> Vec<Plan> {
             scenario: Scenario::Connect { settle: s(1, 100) },
             heartbeat: idle,
             shards: 1,
+            size: None,
         },
         Plan {
             scenario: Scenario::Heartbeat(HeartbeatSpec {
@@ -109,6 +120,7 @@ pub fn plans(quick: bool) -> Vec<Plan> {
             }),
             heartbeat: Duration::from_secs(1),
             shards: 1,
+            size: None,
         },
         Plan {
             scenario: Scenario::Heartbeat(HeartbeatSpec {
@@ -117,6 +129,7 @@ pub fn plans(quick: bool) -> Vec<Plan> {
             }),
             heartbeat: Duration::from_secs(1),
             shards: 1,
+            size: None,
         },
         Plan {
             scenario: Scenario::Broadcast(BroadcastSpec {
@@ -130,6 +143,7 @@ pub fn plans(quick: bool) -> Vec<Plan> {
             }),
             heartbeat: idle,
             shards: 1,
+            size: None,
         },
         Plan {
             scenario: Scenario::Broadcast(BroadcastSpec {
@@ -143,6 +157,7 @@ pub fn plans(quick: bool) -> Vec<Plan> {
             }),
             heartbeat: idle,
             shards: 1,
+            size: None,
         },
         Plan {
             scenario: Scenario::Broadcast(BroadcastSpec {
@@ -159,6 +174,7 @@ pub fn plans(quick: bool) -> Vec<Plan> {
             }),
             heartbeat: idle,
             shards: 1,
+            size: None,
         },
         Plan {
             scenario: Scenario::Rpc(RpcSpec {
@@ -168,6 +184,7 @@ pub fn plans(quick: bool) -> Vec<Plan> {
             }),
             heartbeat: idle,
             shards: 1,
+            size: None,
         },
     ];
     // Every broadcast scenario again on 2 shards, with the default `.await` (what the
@@ -317,7 +334,10 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
     if opts.runtimes.is_empty() {
         return Err(Error::Args("at least one runtime".into()));
     }
-    let plans = plans(opts.quick);
+    if let Some(scale) = &opts.scale {
+        scale.validate()?;
+    }
+    let plans = crate::scale::with_scale(plans(opts.quick), opts.quick, opts.scale.as_ref());
     // A backend this machine cannot run (glommio where io_uring is refused) would fail
     // every one of its runs: say so before starting any server.
     let most_shards = plans.iter().map(|p| p.shards).max().unwrap_or(1);
@@ -372,10 +392,11 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
             codec: Codec::Native,
         });
     }
+    // The 2-shard and the scale runs measure our server alone.
     let runs_on = |plan: &Plan, peer: &Peer| match peer.imp {
         Implementation::Conduit => true,
-        Implementation::Netconduit => plan.shards == 1,
-        Implementation::Redis => redis::compare::runs(plan),
+        Implementation::Netconduit => plan.shards == 1 && plan.size.is_none(),
+        Implementation::Redis => plan.size.is_none() && redis::compare::runs(plan),
     };
     let runs_per_round: usize = plans
         .iter()
@@ -539,6 +560,7 @@ pub fn render(r: &SuiteReport) -> String {
         &r.redis_comparisons,
         r.redis_version.as_deref(),
     ));
+    out.push_str(&crate::scale::render(&r.summaries));
     out.push_str("\nTargets:\n");
     let rows: Vec<Vec<String>> = r.targets.iter().map(goals::target_row).collect();
     out.push_str(&report::table(&goals::TARGET_HEADERS, &rows));
@@ -588,6 +610,7 @@ fn run_one(
     } = peer;
     let mut scenario = plan.scenario.clone();
     let mut heartbeat = plan.heartbeat;
+    let connections = plan.size.map_or(opts.connections, |s| s.connections);
     if imp == Implementation::Netconduit {
         // netconduit's heartbeat interval is whole seconds, at least 1.
         if let Scenario::Heartbeat(h) = &mut scenario {
@@ -628,8 +651,12 @@ fn run_one(
             attempts: MAX_CONNECT_ATTEMPTS,
             connect_timeout: Duration::from_secs(5),
         },
-        connections: opts.connections,
-        connect_concurrency: SUITE_CONNECT_CONCURRENCY.min(opts.connections),
+        connections,
+        sources: plan.size.map_or(1, |s| s.sources),
+        connect_concurrency: match plan.size {
+            Some(_) => SCALE_CONNECT_CONCURRENCY.min(connections),
+            None => SUITE_CONNECT_CONCURRENCY.min(connections),
+        },
         connect_deadline: SUITE_CONNECT_DEADLINE,
         server_pid: Some(server.pid),
         label: label.to_owned(),
@@ -666,6 +693,7 @@ mod tests {
                         connect_timeout: Duration::from_secs(1),
                     },
                     connections: 1000,
+                    sources: 1,
                     connect_concurrency: SUITE_CONNECT_CONCURRENCY,
                     connect_deadline: SUITE_CONNECT_DEADLINE,
                     server_pid: None,

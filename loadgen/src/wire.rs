@@ -110,11 +110,27 @@ impl Conn {
     /// Connects (retrying refused or timed-out attempts) and logs in. `nonce_seed`
     /// varies the native client nonce between connections.
     pub async fn open(spec: &ConnectSpec, nonce_seed: u64) -> Result<Conn, Error> {
+        Conn::open_from(spec, None, nonce_seed).await
+    }
+
+    /// [`Conn::open`] from the local address `source` (`None`: the kernel's choice);
+    /// see [`crate::sources`].
+    pub async fn open_from(
+        spec: &ConnectSpec,
+        source: Option<std::net::IpAddr>,
+        nonce_seed: u64,
+    ) -> Result<Conn, Error> {
         let mut attempt = 0;
         let stream = loop {
             attempt += 1;
-            // Sets TCP_NODELAY, as the load generator always has.
-            match SharedStream::connect(spec.addr, spec.connect_timeout).await {
+            // Both set TCP_NODELAY, as the load generator always has.
+            let connected = match source {
+                Some(from) => {
+                    SharedStream::connect_from(from, spec.addr, spec.connect_timeout).await
+                }
+                None => SharedStream::connect(spec.addr, spec.connect_timeout).await,
+            };
+            match connected {
                 Ok(s) => break s,
                 Err(e) if attempt < spec.attempts.min(MAX_CONNECT_ATTEMPTS) => {
                     tracing::debug!("connect attempt {attempt} failed: {e}");

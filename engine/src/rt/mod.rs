@@ -6,6 +6,7 @@
 //! (`net`), the writer (`writer`) — and one file per backend (`glommio`, `tokio`) that
 //! starts its threads. Only `exec`, `net` and the backend files name a backend.
 
+mod bind;
 pub(crate) mod exec;
 #[cfg(feature = "glommio")]
 mod glommio;

@@ -17,7 +17,7 @@ use std::net::Shutdown;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -117,6 +117,57 @@ impl SharedStream {
         let stream = SharedStream::wrap(stream);
         socket2::SockRef::from(&*stream.0.borrow()).set_nodelay(true)?;
         Ok(stream)
+    }
+
+    /// Connects to `addr` from the local address `source` (its port chosen at connect)
+    /// on the current thread's backend within `timeout`, with `TCP_NODELAY` set. One
+    /// client spreads its connections over several source addresses this way: the
+    /// kernel's ephemeral ports (about 28 000 by default) are counted per source
+    /// address and destination, and servers budget logins per source address.
+    /// `source` and `addr` must be of the same family.
+    pub async fn connect_from(
+        source: IpAddr,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> io::Result<SharedStream> {
+        if source.is_ipv4() != addr.is_ipv4() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot connect from {source} to {addr}: address families differ"),
+            ));
+        }
+        let stream = match super::exec::current() {
+            #[cfg(feature = "glommio")]
+            Backend::Glommio => {
+                Stream::Glommio(super::bind::glommio_connect_from(source, addr, timeout).await?)
+            }
+            #[cfg(feature = "tokio")]
+            Backend::Tokio => {
+                let socket = match addr {
+                    SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                super::bind::bind_source(&socket2::SockRef::from(&socket), source)?;
+                Stream::Tokio(
+                    tokio::time::timeout(timeout, socket.connect(addr))
+                        .await
+                        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??,
+                )
+            }
+        };
+        let stream = SharedStream::wrap(stream);
+        socket2::SockRef::from(&*stream.0.borrow()).set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// The local address of the stream (the source address a client connected from).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &*self.0.borrow() {
+            #[cfg(feature = "glommio")]
+            Stream::Glommio(s) => s.local_addr().map_err(io::Error::from),
+            #[cfg(feature = "tokio")]
+            Stream::Tokio(s) => s.local_addr(),
+        }
     }
 
     /// Takes an accepted stream that arrived from another thread onto the current

@@ -62,6 +62,12 @@ pub struct TargetArgs {
     /// Runtime backend of a spawned conduit server.
     #[arg(long, value_enum, default_value_t = RuntimeArg::Auto)]
     pub runtime: RuntimeArg,
+    /// Deal the connections round-robin over this many loopback source addresses,
+    /// 127.0.0.1 … 127.0.0.N (1: the kernel's choice): each address has its own
+    /// ephemeral ports (about 28,000 towards one server) and its own per-source login
+    /// budget on the server.
+    #[arg(long, default_value_t = 1)]
+    pub sources: usize,
     /// Connects in flight at once.
     #[arg(long, default_value_t = 90)]
     pub connect_concurrency: usize,
@@ -340,6 +346,7 @@ fn single(t: TargetArgs, heartbeat_ms: u64, scenario: Scenario) -> Result<i32> {
             connect_timeout: Duration::from_secs(5),
         },
         connections: t.connections,
+        sources: t.sources,
         connect_concurrency: t.connect_concurrency,
         connect_deadline: seconds("connect-deadline-s", t.connect_deadline_s)?,
         server_pid: pid,

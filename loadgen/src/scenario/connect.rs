@@ -68,11 +68,14 @@ pub(super) async fn open_all(
             spec.connect_deadline
         )));
     }
-    let conns = if spec.connect.codec == Codec::V1 {
+    let mut conns = if spec.connect.codec == Codec::V1 {
         prime_all(conns, spec.connect_deadline).await?
     } else {
         conns
     };
+    if spec.sources > 1 {
+        check_sources(spec.sources, &mut conns, result).await?;
+    }
     let phase = ConnectPhase {
         cpu_before,
         cpu_after,
@@ -80,6 +83,26 @@ pub(super) async fn open_all(
         latency,
     };
     Ok((conns, phase))
+}
+
+/// Records the source addresses the server saw (one connection from each asks; see
+/// [`crate::sources`]); fewer than `sources` distinct ones is an error of the run.
+async fn check_sources(sources: usize, conns: &mut [Conn], result: &mut RunResult) -> Result<()> {
+    let seen = crate::sources::seen_by_server(conns, sources).await?;
+    if seen.len() != sources {
+        result.errors += 1;
+        result.notes.push(format!(
+            "the connections were to come from {sources} addresses; the server saw {}",
+            seen.len()
+        ));
+    }
+    let seen: Vec<String> = seen.iter().map(ToString::to_string).collect();
+    result.notes.push(format!(
+        "the server saw connections from {}",
+        seen.join(", ")
+    ));
+    result.source_addresses = Some(seen);
+    Ok(())
 }
 
 /// The connect scenario: reports the connect phase, then holds the connections idle
@@ -96,6 +119,10 @@ pub(super) async fn run(
     result.set_cpu(&phase.cpu_before, &phase.cpu_after, phase.elapsed);
     sleep(settle).await;
     result.rss_idle_kib = spec.server_pid.and_then(|p| procfs::rss_kib(Proc::Pid(p)));
+    if let (Some(before), Some(idle)) = (result.rss_before_kib, result.rss_idle_kib) {
+        let n = conns.len().max(1) as f64;
+        result.rss_per_connection_bytes = Some((idle as f64 - before as f64) * 1024.0 / n);
+    }
     // Open until the RSS is read: it is the RSS of these idle connections.
     drop(conns);
     result.latency = result.connect_latency;
@@ -123,11 +150,12 @@ async fn connect_all(
                 counter.clone(),
                 first_error.clone(),
             );
-            let cs = spec.connect.clone();
+            let (cs, sources) = (spec.connect.clone(), spec.sources);
             spawn_task(async move {
                 let _permit = sem.acquire().await.ok()?;
                 let start = Instant::now();
-                match Conn::open(&cs, i as u64).await {
+                let source = crate::sources::source_addr(sources, i);
+                match Conn::open_from(&cs, source, i as u64).await {
                     Ok(c) => {
                         lat.borrow_mut().record(start.elapsed());
                         counter.set(counter.get() + 1);

@@ -72,6 +72,9 @@ pub struct RunSpec {
     /// Connections to open (broadcast: receivers, senders come on top; room broadcast:
     /// every connection, the sender and the other members among them).
     pub connections: usize,
+    /// Loopback source addresses the connections are dealt over, round-robin
+    /// (127.0.0.1 … 127.0.0.N; 1: the kernel's choice). See [`crate::sources`].
+    pub sources: usize,
     /// Connects in flight at once.
     pub connect_concurrency: usize,
     /// Bound on the whole connect phase.
@@ -141,6 +144,12 @@ pub struct RunResult {
     pub rss_before_kib: Option<u64>,
     /// Server RSS with every connection open and idle, KiB.
     pub rss_idle_kib: Option<u64>,
+    /// What one idle connection costs the server in memory: (idle RSS − RSS before
+    /// any connection) ÷ connections, bytes (connect scenario).
+    pub rss_per_connection_bytes: Option<f64>,
+    /// The distinct source addresses the server says the connections came from
+    /// (runs over several `--sources` only), so a run shows it really was spread.
+    pub source_addresses: Option<Vec<String>>,
     /// Length of the measured phase, seconds.
     pub elapsed_s: f64,
     /// What `ops` counts: `connections`, `pongs`, `deliveries`, `calls`.
@@ -209,6 +218,8 @@ impl RunResult {
             connect_latency: None,
             rss_before_kib: None,
             rss_idle_kib: None,
+            rss_per_connection_bytes: None,
+            source_addresses: None,
             elapsed_s: 0.0,
             op: String::new(),
             ops: 0,
@@ -279,6 +290,7 @@ pub fn validate(spec: &RunSpec) -> Result<()> {
     if spec.connect_deadline.is_zero() || spec.connect_deadline > MAX_DURATION {
         return bad("connect deadline must be between 0 and 600 s".into());
     }
+    crate::sources::validate(spec.sources, spec.connect.addr)?;
     if !spec.connect.addr.ip().is_loopback() {
         return bad(format!(
             "{} is not a loopback address: this tool only loads 127.0.0.0/8 and ::1",
@@ -317,6 +329,11 @@ pub fn loadgen_cpu() -> Option<usize> {
 /// for its result.
 pub fn run(spec: RunSpec, cpu: Option<usize>) -> Result<RunResult> {
     validate(&spec)?;
+    let extra = match &spec.scenario {
+        Scenario::Broadcast(b) => b.extra_connections(),
+        _ => 0,
+    };
+    crate::fdlimit::ensure(spec.connections + extra)?;
     on_executor("loadgen", cpu, move || async move { run_here(spec).await })?
 }
 
@@ -379,6 +396,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
             },
             connections: 100,
+            sources: 1,
             connect_concurrency: 50,
             connect_deadline: Duration::from_secs(10),
             server_pid: None,

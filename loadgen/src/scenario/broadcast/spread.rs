@@ -101,6 +101,7 @@ impl SpreadSpec {
                 ..self.connect.clone()
             },
             connections: node.receivers + usize::from(i == 0),
+            sources: 1,
             connect_concurrency: self.connect_concurrency,
             connect_deadline: self.connect_deadline,
             server_pid: node.pid,
