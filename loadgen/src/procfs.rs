@@ -188,6 +188,24 @@ fn seconds_between(later: Option<u64>, earlier: Option<u64>) -> Option<f64> {
     Some(later?.saturating_sub(earlier?) as f64 / 1e9)
 }
 
+/// The text of the file at `path`, trimmed (empty if it cannot be read).
+pub(crate) fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// `model name` from /proc/cpuinfo.
+pub(crate) fn cpu_model() -> String {
+    read_trim("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

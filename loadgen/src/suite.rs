@@ -13,6 +13,7 @@ use conduit_protocol::Codec;
 use serde::Serialize;
 
 use crate::goals::{self, TargetCheck};
+use crate::procfs::{cpu_model, read_trim};
 use crate::redis::{self, compare::RedisComparison};
 use crate::report::{self, Comparison, Summary};
 use crate::scale::{count_tag, ScaleOptions, Size, SCALE_CONNECT_CONCURRENCY};
@@ -269,24 +270,6 @@ pub struct Machine {
     /// The runtime backend the load generator ran on (`auto`'s choice, whatever the
     /// server's).
     pub loadgen_runtime: String,
-}
-
-/// The text of the file at `path`, trimmed (empty if it cannot be read).
-pub(crate) fn read_trim(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// `model name` from /proc/cpuinfo.
-pub(crate) fn cpu_model() -> String {
-    read_trim("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_default()
 }
 
 /// Everything the suite wrote to JSON.

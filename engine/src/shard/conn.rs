@@ -12,6 +12,7 @@ use conduit_protocol::clock::wall_clock_ms;
 use conduit_protocol::{Codec, FrameDecoder};
 use futures_lite::FutureExt;
 
+use super::setup::{prepare, Prepared, Setup};
 use super::Shard;
 use crate::core::{
     Args, Call, Close, CloseReason, ConnCore, Event, LocalNotify, Outbound, Outcome,
@@ -23,11 +24,11 @@ use crate::router::{
 };
 use crate::rt::exec::{sleep, spawn_task, Task};
 use crate::rt::net::SharedStream;
-use crate::rt::tls::{self, TlsLayer};
+use crate::rt::tls::TlsLayer;
 use crate::rt::writer::write_loop;
 use crate::ws::Transport;
 
-use super::websocket::{self, WsConn};
+use super::websocket::WsConn;
 
 /// A connection as its owning shard holds it.
 pub(crate) struct LocalConn {
@@ -100,20 +101,6 @@ fn random_bytes<const N: usize>() -> Option<[u8; N]> {
             None
         }
     }
-}
-
-/// What a connection's setup (TLS handshake, WebSocket upgrade) leaves for serving it.
-struct Prepared {
-    /// The peer's address: behind a trusted HTTP proxy, the forwarded client's.
-    peer: std::net::SocketAddr,
-    /// Its login budget, moved with the address.
-    pending: Pending,
-    /// The TLS layer, when the server speaks TLS.
-    tls: Option<Box<TlsLayer>>,
-    /// The WebSocket framing, for a connection of the WebSocket listener.
-    ws: Option<Box<WsConn>>,
-    /// Bytes read past the setup: the first frames.
-    early: Vec<u8>,
 }
 
 /// Serves one accepted connection holding `admission` until it is gone.
@@ -243,88 +230,6 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
     unfinished.armed = false;
 }
 
-/// What the setup of a connection starts from: its admission but the
-/// `max_connections` slot, which [`serve`] keeps.
-struct Setup {
-    /// The peer's address (see [`Admission::peer`]).
-    peer: std::net::SocketAddr,
-    /// Its login budget (see [`Admission::pending`]).
-    pending: Pending,
-    /// Bytes read before it was served (see [`Admission::first_bytes`]).
-    first_bytes: Vec<u8>,
-    /// The listener it came through.
-    transport: Transport,
-}
-
-/// A connection's setup: socket options, the TLS handshake, the WebSocket upgrade;
-/// `None` when it failed (the socket is shut).
-async fn prepare(shard: &Rc<Shard>, stream: &SharedStream, setup: Setup) -> Option<Prepared> {
-    let Setup {
-        mut peer,
-        mut pending,
-        first_bytes,
-        transport,
-    } = setup;
-    let desc = shard.router.descriptor();
-    // TLS first, then a WebSocket upgrade inside it (its slot and login budget held
-    // throughout, and given back if either fails).
-    let (tls, first_bytes) = match shard.router.tls() {
-        None => (None, first_bytes),
-        Some(state) => {
-            let wait = desc.tls_handshake_timeout.min(desc.auth_timeout);
-            match handshake(stream, state.config(), &first_bytes, wait).await {
-                Some(layer) => (Some(Box::new(layer)), Vec::new()),
-                None => {
-                    stream.shutdown_both();
-                    return None;
-                }
-            }
-        }
-    };
-    let (ws, early) = match (transport, &desc.websocket) {
-        (Transport::WebSocket, Some(settings)) => {
-            let wait = settings.upgrade_timeout.min(desc.auth_timeout);
-            let upgraded = websocket::upgrade(stream, tls.as_deref(), settings, wait, first_bytes);
-            let Some(accepted) = upgraded.await else {
-                stream.shutdown_both();
-                return None;
-            };
-            // Behind a trusted proxy speaking HTTP, the client is the address it put
-            // last in X-Forwarded-For: its login budget and its address from now on.
-            if let Some(ip) = accepted
-                .forwarded_for
-                .filter(|_| desc.is_trusted_proxy(peer.ip()))
-            {
-                let client = std::net::SocketAddr::new(ip, 0);
-                let stats = shard.router.stats();
-                let moved = stats.move_source(&mut pending, client, desc.max_pending_per_source);
-                if let Err(why) = moved {
-                    stats.refused.fetch_add(1, Ordering::Relaxed);
-                    let reason = super::accept::refusal_reason(why).wire_text();
-                    websocket::unavailable(stream, tls.as_deref(), reason).await;
-                    stream.shutdown_both();
-                    return None;
-                }
-                peer = client;
-            }
-            if !websocket::accept(stream, tls.as_deref(), &accepted).await {
-                stream.shutdown_both();
-                return None;
-            }
-            let max = desc.max_frame_bytes as usize + conduit_protocol::HEADER_LEN;
-            (Some(Box::new(WsConn::new(max))), accepted.early)
-        }
-        _ => (None, first_bytes),
-    };
-    Some(Prepared {
-        peer,
-        pending,
-        tls,
-        ws,
-        early,
-    })
-}
-
 /// Gives back what a connection holds — its place in the shard, its
 /// `max_connections` slot, its directory entry — and closes its socket if its task
 /// ends without its teardown: a panic in the glue (tokio contains it to the task), or
@@ -403,43 +308,6 @@ async fn first_frames(
         }
     }
     handle_frames(shard, conn, decoder).await
-}
-
-/// Completes a TLS handshake within `wait`, starting with `early` (read already, past
-/// a PROXY header); `None` when it failed, timed out or the peer left.
-async fn handshake(
-    stream: &SharedStream,
-    config: Arc<rustls::ServerConfig>,
-    early: &[u8],
-    wait: std::time::Duration,
-) -> Option<TlsLayer> {
-    let layer = match rustls::ServerConnection::new(config) {
-        Ok(c) => TlsLayer::new(c),
-        Err(e) => {
-            tracing::error!("TLS: {e}");
-            return None;
-        }
-    };
-    let work = async { Some(layer.handshake(stream, early).await) };
-    let late = async {
-        sleep(wait).await;
-        None
-    };
-    match work.or(late).await {
-        Some(Ok(())) => Some(layer),
-        Some(Err(e)) => {
-            if tls::is_protocol_error(&e) {
-                tracing::debug!("TLS handshake refused: {e}");
-            } else {
-                tracing::debug!("TLS handshake cut off: {e}");
-            }
-            None
-        }
-        None => {
-            tracing::debug!("TLS handshake timed out");
-            None
-        }
-    }
 }
 
 impl LocalConn {

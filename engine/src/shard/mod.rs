@@ -15,6 +15,7 @@ mod conn;
 mod launch;
 mod proxy;
 mod recv;
+mod setup;
 mod websocket;
 
 use std::cell::{Cell, RefCell};

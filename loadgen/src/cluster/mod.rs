@@ -37,10 +37,11 @@ use serde::Serialize;
 
 pub use self::broker::{find_program, BrokerKind, BrokerProcess, BROKER_READY_TIMEOUT};
 use crate::cli::{CodecArg, RuntimeArg, MAX_SECONDS_ARG};
+use crate::procfs::{cpu_model, read_trim};
 use crate::report::{self, dur_us, num};
 use crate::scenario::{self, SpreadNode, SpreadResult, SpreadSpec, MAX_CONNECTIONS, MAX_MESSAGES};
 use crate::stats::median;
-use crate::suite::{cpu_model, read_trim, MAX_ROUNDS, SUITE_CONNECT_CONCURRENCY};
+use crate::suite::{MAX_ROUNDS, SUITE_CONNECT_CONCURRENCY};
 use crate::target::{Implementation, ServerProcess, SpawnOptions, BENCH_PASSWORD};
 use crate::wire::{ConnectSpec, MAX_CONNECT_ATTEMPTS};
 use crate::{Error, Result};
