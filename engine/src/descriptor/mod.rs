@@ -168,7 +168,10 @@ pub struct ServerDescriptor {
     /// unauthenticated peer cannot make the server reserve `max_frame_bytes`. The
     /// smaller of this and `max_frame_bytes` applies. Default 4096.
     pub max_auth_frame_bytes: u32,
-    /// Receive buffer a connection starts with, in bytes. Default 4096.
+    /// Receive buffer a connection reads into, in bytes: the most one read takes
+    /// (a frame larger than it grows the buffer, up to `max_frame_bytes`). Held only
+    /// while a frame is partial: an idle TCP or WebSocket connection gives it back to
+    /// its shard and waits with none (TLS connections keep theirs). Default 4096.
     pub recv_buffer_bytes: usize,
     /// Bytes a connection may have waiting to be sent (queued, or taken by its writer
     /// and not yet accepted by the kernel) before it is a slow consumer.
