@@ -92,6 +92,12 @@ pub struct Outbound {
     pub ready: LocalNotify,
     /// Wakes senders waiting for room ([`push_waiting`](Self::push_waiting)).
     room: Signal,
+    /// Set while the connection's reader acts on what it read and will write the
+    /// replies itself ([`hold_wakes`](Self::hold_wakes)): queueing then does not wake
+    /// the writer.
+    holding: Cell<bool>,
+    /// A wake the hold kept back, given when it ends if anything is left to write.
+    held_wake: Cell<bool>,
 }
 
 impl Outbound {
@@ -106,7 +112,66 @@ impl Outbound {
             gate: Cell::new(None),
             ready: LocalNotify::default(),
             room: Signal::default(),
+            holding: Cell::new(false),
+            held_wake: Cell::new(false),
         }
+    }
+
+    /// Wakes the writer, or notes the wake for [`release_wakes`](Self::release_wakes)
+    /// while the reader holds wakes.
+    fn wake_writer(&self) {
+        if self.holding.get() {
+            self.held_wake.set(true);
+        } else {
+            self.ready.notify();
+        }
+    }
+
+    /// The reader is about to act on what it read, synchronously, and to write what
+    /// that queues itself ([`crate::rt::writer::write_now`]): until
+    /// [`release_wakes`](Self::release_wakes), queueing does not wake the writer task.
+    /// Must not be held across a wait: the caller releases before anything that can
+    /// suspend (a pending handler, a hook).
+    pub fn hold_wakes(&self) {
+        self.holding.set(true);
+    }
+
+    /// Ends [`hold_wakes`](Self::hold_wakes): wakes the writer if a wake was held back
+    /// and something is still queued (or the queue closed meanwhile).
+    pub fn release_wakes(&self) {
+        self.holding.set(false);
+        if self.held_wake.take() && (!self.is_empty() || self.closed.get()) {
+            self.ready.notify();
+        }
+    }
+
+    /// Whether the reader holds writer wake-ups ([`hold_wakes`](Self::hold_wakes)).
+    pub fn is_holding(&self) -> bool {
+        self.holding.get()
+    }
+
+    /// Whether the writer holds no batch: everything not yet written is in the queue,
+    /// so frames taken now go out in order.
+    pub fn writer_idle(&self) -> bool {
+        self.in_flight_bytes.get() == 0
+    }
+
+    /// Gives frames taken for a write back to the head of the queue, in order: the
+    /// part of a direct write the socket did not take (`rest`, the first one possibly
+    /// cut). Their charge moves back from in flight to queued, and the writer is woken.
+    pub fn unsent(&self, rest: impl DoubleEndedIterator<Item = Bytes>) {
+        let mut q = self.frames.borrow_mut();
+        let mut charged = 0;
+        for f in rest.rev() {
+            charged += charge(&f);
+            q.push_front(f);
+        }
+        drop(q);
+        // What was written is no longer held; what came back is queued again.
+        self.in_flight_bytes.set(0);
+        self.queued_bytes.set(self.queued_bytes.get() + charged);
+        self.room.notify_all();
+        self.ready.notify();
     }
 
     /// Queues `frame` under `policy`: when it does not fit, `DropNewest` drops it and
@@ -155,7 +220,7 @@ impl Outbound {
         self.queued_bytes
             .set(self.queued_bytes.get() + charge(&frame));
         self.frames.borrow_mut().push_back(frame);
-        self.ready.notify();
+        self.wake_writer();
     }
 
     /// Lets what is queued now go out, and holds every frame queued after it until
@@ -170,7 +235,7 @@ impl Outbound {
     /// Ends a hold: everything queued may go.
     pub fn open_gate(&self) {
         if self.gate.take().is_some() {
-            self.ready.notify();
+            self.wake_writer();
         }
     }
 
@@ -202,7 +267,7 @@ impl Outbound {
             was_empty
         };
         if was_empty {
-            self.ready.notify();
+            self.wake_writer();
         }
         Push::Queued
     }
@@ -325,6 +390,7 @@ impl Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
 
     /// What `n` frames of `bytes` bytes in all are charged.
     fn cost(n: usize, bytes: usize) -> usize {
@@ -362,6 +428,53 @@ mod tests {
         assert_eq!(q.pending_bytes(), 0);
         q.close();
         assert_eq!(q.push(Bytes::from_static(b"x")), Push::Closed);
+    }
+
+    /// Whether the writer was woken since the last look (and forgets it).
+    fn woken(q: &Outbound) -> bool {
+        let waker = futures_lite::future::block_on(futures_lite::future::poll_once(q.ready.wait()));
+        waker.is_some()
+    }
+
+    #[test]
+    fn held_wakes_are_given_only_for_what_the_reader_left() {
+        let q = Outbound::new(1 << 20);
+        q.hold_wakes();
+        assert_eq!(q.push(Bytes::from_static(b"reply")), Push::Queued);
+        assert!(!woken(&q), "the reader writes it itself");
+        // It did: nothing left, no wake.
+        let f = q.take_single().unwrap();
+        assert!(!q.writer_idle(), "taken, not yet written");
+        drop(f);
+        q.finish_batch();
+        q.release_wakes();
+        assert!(!woken(&q));
+        // The socket took part of it: the rest goes back, in order, and wakes the
+        // writer; the charge is the rest's.
+        q.hold_wakes();
+        q.push(Bytes::from_static(b"one"));
+        q.push(Bytes::from_static(b"two"));
+        q.push(Bytes::from_static(b"three"));
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, 16, 1 << 20);
+        let mut cut = batch[1].clone();
+        cut.advance(1);
+        q.unsent([cut, batch[2].clone()].into_iter());
+        assert!(woken(&q));
+        q.release_wakes();
+        assert!(q.writer_idle());
+        assert_eq!(q.pending_bytes(), cost(2, 7));
+        batch.clear();
+        q.take_batch(&mut batch, 16, 1 << 20);
+        assert_eq!(
+            batch,
+            [Bytes::from_static(b"wo"), Bytes::from_static(b"three")]
+        );
+        q.finish_batch();
+        assert_eq!(q.pending_bytes(), 0);
+        // Without a hold, queueing wakes at once.
+        q.push(Bytes::from_static(b"x"));
+        assert!(woken(&q));
     }
 
     #[test]

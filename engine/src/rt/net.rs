@@ -361,6 +361,17 @@ impl SharedStream {
         Ok(())
     }
 
+    /// One non-blocking send of leading frames of `frames` (retried on a signal):
+    /// the bytes the kernel took, or `WouldBlock` when the socket is full.
+    pub fn try_send(&self, frames: &[Bytes]) -> io::Result<usize> {
+        loop {
+            match self.send_gathered(frames) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+
     /// One non-blocking send of leading frames of `frames`; returns the bytes the
     /// kernel took. A plain function, so its buffers live on the stack (or in the
     /// thread's scratch buffer) for the call only and never in the writer's future.

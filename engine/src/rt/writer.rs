@@ -5,7 +5,7 @@
 use std::io;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures_lite::FutureExt;
 
 use super::exec::sleep;
@@ -140,6 +140,62 @@ pub(crate) async fn write_loop(
     Ok(())
 }
 
+/// Writes what `out` holds now, without waiting: the plain-TCP path of
+/// [`write_loop`], run by the connection's reader right after it acted on what it read,
+/// so a reply goes out in the reader's turn instead of in a wake-up of the writer
+/// task. Only when the writer holds no batch (so nothing can overtake what it is
+/// writing) and no gate holds the head of the queue. What the socket does not take goes
+/// back to the head of the queue for the writer; so does everything on an error, which
+/// the writer then meets itself and handles as always. `batch` is scratch room, left
+/// empty.
+pub(crate) fn write_now(
+    out: &Outbound,
+    stream: &SharedStream,
+    batch: &mut Vec<Bytes>,
+    max_batch_bytes: usize,
+) {
+    if !out.writer_idle() || out.is_empty() || out.gated_until().is_some() {
+        return;
+    }
+    if let Some(mut frame) = out.take_single() {
+        match stream.try_send(std::slice::from_ref(&frame)) {
+            Ok(n) if n >= frame.len() => out.finish_batch(),
+            Ok(n) => {
+                frame.advance(n);
+                out.unsent(std::iter::once(frame));
+            }
+            Err(_) => out.unsent(std::iter::once(frame)),
+        }
+        return;
+    }
+    batch.clear();
+    out.take_batch(batch, MAX_IOVECS, max_batch_bytes);
+    let mut first = 0;
+    // Each pass sends at least a byte or stops, so this ends within the batch's bytes.
+    while first < batch.len() {
+        let mut n = match stream.try_send(&batch[first..]) {
+            Ok(n) if n > 0 => n,
+            _ => break,
+        };
+        while n > 0 && first < batch.len() {
+            let len = batch[first].len();
+            if n >= len {
+                n -= len;
+                first += 1;
+            } else {
+                batch[first].advance(n);
+                n = 0;
+            }
+        }
+    }
+    if first == batch.len() {
+        batch.clear();
+        out.finish_batch();
+    } else {
+        out.unsent(batch.drain(first..));
+    }
+}
+
 /// Room for TLS records kept between batches while a connection is idle.
 const KEEP_RECORD_BYTES: usize = 64 * 1024;
 
@@ -255,6 +311,60 @@ mod tests {
                 (got, expect)
             })
         });
+        assert_eq!(got.len(), expect.len());
+        assert!(got == expect, "bytes differ on {backend:?}");
+    }
+
+    #[test]
+    fn a_direct_write_the_socket_cannot_take_whole_is_finished_by_the_writer_in_order() {
+        for backend in backends() {
+            direct_then_writer_on(backend);
+        }
+    }
+
+    fn direct_then_writer_on(backend: Backend) {
+        // Far more than the socket buffers hold, queued while the reader holds the
+        // writer's wake-ups: the direct write sends what the socket takes, gives the
+        // rest back, and the writer finishes it — every byte once, in order.
+        let (got, expect, left_after_direct) = with_pair(backend, |stream, mut peer| {
+            Box::new(async move {
+                let out = Rc::new(Outbound::new(64 << 20));
+                let mut expect = Vec::new();
+                out.hold_wakes();
+                for i in 0..200u32 {
+                    let len = [5, 900, 40_000][i as usize % 3];
+                    let frame: Vec<u8> = (0..len).map(|j| (i as usize * 7 + j) as u8).collect();
+                    expect.extend_from_slice(&frame);
+                    assert_eq!(out.push(Bytes::from(frame)), Push::Queued);
+                }
+                let mut batch = Vec::new();
+                write_now(&out, &stream, &mut batch, 256 * 1024);
+                let left = out.pending_bytes();
+                out.release_wakes();
+                assert!(batch.is_empty());
+                assert!(out.writer_idle());
+                out.close();
+                let reader = std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match peer.read(&mut buf) {
+                            Ok(0) => return got,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                });
+                write_loop(&out, &stream, 256 * 1024, false, None)
+                    .await
+                    .unwrap();
+                (reader.join().unwrap(), expect, left)
+            })
+        });
+        assert!(
+            left_after_direct > 0,
+            "the socket could not take it all at once"
+        );
         assert_eq!(got.len(), expect.len());
         assert!(got == expect, "bytes differ on {backend:?}");
     }

@@ -25,7 +25,7 @@ use crate::router::{
 use crate::rt::exec::{sleep, spawn_task, Task};
 use crate::rt::net::SharedStream;
 use crate::rt::tls::TlsLayer;
-use crate::rt::writer::write_loop;
+use crate::rt::writer::{write_loop, write_now};
 use crate::ws::Transport;
 
 use super::websocket::WsConn;
@@ -330,6 +330,21 @@ impl LocalConn {
         }
     }
 
+    /// Runs `work`, which may wait, with the reader's hold on writer wake-ups lifted
+    /// (see `Outbound::hold_wakes`): what it queues meanwhile is written by the writer,
+    /// as always; the hold resumes after.
+    async fn unheld<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let held = self.out.is_holding();
+        if held {
+            self.out.release_wakes();
+        }
+        let done = work.await;
+        if held {
+            self.out.hold_wakes();
+        }
+        done
+    }
+
     /// Makes the `n` bytes just read into `decoder`'s spare room part of its buffer:
     /// as they are on TCP, or taken out of their WebSocket frames.
     fn took(&self, decoder: &mut FrameDecoder, n: usize) -> Result<(), CloseReason> {
@@ -362,7 +377,23 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<LocalConn>, decoder: &mut FrameD
             Some(Ok(0)) => CloseReason::PeerClosed,
             Some(Ok(n)) => match conn.took(decoder, n) {
                 Ok(()) => {
-                    if let Some(close) = handle_frames(shard, conn, decoder).await {
+                    // On plain TCP the reader writes the replies to what it read
+                    // itself, in this turn, when the writer is idle: no wake-up of the
+                    // writer task per request.
+                    let direct = conn.tls.is_none() && conn.ws.is_none();
+                    if direct {
+                        conn.out.hold_wakes();
+                    }
+                    let closed = handle_frames(shard, conn, decoder).await;
+                    if direct {
+                        if closed.is_none() {
+                            let max = shard.router.descriptor().max_write_batch_bytes;
+                            let mut batch = shard.direct_batch.borrow_mut();
+                            write_now(&conn.out, &conn.stream, &mut batch, max);
+                        }
+                        conn.out.release_wakes();
+                    }
+                    if let Some(close) = closed {
                         return close;
                     }
                     continue;
@@ -400,7 +431,8 @@ async fn handle_frames(
             } => {
                 conn.meta.set_token(token);
                 // Boxed: the hooks' futures are sized only while they run.
-                Box::pin(logged_in(shard, conn, codec, client_name.as_deref())).await;
+                let hooks = Box::pin(logged_in(shard, conn, codec, client_name.as_deref()));
+                conn.unheld(hooks).await;
             }
             Event::TokenRefreshed(token) => conn.meta.set_token(Some(token)),
             Event::Call(call) => {
@@ -452,7 +484,8 @@ async fn run_watched(
         return Some(done);
     }
     // Boxed likewise: the watch exists only while a handler is pending.
-    Box::pin(watch(shard, conn, decoder, run)).await
+    conn.unheld(Box::pin(watch(shard, conn, decoder, run)))
+        .await
 }
 
 /// Waits for a pending handler while watching its connection (see [`run_watched`]).

@@ -92,6 +92,9 @@ pub(crate) struct Shard {
     next_proxy_read: Cell<u64>,
     /// The receive scratch and the buffers idle connections gave up (`recv.rs`).
     recv: recv::RecvPool,
+    /// Scratch room for a reader's direct write of several frames
+    /// (`rt::writer::write_now`): used within one synchronous call, so one per shard.
+    direct_batch: RefCell<Vec<bytes::Bytes>>,
     /// A descriptor kept open for the moment the process has none left: closed to
     /// accept one connection and tell it "server full", then opened again.
     reserve: RefCell<Option<std::fs::File>>,
@@ -332,6 +335,7 @@ async fn shard_main(setup: Setup) {
         proxy_reads: RefCell::new(AHashMap::new()),
         next_proxy_read: Cell::new(0),
         recv: recv::RecvPool::default(),
+        direct_batch: RefCell::new(Vec::new()),
         reserve: RefCell::new(std::fs::File::open("/dev/null").ok()),
     });
     router::enter_shard(&shard.router, shard.run.clone(), shard.clone());
