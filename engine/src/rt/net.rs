@@ -247,10 +247,25 @@ impl SharedStream {
                 if let Err(e) = std::task::ready!(s.poll_read_ready(cx)) {
                     return Poll::Ready(Err(e));
                 }
-                match s.try_read(buf) {
+                // A read that did not fill `buf` took everything the socket had: its
+                // readiness is cleared right away (as a `WouldBlock` from the closure
+                // does, checked against the readiness tick so a packet arriving since
+                // is not lost), which saves the read that would only say `EAGAIN` —
+                // one system call per request.
+                let mut drained = None;
+                let read = s.try_io(tokio::io::Interest::READABLE, || {
+                    let n = io::Read::read(&mut &*socket2::SockRef::from(&*s), buf)?;
+                    if n > 0 && n < buf.len() {
+                        drained = Some(n);
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(n)
+                });
+                match (read, drained) {
+                    (_, Some(n)) => return Poll::Ready(Ok(n)),
                     // Readiness was stale; the failed read cleared it.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    r => return Poll::Ready(r),
+                    (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    (r, None) => return Poll::Ready(r),
                 }
             },
         }
