@@ -412,15 +412,16 @@ async fn handle_frames(
     conn: &Rc<LocalConn>,
     decoder: &mut FrameDecoder,
 ) -> Option<Close> {
+    // The time the bytes were read, for every frame among them: read again only after
+    // a step that waited (two clock reads per frame were a measurable share of a
+    // request's cost).
+    let mut now = (Instant::now(), wall_clock_ms());
     loop {
         // Kicked (or cut off) while frames were still buffered: handle none of them.
         if let Some(r) = conn.close.get() {
             return Some(conn.core.borrow_mut().close(r, wall_clock_ms()));
         }
-        let event = conn
-            .core
-            .borrow_mut()
-            .poll_event(decoder, Instant::now(), wall_clock_ms());
+        let event = conn.core.borrow_mut().poll_event(decoder, now.0, now.1);
         match event? {
             Event::Handled => {}
             Event::Close(close) => return Some(close),
@@ -433,6 +434,7 @@ async fn handle_frames(
                 // Boxed: the hooks' futures are sized only while they run.
                 let hooks = Box::pin(logged_in(shard, conn, codec, client_name.as_deref()));
                 conn.unheld(hooks).await;
+                now = (Instant::now(), wall_clock_ms());
             }
             Event::TokenRefreshed(token) => conn.meta.set_token(Some(token)),
             Event::Call(call) => {
@@ -444,17 +446,21 @@ async fn handle_frames(
                     Some(dispatch::run_in_place(&shard.registry, &handle, call))
                 } else {
                     match call.into_owned() {
-                        Some(call) => run_watched(shard, conn, decoder, &handle, call).await,
+                        Some(call) => {
+                            let (outcome, waited) =
+                                run_watched(shard, conn, decoder, &handle, call).await;
+                            if waited {
+                                now = (Instant::now(), wall_clock_ms());
+                            }
+                            outcome
+                        }
                         None => None,
                     }
                 };
                 let Some(outcome) = outcome else {
                     continue;
                 };
-                let done = conn
-                    .core
-                    .borrow_mut()
-                    .complete(id, outcome, wall_clock_ms());
+                let done = conn.core.borrow_mut().complete(id, outcome, now.1);
                 if let Some(close) = done {
                     return Some(close);
                 }
@@ -468,24 +474,26 @@ async fn handle_frames(
 /// kick, a stop: in-flight calls are still answered) — and the socket is read on
 /// meanwhile (into the decoder, up to its limit), so a peer that goes away is noticed
 /// and its handler dropped. A call that never completes does not hold its connection
-/// past close. `None` when the handler was abandoned.
+/// past close. `None` when the handler was abandoned; with whether it had to wait.
 async fn run_watched(
     shard: &Rc<Shard>,
     conn: &Rc<LocalConn>,
     decoder: &mut FrameDecoder,
     handle: &Connection,
     call: Call<'static>,
-) -> Option<Outcome> {
+) -> (Option<Outcome>, bool) {
     // Boxed: an idle connection's task then reserves no room for handler state, and
     // most handlers finish on their first poll, before anything is watched.
     let mut run: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + '_>> =
         Box::pin(dispatch::run(&shard.registry, handle, call));
     if let Some(done) = futures_lite::future::poll_once(&mut run).await {
-        return Some(done);
+        return (Some(done), false);
     }
     // Boxed likewise: the watch exists only while a handler is pending.
-    conn.unheld(Box::pin(watch(shard, conn, decoder, run)))
-        .await
+    let watched = conn
+        .unheld(Box::pin(watch(shard, conn, decoder, run)))
+        .await;
+    (watched, true)
 }
 
 /// Waits for a pending handler while watching its connection (see [`run_watched`]).
