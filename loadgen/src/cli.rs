@@ -201,6 +201,10 @@ pub struct SuiteArgs {
     /// Run only the scale runs (implies --scale).
     #[arg(long)]
     pub scale_only: bool,
+    /// Only these scenarios, by the name the report gives them (e.g.
+    /// `rpc,broadcast-saturate`); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
     /// Connections of the scale runs, the sweep's largest point (default 10,000).
     #[arg(long)]
     pub scale_connections: Option<usize>,
@@ -394,6 +398,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
                     a.scale_connections,
                     a.sources,
                 )?,
+                only: a.scenarios,
             };
             if let Some(scale) = opts.scale.filter(|s| s.only) {
                 // The scale runs alone: the report's connection count is theirs.

@@ -64,6 +64,9 @@ pub struct SuiteOptions {
     pub venv: PathBuf,
     /// The runs at scale (`--scale`), if asked for; see [`crate::scale`].
     pub scale: Option<ScaleOptions>,
+    /// Only the scenarios with these report names (`rpc`, `broadcast-saturate-2sh`,
+    /// …); all when empty.
+    pub only: Vec<String>,
 }
 
 /// One scenario of the suite and the server settings it needs.
@@ -320,7 +323,17 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
     if let Some(scale) = &opts.scale {
         scale.validate()?;
     }
-    let plans = crate::scale::with_scale(plans(opts.quick), opts.quick, opts.scale.as_ref());
+    let mut plans = crate::scale::with_scale(plans(opts.quick), opts.quick, opts.scale.as_ref());
+    if !opts.only.is_empty() {
+        let known: Vec<String> = plans.iter().map(Plan::name).collect();
+        if let Some(bad) = opts.only.iter().find(|n| !known.contains(n)) {
+            return Err(Error::Args(format!(
+                "no scenario `{bad}` in this suite; there are: {}",
+                known.join(", ")
+            )));
+        }
+        plans.retain(|p| opts.only.contains(&p.name()));
+    }
     // A backend this machine cannot run (glommio where io_uring is refused) would fail
     // every one of its runs: say so before starting any server.
     let most_shards = plans.iter().map(|p| p.shards).max().unwrap_or(1);
