@@ -330,6 +330,12 @@ impl LocalConn {
         }
     }
 
+    /// Whether what is queued for it may be written outside its writer task
+    /// (`rt::writer::write_now`): on plain TCP, whose writer adds nothing to a frame.
+    fn writes_directly(&self) -> bool {
+        self.tls.is_none() && self.ws.is_none()
+    }
+
     /// Runs `work`, which may wait, with the reader's hold on writer wake-ups lifted
     /// (see `Outbound::hold_wakes`): what it queues meanwhile is written by the writer,
     /// as always; the hold resumes after.
@@ -380,7 +386,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<LocalConn>, decoder: &mut FrameD
                     // On plain TCP the reader writes the replies to what it read
                     // itself, in this turn, when the writer is idle: no wake-up of the
                     // writer task per request.
-                    let direct = conn.tls.is_none() && conn.ws.is_none();
+                    let direct = conn.writes_directly();
                     if direct {
                         conn.out.hold_wakes();
                     }
