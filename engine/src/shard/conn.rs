@@ -109,6 +109,49 @@ fn random_bytes<const N: usize>() -> Option<[u8; N]> {
 /// with the upgrade, the teardown) run in boxed futures of their own, so this task's
 /// future — what every idle connection holds — is sized for the read loop only.
 pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Admission) {
+    let Some((conn, early)) = Box::pin(open(&shard, stream, admission)).await else {
+        return;
+    };
+    let mut unfinished = Unfinished {
+        shard: shard.clone(),
+        conn: conn.clone(),
+        armed: true,
+    };
+    let writer = {
+        let conn = conn.clone();
+        let max_batch = shard.router.descriptor().max_write_batch_bytes;
+        spawn_task(async move {
+            let ws = conn.ws.is_some();
+            let tls = conn.tls.as_deref();
+            if let Err(e) = write_loop(&conn.out, &conn.stream, max_batch, ws, tls).await {
+                conn.request_close(CloseReason::Io(e.kind()));
+            }
+        })
+    };
+    let mut decoder = shard.core_config.new_decoder();
+    // Bytes read before it was served: past a PROXY header, or behind the WebSocket
+    // upgrade request.
+    let first = if early.is_empty() {
+        None
+    } else {
+        Box::pin(first_frames(&shard, &conn, &mut decoder, early)).await
+    };
+    let close = match first {
+        Some(close) => close,
+        None => read_loop(&shard, &conn, &mut decoder).await,
+    };
+    drop(decoder);
+    Box::pin(teardown(&shard, &conn, close, writer)).await;
+    unfinished.armed = false;
+}
+
+/// A new connection's setup, core and place in the shard's pool: the connection and
+/// the bytes it sent that were read with its setup; `None` when the setup failed.
+async fn open(
+    shard: &Rc<Shard>,
+    stream: SharedStream,
+    admission: Admission,
+) -> Option<(Rc<LocalConn>, Vec<u8>)> {
     // `auth_timeout` counts from here (past a PROXY header), through a TLS handshake
     // and a WebSocket upgrade, to the login.
     let accepted = Instant::now();
@@ -140,7 +183,7 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
             first_bytes,
             transport,
         };
-        Box::pin(prepare(&shard, &stream, setup)).await
+        Box::pin(prepare(shard, &stream, setup)).await
     };
     let Some(Prepared {
         peer,
@@ -150,12 +193,11 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
         early,
     }) = prepared
     else {
-        return;
+        return None;
     };
-    let desc = shard.router.descriptor();
     let (Some(token), Some(nonce)) = (random_bytes::<64>(), random_bytes::<32>()) else {
         stream.shutdown_both();
-        return;
+        return None;
     };
     let id = shard.next_id();
     let core = ConnCore::new(
@@ -196,38 +238,7 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
     if shard.draining.get() {
         conn.request_close(CloseReason::ServerStopping);
     }
-    let mut unfinished = Unfinished {
-        shard: shard.clone(),
-        conn: conn.clone(),
-        armed: true,
-    };
-
-    let writer = {
-        let conn = conn.clone();
-        let max_batch = desc.max_write_batch_bytes;
-        spawn_task(async move {
-            let ws = conn.ws.is_some();
-            let tls = conn.tls.as_deref();
-            if let Err(e) = write_loop(&conn.out, &conn.stream, max_batch, ws, tls).await {
-                conn.request_close(CloseReason::Io(e.kind()));
-            }
-        })
-    };
-    let mut decoder = shard.core_config.new_decoder();
-    // Bytes read before it was served: past a PROXY header, or behind the WebSocket
-    // upgrade request.
-    let first = if early.is_empty() {
-        None
-    } else {
-        Box::pin(first_frames(&shard, &conn, &mut decoder, &early)).await
-    };
-    let close = match first {
-        Some(close) => close,
-        None => read_loop(&shard, &conn, &mut decoder).await,
-    };
-    drop(decoder);
-    Box::pin(teardown(&shard, &conn, close, writer)).await;
-    unfinished.armed = false;
+    Some((conn, early))
 }
 
 /// Gives back what a connection holds — its place in the shard, its
@@ -278,8 +289,9 @@ async fn first_frames(
     shard: &Rc<Shard>,
     conn: &Rc<LocalConn>,
     decoder: &mut FrameDecoder,
-    mut early: &[u8],
+    early: Vec<u8>,
 ) -> Option<Close> {
+    let mut early = &early[..];
     if early.is_empty() {
         return None;
     }
