@@ -185,16 +185,13 @@ async fn open(
         };
         Box::pin(prepare(shard, &stream, setup)).await
     };
-    let Some(Prepared {
+    let Prepared {
         peer,
         pending,
         tls,
         ws,
         early,
-    }) = prepared
-    else {
-        return None;
-    };
+    } = prepared?;
     let (Some(token), Some(nonce)) = (random_bytes::<64>(), random_bytes::<32>()) else {
         stream.shutdown_both();
         return None;
