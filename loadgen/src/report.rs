@@ -445,6 +445,28 @@ pub fn comparison_row(c: &Comparison) -> Vec<String> {
     ]
 }
 
+/// The machine the suite ran on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    /// CPUs this process may use.
+    pub cpus: usize,
+    /// `model name` from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// /proc/loadavg when the suite started.
+    pub loadavg_before: String,
+    /// /proc/loadavg when it ended.
+    pub loadavg_after: String,
+    /// CPU the servers were pinned to.
+    pub server_cpu: Option<usize>,
+    /// CPU the load generator was pinned to.
+    pub loadgen_cpu: Option<usize>,
+    /// The runtime backend the load generator ran on (`auto`'s choice, whatever the
+    /// server's).
+    pub loadgen_runtime: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

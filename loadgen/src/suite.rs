@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::goals::{self, TargetCheck};
 use crate::procfs::{cpu_model, read_trim};
 use crate::redis::{self, compare::RedisComparison};
-use crate::report::{self, Comparison, Summary};
+use crate::report::{self, Comparison, Machine, Summary};
 use crate::scale::{count_tag, ScaleOptions, Size, SCALE_CONNECT_CONCURRENCY};
 use crate::scenario::{
     self, BroadcastMode, BroadcastSpec, HeartbeatSpec, RpcSpec, RunResult, RunSpec, Scenario,
@@ -251,28 +251,6 @@ impl Peer {
             _ => scenario::codec_name(self.codec),
         }
     }
-}
-
-/// The machine the suite ran on.
-#[derive(Clone, Debug, Serialize)]
-pub struct Machine {
-    /// CPUs this process may use.
-    pub cpus: usize,
-    /// `model name` from /proc/cpuinfo.
-    pub cpu_model: String,
-    /// Kernel release.
-    pub kernel: String,
-    /// /proc/loadavg when the suite started.
-    pub loadavg_before: String,
-    /// /proc/loadavg when it ended.
-    pub loadavg_after: String,
-    /// CPU the servers were pinned to.
-    pub server_cpu: Option<usize>,
-    /// CPU the load generator was pinned to.
-    pub loadgen_cpu: Option<usize>,
-    /// The runtime backend the load generator ran on (`auto`'s choice, whatever the
-    /// server's).
-    pub loadgen_runtime: String,
 }
 
 /// Everything the suite wrote to JSON.

@@ -13,6 +13,7 @@
 mod accept;
 mod conn;
 mod launch;
+mod local;
 mod proxy;
 mod recv;
 mod setup;
@@ -28,9 +29,9 @@ use ahash::AHashMap;
 use conduit_protocol::clock::wall_clock_ms;
 use futures_lite::FutureExt;
 
-use self::conn::LocalConn;
 use self::launch::Setup;
 pub(crate) use self::launch::{launch, Launched, Plan};
+use self::local::LocalConn;
 use crate::core::{CloseReason, CoreConfig, Delivery, LocalNotify};
 use crate::dispatch::contained;
 use crate::error::{Error, Result};
