@@ -6,6 +6,7 @@
 
 mod scenario;
 
+pub use crate::args::{CodecArg, RuntimeArg, MAX_SECONDS_ARG};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -78,45 +79,6 @@ impl From<TransportArg> for crate::wire::Transport {
             TransportArg::Tcp => crate::wire::Transport::Tcp,
             TransportArg::Websocket => crate::wire::Transport::WebSocket,
             TransportArg::Tls => crate::wire::Transport::Tls,
-        }
-    }
-}
-
-/// Which codec a client speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum CodecArg {
-    /// conduit's rkyv codec.
-    Native,
-    /// netconduit-v1 MessagePack.
-    V1,
-}
-
-impl From<CodecArg> for Codec {
-    fn from(c: CodecArg) -> Codec {
-        match c {
-            CodecArg::Native => Codec::Native,
-            CodecArg::V1 => Codec::V1,
-        }
-    }
-}
-
-/// The runtime backend of our server (`serve`, and the server a scenario spawns).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeArg {
-    /// glommio where io_uring works, else tokio (the engine's choice, reported).
-    Auto,
-    /// glommio (io_uring); fails to start where io_uring is refused.
-    Glommio,
-    /// tokio (epoll).
-    Tokio,
-}
-
-impl From<RuntimeArg> for Runtime {
-    fn from(r: RuntimeArg) -> Runtime {
-        match r {
-            RuntimeArg::Auto => Runtime::Auto,
-            RuntimeArg::Glommio => Runtime::Glommio,
-            RuntimeArg::Tokio => Runtime::Tokio,
         }
     }
 }
@@ -311,9 +273,6 @@ impl ServeArgs {
         })
     }
 }
-
-/// Longest time any single flag may ask for, seconds.
-pub const MAX_SECONDS_ARG: f64 = 600.0;
 
 fn seconds(name: &str, s: f64) -> Result<Duration> {
     if !(s > 0.0 && s <= MAX_SECONDS_ARG) {

@@ -208,7 +208,7 @@ fn checks_on(summaries: &[Summary], runtime: Option<&str>) -> Vec<TargetCheck> {
     v
 }
 
-/// The targets at scale (`suite --scale`, see [`crate::scale`]), for the runs at
+/// The targets at scale (`suite --scale`, see `scale`), for the runs at
 /// 10,000 connections that were made; `ours` finds a scenario's summary.
 fn scale_checks<'a>(ours: &dyn Fn(&str) -> Option<&'a Summary>) -> Vec<TargetCheck> {
     let mut v = Vec::new();

@@ -35,12 +35,14 @@
 //! * [`stats`] — histograms, loss accounting, the coordinated-omission-aware
 //!   schedule.
 
+pub mod args;
 pub mod attack;
 pub mod cli;
 pub mod cluster;
 pub mod fdlimit;
 pub mod goals;
 pub mod payload;
+pub mod plan;
 pub mod procfs;
 pub mod redis;
 pub mod report;
@@ -52,6 +54,7 @@ pub mod sources;
 pub mod stats;
 pub mod suite;
 pub mod target;
+pub mod versus_redis;
 pub mod wire;
 pub mod ws;
 

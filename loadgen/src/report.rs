@@ -1,6 +1,6 @@
 //! Results as people and programs read them: a plain-text table per run, the suite
 //! summary (medians over rounds), the comparison with netconduit, and JSON. The
-//! performance targets are checked in [`crate::goals`].
+//! performance targets are checked in `goals`.
 
 use serde::Serialize;
 

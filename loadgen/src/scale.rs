@@ -1,5 +1,5 @@
 //! The suite at scale (`suite --scale`): runs at 10,000 connections, spread over
-//! several loopback source addresses ([`crate::sources`]), that show what a crowd
+//! several loopback source addresses (`sources`), that show what a crowd
 //! costs the server —
 //!
 //! * `connect-10k`: time to log everyone in, server CPU per login, server RSS once
@@ -14,13 +14,13 @@
 //!
 //! This module holds the plans ([`plans`]), their names (`-10k`, `-1k`, `-100`) and
 //! the scale table of the suite's report ([`render`]); the goal rows are in
-//! [`crate::goals`].
+//! `goals`.
 
 use std::time::Duration;
 
+use crate::plan::{parse_count_tag, Plan, Size};
 use crate::report::{self, num, ratio, server_label, Summary};
 use crate::scenario::{BroadcastMode, BroadcastSpec, HeartbeatSpec, Scenario, MAX_CONNECTIONS};
-use crate::suite::Plan;
 use crate::{Error, Result};
 
 /// Connections of the scale runs, and the largest point of the delivery sweep.
@@ -54,15 +54,6 @@ const SATURATE_WINDOW: usize = 32;
 
 /// Free window slots that trigger a top-up in the saturated sweep.
 const SATURATE_BURST: usize = 16;
-
-/// The size of one scale run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Size {
-    /// Connections (broadcast: receivers).
-    pub connections: usize,
-    /// Loopback source addresses they are dealt over.
-    pub sources: usize,
-}
 
 /// What `suite --scale` adds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,26 +115,6 @@ pub fn from_args(
     };
     opts.validate()?;
     Ok(Some(opts))
-}
-
-/// `10k`, `1k`, `100`, `300`, `2500`: a connection count as it appears in a plan's
-/// name.
-pub fn count_tag(n: usize) -> String {
-    if n >= 1000 && n.is_multiple_of(1000) {
-        format!("{}k", n / 1000)
-    } else {
-        n.to_string()
-    }
-}
-
-/// The count a [`count_tag`] names; `None` for anything else (`2sh`).
-pub fn parse_count_tag(tag: &str) -> Option<usize> {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    match tag.strip_suffix('k') {
-        Some(k) if digits(k) => k.parse::<usize>().ok()?.checked_mul(1000),
-        None if digits(tag) => tag.parse().ok(),
-        _ => None,
-    }
 }
 
 /// The receivers of the sweep's points, smallest first, up to `top`.
@@ -367,6 +338,7 @@ pub fn render(summaries: &[Summary]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::count_tag;
 
     #[test]
     fn tags_round_trip() {
@@ -408,7 +380,7 @@ mod tests {
                 "broadcast-saturate-10k",
             ]
         );
-        let base = crate::suite::plans(true);
+        let base = crate::plan::plans(true);
         let n = base.len();
         let scale = ScaleOptions::default();
         assert_eq!(with_scale(base.clone(), true, None).len(), n);

@@ -25,8 +25,14 @@ use conduit::handlers::RpcInfo;
 use conduit::{RpcError, Runtime, Server, ServerDescriptor, Value};
 
 use crate::payload::{BENCH_BROADCAST, BENCH_JOIN, BENCH_ROOM_BROADCAST, ROOM_KEY, TICK};
-use crate::sources::BENCH_SOURCE;
 use crate::{Error, Result};
+
+/// Message type that asks the server which address it sees the connection come
+/// from; `serve` answers with [`BENCH_SOURCE_RESPONSE`].
+pub const BENCH_SOURCE: &str = "bench_source";
+
+/// The server's answer to [`BENCH_SOURCE`]: `{peer}`, the peer's IP address as text.
+pub const BENCH_SOURCE_RESPONSE: &str = "bench_source_response";
 
 /// The line `serve` prints once it accepts connections (`READY port=… pid=…
 /// runtime=…`).

@@ -25,19 +25,13 @@ use conduit_protocol::v1::{self, V1Limits, V1Payload};
 use conduit_protocol::{Codec, Encoder, FrameKind, Header, Value, ValueLimits};
 use futures_lite::FutureExt;
 
+pub use crate::serve::{BENCH_SOURCE, BENCH_SOURCE_RESPONSE};
 use crate::wire::Conn;
 use crate::{Error, Result};
 
 /// Most source addresses one run spreads its connections over: 127.0.0.1 …
 /// 127.0.0.254.
 pub const MAX_SOURCES: usize = 254;
-
-/// Message type that asks the server which address it sees the connection come
-/// from; `serve` answers with [`BENCH_SOURCE_RESPONSE`].
-pub const BENCH_SOURCE: &str = "bench_source";
-
-/// The server's answer to [`BENCH_SOURCE`]: `{peer}`, the peer's IP address as text.
-pub const BENCH_SOURCE_RESPONSE: &str = "bench_source_response";
 
 /// Time the server has to answer all the source checks of one run.
 pub const SOURCE_CHECK_DEADLINE: Duration = Duration::from_secs(10);

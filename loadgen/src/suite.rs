@@ -14,24 +14,16 @@ use serde::Serialize;
 
 use crate::goals::{self, TargetCheck};
 use crate::procfs::{cpu_model, read_trim};
-use crate::redis::{self, compare::RedisComparison};
+use crate::redis;
 use crate::report::{self, Comparison, Machine, Summary};
-use crate::scale::{count_tag, ScaleOptions, Size, SCALE_CONNECT_CONCURRENCY};
-use crate::scenario::{
-    self, BroadcastMode, BroadcastSpec, HeartbeatSpec, RpcSpec, RunResult, RunSpec, Scenario,
-};
+use crate::scale::{ScaleOptions, SCALE_CONNECT_CONCURRENCY};
+use crate::scenario::{self, RunResult, RunSpec, Scenario};
 use crate::target::{self, Implementation, ServerProcess, SpawnOptions, BENCH_PASSWORD};
+use crate::versus_redis::{self, RedisComparison};
 use crate::wire::{ConnectSpec, MAX_CONNECT_ATTEMPTS};
 use crate::{Error, Result};
 
-/// Most rounds a suite runs.
-pub const MAX_ROUNDS: usize = 20;
-
-/// Connects in flight at once (below netconduit's listen backlog of 100).
-pub const SUITE_CONNECT_CONCURRENCY: usize = 90;
-
-/// Bound on each run's connect phase.
-pub const SUITE_CONNECT_DEADLINE: Duration = Duration::from_secs(60);
+pub use crate::plan::{plans, Plan, MAX_ROUNDS, SUITE_CONNECT_CONCURRENCY, SUITE_CONNECT_DEADLINE};
 
 /// How the suite runs.
 #[derive(Clone, Debug)]
@@ -67,142 +59,6 @@ pub struct SuiteOptions {
     /// Only the scenarios with these report names (`rpc`, `broadcast-saturate-2sh`,
     /// …); all when empty.
     pub only: Vec<String>,
-}
-
-/// One scenario of the suite and the server settings it needs.
-#[derive(Clone, Debug)]
-pub struct Plan {
-    /// The scenario.
-    pub scenario: Scenario,
-    /// The server's heartbeat interval for it.
-    pub heartbeat: Duration,
-    /// The server's shards: 1, or 2 for the variants that measure the cross-shard bus
-    /// (connections spread over both, broadcasts from a connection on one).
-    pub shards: usize,
-    /// A scale run's own connections and source addresses (`None`: the suite's
-    /// connections, from one address).
-    pub size: Option<Size>,
-}
-
-impl Plan {
-    /// The scenario's name in reports: `broadcast-saturate`, `broadcast-saturate-2sh`
-    /// for the 2-shard variant, `broadcast-saturate-10k` for a scale run.
-    pub fn name(&self) -> String {
-        let name = match self.shards {
-            1 => self.scenario.name(),
-            n => format!("{}-{n}sh", self.scenario.name()),
-        };
-        match self.size {
-            Some(size) => format!("{name}-{}", count_tag(size.connections)),
-            None => name,
-        }
-    }
-}
-
-/// The scenarios the suite runs, in order.
-pub fn plans(quick: bool) -> Vec<Plan> {
-    let idle = Duration::from_secs(30);
-    let s = |full: u64, quick_ms: u64| {
-        if quick {
-            Duration::from_millis(quick_ms)
-        } else {
-            Duration::from_secs(full)
-        }
-    };
-    let n = |full: u64, small: u64| if quick { small } else { full };
-    let mut plans = vec![
-        Plan {
-            scenario: Scenario::Connect { settle: s(1, 100) },
-            heartbeat: idle,
-            shards: 1,
-            size: None,
-        },
-        Plan {
-            scenario: Scenario::Heartbeat(HeartbeatSpec {
-                duration: s(5, 2500),
-                client_ping: false,
-            }),
-            heartbeat: Duration::from_secs(1),
-            shards: 1,
-            size: None,
-        },
-        Plan {
-            scenario: Scenario::Heartbeat(HeartbeatSpec {
-                duration: s(5, 2500),
-                client_ping: true,
-            }),
-            heartbeat: Duration::from_secs(1),
-            shards: 1,
-            size: None,
-        },
-        Plan {
-            scenario: Scenario::Broadcast(BroadcastSpec {
-                mode: BroadcastMode::Single,
-                senders: 1,
-                messages: n(200, 20),
-                duration: s(8, 2000),
-                drain: s(5, 2000),
-                payload_bytes: 64,
-                room_members: None,
-            }),
-            heartbeat: idle,
-            shards: 1,
-            size: None,
-        },
-        Plan {
-            scenario: Scenario::Broadcast(BroadcastSpec {
-                mode: BroadcastMode::Rate { hz: 30.0 },
-                senders: 1,
-                messages: n(150, 15),
-                duration: s(6, 1000),
-                drain: s(5, 2000),
-                payload_bytes: 64,
-                room_members: None,
-            }),
-            heartbeat: idle,
-            shards: 1,
-            size: None,
-        },
-        Plan {
-            scenario: Scenario::Broadcast(BroadcastSpec {
-                mode: BroadcastMode::Saturate {
-                    window: 128,
-                    burst: 64,
-                },
-                senders: 1,
-                messages: n(20_000, 200),
-                duration: s(3, 1000),
-                drain: s(5, 3000),
-                payload_bytes: 64,
-                room_members: None,
-            }),
-            heartbeat: idle,
-            shards: 1,
-            size: None,
-        },
-        Plan {
-            scenario: Scenario::Rpc(RpcSpec {
-                depth: 1,
-                calls: n(1_000_000, 2000),
-                duration: s(3, 1000),
-            }),
-            heartbeat: idle,
-            shards: 1,
-            size: None,
-        },
-    ];
-    // Every broadcast scenario again on 2 shards, with the default `.await` (what the
-    // chat example uses): the cross-shard bus at full speed.
-    let two: Vec<Plan> = plans
-        .iter()
-        .filter(|p| matches!(p.scenario, Scenario::Broadcast(_)))
-        .map(|p| Plan {
-            shards: 2,
-            ..p.clone()
-        })
-        .collect();
-    plans.extend(two);
-    plans
 }
 
 /// A run that failed outright.
@@ -370,7 +226,7 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
     let runs_on = |plan: &Plan, peer: &Peer| match peer.imp {
         Implementation::Conduit => true,
         Implementation::Netconduit => plan.shards == 1 && plan.size.is_none(),
-        Implementation::Redis => plan.size.is_none() && redis::compare::runs(plan),
+        Implementation::Redis => plan.size.is_none() && versus_redis::runs(plan),
     };
     let runs_per_round: usize = plans
         .iter()
@@ -396,7 +252,7 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
                 let name = plan.name();
                 let label = format!("[{i}/{total}] round {round} {name} {}", peer.label());
                 let ran = match &redis {
-                    Some(program) if peer.imp == Implementation::Redis => redis::compare::run_plan(
+                    Some(program) if peer.imp == Implementation::Redis => versus_redis::run_plan(
                         program,
                         plan,
                         opts.connections,
@@ -461,8 +317,8 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
         }
     }
     let mut targets = goals::target_checks(&summaries);
-    targets.extend(redis::compare::target_checks(&summaries));
-    let redis_comparisons = redis::compare::comparisons(&summaries);
+    targets.extend(versus_redis::target_checks(&summaries));
+    let redis_comparisons = versus_redis::comparisons(&summaries);
     let report = SuiteReport {
         machine: Machine {
             cpus: cpus.len(),
@@ -530,7 +386,7 @@ pub fn render(r: &SuiteReport) -> String {
         let rows: Vec<Vec<String>> = r.comparisons.iter().map(report::comparison_row).collect();
         out.push_str(&report::table(&report::COMPARISON_HEADERS, &rows));
     }
-    out.push_str(&redis::compare::render(
+    out.push_str(&versus_redis::render(
         &r.redis_comparisons,
         r.redis_version.as_deref(),
     ));

@@ -17,6 +17,9 @@ use conduit::Runtime;
 use crate::serve::parse_ready;
 use crate::{Error, Result};
 
+/// How Redis runs are named in reports (`redis/resp`'s first part).
+pub const REDIS_TARGET_NAME: &str = "redis";
+
 /// The netconduit version the comparison runs against.
 pub const NETCONDUIT_VERSION: &str = "5.0.0";
 
@@ -59,7 +62,7 @@ pub enum Implementation {
     /// The Python netconduit 5.0.0 reference server.
     Netconduit,
     /// `redis-server` (the suite's `--compare redis`; started by
-    /// [`crate::redis::RedisServer`], not by [`ServerProcess::spawn`]).
+    /// `redis::RedisServer`, not by [`ServerProcess::spawn`]).
     Redis,
 }
 
@@ -69,7 +72,7 @@ impl Implementation {
         match self {
             Implementation::Conduit => "conduit",
             Implementation::Netconduit => "netconduit",
-            Implementation::Redis => crate::redis::TARGET_NAME,
+            Implementation::Redis => REDIS_TARGET_NAME,
         }
     }
 }
@@ -386,4 +389,22 @@ pub fn ensure_venv(venv: &Path) -> Result<PathBuf> {
             venv.display()
         )))
     }
+}
+
+/// Where a program (a broker, `redis-server`) is looked for after `PATH` (`nats-server` is often
+/// installed in an `sbin` directory that is not on a user's `PATH`).
+pub const EXTRA_DIRS: [&str; 4] = ["/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "/sbin"];
+
+/// `program` on `PATH`, else in `/usr/sbin`, `/usr/local/sbin`, `/usr/local/bin` or `/sbin`.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(EXTRA_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

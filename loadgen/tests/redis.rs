@@ -1,5 +1,5 @@
 //! End to end against a real `redis-server`, started and stopped by the suite's own
-//! code (`redis::compare::run_plan`): quick broadcasts and the rpc scenario must
+//! code (`versus_redis::run_plan`): quick broadcasts and the rpc scenario must
 //! account for every delivery and every call. Skipped, saying why, where
 //! `redis-server` is not installed. No timing is asserted.
 
@@ -11,9 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use conduit_loadgen::redis::{self, compare};
+use conduit_loadgen::redis;
 use conduit_loadgen::scenario::RunResult;
 use conduit_loadgen::suite::{self, Plan};
+use conduit_loadgen::versus_redis as compare;
 
 /// The installed `redis-server`, or `None` after saying the test is skipped.
 fn redis_server() -> Option<PathBuf> {

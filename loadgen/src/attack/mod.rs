@@ -59,7 +59,7 @@ use self::lockout::lockout;
 pub use self::lockout::LockoutReport;
 use self::login::{real_login, Outcome};
 pub use self::report::{render, AttackReport, ClientReport, ServerSettings};
-use crate::cli::{CodecArg, RuntimeArg};
+use crate::args::{CodecArg, RuntimeArg, MAX_SECONDS_ARG};
 use crate::target::{Implementation, ServerProcess, SpawnOptions, BENCH_PASSWORD};
 use crate::{Error, Result};
 
@@ -244,10 +244,10 @@ fn open_files(need: u64) -> Result<u64> {
 pub fn run(a: &AttackArgs) -> Result<AttackReport> {
     let duration = seconds("duration-s", a.duration_s)?;
     let login_timeout = seconds("login-timeout-s", a.login_timeout_s)?;
-    if !(a.auth_timeout_s > 0.0 && a.auth_timeout_s <= crate::cli::MAX_SECONDS_ARG) {
+    if !(a.auth_timeout_s > 0.0 && a.auth_timeout_s <= MAX_SECONDS_ARG) {
         return Err(Error::Args(format!(
             "--auth-timeout-s must be in (0, {}] seconds",
-            crate::cli::MAX_SECONDS_ARG
+            MAX_SECONDS_ARG
         )));
     }
     let auth_timeout = Duration::from_secs_f64(a.auth_timeout_s);
@@ -467,12 +467,15 @@ mod tests {
     fn arguments_are_bounded() {
         use clap::Parser;
         let args = |extra: &[&str]| {
-            let mut v = vec!["conduit-loadgen", "attack"];
-            v.extend_from_slice(extra);
-            match crate::cli::Cli::try_parse_from(v).unwrap().command {
-                crate::cli::Command::Attack(a) => a,
-                other => panic!("not an attack: {other:?}"),
+            /// The subcommand's arguments alone.
+            #[derive(clap::Parser)]
+            struct Only {
+                #[command(flatten)]
+                a: AttackArgs,
             }
+            let mut v = vec!["attack"];
+            v.extend_from_slice(extra);
+            Only::try_parse_from(v).unwrap().a
         };
         let a = args(&["--mode", "lockout"]);
         assert_eq!(

@@ -8,22 +8,18 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use conduit::cluster::Broker;
 
-use crate::target::{self, log_tail, STOP_TIMEOUT};
+use crate::target::{self, find_program, log_tail, EXTRA_DIRS, STOP_TIMEOUT};
 use crate::{Error, Result};
 
 /// How long a broker may take to answer after it started.
 pub const BROKER_READY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Where a broker's program is looked for after `PATH` (`nats-server` is often
-/// installed in an `sbin` directory that is not on a user's `PATH`).
-const EXTRA_DIRS: [&str; 4] = ["/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "/sbin"];
 
 /// A broker a cluster's nodes can share.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -126,20 +122,6 @@ impl BrokerKind {
         };
         probe().unwrap_or(false)
     }
-}
-
-/// `program` on `PATH`, else in `/usr/sbin`, `/usr/local/sbin`, `/usr/local/bin` or `/sbin`.
-pub fn find_program(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(EXTRA_DIRS.iter().map(PathBuf::from))
-        .map(|dir| dir.join(program))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// A running broker. Dropping it stops it (SIGTERM, then SIGKILL after

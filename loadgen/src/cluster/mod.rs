@@ -35,13 +35,14 @@ use conduit::Runtime;
 use conduit_protocol::Codec;
 use serde::Serialize;
 
-pub use self::broker::{find_program, BrokerKind, BrokerProcess, BROKER_READY_TIMEOUT};
-use crate::cli::{CodecArg, RuntimeArg, MAX_SECONDS_ARG};
+pub use self::broker::{BrokerKind, BrokerProcess, BROKER_READY_TIMEOUT};
+use crate::args::{CodecArg, RuntimeArg, MAX_SECONDS_ARG};
+use crate::plan::{MAX_ROUNDS, SUITE_CONNECT_CONCURRENCY};
 use crate::procfs::{cpu_model, read_trim};
 use crate::report::{self, dur_us, num};
 use crate::scenario::{self, SpreadNode, SpreadResult, SpreadSpec, MAX_CONNECTIONS, MAX_MESSAGES};
 use crate::stats::median;
-use crate::suite::{MAX_ROUNDS, SUITE_CONNECT_CONCURRENCY};
+pub use crate::target::find_program;
 use crate::target::{Implementation, ServerProcess, SpawnOptions, BENCH_PASSWORD};
 use crate::wire::{ConnectSpec, MAX_CONNECT_ATTEMPTS};
 use crate::{Error, Result};
@@ -514,7 +515,6 @@ fn run_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
     use clap::Parser;
 
     #[test]
@@ -528,13 +528,15 @@ mod tests {
     #[test]
     fn options_are_bounded() {
         let parse = |extra: &[&str]| {
-            let mut args = vec!["conduit-loadgen", "cluster"];
-            args.extend_from_slice(extra);
-            match Cli::try_parse_from(args).map(|c| c.command) {
-                Ok(Command::Cluster(a)) => Ok(a),
-                Ok(other) => panic!("not cluster: {other:?}"),
-                Err(e) => Err(e),
+            /// The subcommand's arguments alone.
+            #[derive(Parser)]
+            struct Only {
+                #[command(flatten)]
+                a: ClusterArgs,
             }
+            let mut args = vec!["cluster"];
+            args.extend_from_slice(extra);
+            Only::try_parse_from(args).map(|o| o.a)
         };
         // The broker must be named.
         assert!(parse(&[]).is_err());

@@ -1,23 +1,22 @@
-//! Redis 7 as a comparison peer (`suite --compare redis`): the same scenarios, driven
-//! by the same load generator and measured the same way, against a `redis-server` the
-//! suite starts itself.
+//! Redis 7 as a comparison peer (`suite --compare redis`): the client side — the
+//! same scenarios are driven by the same load generator and measured the same way,
+//! against a `redis-server` the suite starts itself.
 //!
 //! * [`resp`] — the Redis wire format: commands, and a bounded incremental reader of
 //!   replies.
 //! * [`server`] — the `redis-server` child process: found (never installed), started
 //!   on a free loopback port with the suite's password, pinned, stopped.
 //! * [`conn`] — one client connection: connect, `AUTH`, `SUBSCRIBE`, read replies.
-//! * [`compare`] — the suite's side: a Redis run of a plan, the side-by-side table
-//!   against ours, and the targets relative to Redis.
+//! * The suite's side — a Redis run of a plan, the side-by-side table against ours, and
+//!   the targets relative to Redis — is the module `versus_redis`.
 //!
 //! The scenarios map as follows: `connect` opens connections that `AUTH` and
 //! `SUBSCRIBE` (idle subscribers); `broadcast` single / rate / saturate has subscribers
 //! as receivers and a connection that `PUBLISH`es the same 64-byte tick payload ours
 //! broadcast ([`tick_payload`]); `rpc` is `ECHO` of a 64-byte payload, one in flight
 //! per connection. The heartbeat has no counterpart (Redis has no server heartbeat).
-//! The scenario runners are in [`crate::scenario`] (`run_redis`), next to ours.
+//! The scenario runners are in the scenario module (`run_redis`), next to ours.
 
-pub mod compare;
 pub mod conn;
 pub mod resp;
 pub mod server;
@@ -34,7 +33,7 @@ use crate::{Error, Result};
 pub const BENCH_CHANNEL: &[u8] = b"bench";
 
 /// The name of Redis runs in reports and JSON (`target`).
-pub const TARGET_NAME: &str = "redis";
+pub use crate::target::REDIS_TARGET_NAME as TARGET_NAME;
 
 /// Why the heartbeat scenarios have no Redis run.
 pub const NO_HEARTBEAT: &str = "n/a: Redis has no server heartbeat";

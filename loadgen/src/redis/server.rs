@@ -15,8 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::resp;
-use crate::cluster::find_program;
-use crate::target::{self, log_tail, STOP_TIMEOUT};
+use crate::target::{self, find_program, log_tail, STOP_TIMEOUT};
 use crate::{Error, Result};
 
 /// The program looked for on `PATH`.

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{server::RedisServer, NO_HEARTBEAT, TARGET_NAME};
 use crate::goals::TargetCheck;
+use crate::plan::{Plan, SUITE_CONNECT_CONCURRENCY, SUITE_CONNECT_DEADLINE};
+use crate::redis::{RedisServer, NO_HEARTBEAT, TARGET_NAME};
 use crate::report::{dur_us, num, ratio, server_label, table, Summary};
 use crate::scenario::{self, RunResult, RunSpec, Scenario};
-use crate::suite::{Plan, SUITE_CONNECT_CONCURRENCY, SUITE_CONNECT_DEADLINE};
 use crate::target::BENCH_PASSWORD;
 use crate::wire::{ConnectSpec, Transport, MAX_CONNECT_ATTEMPTS};
 use crate::Result;
