@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use conduit::cluster::Broker;
 
-use crate::target::{self, find_program, log_tail, EXTRA_DIRS, STOP_TIMEOUT};
+use crate::target::{self, find_program, log_tail, EXTRA_DIRS};
 use crate::{Error, Result};
 
 /// How long a broker may take to answer after it started.
@@ -125,7 +125,7 @@ impl BrokerKind {
 }
 
 /// A running broker. Dropping it stops it (SIGTERM, then SIGKILL after
-/// [`STOP_TIMEOUT`]).
+/// [`target::STOP_TIMEOUT`]).
 #[derive(Debug)]
 pub struct BrokerProcess {
     child: Child,
@@ -215,25 +215,7 @@ impl BrokerProcess {
     }
 
     fn shutdown(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        if let Ok(pid) = libc::pid_t::try_from(self.pid) {
-            // SAFETY: kill only sends a signal; `pid` is our own child, not yet
-            // reaped (try_wait above), so the pid cannot have been reused.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        target::terminate(&mut self.child);
     }
 }
 

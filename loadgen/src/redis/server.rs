@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::resp;
-use crate::target::{self, find_program, log_tail, STOP_TIMEOUT};
+use crate::target::{self, find_program, log_tail};
 use crate::{Error, Result};
 
 /// The program looked for on `PATH`.
@@ -90,7 +90,7 @@ pub fn arguments(port: u16, password: &str, dir: &Path) -> Vec<String> {
 }
 
 /// A running `redis-server`. Dropping it stops it (SIGTERM, then SIGKILL after
-/// [`STOP_TIMEOUT`]).
+/// [`target::STOP_TIMEOUT`]).
 #[derive(Debug)]
 pub struct RedisServer {
     child: Child,
@@ -179,25 +179,7 @@ impl RedisServer {
     }
 
     fn shutdown(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        if let Ok(pid) = libc::pid_t::try_from(self.pid) {
-            // SAFETY: kill only sends a signal; `pid` is our own child, not yet
-            // reaped (try_wait above), so the pid cannot have been reused.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        target::terminate(&mut self.child);
     }
 }
 
