@@ -77,6 +77,23 @@ thread_local! {
     static COALESCE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Marks `n` more bytes of `batch`, from frame `first` on, as written: whole frames
+/// are stepped over, a frame written in part is cut to what is left. Returns the
+/// index of the first frame not entirely written.
+pub(crate) fn sent(batch: &mut [Bytes], mut first: usize, mut n: usize) -> usize {
+    while n > 0 && first < batch.len() {
+        let len = batch[first].len();
+        if n >= len {
+            n -= len;
+            first += 1;
+        } else {
+            batch[first].advance(n);
+            n = 0;
+        }
+    }
+    first
+}
+
 /// One `sendmsg` gathering up to `N` leading frames of `frames`.
 fn gather<const N: usize>(
     sock: &socket2::SockRef<'_>,
@@ -360,17 +377,8 @@ impl SharedStream {
     pub async fn write_batch(&self, batch: &mut Vec<Bytes>) -> io::Result<()> {
         let mut first = 0;
         while first < batch.len() {
-            let mut n = self.send_some(&batch[first..]).await?;
-            while n > 0 && first < batch.len() {
-                let len = batch[first].len();
-                if n >= len {
-                    n -= len;
-                    first += 1;
-                } else {
-                    batch[first].advance(n);
-                    n = 0;
-                }
-            }
+            let n = self.send_some(&batch[first..]).await?;
+            first = sent(batch, first, n);
         }
         batch.clear();
         Ok(())

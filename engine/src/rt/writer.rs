@@ -173,20 +173,11 @@ pub(crate) fn write_now(
     let mut first = 0;
     // Each pass sends at least a byte or stops, so this ends within the batch's bytes.
     while first < batch.len() {
-        let mut n = match stream.try_send(&batch[first..]) {
+        let n = match stream.try_send(&batch[first..]) {
             Ok(n) if n > 0 => n,
             _ => break,
         };
-        while n > 0 && first < batch.len() {
-            let len = batch[first].len();
-            if n >= len {
-                n -= len;
-                first += 1;
-            } else {
-                batch[first].advance(n);
-                n = 0;
-            }
-        }
+        first = super::net::sent(batch, first, n);
     }
     if first == batch.len() {
         batch.clear();
