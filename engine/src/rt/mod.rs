@@ -7,6 +7,8 @@
 //! starts its threads. Only `exec`, `net` and the backend files name a backend.
 
 mod bind;
+#[cfg(feature = "glommio")]
+mod epoll;
 pub(crate) mod exec;
 #[cfg(feature = "glommio")]
 mod glommio;

@@ -8,6 +8,10 @@
 //! when the socket is full: on glommio by writing the first frame with its stream
 //! (a direct `send`, then a wait for writability on its ring), on tokio through its
 //! readiness (cleared by the failed send, so it waits for the next edge).
+//!
+//! Reads on glommio bypass its stream too: glommio would arm an io_uring poll per wait
+//! (per request), so they `recv` on the raw fd and wait through the thread's epoll
+//! instance, where each socket is registered once (`super::epoll`).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -24,14 +28,17 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 #[cfg(feature = "glommio")]
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::AsyncWrite;
 
 use super::Backend;
 
 /// A connected TCP stream of either backend.
 pub(crate) enum Stream {
+    /// Read through the thread's epoll instance (`super::epoll`), written through
+    /// glommio. The registration comes first so it is dropped first: it must leave
+    /// the epoll instance while the descriptor is still open.
     #[cfg(feature = "glommio")]
-    Glommio(glommio::net::TcpStream),
+    Glommio(super::epoll::Readiness, glommio::net::TcpStream),
     #[cfg(feature = "tokio")]
     Tokio(tokio::net::TcpStream),
 }
@@ -40,7 +47,7 @@ impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             #[cfg(feature = "glommio")]
-            Stream::Glommio(s) => s.as_raw_fd(),
+            Stream::Glommio(_, s) => s.as_raw_fd(),
             #[cfg(feature = "tokio")]
             Stream::Tokio(s) => s.as_raw_fd(),
         }
@@ -120,6 +127,7 @@ impl SharedStream {
         let stream = match super::exec::current() {
             #[cfg(feature = "glommio")]
             Backend::Glommio => Stream::Glommio(
+                Default::default(),
                 glommio::net::TcpStream::connect_timeout(addr, timeout)
                     .await
                     .map_err(io::Error::from)?,
@@ -156,7 +164,8 @@ impl SharedStream {
         let stream = match super::exec::current() {
             #[cfg(feature = "glommio")]
             Backend::Glommio => {
-                Stream::Glommio(super::bind::glommio_connect_from(source, addr, timeout).await?)
+                let s = super::bind::glommio_connect_from(source, addr, timeout).await?;
+                Stream::Glommio(Default::default(), s)
             }
             #[cfg(feature = "tokio")]
             Backend::Tokio => {
@@ -181,7 +190,7 @@ impl SharedStream {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match &*self.0.borrow() {
             #[cfg(feature = "glommio")]
-            Stream::Glommio(s) => s.local_addr().map_err(io::Error::from),
+            Stream::Glommio(_, s) => s.local_addr().map_err(io::Error::from),
             #[cfg(feature = "tokio")]
             Stream::Tokio(s) => s.local_addr(),
         }
@@ -196,7 +205,7 @@ impl SharedStream {
                 use std::os::fd::{FromRawFd, IntoRawFd};
                 // SAFETY: the descriptor is an open, connected TCP socket passed in by
                 // value; ownership moves to the glommio stream, which closes it.
-                Stream::Glommio(unsafe {
+                Stream::Glommio(Default::default(), unsafe {
                     glommio::net::TcpStream::from_raw_fd(stream.into_raw_fd())
                 })
             }
@@ -223,12 +232,17 @@ impl SharedStream {
         match stream {
             // glommio cannot give its descriptor up: keep a duplicate, close its own.
             #[cfg(feature = "glommio")]
-            Stream::Glommio(s) => {
+            Stream::Glommio(readiness, s) => {
+                // Out of this thread's epoll instance before the descriptor closes.
+                drop(readiness);
                 // SAFETY: `s` owns this open descriptor and outlives the borrow.
                 let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.as_raw_fd()) };
                 match fd.try_clone_to_owned() {
                     Ok(owned) => Ok(std::net::TcpStream::from(owned)),
-                    Err(e) => Err((Some(SharedStream::wrap(Stream::Glommio(s))), e)),
+                    Err(e) => {
+                        let s = Stream::Glommio(Default::default(), s);
+                        Err((Some(SharedStream::wrap(s)), e))
+                    }
                 }
             }
             #[cfg(feature = "tokio")]
@@ -252,13 +266,13 @@ impl SharedStream {
     }
 
     /// Reads into `buf` if the peer sent something, else registers `cx` for when it
-    /// does. Neither backend touches `buf` while waiting (both wait for readiness, then
-    /// read), so each poll may pass a different buffer: a buffer shared by every
+    /// does (on glommio with the thread's epoll instance, see `super::epoll`). Neither
+    /// backend touches `buf` while waiting (both wait for readiness, then read), so each poll may pass a different buffer: a buffer shared by every
     /// connection of a thread, borrowed for one poll only, serves idle connections.
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match &mut *self.0.borrow_mut() {
             #[cfg(feature = "glommio")]
-            Stream::Glommio(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Glommio(readiness, s) => readiness.poll_read(s.as_raw_fd(), cx, buf),
             #[cfg(feature = "tokio")]
             Stream::Tokio(s) => loop {
                 if let Err(e) = std::task::ready!(s.poll_read_ready(cx)) {
@@ -292,7 +306,7 @@ impl SharedStream {
     pub async fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
         poll_fn(|cx| match &mut *self.0.borrow_mut() {
             #[cfg(feature = "glommio")]
-            Stream::Glommio(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Glommio(_, s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "tokio")]
             Stream::Tokio(s) => loop {
                 if let Err(e) = std::task::ready!(s.poll_write_ready(cx)) {
@@ -330,7 +344,7 @@ impl SharedStream {
     async fn wait_writable(&self, first: &[u8]) -> io::Result<Option<usize>> {
         let backend = match &*self.0.borrow() {
             #[cfg(feature = "glommio")]
-            Stream::Glommio(_) => Backend::Glommio,
+            Stream::Glommio(..) => Backend::Glommio,
             #[cfg(feature = "tokio")]
             Stream::Tokio(_) => Backend::Tokio,
         };
@@ -343,7 +357,7 @@ impl SharedStream {
                 poll_fn(|cx| match &*self.0.borrow() {
                     Stream::Tokio(s) => s.poll_write_ready(cx),
                     #[cfg(feature = "glommio")]
-                    Stream::Glommio(_) => Poll::Ready(Ok(())),
+                    Stream::Glommio(..) => Poll::Ready(Ok(())),
                 })
                 .await
                 .map(|()| None)
@@ -411,7 +425,7 @@ impl SharedStream {
     fn send_gathered(&self, frames: &[Bytes]) -> io::Result<usize> {
         match &*self.0.borrow() {
             #[cfg(feature = "glommio")]
-            Stream::Glommio(s) => Self::send_raw(&socket2::SockRef::from(s), frames),
+            Stream::Glommio(_, s) => Self::send_raw(&socket2::SockRef::from(s), frames),
             // Through `try_io`, so a full socket clears tokio's write readiness.
             #[cfg(feature = "tokio")]
             Stream::Tokio(s) => s.try_io(tokio::io::Interest::WRITABLE, || {
@@ -457,7 +471,7 @@ impl SharedStream {
     pub async fn shutdown_write(&self) {
         let r = poll_fn(|cx| match &mut *self.0.borrow_mut() {
             #[cfg(feature = "glommio")]
-            Stream::Glommio(s) => Pin::new(s).poll_close(cx),
+            Stream::Glommio(_, s) => Pin::new(s).poll_close(cx),
             #[cfg(feature = "tokio")]
             Stream::Tokio(s) => {
                 let _ = cx;
@@ -492,7 +506,7 @@ impl SharedStream {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         match &*self.0.borrow() {
             #[cfg(feature = "glommio")]
-            Stream::Glommio(s) => s.peer_addr().map_err(io::Error::from),
+            Stream::Glommio(_, s) => s.peer_addr().map_err(io::Error::from),
             #[cfg(feature = "tokio")]
             Stream::Tokio(s) => s.peer_addr(),
         }
@@ -552,7 +566,10 @@ impl Listener {
     pub(crate) async fn accept(&self) -> io::Result<SharedStream> {
         Ok(SharedStream::wrap(match self {
             #[cfg(feature = "glommio")]
-            Listener::Glommio(l) => Stream::Glommio(l.accept().await.map_err(io::Error::from)?),
+            Listener::Glommio(l) => Stream::Glommio(
+                Default::default(),
+                l.accept().await.map_err(io::Error::from)?,
+            ),
             #[cfg(feature = "tokio")]
             Listener::Tokio(l) => Stream::Tokio(l.accept().await?.0),
         }))

@@ -106,6 +106,18 @@ fn yolo_sendmsg(
     }
 }
 
+/// Waits until `fd` is readable, or reports an error or a hang-up, through one poll
+/// on the current executor's io_uring ring.
+///
+/// Not in glommio 0.9.0 (see `PATCHED.md`): lets a caller wait on a descriptor no
+/// glommio type owns — an epoll instance multiplexing many sockets, so the ring holds
+/// one poll for all of them instead of one per socket and wait. Must be called on an
+/// executor thread. Dropping the future cancels the poll.
+pub async fn wait_readable(fd: RawFd) -> io::Result<()> {
+    let source = crate::executor().reactor().poll_read_ready(fd);
+    source.collect_rw().await.map(drop)
+}
+
 mod datagram;
 mod stream;
 mod tcp_socket;
