@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+#[cfg(feature = "glommio")]
 use std::time::Duration;
 
 /// The first wait between two looks at a glommio connect still in progress; each
