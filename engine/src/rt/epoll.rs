@@ -60,7 +60,19 @@ struct Poller {
     /// Whether the reactor task is alive (cleared when it is dropped, with its
     /// executor), so the next wait starts one.
     reactor_running: Cell<bool>,
+    /// The running reactor task, for [`stop_reactor`] to wait for.
+    reactor: RefCell<Option<super::exec::Task<()>>>,
+    /// An eventfd registered with the epoll instance under [`STOP_TOKEN`]: written by
+    /// [`stop_reactor`] to wake the reactor and end it before its executor ends (an
+    /// executor that ends with the reactor still waiting would keep it, its poll and
+    /// the poller's descriptors).
+    stop: OwnedFd,
+    /// Set when the reactor saw the stop.
+    stopping: Cell<bool>,
 }
+
+/// The epoll data under which the stop eventfd is registered: never a slot's token.
+const STOP_TOKEN: u64 = u64::MAX;
 
 thread_local! {
     /// The calling thread's poller, created on first use. Streams and the reactor task
@@ -80,12 +92,40 @@ impl Poller {
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // SAFETY: `fd` was just opened and is owned by nothing else.
+            let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: plain system call; the result is checked before use.
+            let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+            if efd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `efd` was just opened and is owned by nothing else.
+            let stop = unsafe { OwnedFd::from_raw_fd(efd) };
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: STOP_TOKEN,
+            };
+            // SAFETY: `ev` is a valid event for the duration of the call; both
+            // descriptors are open.
+            let r = unsafe {
+                libc::epoll_ctl(
+                    epfd.as_raw_fd(),
+                    libc::EPOLL_CTL_ADD,
+                    stop.as_raw_fd(),
+                    &mut ev,
+                )
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
             let poller = Rc::new(Poller {
-                // SAFETY: `fd` was just opened and is owned by nothing else.
-                epfd: unsafe { OwnedFd::from_raw_fd(fd) },
+                epfd,
                 slots: RefCell::new(Vec::new()),
                 free: RefCell::new(Vec::new()),
                 reactor_running: Cell::new(false),
+                reactor: RefCell::new(None),
+                stop,
+                stopping: Cell::new(false),
             });
             *p = Some(poller.clone());
             Ok(poller)
@@ -143,7 +183,9 @@ impl Poller {
     fn ensure_reactor(self: &Rc<Self>) {
         if !self.reactor_running.get() {
             self.reactor_running.set(true);
-            super::exec::spawn(reactor(Running(self.clone())));
+            self.stopping.set(false);
+            let task = super::exec::spawn_task(reactor(Running(self.clone())));
+            *self.reactor.borrow_mut() = Some(task);
         }
     }
 
@@ -171,6 +213,20 @@ impl Poller {
             }
         };
         for ev in &events[..n] {
+            if ev.u64 == STOP_TOKEN {
+                // Emptied, so a reactor started later on this thread waits again.
+                let mut count = 0u64;
+                // SAFETY: reads 8 bytes into a live local from the open eventfd.
+                let _ = unsafe {
+                    libc::read(
+                        self.stop.as_raw_fd(),
+                        std::ptr::addr_of_mut!(count).cast(),
+                        std::mem::size_of::<u64>(),
+                    )
+                };
+                self.stopping.set(true);
+                continue;
+            }
             let token = ev.u64 as usize;
             let waker = match self.slots.borrow_mut().get_mut(token) {
                 Some(slot) => {
@@ -216,7 +272,43 @@ async fn reactor(running: Running) {
         while poller.dispatch() == MAX_EVENTS {
             super::exec::yield_if_needed().await;
         }
+        if poller.stopping.get() {
+            return;
+        }
     }
+}
+
+/// Creates the calling thread's poller now rather than at its first wait (see
+/// `rt::glommio::start`).
+pub(crate) fn prepare_thread() -> io::Result<()> {
+    Poller::current().map(drop)
+}
+
+/// Ends the calling thread's reactor task, if it runs, and waits for it: run by each
+/// glommio thread after its main future, before its executor ends. Readers still
+/// waiting are woken by nothing after this (their executor is ending too).
+pub(crate) async fn stop_reactor() {
+    let Some(poller) = POLLER.with_borrow(|p| p.clone()) else {
+        return;
+    };
+    let Some(task) = poller.reactor.borrow_mut().take() else {
+        return;
+    };
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live local to the poller's open eventfd.
+    let r = unsafe {
+        libc::write(
+            poller.stop.as_raw_fd(),
+            std::ptr::addr_of!(one).cast(),
+            std::mem::size_of::<u64>(),
+        )
+    };
+    if r < 0 {
+        tracing::warn!("stopping the epoll reactor: {}", io::Error::last_os_error());
+        return;
+    }
+    drop(poller);
+    task.await;
 }
 
 /// A stream's registration with its thread's epoll instance, made at its first wait.

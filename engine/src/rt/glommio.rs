@@ -28,7 +28,20 @@ where
         .preempt_timer(spec.preempt_timer)
         .spawn(move || {
             super::exec::enter(Backend::Glommio);
-            make()
+            // The thread's socket reactor state (an epoll instance, an eventfd) exists
+            // from the start, so its descriptors are the thread's, not its first
+            // connection's.
+            if let Err(e) = super::epoll::prepare_thread() {
+                tracing::warn!("epoll instance for the socket reactor: {e}");
+            }
+            let main = make();
+            async move {
+                let out = main.await;
+                // The socket reactor ends with the thread's work, not with its
+                // executor (which would keep it waiting, and its descriptors open).
+                super::epoll::stop_reactor().await;
+                out
+            }
         })
         .map_err(std::io::Error::from)
 }
