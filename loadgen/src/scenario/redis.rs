@@ -20,6 +20,7 @@ use futures_lite::FutureExt;
 use tokio::sync::Semaphore;
 
 use super::progress::Progress;
+use super::rpc::{call_phase, Calls};
 use super::{broadcast, on_executor, validate, RpcSpec, RunResult, RunSpec, Scenario};
 use crate::payload::{self, Tick};
 use crate::procfs::{self, CpuMark, Proc};
@@ -30,9 +31,6 @@ use crate::{Error, Result};
 
 /// Size of an `ECHO`'s payload, bytes (the size of the tick payload broadcasts carry).
 pub const ECHO_PAYLOAD_BYTES: usize = 64;
-
-/// How long calls in flight may take to finish after the last one is issued.
-const RPC_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `spec` against the Redis at `spec.connect.addr` (only its address, password,
 /// attempts and timeout apply) on a fresh executor pinned to `cpu`.
@@ -205,95 +203,23 @@ async fn open_all(
     Ok((conns, phase))
 }
 
-/// Counters shared by an rpc run's connections (one executor, so plain cells).
-struct Calls {
-    issued: Cell<u64>,
-    done: Cell<u64>,
-    wrong: Cell<u64>,
-    failed: Cell<u64>,
-    limit: u64,
-    stop_at: Instant,
-    rtt: RefCell<Latency>,
-}
-
-impl Calls {
-    fn try_issue(&self) -> bool {
-        if self.issued.get() < self.limit && Instant::now() < self.stop_at {
-            self.issued.set(self.issued.get() + 1);
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// The rpc phase against Redis: `ECHO`, one in flight on every connection, for at most
-/// `r.calls` calls and `r.duration`.
+/// `r.calls` calls and `r.duration`, through the same call phase as ours.
 async fn rpc(spec: &RunSpec, r: &RpcSpec, conns: Vec<RedisConn>, result: &mut RunResult) {
-    let calls = Rc::new(Calls {
-        issued: Cell::new(0),
-        done: Cell::new(0),
-        wrong: Cell::new(0),
-        failed: Cell::new(0),
-        limit: r.calls,
-        stop_at: Instant::now() + r.duration,
-        rtt: RefCell::new(Latency::new()),
-    });
-    let progress = Progress::start(spec, "calls", Some(r.calls));
-    let pid = spec.server_pid;
-    let cpu0 = CpuMark::take(pid);
-    let t0 = Instant::now();
-    let tasks: Vec<Task<()>> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let calls = calls.clone();
-            spawn_task(async move {
-                if let Err(e) = echo_conn(c, i as u64, &calls).await {
-                    tracing::debug!("Redis rpc connection {i}: {e}");
-                    calls.failed.set(calls.failed.get() + 1);
-                }
-            })
-        })
-        .collect();
-    let counter = progress.counter.clone();
-    let all = async {
-        for t in tasks {
-            t.await;
-        }
-        true
-    };
-    let end = t0 + r.duration + RPC_GRACE;
-    let bound = async {
-        while Instant::now() < end {
-            counter.set(calls.done.get());
-            sleep(Duration::from_millis(100)).await;
-        }
-        false
-    };
-    let finished = all.or(bound).await;
-    let elapsed = t0.elapsed();
-    let cpu1 = CpuMark::take(pid);
-    progress.finish();
-    result.op = "calls".into();
-    result.ops = calls.done.get();
-    result.errors += calls.wrong.get() + calls.failed.get();
-    result.set_cpu(&cpu0, &cpu1, elapsed);
-    result.complete = finished && calls.issued.get() == calls.done.get();
-    if calls.wrong.get() > 0 {
-        result
-            .notes
-            .push(format!("{} wrong ECHO answers", calls.wrong.get()));
-    }
-    result.notes.push(format!(
-        "ECHO of a {ECHO_PAYLOAD_BYTES}-byte payload, closed loop, 1 in flight per connection"
-    ));
-    let rtt = calls.rtt.borrow().clone();
-    result.latency = rtt.summary();
-    result.latency_hist = Some(rtt);
+    call_phase(
+        spec,
+        r,
+        conns,
+        |c, i, calls| async move { echo_conn(c, i as u64, &calls).await },
+        "wrong ECHO answers",
+        format!(
+            "ECHO of a {ECHO_PAYLOAD_BYTES}-byte payload, closed loop, 1 in flight per connection"
+        ),
+        result,
+    )
+    .await;
 }
 
-/// One connection: one `ECHO` at a time until the run's calls are issued, each answer
 /// compared with what was sent.
 async fn echo_conn(mut c: RedisConn, idx: u64, calls: &Calls) -> Result<()> {
     let pad = payload::pad_for_payload(ECHO_PAYLOAD_BYTES, None);

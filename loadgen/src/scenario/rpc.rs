@@ -53,19 +53,20 @@ impl RpcSpec {
     }
 }
 
-/// Counters shared by a run's connections (one executor, so plain cells).
-struct Calls {
-    issued: Cell<u64>,
-    done: Cell<u64>,
-    wrong: Cell<u64>,
-    failed: Cell<u64>,
+/// Counters shared by a call phase's connections (one executor, so plain cells).
+pub(super) struct Calls {
+    pub(super) issued: Cell<u64>,
+    pub(super) done: Cell<u64>,
+    pub(super) wrong: Cell<u64>,
+    pub(super) failed: Cell<u64>,
     limit: u64,
     stop_at: Instant,
-    rtt: RefCell<Latency>,
+    pub(super) rtt: RefCell<Latency>,
 }
 
 impl Calls {
-    fn try_issue(&self) -> bool {
+    /// Takes one call of the phase's budget (count and time); `false` when spent.
+    pub(super) fn try_issue(&self) -> bool {
         if self.issued.get() < self.limit && Instant::now() < self.stop_at {
             self.issued.set(self.issued.get() + 1);
             true
@@ -75,8 +76,26 @@ impl Calls {
     }
 }
 
-/// Runs the RPC phase over `conns`.
-pub(super) async fn run(spec: &RunSpec, r: &RpcSpec, conns: Vec<Conn>, result: &mut RunResult) {
+/// In-flight calls get this long after the last one is issued.
+const CALL_GRACE: Duration = Duration::from_secs(5);
+
+/// A closed-loop call phase over `conns`, for at most `r.calls` calls and
+/// `r.duration`: each connection runs `call_loop` (issuing through
+/// [`Calls::try_issue`], counting answers in the shared [`Calls`]); the server's CPU is
+/// read around it. Shared by our `rpc` and Redis's `ECHO`, so both are measured alike.
+/// `wrong` describes a wrong answer in the notes, `about` the phase.
+pub(super) async fn call_phase<C, F, Fut>(
+    spec: &RunSpec,
+    r: &RpcSpec,
+    conns: Vec<C>,
+    call_loop: F,
+    wrong: &str,
+    about: String,
+    result: &mut RunResult,
+) where
+    F: Fn(C, usize, Rc<Calls>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>> + 'static,
+{
     let calls = Rc::new(Calls {
         issued: Cell::new(0),
         done: Cell::new(0),
@@ -95,10 +114,10 @@ pub(super) async fn run(spec: &RunSpec, r: &RpcSpec, conns: Vec<Conn>, result: &
         .enumerate()
         .map(|(i, c)| {
             let calls = calls.clone();
-            let depth = r.depth;
+            let run = call_loop(c, i, calls.clone());
             spawn_task(async move {
-                if let Err(e) = rpc_conn(c, i as i64, depth, &calls).await {
-                    tracing::debug!("rpc connection {i}: {e}");
+                if let Err(e) = run.await {
+                    tracing::debug!("call connection {i}: {e}");
                     calls.failed.set(calls.failed.get() + 1);
                 }
             })
@@ -111,9 +130,7 @@ pub(super) async fn run(spec: &RunSpec, r: &RpcSpec, conns: Vec<Conn>, result: &
         }
         true
     };
-    // In-flight calls get a grace period after the last one is issued.
-    let grace = Duration::from_secs(5);
-    let end = t0 + r.duration + grace;
+    let end = t0 + r.duration + CALL_GRACE;
     let bound = async {
         while Instant::now() < end {
             counter.set(calls.done.get());
@@ -131,20 +148,32 @@ pub(super) async fn run(spec: &RunSpec, r: &RpcSpec, conns: Vec<Conn>, result: &
     result.set_cpu(&cpu0, &cpu1, elapsed);
     result.complete = finished && calls.issued.get() == calls.done.get();
     if calls.wrong.get() > 0 {
-        result
-            .notes
-            .push(format!("{} wrong or failed answers", calls.wrong.get()));
+        result.notes.push(format!("{} {wrong}", calls.wrong.get()));
     }
-    result.notes.push(format!(
-        "closed loop, {} in flight per connection (latency not corrected for coordinated omission)",
-        r.depth
-    ));
+    result.notes.push(about);
     let rtt = calls.rtt.borrow().clone();
     result.latency = rtt.summary();
     result.latency_hist = Some(rtt);
 }
 
-/// One connection: keeps `depth` calls in flight until the run's calls are issued,
+/// Runs the RPC phase over `conns`.
+pub(super) async fn run(spec: &RunSpec, r: &RpcSpec, conns: Vec<Conn>, result: &mut RunResult) {
+    let depth = r.depth;
+    let about = format!(
+        "closed loop, {depth} in flight per connection (latency not corrected for coordinated omission)"
+    );
+    call_phase(
+        spec,
+        r,
+        conns,
+        |c, i, calls| async move { rpc_conn(c, i as i64, depth, &calls).await },
+        "wrong or failed answers",
+        about,
+        result,
+    )
+    .await;
+}
+
 /// checks each answer and answers the server's PINGs.
 async fn rpc_conn(mut c: Conn, idx: i64, depth: usize, calls: &Calls) -> Result<()> {
     let codec = c.codec;
