@@ -136,12 +136,61 @@ async fn connect_all(
     total: usize,
     counter: Rc<Cell<u64>>,
 ) -> Result<(Vec<Conn>, Latency, u64)> {
+    let sources = spec.sources;
+    let opened = open_concurrently(spec, total, counter, |i| {
+        let cs = spec.connect.clone();
+        async move {
+            let source = crate::sources::source_addr(sources, i);
+            Conn::open_from(&cs, source, i as u64).await
+        }
+    })
+    .await;
+    if let Some(e) = opened.first_error.as_ref() {
+        tracing::warn!("{} connection(s) failed; first error: {e}", opened.failures);
+        if opened.conns.is_empty() {
+            return Err(Error::Target(format!("no connection logged in: {e}")));
+        }
+    }
+    if !opened.finished {
+        tracing::warn!("connect phase hit its deadline");
+    }
+    Ok((opened.conns, opened.latency, opened.failures))
+}
+
+/// What [`open_concurrently`] opened.
+pub(super) struct Opened<C> {
+    /// The connections that are ready, in the order they finished opening.
+    pub conns: Vec<C>,
+    /// Each ready connection's time from its start to ready.
+    pub latency: Latency,
+    /// Connections that failed.
+    pub failures: u64,
+    /// The first failure's reason.
+    pub first_error: Option<String>,
+    /// Whether every attempt ended before `connect_deadline`.
+    pub finished: bool,
+}
+
+/// Runs `open(i)` for i in 0..`total`, at most `connect_concurrency` at a time and
+/// within `connect_deadline`, counting each ready connection on `counter`: the connect
+/// phase of every scenario, whatever the connection speaks (ours, Redis).
+pub(super) async fn open_concurrently<C, F, Fut>(
+    spec: &RunSpec,
+    total: usize,
+    counter: Rc<Cell<u64>>,
+    open: F,
+) -> Opened<C>
+where
+    C: 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<C>> + 'static,
+{
     // tokio's semaphore is executor-independent: it works on either backend.
     let sem = Rc::new(Semaphore::new(spec.connect_concurrency));
     let lat = Rc::new(RefCell::new(Latency::new()));
     let failures = Rc::new(Cell::new(0u64));
     let first_error: Rc<RefCell<Option<String>>> = Rc::default();
-    let tasks: Vec<Task<Option<Conn>>> = (0..total)
+    let tasks: Vec<Task<Option<C>>> = (0..total)
         .map(|i| {
             let (sem, lat, failures, counter, first_error) = (
                 sem.clone(),
@@ -150,12 +199,11 @@ async fn connect_all(
                 counter.clone(),
                 first_error.clone(),
             );
-            let (cs, sources) = (spec.connect.clone(), spec.sources);
+            let opening = open(i);
             spawn_task(async move {
                 let _permit = sem.acquire().await.ok()?;
                 let start = Instant::now();
-                let source = crate::sources::source_addr(sources, i);
-                match Conn::open_from(&cs, source, i as u64).await {
+                match opening.await {
                     Ok(c) => {
                         lat.borrow_mut().record(start.elapsed());
                         counter.set(counter.get() + 1);
@@ -191,17 +239,15 @@ async fn connect_all(
         })
         .await;
     let conns = std::mem::take(&mut *conns.borrow_mut());
-    if let Some(e) = first_error.borrow().as_ref() {
-        tracing::warn!("{} connection(s) failed; first error: {e}", failures.get());
-        if conns.is_empty() {
-            return Err(Error::Target(format!("no connection logged in: {e}")));
-        }
+    let latency = lat.borrow().clone();
+    let first_error = first_error.borrow_mut().take();
+    Opened {
+        conns,
+        latency,
+        failures: failures.get(),
+        first_error,
+        finished,
     }
-    if !finished {
-        tracing::warn!("connect phase hit its deadline");
-    }
-    let lat = lat.borrow().clone();
-    Ok((conns, lat, failures.get()))
 }
 
 /// netconduit-v1 connections: one PING → PONG round trip each before measuring.

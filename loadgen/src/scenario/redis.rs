@@ -11,14 +11,11 @@
 //!
 //! There is no heartbeat: Redis has none ([`crate::redis::NO_HEARTBEAT`]).
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use conduit::__rt::{sleep, spawn_task, Task};
-use futures_lite::FutureExt;
-use tokio::sync::Semaphore;
+use conduit::__rt::sleep;
 
+use super::connect::{open_concurrently, Opened};
 use super::progress::Progress;
 use super::rpc::{call_phase, Calls};
 use super::{broadcast, on_executor, validate, RpcSpec, RunResult, RunSpec, Scenario};
@@ -115,83 +112,40 @@ async fn open_all(
 ) -> Result<(Vec<RedisConn>, ConnectPhase)> {
     let pid = spec.server_pid;
     let progress = Progress::start(spec, "logins", Some(total as u64));
-    // tokio's semaphore is executor-independent: it works on either backend.
-    let sem = Rc::new(Semaphore::new(spec.connect_concurrency));
-    let lat = Rc::new(RefCell::new(Latency::new()));
-    let failures = Rc::new(Cell::new(0u64));
-    let first_error: Rc<RefCell<Option<String>>> = Rc::default();
     let cpu_before = CpuMark::take(pid);
     let t0 = Instant::now();
-    let tasks: Vec<Task<Option<RedisConn>>> = (0..total)
-        .map(|i| {
-            let (sem, lat, failures, first_error) = (
-                sem.clone(),
-                lat.clone(),
-                failures.clone(),
-                first_error.clone(),
-            );
-            let counter = progress.counter.clone();
-            let c = spec.connect.clone();
-            let subscribe = subscribes(i);
-            spawn_task(async move {
-                let _permit = sem.acquire().await.ok()?;
-                let start = Instant::now();
-                let opened = async {
-                    let mut conn =
-                        RedisConn::open(c.addr, &c.password, c.attempts, c.connect_timeout).await?;
-                    if subscribe {
-                        conn.subscribe(BENCH_CHANNEL).await?;
-                    }
-                    Ok::<_, Error>(conn)
-                };
-                match opened.await {
-                    Ok(conn) => {
-                        lat.borrow_mut().record(start.elapsed());
-                        counter.set(counter.get() + 1);
-                        Some(conn)
-                    }
-                    Err(e) => {
-                        failures.set(failures.get() + 1);
-                        first_error
-                            .borrow_mut()
-                            .get_or_insert_with(|| e.to_string());
-                        None
-                    }
-                }
-            })
-        })
-        .collect();
-    let conns = Rc::new(RefCell::new(Vec::with_capacity(total)));
-    let gather = {
-        let conns = conns.clone();
+    let opened = open_concurrently(spec, total, progress.counter.clone(), |i| {
+        let c = spec.connect.clone();
+        let subscribe = subscribes(i);
         async move {
-            for t in tasks {
-                if let Some(c) = t.await {
-                    conns.borrow_mut().push(c);
-                }
+            let mut conn =
+                RedisConn::open(c.addr, &c.password, c.attempts, c.connect_timeout).await?;
+            if subscribe {
+                conn.subscribe(BENCH_CHANNEL).await?;
             }
+            Ok(conn)
         }
-    };
-    gather
-        .or(async {
-            sleep(spec.connect_deadline).await;
-        })
-        .await;
+    })
+    .await;
     let elapsed = t0.elapsed();
     let cpu_after = CpuMark::take(pid);
     progress.finish();
-    let conns = std::mem::take(&mut *conns.borrow_mut());
-    let latency = lat.borrow().clone();
+    let Opened {
+        conns,
+        latency,
+        failures,
+        first_error,
+        ..
+    } = opened;
     result.connect_s = elapsed.as_secs_f64();
     result.connect_latency = latency.summary();
-    result.errors += failures.get();
+    result.errors += failures;
     if conns.len() < total {
         return Err(Error::Timeout(format!(
-            "{} of {total} Redis connections ready within {:?} ({} failed; first error: {})",
+            "{} of {total} Redis connections ready within {:?} ({failures} failed; first error: {})",
             conns.len(),
             spec.connect_deadline,
-            failures.get(),
-            first_error.borrow().as_deref().unwrap_or("none")
+            first_error.as_deref().unwrap_or("none")
         )));
     }
     let phase = ConnectPhase {
