@@ -2,62 +2,15 @@
 //! loopback, and the JSON it writes must show every delivery and every call accounted
 //! for. No timing is asserted.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test helper that cannot set up or read its run should fail the test on the spot"
-)]
-
-use std::path::PathBuf;
-use std::process::Command;
-
 use conduit::Runtime;
-use serde_json::Value;
 
-fn exe() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_conduit-loadgen"))
-}
+mod common;
 
-/// A fresh directory for one test's output, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("conduit-loadgen-e2e-{}-{test}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn read_json(path: &PathBuf) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run conduit-loadgen");
-    assert!(
-        out.status.success(),
-        "conduit-loadgen failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::{exe, read_json, run, Scratch};
 
 #[test]
 fn broadcast_counts_add_up_in_both_codecs() {
-    let scratch = Scratch::new("broadcast");
+    let scratch = Scratch::new("e2e", "broadcast");
     for (codec, mode) in [("v1", "saturate"), ("native", "single")] {
         let json = scratch.file(&format!("broadcast-{codec}.json"));
         run(exe()
@@ -102,7 +55,7 @@ fn broadcast_counts_add_up_in_both_codecs() {
 /// WebSocket listener, every delivery and every call is accounted for.
 #[test]
 fn websocket_transport_counts_add_up() {
-    let scratch = Scratch::new("websocket");
+    let scratch = Scratch::new("e2e", "websocket");
     for (codec, mode) in [("native", "saturate"), ("v1", "single")] {
         let json = scratch.file(&format!("broadcast-{codec}.json"));
         run(exe()
@@ -165,7 +118,7 @@ fn websocket_transport_counts_add_up() {
 /// sender's ticks reaches the other 9 members and nobody else.
 #[test]
 fn room_broadcast_reaches_every_member_and_only_them() {
-    let scratch = Scratch::new("room");
+    let scratch = Scratch::new("e2e", "room");
     for (codec, shards) in [("native", "2"), ("v1", "1")] {
         let json = scratch.file(&format!("room-{codec}.json"));
         run(exe()
@@ -239,7 +192,7 @@ const SCENARIOS: [&str; 10] = [
 /// before any server starts, and the default (`auto`) runs everything on tokio.
 #[test]
 fn quick_suite_runs_every_scenario_on_both_runtimes() {
-    let scratch = Scratch::new("suite");
+    let scratch = Scratch::new("e2e", "suite");
     let json = scratch.file("suite.json");
     let suite = |runtime: &str| {
         let mut cmd = exe();
@@ -350,7 +303,7 @@ fn quick_suite_runs_every_scenario_on_both_runtimes() {
 /// connections are refused with the reason, and nobody else is told "server full".
 #[test]
 fn attack_reports_and_the_budgets_hold() {
-    let scratch = Scratch::new("attack");
+    let scratch = Scratch::new("e2e", "attack");
     let lockout = scratch.file("lockout.json");
     run(exe()
         .args([
@@ -434,7 +387,7 @@ fn cluster_delivers_on_both_nodes_through_each_broker() {
         [k] => k.name(),
         _ => return,
     };
-    let scratch = Scratch::new("cluster");
+    let scratch = Scratch::new("e2e", "cluster");
     let json = scratch.file("cluster.json");
     run(exe()
         .args([

@@ -3,66 +3,17 @@
 //! suite's scale runs (`--scale-only`, shrunk to a few hundred connections) must run
 //! and report. No timing is asserted.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "a test helper that cannot set up or read its run should fail the test on the spot"
-)]
-
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
-fn exe() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_conduit-loadgen"))
-}
+mod common;
 
-/// A fresh directory for one test's output, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "conduit-loadgen-scale-{}-{test}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn read_json(path: &PathBuf) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run conduit-loadgen");
-    assert!(
-        out.status.success(),
-        "conduit-loadgen failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::{exe, read_json, run, Scratch};
 
 const THREE: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
 
 #[test]
 fn connections_come_from_every_source_address() {
-    let scratch = Scratch::new("sources");
+    let scratch = Scratch::new("scale", "sources");
     for (scenario, codec) in [("connect", "native"), ("broadcast", "v1")] {
         let json = scratch.file(&format!("{scenario}.json"));
         run(exe()
@@ -111,7 +62,7 @@ fn bad_source_counts_are_refused_with_a_reason() {
 
 #[test]
 fn scale_runs_in_small() {
-    let scratch = Scratch::new("suite");
+    let scratch = Scratch::new("scale", "suite");
     let json = scratch.file("suite.json");
     let out = run(exe()
         .args([
