@@ -80,7 +80,9 @@ pub use conduit_macros::rpc;
 pub use conduit_protocol as protocol;
 pub use conduit_protocol::{Codec, Value};
 pub use core::{CloseReason, PeerMisbehaved};
-pub use descriptor::{Password, RateLimitPolicy, ServerDescriptor, SlowConsumerPolicy};
+pub use descriptor::{
+    Password, RateLimitPolicy, ServerDescriptor, SlowConsumerPolicy, DEFAULT_METRICS_ADDR,
+};
 pub use error::{Error, Result};
 pub use handlers::{
     IntoReply, IntoRpcMethod, ParamInfo, Reply, RpcCall, RpcError, RpcInfo, RpcMethod,

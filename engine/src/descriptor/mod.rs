@@ -292,7 +292,19 @@ pub struct ServerDescriptor {
     /// counted from accept (its `auth_timeout` counts from then on). The smaller of this
     /// and `auth_timeout` applies. Default 5 s.
     pub proxy_header_timeout: Duration,
+    /// Where the Prometheus exporter serves `GET /metrics` (the `prometheus` feature),
+    /// on its own listener, apart from the clients' port. `None` (the default): no
+    /// listener. Bind it to loopback ([`DEFAULT_METRICS_ADDR`]) or a private network:
+    /// the figures say how many players are on and what fails, which is not for the
+    /// public internet. A server built without the `prometheus` feature refuses to
+    /// start with this set.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
+
+/// The conventional Prometheus exporter address: loopback, the port commonly used
+/// by exporters of this kind.
+pub const DEFAULT_METRICS_ADDR: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 
 /// The highest `max_payload_depth` a server accepts. Decoding, dropping and re-encoding
 /// a payload recurse once per level on the shard's stack (2 MiB): an unoptimised build
@@ -357,6 +369,7 @@ impl ServerDescriptor {
             inbound_rate_policy: RateLimitPolicy::Reject,
             trusted_proxies: Vec::new(),
             proxy_header_timeout: Duration::from_secs(5),
+            metrics_addr: None,
         }
     }
 
@@ -479,6 +492,11 @@ impl ServerDescriptor {
     /// ```
     pub fn trusted_proxies(mut self, nets: impl IntoIterator<Item = IpNet>) -> Self {
         self.trusted_proxies = nets.into_iter().collect();
+        self
+    }
+    /// Serves Prometheus metrics on `addr` (see `metrics_addr`).
+    pub fn metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
         self
     }
     /// Sets `proxy_header_timeout`.
