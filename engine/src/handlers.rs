@@ -519,8 +519,10 @@ impl Registry {
             }
         };
         crate::core::RouteTable::with_message_forms(
-            self.rpcs
+            // In registration order: a method's position is its counters' slot.
+            self.rpc_order
                 .iter()
+                .filter_map(|name| self.rpcs.get(name).map(|m| (name, m)))
                 .map(|(name, m)| (name.clone(), form(m.archived.is_some()))),
             self.messages.keys().map(|name| {
                 // `start` refuses a type read in place with other handlers.

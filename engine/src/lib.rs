@@ -65,6 +65,7 @@ mod error;
 pub mod handlers;
 mod host;
 mod id;
+pub mod metrics;
 #[cfg(feature = "glommio")]
 mod preflight;
 mod router;

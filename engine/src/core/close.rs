@@ -8,6 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use conduit_protocol::WireError;
 
+use crate::metrics::{AuthFailureKind, CloseKind};
+
 /// Something the peer did that the protocol does not allow. Closed: every way a peer
 /// can break the protocol is one variant, never free text, so each has one stable
 /// reason on the wire and one counter.
@@ -185,6 +187,39 @@ impl CloseReason {
                 | CloseReason::AuthFailed
                 | CloseReason::TokenExpired
         )
+    }
+
+    /// How closes for this reason are counted.
+    pub fn kind(self) -> CloseKind {
+        match self {
+            CloseReason::PeerClosed | CloseReason::PeerSaidGoodbye => CloseKind::Peer,
+            CloseReason::AuthFailed => CloseKind::AuthFailed,
+            CloseReason::AuthTimeout => CloseKind::AuthTimeout,
+            CloseReason::Misbehaved(PeerMisbehaved::RateLimited) => CloseKind::RateLimited,
+            CloseReason::Misbehaved(_) => CloseKind::ProtocolError,
+            CloseReason::HeartbeatTimeout => CloseKind::HeartbeatTimeout,
+            CloseReason::SlowConsumer => CloseKind::SlowConsumer,
+            CloseReason::Kicked => CloseKind::Kicked,
+            CloseReason::ServerStopping => CloseKind::ServerStopping,
+            CloseReason::ServerFull
+            | CloseReason::OutOfDescriptors
+            | CloseReason::TooManyPending
+            | CloseReason::TooManyFromSource
+            | CloseReason::TooManyFailures => CloseKind::Refused,
+            CloseReason::TokenExpired => CloseKind::TokenExpired,
+            CloseReason::Io(_) => CloseKind::IoError,
+        }
+    }
+
+    /// The failed login a close of a connection that had not logged in was, if it was
+    /// one (a peer that leaves before logging in has not failed).
+    pub fn failed_login(self) -> Option<AuthFailureKind> {
+        match self {
+            CloseReason::AuthFailed => Some(AuthFailureKind::BadCredentials),
+            CloseReason::AuthTimeout => Some(AuthFailureKind::Timeout),
+            CloseReason::Misbehaved(_) => Some(AuthFailureKind::ProtocolError),
+            _ => None,
+        }
     }
 
     /// Whether the socket is reset (RST) rather than closed: a slow consumer's kernel

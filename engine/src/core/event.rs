@@ -44,6 +44,9 @@ pub struct Call<'a> {
     pub route: Cow<'a, str>,
     /// The arguments.
     pub args: Args<'a>,
+    /// For an RPC, the method's slot in the shard's per-method counters (its
+    /// registration order); 0 for a message.
+    pub slot: u32,
 }
 
 impl Call<'_> {
@@ -57,6 +60,7 @@ impl Call<'_> {
                 kind: self.kind,
                 route: Cow::Owned(self.route.into_owned()),
                 args: Args::Value(v),
+                slot: self.slot,
             }),
             Args::Native(_) => None,
         }

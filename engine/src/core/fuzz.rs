@@ -59,6 +59,7 @@ pub fn core(data: &[u8]) {
         [3; 32],
         "00".repeat(64),
         t0,
+        Arc::new(crate::metrics::ShardMetrics::new(2)),
     );
     let mut rx = config.new_decoder();
     let mut stream = Vec::new();

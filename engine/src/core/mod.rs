@@ -52,6 +52,7 @@ pub const RATE_LIMITED: i64 = 4290;
 
 use crate::descriptor::SlowConsumerPolicy;
 use crate::id::ConnectionId;
+use crate::metrics::ShardMetrics;
 use crate::tokens::{TokenClaims, Verifier};
 
 /// The server version reported to clients at login.
@@ -183,6 +184,8 @@ pub struct ConnCore {
     /// The token it logged in with (or last refreshed): its expiry closes the
     /// connection, its subject must stay the same on refresh.
     token: Option<Arc<TokenClaims>>,
+    /// Its shard's counters: frames in, and the calls the core answers itself.
+    metrics: Arc<ShardMetrics>,
 }
 
 impl ConnCore {
@@ -194,8 +197,12 @@ impl ConnCore {
         server_nonce: auth::Nonce,
         session_token: String,
         now: Instant,
+        metrics: Arc<ShardMetrics>,
     ) -> ConnCore {
-        let out = Rc::new(Outbound::new(config.max_outbound_bytes));
+        let out = Rc::new(Outbound::counted(
+            config.max_outbound_bytes,
+            metrics.clone(),
+        ));
         ConnCore {
             handshake: Some(Box::new(ServerHandshake::new(
                 server_nonce,
@@ -218,6 +225,7 @@ impl ConnCore {
             counters: CoreCounters::default(),
             buckets: None,
             token: None,
+            metrics,
         }
     }
 
@@ -351,6 +359,7 @@ impl ConnCore {
                 return Some(Event::Close(self.misbehaved((&e).into(), timestamp_ms)));
             }
         };
+        self.metrics.frames_in.inc();
         Some(self.on_frame(frame, timestamp_ms).unwrap_or(Event::Handled))
     }
 
@@ -527,22 +536,24 @@ impl ConnCore {
         correlation_id: u64,
         timestamp_ms: u64,
     ) -> Option<Event<'d>> {
-        let (call_kind, form) = if kind == FrameKind::Message {
+        let (call_kind, form, slot) = if kind == FrameKind::Message {
             let Some(form) = self.config.routes.message(&route) else {
                 tracing::debug!(conn = %self.id, name = %route, "no handler for message type; ignored");
                 self.counters.unrouted_messages += 1;
                 return None;
             };
-            (CallKind::Message, form)
+            (CallKind::Message, form, 0)
         } else if route == LISTALL {
+            self.metrics.listall().answered(true);
             let reply = self
                 .encoder(timestamp_ms)
                 .rpc_success(correlation_id, self.config.routes.listall());
             return self.transmit(reply).map(Event::Close);
         } else {
-            match self.config.routes.rpc(&route) {
-                Some(form) => (CallKind::Rpc, form),
+            match self.config.routes.rpc_slot(&route) {
+                Some((form, slot)) => (CallKind::Rpc, form, slot),
                 None => {
+                    self.metrics.unknown().answered(false);
                     let reply = self.encoder(timestamp_ms).rpc_failure(
                         correlation_id,
                         codes::METHOD_NOT_FOUND,
@@ -587,6 +598,7 @@ impl ConnCore {
             kind: call_kind,
             route,
             args,
+            slot,
         }))
     }
 

@@ -18,8 +18,9 @@ pub enum ArgForm {
 /// The routes of one server, frozen while it runs.
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
-    /// Registered RPC methods.
-    rpcs: AHashMap<String, ArgForm>,
+    /// Registered RPC methods, with their slot (registration order) in the shards'
+    /// per-method counters.
+    rpcs: AHashMap<String, (ArgForm, u32)>,
     /// Message types with at least one handler, and how they take their data.
     messages: AHashMap<String, ArgForm>,
     /// The built-in `listall` answer, computed once at start.
@@ -44,21 +45,25 @@ impl RouteTable {
     }
 
     /// A table whose message types say how they take their data (in place for
-    /// handlers of archived data).
+    /// handlers of archived data). RPC methods are counted in the order given.
     pub fn with_message_forms(
         rpcs: impl IntoIterator<Item = (String, ArgForm)>,
         messages: impl IntoIterator<Item = (String, ArgForm)>,
         listall: Value,
     ) -> RouteTable {
         RouteTable {
-            rpcs: rpcs.into_iter().collect(),
+            rpcs: rpcs
+                .into_iter()
+                .enumerate()
+                .map(|(slot, (name, form))| (name, (form, slot as u32)))
+                .collect(),
             messages: messages.into_iter().collect(),
             listall,
         }
     }
 
-    /// How `method` takes its arguments, if it is registered.
-    pub fn rpc(&self, method: &str) -> Option<ArgForm> {
+    /// How `method` takes its arguments and where it is counted, if it is registered.
+    pub fn rpc_slot(&self, method: &str) -> Option<(ArgForm, u32)> {
         self.rpcs.get(method).copied()
     }
 

@@ -509,6 +509,13 @@ impl ServerDescriptor {
     /// [`Error::Config`] naming the field.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |field: &'static str, problem: String| Err(Error::Config { field, problem });
+        #[cfg(not(feature = "prometheus"))]
+        if self.metrics_addr.is_some() {
+            return bad(
+                "metrics_addr",
+                "this build has no Prometheus exporter (cargo feature `prometheus`)".into(),
+            );
+        }
         let tokens_only = self.tokens.as_ref().is_some_and(|t| !t.allow_password);
         if self.password.is_empty() && !tokens_only {
             return bad(

@@ -141,7 +141,7 @@ impl IntoFuture for Broadcast {
                 Err(e) => {
                     tracing::error!(name_len, "broadcast not sent: {e}");
                     router
-                        .stats()
+                        .counts()
                         .frames_not_sent
                         .fetch_add(1, Ordering::Relaxed);
                     0

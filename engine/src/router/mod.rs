@@ -89,6 +89,10 @@ pub(crate) struct RunState {
     pub node: usize,
     /// The way to the other nodes, with a cluster.
     pub uplink: Option<Arc<dyn Uplink>>,
+    /// What each shard counts (kept by the router across runs).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where the Prometheus exporter listens, once it does.
+    pub metrics_addr: OnceLock<SocketAddr>,
 }
 
 impl RunState {
@@ -98,6 +102,7 @@ impl RunState {
         limits: RoomLimits,
         room_hooks: RoomHooks,
         uplink: Option<Arc<dyn Uplink>>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> RunState {
         let shards = bus.len();
         RunState {
@@ -110,6 +115,8 @@ impl RunState {
             room_hooks,
             node: uplink.as_ref().map_or(0, |u| u.node()),
             uplink,
+            metrics,
+            metrics_addr: OnceLock::new(),
         }
     }
 
@@ -240,6 +247,9 @@ pub(crate) struct RouterInner {
     run: RwLock<Option<Arc<RunState>>>,
     /// Counters and gauges shared by every shard.
     stats: Stats,
+    /// What the shards count, from the first run on (replaced only when a run has a
+    /// different shape: other shard count or methods).
+    metrics: RwLock<Option<Arc<crate::metrics::Metrics>>>,
     /// Application state by type (see `Server::manage`).
     states: RwLock<AHashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     /// Between startup and the end of shutdown.
@@ -280,6 +290,7 @@ impl Router {
                 tls,
                 run: RwLock::new(None),
                 stats: Stats::default(),
+                metrics: RwLock::new(None),
                 states: RwLock::default(),
                 running: AtomicBool::new(false),
                 started_at: Mutex::new(None),
@@ -289,8 +300,55 @@ impl Router {
         }
     }
 
-    pub(crate) fn stats(&self) -> &Stats {
+    pub(crate) fn counts(&self) -> &Stats {
         &self.inner.stats
+    }
+
+    /// The counters a run with `shards` shards and these RPC methods counts into: the
+    /// previous run's when it had the same shape, so counters keep growing.
+    pub(crate) fn metrics_for(
+        &self,
+        shards: usize,
+        methods: &[String],
+    ) -> Arc<crate::metrics::Metrics> {
+        let mut slot = match self.inner.metrics.write() {
+            Ok(slot) => slot,
+            Err(p) => p.into_inner(),
+        };
+        match &*slot {
+            Some(m) if m.fits(shards, methods) => m.clone(),
+            _ => {
+                let m = Arc::new(crate::metrics::Metrics::new(shards, methods.to_vec()));
+                *slot = Some(m.clone());
+                m
+            }
+        }
+    }
+
+    /// The server's figures now: connections per shard and codec, logins and failed
+    /// logins, frames and bytes, deliveries, queued bytes, closes by reason, rooms, and
+    /// RPC calls, errors and latency per method. What the Prometheus exporter serves;
+    /// all zero before the first start. Reads each shard's counters without stopping
+    /// it (microseconds per shard).
+    pub fn stats(&self) -> crate::metrics::Stats {
+        let metrics = self.inner.metrics.read().ok().and_then(|m| m.clone());
+        let (shards, rpc) = metrics.map(|m| m.snapshot()).unwrap_or_default();
+        let run = self.inner.run.read().ok().and_then(|r| r.clone());
+        crate::metrics::Stats {
+            running: self.is_running(),
+            uptime: self.uptime(),
+            connections: self.connection_count() as u64,
+            rooms: run.map_or(0, |r| r.rooms.count() as u64),
+            shards,
+            rpc,
+        }
+    }
+
+    /// Where the Prometheus exporter listens (the real port when 0 was asked), while
+    /// the server runs with `metrics_addr` set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.run_state()
+            .and_then(|rt| rt.metrics_addr.get().copied())
     }
 
     pub(crate) fn run_state(&self) -> Option<Arc<RunState>> {

@@ -120,6 +120,11 @@ impl Rooms {
     }
 
     /// Every room's name.
+    /// How many rooms exist (have members).
+    pub fn count(&self) -> usize {
+        self.map.read().map_or(0, |m| m.len())
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.map
             .read()

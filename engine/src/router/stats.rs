@@ -246,6 +246,19 @@ pub(crate) enum Refusal {
     OutOfDescriptors,
 }
 
+impl From<Refusal> for crate::metrics::RefusalKind {
+    fn from(r: Refusal) -> crate::metrics::RefusalKind {
+        use crate::metrics::RefusalKind;
+        match r {
+            Refusal::Full => RefusalKind::Full,
+            Refusal::TooManyPending => RefusalKind::TooManyPending,
+            Refusal::TooManyFromSource => RefusalKind::TooManyFromSource,
+            Refusal::TooManyFailures => RefusalKind::TooManyFailures,
+            Refusal::OutOfDescriptors => RefusalKind::OutOfDescriptors,
+        }
+    }
+}
+
 /// Counters and gauges of one server.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {

@@ -17,6 +17,8 @@ use crate::handlers::{
 };
 use crate::router::{Connection, Control, Router, RunState};
 
+#[cfg(feature = "prometheus")]
+mod exporter;
 mod running;
 
 use running::shut_down;
@@ -581,8 +583,18 @@ impl Server {
             max_room_name_bytes: desc.max_room_name_bytes,
         };
         let room_hooks = self.setup().room_hooks.clone();
+        // Bound before anything starts, so an address in use fails the start cleanly.
+        #[cfg(feature = "prometheus")]
+        let metrics_listener = desc.metrics_addr.map(exporter::bind).transpose()?;
+        let metrics = self.router.metrics_for(desc.shards, &registry.rpc_order);
         let uplink = self.join_cluster(core_config.value_limits)?;
-        let run = Arc::new(RunState::new(senders, limits, room_hooks, uplink.clone()));
+        let run = Arc::new(RunState::new(
+            senders,
+            limits,
+            room_hooks,
+            uplink.clone(),
+            metrics,
+        ));
         let launched = crate::shard::launch(crate::shard::Plan {
             router: self.router.clone(),
             run: run.clone(),
@@ -622,12 +634,32 @@ impl Server {
             return Err(Error::Runtime(e));
         }
         tracing::info!(name = %desc.name, %addr, shards = desc.shards, runtime = %backend, "server running");
+        // Stopped when the control thread ends, after the shards.
+        #[cfg(feature = "prometheus")]
+        let exporter = match metrics_listener {
+            Some(listener) => {
+                if let Ok(a) = listener.local_addr() {
+                    let _ = run.metrics_addr.set(a);
+                    tracing::info!(addr = %a, "metrics at http://{a}/metrics");
+                }
+                match exporter::start(self.router.clone(), listener) {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
 
         let server = self.clone();
         let (done_tx, done) = flume::bounded(1);
         let control = std::thread::Builder::new()
             .name("conduit-control".into())
             .spawn(move || {
+                #[cfg(feature = "prometheus")]
+                let _exporter = exporter;
                 let _ = server.router.stop_requests().recv();
                 tracing::info!("stopping");
                 let errors = shut_down(&run, &launched, server.descriptor().shards);

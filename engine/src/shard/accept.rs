@@ -124,7 +124,7 @@ pub(super) fn admit(
     transport: Transport,
 ) {
     let d = shard.router.descriptor();
-    let admitted = shard.router.stats().admit(
+    let admitted = shard.router.counts().admit(
         peer,
         d.max_connections,
         d.max_pending,
@@ -206,7 +206,7 @@ fn refuse(
     first_bytes: Vec<u8>,
     transport: Transport,
 ) {
-    let stats = shard.router.stats();
+    let stats = shard.router.counts();
     let max = shard.router.descriptor().max_refusals_in_flight;
     let reason = refusal_reason(why);
     // The reserve descriptor is given to this refusal: opened again once it is done.
@@ -216,6 +216,9 @@ fn refuse(
             ?reason,
             "refusals at their limit; closing a connection at once"
         );
+        shard
+            .metrics
+            .refused(crate::metrics::RefusalKind::Overloaded);
         drop(stream);
         if restore {
             shard.restore_reserve();
@@ -223,6 +226,7 @@ fn refuse(
         return;
     };
     stats.refused.fetch_add(1, Ordering::Relaxed);
+    shard.metrics.refused(why.into());
     // Held by the shard, so a shard exiting before this task ends gives it back.
     let key = shard.hold_refusal(permit);
     let shard = shard.clone();

@@ -15,7 +15,9 @@ use futures_lite::FutureExt;
 use super::local::{Held, LocalConn};
 use super::setup::{prepare, Prepared, Setup};
 use super::Shard;
-use crate::core::{Args, Call, Close, CloseReason, ConnCore, Event, LocalNotify, Outcome};
+use crate::core::{
+    Args, Call, CallKind, Close, CloseReason, ConnCore, Event, LocalNotify, Outcome,
+};
 use crate::dispatch::{self, contained};
 use crate::router::{
     Admission, ConnMeta, Connection, FailBudget, SourceKey, AUTH_FAILURE_MEMORY,
@@ -140,6 +142,7 @@ async fn open(
         nonce,
         hex::encode(token),
         accepted,
+        shard.metrics.clone(),
     );
     let out = core.outbound().clone();
     let meta = ConnMeta::new(id, peer);
@@ -201,6 +204,10 @@ impl Drop for Unfinished {
         self.shard.remove_authed(&self.conn);
         if let Ok(mut held) = self.conn.held.try_borrow_mut() {
             let held = std::mem::take(&mut *held);
+            if held.listed.is_some() {
+                let slot = crate::metrics::codec_slot(self.conn.codec());
+                self.shard.metrics.connections[slot].shift(-1);
+            }
             // Empty when the exiting shard already gave it back (and said so).
             if held.slot.is_some() || held.listed.is_some() || held.pending.is_some() {
                 tracing::error!(conn = %id, "connection task ended without its teardown");
@@ -249,7 +256,7 @@ async fn first_frames(
         let n = spare.len().min(early.len());
         spare[..n].copy_from_slice(&early[..n]);
         early = &early[n..];
-        if let Err(reason) = conn.took(decoder, n) {
+        if let Err(reason) = conn.took(shard, decoder, n) {
             return Some(conn.core.borrow_mut().close(reason, wall_clock_ms()));
         }
     }
@@ -273,7 +280,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<LocalConn>, decoder: &mut FrameD
         let reason = match read {
             None => continue,
             Some(Ok(0)) => CloseReason::PeerClosed,
-            Some(Ok(n)) => match conn.took(decoder, n) {
+            Some(Ok(n)) => match conn.took(shard, decoder, n) {
                 Ok(()) => {
                     // On plain TCP the reader writes the replies to what it read
                     // itself, in this turn, when the writer is idle: no wake-up of the
@@ -337,6 +344,7 @@ async fn handle_frames(
             Event::TokenRefreshed(token) => conn.meta.set_token(Some(token)),
             Event::Call(call) => {
                 let id = call.id;
+                let rpc = (call.kind == CallKind::Rpc).then_some(call.slot);
                 let handle = shard.handle(conn);
                 let outcome = if matches!(call.args, Args::Native(_)) {
                     // In-place arguments: the handler is synchronous and borrows the
@@ -358,6 +366,13 @@ async fn handle_frames(
                 let Some(outcome) = outcome else {
                     continue;
                 };
+                if let Some(slot) = rpc {
+                    // From the read (or the last wait) to the result: one clock read
+                    // per call, the price of a latency histogram.
+                    let ns = now.0.elapsed().as_nanos() as u64;
+                    let ok = matches!(outcome, Outcome::Rpc(Ok(_)));
+                    shard.metrics.method(slot).record(ns, ok);
+                }
                 let done = conn.core.borrow_mut().complete(id, outcome, now.1);
                 if let Some(close) = done {
                     return Some(close);
@@ -415,7 +430,7 @@ async fn watch(
             match conn.read(spare).await {
                 Ok(0) => break CloseReason::PeerClosed,
                 Ok(n) => {
-                    if let Err(reason) = conn.took(decoder, n) {
+                    if let Err(reason) = conn.took(shard, decoder, n) {
                         break reason;
                     }
                 }
@@ -447,10 +462,13 @@ async fn logged_in(shard: &Rc<Shard>, conn: &Rc<LocalConn>, codec: Codec, client
     // Counted before the client can read AUTH_SUCCESS (queued, not yet written), so a
     // client that logged in is always in `connection_count`.
     conn.meta.set_authenticated(codec);
+    let slot = crate::metrics::codec_slot(codec);
+    shard.metrics.connections[slot].shift(1);
+    shard.metrics.logins[slot].inc();
     // No longer one of those logging in: its source may log another one in, and its
     // earlier failed logins are forgotten.
     conn.held.borrow_mut().pending.take();
-    let stats = shard.router.stats();
+    let stats = shard.router.counts();
     stats
         .auth_failed
         .succeeded(SourceKey::of(conn.meta.peer_addr.ip()));
@@ -476,7 +494,7 @@ async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer:
     // leave hooks run below, after the flush.
     let rooms = shard.run.rooms.leave_all(&conn.meta);
     if reason == CloseReason::AuthFailed {
-        let stats = shard.router.stats();
+        let stats = shard.router.counts();
         stats.auth_failures.fetch_add(1, Ordering::Relaxed);
         // Counted now, before the brake: a guesser that gives up early still pays.
         let d = shard.router.descriptor();
@@ -540,7 +558,7 @@ async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer:
     conn.stream.shutdown_both();
     conn.out.clear();
     let counters = conn.core.borrow().counters();
-    let stats = shard.router.stats();
+    let stats = shard.router.counts();
     stats
         .frames_not_sent
         .fetch_add(counters.frames_not_sent, Ordering::Relaxed);
@@ -553,7 +571,14 @@ async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer:
 
     shard.pool.borrow_mut().remove(&id);
     let listed = conn.held.borrow_mut().listed.take();
+    let failed_login = if listed.is_some() {
+        None
+    } else {
+        reason.failed_login()
+    };
+    shard.metrics.closed(reason.kind(), failed_login);
     if let Some(listed) = listed {
+        shard.metrics.connections[crate::metrics::codec_slot(conn.codec())].shift(-1);
         shard.remove_authed(conn);
         drop(listed);
         let handle = shard.handle(conn);

@@ -121,7 +121,13 @@ impl LocalConn {
 
     /// Makes the `n` bytes just read into `decoder`'s spare room part of its buffer:
     /// as they are on TCP, or taken out of their WebSocket frames.
-    pub(super) fn took(&self, decoder: &mut FrameDecoder, n: usize) -> Result<(), CloseReason> {
+    pub(super) fn took(
+        &self,
+        shard: &Shard,
+        decoder: &mut FrameDecoder,
+        n: usize,
+    ) -> Result<(), CloseReason> {
+        shard.metrics.bytes_in.add(n as u64);
         match &self.ws {
             None => {
                 decoder.commit(n);

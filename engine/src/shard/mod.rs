@@ -64,6 +64,8 @@ pub(crate) struct Shard {
     pub registry: Arc<Registry>,
     /// What every connection core shares.
     pub core_config: Arc<CoreConfig>,
+    /// This shard's counters (written only here; read by `stats` and the exporter).
+    pub metrics: Arc<crate::metrics::ShardMetrics>,
     /// Every connection of this shard, logged in or not.
     pool: RefCell<AHashMap<ConnectionId, Rc<LocalConn>>>,
     /// Logged-in connections, dense, for fan-out.
@@ -102,6 +104,52 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
+    /// Queues `frames` to every admitted logged-in connection; returns how many.
+    fn fanout_counted(&self, frames: &Frames, filter: &Filter) -> usize {
+        let mut count = 0;
+        let mut deliver = |conn: &LocalConn| {
+            if let Some(f) = frames.for_codec(conn.codec()) {
+                if self.deliver(conn, f) == Delivery::Queued {
+                    count += 1;
+                }
+            }
+        };
+        if let Some(rooms) = &filter.rooms {
+            // Only the rooms' members on this shard: cost follows members, not
+            // connections.
+            let pool = self.pool.borrow();
+            router::rooms::for_each_member(rooms, self.index, |id| {
+                if let Some(c) = pool.get(&id) {
+                    if c.meta.is_authenticated() && filter.admits(id) {
+                        deliver(c);
+                    }
+                }
+            });
+            return count;
+        }
+        match &filter.include {
+            // A small include set is cheaper to walk than the whole shard.
+            Some(ids) if ids.len() < self.authed.borrow().len() => {
+                let pool = self.pool.borrow();
+                for id in ids.iter().filter(|id| id.shard() == self.index) {
+                    if let Some(c) = pool.get(id) {
+                        if c.meta.is_authenticated() && filter.admits(*id) {
+                            deliver(c);
+                        }
+                    }
+                }
+            }
+            _ => {
+                for c in self.authed.borrow().iter() {
+                    if filter.admits(c.meta.id) {
+                        deliver(c);
+                    }
+                }
+            }
+        }
+        count
+    }
+
     fn next_id(&self) -> ConnectionId {
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 1);
@@ -185,14 +233,14 @@ impl Shard {
             Delivery::Queued | Delivery::Closed => {}
             Delivery::Dropped => {
                 self.router
-                    .stats()
+                    .counts()
                     .slow_consumers
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(conn = %conn.meta.id, "slow consumer: frame dropped");
             }
             Delivery::Disconnect => {
                 self.router
-                    .stats()
+                    .counts()
                     .slow_consumers
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(conn = %conn.meta.id, "slow consumer: disconnecting");
@@ -209,47 +257,8 @@ impl LocalShard for Shard {
     }
 
     fn fanout(&self, frames: &Frames, filter: &Filter) -> usize {
-        let mut count = 0;
-        let mut deliver = |conn: &LocalConn| {
-            if let Some(f) = frames.for_codec(conn.codec()) {
-                if self.deliver(conn, f) == Delivery::Queued {
-                    count += 1;
-                }
-            }
-        };
-        if let Some(rooms) = &filter.rooms {
-            // Only the rooms' members on this shard: cost follows members, not
-            // connections.
-            let pool = self.pool.borrow();
-            router::rooms::for_each_member(rooms, self.index, |id| {
-                if let Some(c) = pool.get(&id) {
-                    if c.meta.is_authenticated() && filter.admits(id) {
-                        deliver(c);
-                    }
-                }
-            });
-            return count;
-        }
-        match &filter.include {
-            // A small include set is cheaper to walk than the whole shard.
-            Some(ids) if ids.len() < self.authed.borrow().len() => {
-                let pool = self.pool.borrow();
-                for id in ids.iter().filter(|id| id.shard() == self.index) {
-                    if let Some(c) = pool.get(id) {
-                        if c.meta.is_authenticated() && filter.admits(*id) {
-                            deliver(c);
-                        }
-                    }
-                }
-            }
-            _ => {
-                for c in self.authed.borrow().iter() {
-                    if filter.admits(c.meta.id) {
-                        deliver(c);
-                    }
-                }
-            }
-        }
+        let count = self.fanout_counted(frames, filter);
+        self.metrics.deliveries.add(count as u64);
         count
     }
 
@@ -317,9 +326,11 @@ async fn shard_main(setup: Setup) {
         }
     };
     let addr = listener.local_addr().ok();
+    let metrics = run.metrics.shards[index].clone();
     let shard = Rc::new(Shard {
         index,
         router,
+        metrics,
         run,
         registry,
         core_config,
@@ -357,7 +368,12 @@ async fn shard_main(setup: Setup) {
     shard.authed.borrow_mut().clear();
     let left: Vec<Rc<LocalConn>> = shard.pool.borrow_mut().drain().map(|(_, c)| c).collect();
     for c in &left {
-        drop(std::mem::take(&mut *c.held.borrow_mut()));
+        let held = std::mem::take(&mut *c.held.borrow_mut());
+        if held.listed.is_some() {
+            let slot = crate::metrics::codec_slot(c.codec());
+            shard.metrics.connections[slot].shift(-1);
+        }
+        drop(held);
         c.meta.clear_extensions();
         c.abandon();
     }

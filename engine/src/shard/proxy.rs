@@ -182,10 +182,13 @@ pub(super) fn read_header(
     proxy: SocketAddr,
     transport: crate::ws::Transport,
 ) {
-    let stats = shard.router.stats();
+    let stats = shard.router.counts();
     let d = shard.router.descriptor();
     let Some(permit) = stats.proxy_headers.try_acquire(d.max_pending) else {
         stats.refused.fetch_add(1, Ordering::Relaxed);
+        shard
+            .metrics
+            .refused(crate::metrics::RefusalKind::TooManyPending);
         tracing::debug!(
             %proxy,
             "PROXY headers being read at their limit (max_pending); closing a connection at once"
@@ -217,9 +220,12 @@ pub(super) fn read_header(
             Err(fault) => {
                 shard
                     .router
-                    .stats()
+                    .counts()
                     .proxy_header_failures
                     .fetch_add(1, Ordering::Relaxed);
+                shard
+                    .metrics
+                    .refused(crate::metrics::RefusalKind::ProxyHeader);
                 tracing::debug!(%proxy, ?fault, "no valid PROXY header; closing the connection");
                 stream.shutdown_both();
             }

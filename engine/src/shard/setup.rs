@@ -88,10 +88,11 @@ pub(super) async fn prepare(
                 .filter(|_| desc.is_trusted_proxy(peer.ip()))
             {
                 let client = std::net::SocketAddr::new(ip, 0);
-                let stats = shard.router.stats();
+                let stats = shard.router.counts();
                 let moved = stats.move_source(&mut pending, client, desc.max_pending_per_source);
                 if let Err(why) = moved {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
+                    shard.metrics.refused(why.into());
                     let reason = super::accept::refusal_reason(why).wire_text();
                     websocket::unavailable(stream, tls.as_deref(), reason).await;
                     stream.shutdown_both();

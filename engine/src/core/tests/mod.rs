@@ -91,6 +91,12 @@ fn rpc_listall_unknown_methods_and_failures() {
             .collect();
         assert_eq!(calls.len(), 2);
         assert_eq!(p.server.calls_in_flight(), 0);
+        // The core counts what it answers itself, under fixed slots: a peer's made-up
+        // names all land in one.
+        let m = &p.metrics;
+        assert_eq!((m.listall().calls.get(), m.listall().errors.get()), (1, 0));
+        assert_eq!((m.unknown().calls.get(), m.unknown().errors.get()), (1, 1));
+        assert!(m.frames_in.get() >= 4, "every frame read is counted");
     });
 }
 

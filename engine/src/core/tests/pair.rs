@@ -124,6 +124,8 @@ pub(super) enum Seen {
 pub(super) struct Pair {
     pub(super) codec: Codec,
     pub(super) server: ConnCore,
+    /// The counters of the server's shard.
+    pub(super) metrics: Arc<crate::metrics::ShardMetrics>,
     /// The server's receive side, as the glue would hold it.
     pub(super) server_rx: FrameDecoder,
     /// The client's receive side.
@@ -142,6 +144,7 @@ impl Pair {
     pub(super) fn new(codec: Codec, config: Arc<CoreConfig>) -> Pair {
         let t0 = Instant::now();
         let server_rx = config.new_decoder();
+        let metrics = Arc::new(crate::metrics::ShardMetrics::new(4));
         Pair {
             codec,
             server: ConnCore::new(
@@ -150,7 +153,9 @@ impl Pair {
                 [5; 32],
                 "ab".repeat(64),
                 t0,
+                metrics.clone(),
             ),
+            metrics,
             server_rx,
             client_rx: FrameDecoder::new(DecoderLimits::default()),
             seen: Vec::new(),
