@@ -72,6 +72,7 @@ mod router;
 pub mod rt;
 mod server;
 mod shard;
+mod throttle;
 pub mod tls;
 pub mod tokens;
 pub mod ws;

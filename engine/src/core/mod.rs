@@ -324,7 +324,7 @@ impl ConnCore {
     }
 
     fn misbehaved(&mut self, m: PeerMisbehaved, timestamp_ms: u64) -> Close {
-        tracing::info!(conn = %self.id, "protocol error: {}", m.wire_text());
+        tracing::debug!(conn = %self.id, "protocol error: {}", m.wire_text());
         self.close(CloseReason::Misbehaved(m), timestamp_ms)
     }
 
@@ -599,6 +599,7 @@ impl ConnCore {
             route,
             args,
             slot,
+            correlation_id,
         }))
     }
 

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conduit_protocol::clock::wall_clock_ms;
 use conduit_protocol::{DecoderLimits, Encoder, FrameDecoder};
@@ -25,32 +25,8 @@ const REFUSAL_WAIT: Duration = Duration::from_secs(5);
 const REFUSAL_FRAME_BYTES: u32 = 4096;
 /// Pause after an accept error (descriptor exhaustion and the like) before trying again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
-/// Accept errors are logged at most once per this interval, with a count.
-const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Accept errors, logged with a count at most once per interval (EMFILE repeats every
-/// retry, which would otherwise flood the log).
-struct ErrorLog {
-    since: Instant,
-    count: u64,
-}
-
-impl ErrorLog {
-    fn record(&mut self, shard: usize, e: &std::io::Error) {
-        let now = Instant::now();
-        if now.duration_since(self.since) >= ACCEPT_ERROR_LOG_INTERVAL {
-            if self.count > 0 {
-                tracing::warn!(shard, "accept failed {} more times; last: {e}", self.count);
-            } else {
-                tracing::warn!(shard, "accept failed: {e}");
-            }
-            self.since = now;
-            self.count = 0;
-        } else {
-            self.count += 1;
-        }
-    }
-}
+/// Accept errors (EMFILE repeats every retry), written once per interval with a count.
+static ACCEPT_ERRORS: crate::throttle::Throttle = crate::throttle::Throttle::new();
 
 /// Whether an accept failed for want of file descriptors.
 fn out_of_descriptors(e: &std::io::Error) -> bool {
@@ -59,19 +35,16 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 
 /// Accepts until the task is dropped (stop accepting).
 pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>, transport: Transport) {
-    let now = Instant::now();
-    let mut errors = ErrorLog {
-        // So the first error is logged at once.
-        since: now.checked_sub(ACCEPT_ERROR_LOG_INTERVAL).unwrap_or(now),
-        count: 0,
-    };
+    let index = shard.index;
+    let failed =
+        |e: &std::io::Error| ACCEPT_ERRORS.warn(|| format!("shard {index}: accept failed: {e}"));
     loop {
         // Re-opened if a refusal or a lost race left it closed (nothing when open).
         shard.restore_reserve();
         let stream = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                errors.record(shard.index, &e);
+                failed(&e);
                 // Out of descriptors: free the reserve one to take the waiting
                 // connection and tell it so, instead of leaving it hanging.
                 let reserve = out_of_descriptors(&e)
@@ -89,7 +62,7 @@ pub(super) async fn accept_loop(shard: Rc<Shard>, listener: Rc<Listener>, transp
                         Some(Ok(s)) => {
                             refuse(&shard, s, Refusal::OutOfDescriptors, Vec::new(), transport)
                         }
-                        Some(Err(e)) => errors.record(shard.index, &e),
+                        Some(Err(e)) => failed(&e),
                         None => {}
                     }
                     // Fails while descriptors are short; every pass tries again.

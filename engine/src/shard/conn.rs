@@ -11,6 +11,7 @@ use std::time::Instant;
 use conduit_protocol::clock::wall_clock_ms;
 use conduit_protocol::{Codec, FrameDecoder};
 use futures_lite::FutureExt;
+use tracing::{Instrument, Span};
 
 use super::local::{Held, LocalConn};
 use super::setup::{prepare, Prepared, Setup};
@@ -47,10 +48,30 @@ fn random_bytes<const N: usize>() -> Option<[u8; N]> {
 /// The rare and long steps (TLS handshake, WebSocket upgrade, the first frames read
 /// with the upgrade, the teardown) run in boxed futures of their own, so this task's
 /// future — what every idle connection holds — is sized for the read loop only.
+///
+/// Everything it does runs in its `conn` span (target `conduit::conn`: shard, peer, id,
+/// and codec once logged in), so each log line about it — the engine's and its
+/// handlers' — carries them.
 pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Admission) {
+    let span = tracing::info_span!(
+        target: "conduit::conn",
+        "conn",
+        shard = shard.index,
+        peer = %admission.peer,
+        id = tracing::field::Empty,
+        codec = tracing::field::Empty,
+    );
+    serve_in(shard, stream, admission, span.clone())
+        .instrument(span)
+        .await;
+}
+
+/// [`serve`], inside the connection's span.
+async fn serve_in(shard: Rc<Shard>, stream: SharedStream, admission: Admission, span: Span) {
     let Some((conn, early)) = Box::pin(open(&shard, stream, admission)).await else {
         return;
     };
+    span.record("id", tracing::field::display(conn.meta.id));
     let mut unfinished = Unfinished {
         shard: shard.clone(),
         conn: conn.clone(),
@@ -59,13 +80,16 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Adm
     let writer = {
         let conn = conn.clone();
         let max_batch = shard.router.descriptor().max_write_batch_bytes;
-        spawn_task(async move {
-            let ws = conn.ws.is_some();
-            let tls = conn.tls.as_deref();
-            if let Err(e) = write_loop(&conn.out, &conn.stream, max_batch, ws, tls).await {
-                conn.request_close(CloseReason::Io(e.kind()));
+        spawn_task(
+            async move {
+                let ws = conn.ws.is_some();
+                let tls = conn.tls.as_deref();
+                if let Err(e) = write_loop(&conn.out, &conn.stream, max_batch, ws, tls).await {
+                    conn.request_close(CloseReason::Io(e.kind()));
+                }
             }
-        })
+            .instrument(span),
+        )
     };
     let mut decoder = shard.core_config.new_decoder();
     // Bytes read before it was served: past a PROXY header, or behind the WebSocket
@@ -345,16 +369,27 @@ async fn handle_frames(
             Event::Call(call) => {
                 let id = call.id;
                 let rpc = (call.kind == CallKind::Rpc).then_some(call.slot);
+                // Disabled (and free) unless `conduit::rpc` spans are enabled at info.
+                let span = match rpc {
+                    Some(_) => tracing::info_span!(
+                        target: "conduit::rpc",
+                        "rpc",
+                        method = %call.route,
+                        correlation_id = call.correlation_id,
+                    ),
+                    None => Span::none(),
+                };
                 let handle = shard.handle(conn);
                 let outcome = if matches!(call.args, Args::Native(_)) {
                     // In-place arguments: the handler is synchronous and borrows the
                     // receive buffer only while it runs.
+                    let _in_span = span.enter();
                     Some(dispatch::run_in_place(&shard.registry, &handle, call))
                 } else {
                     match call.into_owned() {
                         Some(call) => {
                             let (outcome, waited) =
-                                run_watched(shard, conn, decoder, &handle, call).await;
+                                run_watched(shard, conn, decoder, &handle, call, span).await;
                             if waited {
                                 now = (Instant::now(), wall_clock_ms());
                             }
@@ -394,11 +429,12 @@ async fn run_watched(
     decoder: &mut FrameDecoder,
     handle: &Connection,
     call: Call<'static>,
+    span: Span,
 ) -> (Option<Outcome>, bool) {
     // Boxed: an idle connection's task then reserves no room for handler state, and
     // most handlers finish on their first poll, before anything is watched.
     let mut run: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + '_>> =
-        Box::pin(dispatch::run(&shard.registry, handle, call));
+        Box::pin(dispatch::run(&shard.registry, handle, call).instrument(span));
     if let Some(done) = futures_lite::future::poll_once(&mut run).await {
         return (Some(done), false);
     }
@@ -475,7 +511,9 @@ async fn logged_in(shard: &Rc<Shard>, conn: &Rc<LocalConn>, codec: Codec, client
     shard.add_authed(conn);
     let listed = shard.router.list(&shard.run, conn.meta.clone());
     conn.held.borrow_mut().listed = Some(listed);
-    tracing::info!(conn = %conn.meta.id, peer = %conn.meta.peer_addr, ?codec, client, "authenticated");
+    // Per connection: debug, so `info` stays quiet however many connections churn.
+    Span::current().record("codec", tracing::field::debug(codec));
+    tracing::debug!(client, "authenticated");
     let handle = shard.handle(conn);
     for hook in &shard.registry.on_connect {
         if contained(|| hook(handle.clone())).await.is_err() {
@@ -577,6 +615,7 @@ async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer:
         reason.failed_login()
     };
     shard.metrics.closed(reason.kind(), failed_login);
+    warn_about(reason, conn.meta.peer_addr);
     if let Some(listed) = listed {
         shard.metrics.connections[crate::metrics::codec_slot(conn.codec())].shift(-1);
         shard.remove_authed(conn);
@@ -599,11 +638,27 @@ async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer:
         }
     }
     conn.meta.clear_extensions();
-    tracing::info!(conn = %id, ?reason, "disconnected");
+    tracing::debug!(?reason, "disconnected");
     let held = std::mem::take(&mut *conn.held.borrow_mut());
     drop(held);
     if shard.draining.get() && shard.pool.borrow().is_empty() {
         shard.drained.notify();
+    }
+}
+
+/// What an operator should hear of a close, at most once a second per kind (each
+/// close is counted in the metrics and logged at debug with its connection): peers that
+/// break the protocol, and failed logins.
+fn warn_about(reason: CloseReason, peer: std::net::SocketAddr) {
+    use crate::throttle::Throttle;
+    static PROTOCOL: Throttle = Throttle::new();
+    static LOGIN: Throttle = Throttle::new();
+    match reason {
+        CloseReason::Misbehaved(m) => {
+            PROTOCOL.warn(|| format!("closed a connection from {peer}: {}", m.wire_text()))
+        }
+        CloseReason::AuthFailed => LOGIN.warn(|| format!("failed login from {peer}")),
+        _ => {}
     }
 }
 

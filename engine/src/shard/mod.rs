@@ -243,7 +243,14 @@ impl Shard {
                     .counts()
                     .slow_consumers
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(conn = %conn.meta.id, "slow consumer: disconnecting");
+                tracing::debug!(conn = %conn.meta.id, "slow consumer: disconnecting");
+                static SLOW: crate::throttle::Throttle = crate::throttle::Throttle::new();
+                SLOW.warn(|| {
+                    format!(
+                        "slow consumer: disconnecting {} ({}): its queue passed max_outbound_bytes",
+                        conn.meta.id, conn.meta.peer_addr
+                    )
+                });
                 conn.request_close(CloseReason::SlowConsumer);
             }
         }
@@ -526,7 +533,7 @@ async fn heartbeat_loop(shard: Rc<Shard>) {
         for c in pool.values() {
             let close = c.core.borrow_mut().on_tick(now, ts);
             if let Some(close) = close {
-                tracing::info!(conn = %c.meta.id, reason = ?close.reason, "closing");
+                tracing::debug!(conn = %c.meta.id, reason = ?close.reason, "closing");
                 c.request_close(close.reason);
             }
         }

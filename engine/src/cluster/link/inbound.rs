@@ -148,7 +148,7 @@ impl Link {
             );
         self.dropped_log.warn(|| {
             format!(
-                "another process uses node id {} in cluster {:?}{}",
+                "cluster: another process uses node id {} in cluster {:?}{}",
                 h.from,
                 self.settings.cluster,
                 if newcomer { " (it is refused)" } else { "" }
@@ -160,7 +160,7 @@ impl Link {
     fn dropped(&self, channel: &str, why: &str) -> Option<Vec<u8>> {
         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         self.dropped_log
-            .warn(|| format!("dropped a message from channel {channel:?}: {why}"));
+            .warn(|| format!("cluster: dropped a message from channel {channel:?}: {why}"));
         None
     }
 

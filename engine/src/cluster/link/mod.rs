@@ -4,6 +4,7 @@
 //! nodes send (`inbound.rs`). Broker-specific code is only connect/receive/publish
 //! ([`Adapter`]).
 
+use crate::throttle::Throttle;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,8 +26,6 @@ use crate::router::{
 
 /// Messages published in one batch (one pipeline round trip on Redis).
 const PUBLISH_BATCH: usize = 256;
-/// Warnings of one kind are logged at most once per this interval, with a count.
-const LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes one member id takes in an answer, at most (MessagePack uint64).
 const ID_BYTES: usize = 9;
 /// Room for an answer's header and fixed fields.
@@ -86,38 +85,6 @@ struct Peer {
     connections: usize,
 }
 
-/// A warning logged at most once per [`LOG_INTERVAL`], with how many were held back.
-struct Throttled {
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl Throttled {
-    fn new() -> Throttled {
-        Throttled {
-            state: Mutex::new((None, 0)),
-        }
-    }
-
-    fn warn(&self, what: impl FnOnce() -> String) {
-        let Ok(mut s) = self.state.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if s.0.is_some_and(|t| now.duration_since(t) < LOG_INTERVAL) {
-            s.1 += 1;
-            return;
-        }
-        let held = std::mem::take(&mut s.1);
-        s.0 = Some(now);
-        drop(s);
-        if held > 0 {
-            tracing::warn!("cluster: {} ({held} more like it)", what());
-        } else {
-            tracing::warn!("cluster: {}", what());
-        }
-    }
-}
-
 /// One node's link to its cluster.
 pub(crate) struct Link {
     /// The settings it was started with.
@@ -154,9 +121,9 @@ pub(crate) struct Link {
     /// task), so a stop can wait for the goodbye to leave.
     ended: flume::Receiver<()>,
     /// Undelivered messages.
-    undelivered_log: Throttled,
+    undelivered_log: Throttle,
     /// Dropped channel messages.
-    dropped_log: Throttled,
+    dropped_log: Throttle,
 }
 
 /// Starts the adapter for a server about to run: connects (waiting up to the connect
@@ -191,8 +158,8 @@ pub(crate) fn start(
         stopping: AtomicBool::new(false),
         stop: tokio::sync::Notify::new(),
         ended,
-        undelivered_log: Throttled::new(),
-        dropped_log: Throttled::new(),
+        undelivered_log: Throttle::new(),
+        dropped_log: Throttle::new(),
     });
     let (ready_tx, ready) = flume::bounded(1);
     let session = {
@@ -299,9 +266,10 @@ impl Link {
         self.counters.not_delivered.fetch_add(1, Ordering::Relaxed);
         self.undelivered_log.warn(|| match (to, &refused) {
             (None, ClusterError::NotConnected { .. }) => {
-                "the broker is not connected; a message for every node was not delivered".into()
+                "cluster: the broker is not connected; a message for every node was not delivered"
+                    .into()
             }
-            _ => refused.to_string(),
+            _ => format!("cluster: {refused}"),
         });
         Err(refused)
     }

@@ -99,7 +99,8 @@ pub(super) async fn run<A: Adapter>(
                         return;
                     }
                 } else {
-                    link.undelivered_log.warn(|| format!("{err}; retrying"));
+                    link.undelivered_log
+                        .warn(|| format!("cluster: {err}; retrying"));
                 }
             }
         }
