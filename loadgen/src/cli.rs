@@ -152,7 +152,7 @@ pub struct SuiteArgs {
     /// Do not pin the server and the load generator to separate CPUs.
     #[arg(long)]
     pub no_pin: bool,
-    /// No live progress line.
+    /// No live progress bars (they are drawn only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
     /// Also run at scale: connect, heartbeat at 1 s and broadcast at 10,000

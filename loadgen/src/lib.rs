@@ -31,6 +31,7 @@
 //! * [`ws`] — the client side of the WebSocket transport (`--transport websocket`):
 //!   the upgrade and the framing, with no I/O.
 //! * [`report`] — the human table and the JSON.
+//! * [`progress`] — the live progress bars on stderr.
 //! * [`goals`] — the performance targets, checked against the suite's medians.
 //! * [`stats`] — histograms, loss accounting, the coordinated-omission-aware
 //!   schedule.
@@ -44,6 +45,7 @@ pub mod goals;
 pub mod payload;
 pub mod plan;
 pub mod procfs;
+pub mod progress;
 pub mod redis;
 pub mod report;
 pub mod scale;
