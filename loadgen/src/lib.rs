@@ -31,6 +31,7 @@
 //! * [`ws`] — the client side of the WebSocket transport (`--transport websocket`):
 //!   the upgrade and the framing, with no I/O.
 //! * [`report`] — the human table and the JSON.
+//! * [`chart`] — the suite's results as an SVG chart (`suite`, `chart --from`).
 //! * [`progress`] — the live progress bars on stderr.
 //! * [`goals`] — the performance targets, checked against the suite's medians.
 //! * [`stats`] — histograms, loss accounting, the coordinated-omission-aware
@@ -38,6 +39,7 @@
 
 pub mod args;
 pub mod attack;
+pub mod chart;
 pub mod cli;
 pub mod cluster;
 pub mod fdlimit;
