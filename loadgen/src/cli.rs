@@ -34,8 +34,10 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Every scenario at 1000 connections against our server; table + JSON.
+    /// Every scenario at 1000 connections against our server; table + JSON + SVG chart.
     Suite(SuiteArgs),
+    /// Draw the SVG chart of a saved suite JSON.
+    Chart(crate::chart::ChartArgs),
     /// Open and authenticate N connections; time to all-ready, server RSS.
     Connect(ConnectArgs),
     /// N idle connections answering the server's heartbeat.
@@ -146,13 +148,16 @@ pub struct SuiteArgs {
     /// JSON output (default target/loadgen/suite.json).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// SVG chart of the results (default: beside the JSON, suite.svg).
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
     /// The netconduit venv (default target/netconduit-venv, created if missing).
     #[arg(long)]
     pub venv: Option<PathBuf>,
     /// Do not pin the server and the load generator to separate CPUs.
     #[arg(long)]
     pub no_pin: bool,
-    /// No live progress line.
+    /// No live progress bars (they are drawn only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
     /// Also run at scale: connect, heartbeat at 1 s and broadcast at 10,000
@@ -307,6 +312,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
         Command::Soak(a) => crate::soak::main(&a),
         Command::Attack(a) => crate::attack::main(&a),
         Command::Cluster(a) => crate::cluster::main(&a),
+        Command::Chart(a) => crate::chart::main(&a),
         Command::Serve(a) => {
             let cluster = a.cluster();
             serve::serve(&ServeOptions {
@@ -363,9 +369,19 @@ pub fn dispatch(command: Command) -> Result<i32> {
                 // The scale runs alone: the report's connection count is theirs.
                 opts.connections = scale.connections;
             }
+            let chart = a.chart.unwrap_or_else(|| opts.out.with_extension("svg"));
             let r = suite::run(&opts)?;
             print!("{}", suite::render(&r));
             println!("\nJSON: {}", opts.out.display());
+            // Drawn from the JSON as written, as `chart --from` would; minutes of
+            // measurement are not thrown away for a chart that could not be drawn.
+            match std::fs::read_to_string(&opts.out)
+                .map_err(Error::from)
+                .and_then(|json| crate::chart::write(&json, &chart))
+            {
+                Ok(()) => println!("chart: {}", chart.display()),
+                Err(e) => eprintln!("conduit-loadgen: no chart: {e}"),
+            }
             let clean = r.failures.is_empty() && r.summaries.iter().all(|s| s.lost == 0);
             Ok(if clean { 0 } else { 1 })
         }

@@ -31,12 +31,15 @@
 //! * [`ws`] — the client side of the WebSocket transport (`--transport websocket`):
 //!   the upgrade and the framing, with no I/O.
 //! * [`report`] — the human table and the JSON.
+//! * [`chart`] — the suite's results as an SVG chart (`suite`, `chart --from`).
+//! * [`progress`] — the live progress bars on stderr.
 //! * [`goals`] — the performance targets, checked against the suite's medians.
 //! * [`stats`] — histograms, loss accounting, the coordinated-omission-aware
 //!   schedule.
 
 pub mod args;
 pub mod attack;
+pub mod chart;
 pub mod cli;
 pub mod cluster;
 pub mod fdlimit;
@@ -44,6 +47,7 @@ pub mod goals;
 pub mod payload;
 pub mod plan;
 pub mod procfs;
+pub mod progress;
 pub mod redis;
 pub mod report;
 pub mod scale;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use conduit::__rt::{sleep, spawn};
+use conduit::__rt::{sleep, spawn, spawn_task, Task};
 use conduit_protocol::{Codec, FrameKind};
 use futures_lite::FutureExt;
 use serde::Serialize;
@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 
 use crate::payload::{self, Tick};
 use crate::procfs::{self, Proc};
+use crate::progress::{Goal, PhaseBar};
 use crate::scenario::{self, MAX_CONNECTIONS, MAX_DURATION};
 use crate::serve::{self, ServeOptions};
 use crate::target::BENCH_PASSWORD;
@@ -87,6 +88,10 @@ pub struct SoakArgs {
     #[arg(long)]
     #[serde(skip)]
     pub json: Option<PathBuf>,
+    /// No live progress bar (it is drawn only when stderr is a terminal anyway).
+    #[arg(long)]
+    #[serde(skip)]
+    pub no_progress: bool,
 }
 
 impl Default for SoakArgs {
@@ -100,6 +105,7 @@ impl Default for SoakArgs {
             shards: 1,
             codec: SoakCodec::Both,
             json: None,
+            no_progress: false,
         }
     }
 }
@@ -452,6 +458,7 @@ async fn churn_here(a: &SoakArgs, addr: SocketAddr, duration: Duration) -> Total
     let sem = Arc::new(Semaphore::new(a.concurrency));
     let t0 = Instant::now();
     let stop_starting = t0 + duration;
+    let _progress = progress(a, &counters);
     // A connection's task is spawned only once it has a slot, so at most
     // `concurrency` exist at a time (the load generator's memory stays flat).
     let all = async {
@@ -514,6 +521,44 @@ async fn churn_here(a: &SoakArgs, addr: SocketAddr, duration: Duration) -> Total
         churn_s: t0.elapsed().as_secs_f64(),
         complete: complete && c.completed.get() + c.errors.get() == c.started.get(),
     }
+}
+
+/// The live bar: connections done of all, and those started, alive and failed, read
+/// from the counters every [`SAMPLE_EVERY`](crate::progress::SAMPLE_EVERY) on this
+/// executor. Dropping the returned guard stops it and clears the bar.
+fn progress(a: &SoakArgs, c: &Rc<Counters>) -> Option<impl Drop> {
+    let bar = PhaseBar::new(
+        "soak",
+        "connections done",
+        Goal::Count(a.connections as u64),
+        !a.no_progress,
+    );
+    if bar.is_hidden() {
+        return None;
+    }
+    let bar = Rc::new(bar);
+    let c = c.clone();
+    let task = {
+        let bar = bar.clone();
+        spawn_task(async move {
+            loop {
+                let (started, done, errors) = (c.started.get(), c.completed.get(), c.errors.get());
+                let live = started.saturating_sub(done + errors);
+                bar.detail(format!("({started} started, {live} live, {errors} failed)"));
+                bar.set(done);
+                sleep(crate::progress::SAMPLE_EVERY).await;
+            }
+        })
+    };
+    /// Stops the sampler, then clears the bar.
+    struct Guard(Option<Task<()>>, Rc<PhaseBar>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            drop(self.0.take());
+            self.1.finish();
+        }
+    }
+    Some(Guard(Some(task), bar))
 }
 
 /// One connection's life: log in, interleave broadcasts and `add` calls, leave.

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::goals::{self, TargetCheck};
 use crate::procfs::{cpu_model, read_trim};
+use crate::progress;
 use crate::redis;
 use crate::report::{self, Comparison, Machine, Summary};
 use crate::scale::{ScaleOptions, SCALE_CONNECT_CONCURRENCY};
@@ -242,6 +243,7 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
     let mut runs: Vec<(usize, RunResult)> = Vec::new();
     let mut failures: Vec<(usize, Failure)> = Vec::new();
     let mut i = 0;
+    let mut bar = progress::SuiteBar::new(opts.rounds, runs_per_round, opts.progress);
     for round in 1..=opts.rounds {
         for plan in &plans {
             for (k, peer) in peers.iter().enumerate() {
@@ -251,6 +253,8 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
                 i += 1;
                 let name = plan.name();
                 let label = format!("[{i}/{total}] round {round} {name} {}", peer.label());
+                bar.start(i - 1, round, &name, &peer.label());
+                let run_started = Instant::now();
                 let ran = match &redis {
                     Some(program) if peer.imp == Implementation::Redis => versus_redis::run_plan(
                         program,
@@ -263,6 +267,7 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
                     ),
                     _ => run_one(opts, plan, *peer, server_cpu, loadgen_cpu, &python, &label),
                 };
+                bar.finish_run(i - 1, run_started.elapsed());
                 match ran {
                     Ok(r) => {
                         // The label names the backend asked for; `auto` resolved here.
@@ -270,11 +275,11 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
                             (Some(Runtime::Auto), Some(rt)) => format!("on {rt}: "),
                             _ => String::new(),
                         };
-                        eprintln!("{label}: {on}{}", one_line(&r));
+                        progress::eprintln(&format!("{label}: {on}{}", one_line(&r)));
                         runs.push((k, r));
                     }
                     Err(e) => {
-                        eprintln!("{label}: FAILED: {e}");
+                        progress::eprintln(&format!("{label}: FAILED: {e}"));
                         let failure = Failure {
                             round,
                             scenario: name,
@@ -289,6 +294,7 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
             }
         }
     }
+    bar.finish();
     let mut summaries = Vec::new();
     for plan in &plans {
         let name = plan.name();

@@ -234,6 +234,12 @@ fn quick_suite_runs_every_scenario_on_both_runtimes() {
         "{:#}",
         r["failures"]
     );
+    // The chart beside the JSON names every scenario.
+    let svg = std::fs::read_to_string(scratch.file("suite.svg")).unwrap();
+    roxmltree::Document::parse(&svg).unwrap();
+    for scenario in SCENARIOS {
+        assert!(svg.contains(&format!("\n{scenario}\n")), "{scenario}");
+    }
     let runs = r["runs"].as_array().unwrap();
     // Each scenario on every runtime in turn, labelled with the one the server ran on.
     let ran: Vec<(&str, &str)> = runs

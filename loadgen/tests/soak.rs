@@ -16,6 +16,7 @@ fn churning_connections_leave_nothing_behind() {
         shards: 2,
         codec: SoakCodec::Both,
         json: None,
+        no_progress: true,
     })
     .unwrap();
     println!("{}", r.render());

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use super::progress::Progress;
 use super::{RunResult, RunSpec, Scenario, MAX_DURATION};
 use crate::procfs::{self, CpuMark, Proc};
+use crate::progress::Goal;
 use crate::stats::Latency;
 use crate::wire::Conn;
 use crate::{Error, Result};
@@ -50,7 +51,7 @@ pub(super) async fn open_all(
         _ => 0,
     };
     let total = spec.connections + extra;
-    let progress = Progress::start(spec, "logins", Some(total as u64));
+    let progress = Progress::start(spec, "logins", Goal::Count(total as u64));
     let cpu_before = CpuMark::take(pid);
     let t0 = Instant::now();
     let connected = connect_all(spec, total, progress.counter.clone()).await;

@@ -15,6 +15,7 @@ use conduit_protocol::FrameKind;
 use super::progress::Progress;
 use super::{check_duration, RunResult, RunSpec};
 use crate::procfs::CpuMark;
+use crate::progress::Goal;
 use crate::stats::Latency;
 use crate::wire::Conn;
 use crate::Result;
@@ -65,7 +66,10 @@ pub(super) async fn run(
             })
         })
         .collect();
-    let progress = Progress::start(spec, "pings", None);
+    let phase = crate::progress::clock(h.duration);
+    let progress = Progress::with_detail(spec, "pings", Goal::Open, move || {
+        format!("from {n} connections, {phase} phase")
+    });
     let counter = progress.counter.clone();
     let pid = spec.server_pid;
     let cpu0 = CpuMark::take(pid);

@@ -40,7 +40,6 @@ pub use broadcast::{
     MAX_WINDOW, MIN_ROOM_MEMBERS, RING_SLOTS,
 };
 pub use heartbeat::HeartbeatSpec;
-pub use progress::PROGRESS_EVERY;
 pub use redis::{run_redis, ECHO_PAYLOAD_BYTES};
 pub use rpc::{RpcSpec, MAX_RPC_DEPTH};
 

@@ -1,57 +1,64 @@
-//! The live progress line. A long run (thousands of logins, minutes of broadcast)
-//! would otherwise say nothing until it ends; each phase bumps a counter that a task
-//! redraws on stderr, only when stderr is a terminal so logs and pipes stay clean.
+//! A scenario phase's live bar ([`crate::progress`]). The phase counts in a plain cell
+//! on its own executor, as it would anyway; a task on that executor copies the count
+//! (and any other figures, through `detail`) into the bar every
+//! [`SAMPLE_EVERY`](crate::progress::SAMPLE_EVERY). Nothing is shared across threads
+//! and no per-message path gains any work; when the bar is hidden no task runs.
 
 use std::cell::Cell;
-use std::io::{IsTerminal, Write};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use conduit::__rt::{sleep, spawn_task, Task};
 
 use super::RunSpec;
+use crate::progress::{Goal, PhaseBar, SAMPLE_EVERY};
 
-/// How often the live progress line is redrawn.
-pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
-
-/// The live progress line: a counter the scenario bumps and a task that redraws it on
-/// stderr (only when stderr is a terminal).
+/// A phase's count and the bar it is shown on.
 pub(super) struct Progress {
     pub(super) counter: Rc<Cell<u64>>,
+    bar: Rc<PhaseBar>,
     task: Option<Task<()>>,
 }
 
 impl Progress {
-    pub(super) fn start(spec: &RunSpec, unit: &'static str, total: Option<u64>) -> Progress {
+    /// A bar counting `unit`s towards `goal`, drawn when `spec` asks and stderr is a
+    /// terminal.
+    pub(super) fn start(spec: &RunSpec, unit: &str, goal: Goal) -> Progress {
+        Progress::with_detail(spec, unit, goal, String::new)
+    }
+
+    /// [`Progress::start`], with `detail` read at each sample for the figures beside
+    /// the count.
+    pub(super) fn with_detail(
+        spec: &RunSpec,
+        unit: &str,
+        goal: Goal,
+        detail: impl Fn() -> String + 'static,
+    ) -> Progress {
         let counter = Rc::new(Cell::new(0u64));
-        let task = (spec.progress && std::io::stderr().is_terminal()).then(|| {
-            let counter = counter.clone();
-            let label = spec.label.clone();
+        let bar = Rc::new(PhaseBar::new(&spec.label, unit, goal, spec.progress));
+        let task = (!bar.is_hidden()).then(|| {
+            let (counter, bar) = (counter.clone(), bar.clone());
             spawn_task(async move {
-                let t0 = Instant::now();
+                // Each change is a redraw: the detail only when it changed.
+                let mut shown = None;
                 loop {
-                    sleep(PROGRESS_EVERY).await;
-                    let n = counter.get();
-                    let secs = t0.elapsed().as_secs_f64();
-                    let of = total.map(|t| format!("/{t}")).unwrap_or_default();
-                    let mut err = std::io::stderr().lock();
-                    let _ = write!(
-                        err,
-                        "\r\x1b[2K{label}: {n}{of} {unit}, {:.0}/s, {secs:.1} s",
-                        n as f64 / secs.max(1e-9)
-                    );
-                    let _ = err.flush();
+                    let text = detail();
+                    if shown.as_ref() != Some(&text) {
+                        bar.detail(text.clone());
+                        shown = Some(text);
+                    }
+                    bar.set(counter.get());
+                    sleep(SAMPLE_EVERY).await;
                 }
             })
         });
-        Progress { counter, task }
+        Progress { counter, bar, task }
     }
 
+    /// Stops the sampler and takes the bar off the screen.
     pub(super) fn finish(self) {
-        if self.task.is_some() {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-        }
+        // A cancelled task may be dropped later (tokio): the bar is cleared now.
+        drop(self.task);
+        self.bar.finish();
     }
 }

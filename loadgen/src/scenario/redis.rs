@@ -21,6 +21,7 @@ use super::rpc::{call_phase, Calls};
 use super::{broadcast, on_executor, validate, RpcSpec, RunResult, RunSpec, Scenario};
 use crate::payload::{self, Tick};
 use crate::procfs::{self, CpuMark, Proc};
+use crate::progress::Goal;
 use crate::redis::resp::{self, Item, Reply};
 use crate::redis::{self, RedisConn, BENCH_CHANNEL, CODEC_NAME, NO_HEARTBEAT, TARGET_NAME};
 use crate::stats::Latency;
@@ -111,7 +112,7 @@ async fn open_all(
     result: &mut RunResult,
 ) -> Result<(Vec<RedisConn>, ConnectPhase)> {
     let pid = spec.server_pid;
-    let progress = Progress::start(spec, "logins", Some(total as u64));
+    let progress = Progress::start(spec, "logins", Goal::Count(total as u64));
     let cpu_before = CpuMark::take(pid);
     let t0 = Instant::now();
     let opened = open_concurrently(spec, total, progress.counter.clone(), |i| {

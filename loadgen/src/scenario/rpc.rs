@@ -18,6 +18,7 @@ use super::progress::Progress;
 use super::{check_duration, RunResult, RunSpec};
 use crate::payload;
 use crate::procfs::CpuMark;
+use crate::progress::Goal;
 use crate::stats::Latency;
 use crate::wire::Conn;
 use crate::{Error, Result};
@@ -105,7 +106,11 @@ pub(super) async fn call_phase<C, F, Fut>(
         stop_at: Instant::now() + r.duration,
         rtt: RefCell::new(Latency::new()),
     });
-    let progress = Progress::start(spec, "calls", Some(r.calls));
+    // Time, not the count, usually ends the phase: no bar to fill, a count and a rate.
+    let (bound, limit) = (r.duration, r.calls);
+    let progress = Progress::with_detail(spec, "calls", Goal::Open, move || {
+        format!("(at most {limit} in {})", crate::progress::clock(bound))
+    });
     let pid = spec.server_pid;
     let cpu0 = CpuMark::take(pid);
     let t0 = Instant::now();

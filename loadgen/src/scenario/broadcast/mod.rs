@@ -36,6 +36,7 @@ use super::progress::Progress;
 use super::{check_duration, RunResult, RunSpec, MAX_CONNECTIONS};
 use crate::payload::{self, Tick};
 use crate::procfs::CpuMark;
+use crate::progress::Goal;
 use crate::stats::LossReport;
 use crate::wire::Conn;
 use crate::{Error, Result};
@@ -329,7 +330,14 @@ async fn drive_sinks<M, S: TickSink + 'static>(
     senders: Vec<S>,
     mark: impl Fn() -> M,
 ) -> Driven<M> {
-    let progress = Progress::start(spec, "deliveries", None);
+    let progress = {
+        let fan = fan.clone();
+        Progress::with_detail(spec, "deliveries", Goal::Open, move || {
+            // The senders' own tallies; a sender mid-update is read at the next sample.
+            let sent = fan.sent.try_borrow().map_or(0, |s| s.iter().sum::<u64>());
+            format!("{sent} messages sent")
+        })
+    };
     let before = mark();
     let start_ns = fan.now_ns();
     let send_until = Instant::now() + b.duration;
