@@ -122,6 +122,10 @@ pub enum CompareArg {
 /// `suite` options.
 #[derive(Debug, Args)]
 pub struct SuiteArgs {
+    /// Also run our server with its Prometheus exporter on and scraped every second,
+    /// side by side with it off (the target `conduit+metrics`): what metrics cost.
+    #[arg(long)]
+    pub with_metrics: bool,
     /// A seconds-long smoke run (50 connections, 1 round, tiny counts).
     #[arg(long)]
     pub quick: bool,
@@ -184,6 +188,10 @@ pub struct SuiteArgs {
 /// `serve` options.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Serve Prometheus metrics at `GET /metrics` on this address (port 0 picks one;
+    /// the READY line says which as `metrics=HOST:PORT`).
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -337,6 +345,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
                     auth_timeout: a.auth_timeout_ms.map(Duration::from_millis),
                 },
                 cluster,
+                metrics_addr: a.metrics_addr,
             })?;
             Ok(0)
         }
@@ -364,6 +373,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
                     a.sources,
                 )?,
                 only: a.scenarios,
+                with_metrics: a.with_metrics,
             };
             if let Some(scale) = opts.scale.filter(|s| s.only) {
                 // The scale runs alone: the report's connection count is theirs.

@@ -52,6 +52,7 @@ pub mod redis;
 pub mod report;
 pub mod scale;
 pub mod scenario;
+pub mod scrape;
 pub mod serve;
 pub mod soak;
 pub mod sources;

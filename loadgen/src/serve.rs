@@ -95,6 +95,9 @@ pub struct ServeOptions {
     pub login: LoginSettings,
     /// The cluster this server is a node of, if any.
     pub cluster: Option<ClusterJoin>,
+    /// Serve Prometheus metrics here (`GET /metrics`); port 0 picks one, the READY
+    /// line says which as `metrics=HOST:PORT`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The cluster a benchmark server joins: the server becomes one node, and its
@@ -203,6 +206,9 @@ pub fn build(opts: &ServeOptions) -> Result<Server> {
     if let Some(c) = &opts.cluster {
         desc = desc.cluster(c.descriptor());
     }
+    if let Some(a) = opts.metrics_addr {
+        desc = desc.metrics_addr(a);
+    }
     if let Some(port) = opts.websocket_port {
         desc = desc.websocket(conduit::ws::WebSocketSettings::new(port));
     }
@@ -283,9 +289,14 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
             .websocket_addr()
             .map(|a| format!(" ws={a}"))
             .unwrap_or_default();
+        let metrics = server
+            .router()
+            .metrics_addr()
+            .map(|a| format!(" metrics={a}"))
+            .unwrap_or_default();
         writeln!(
             out,
-            "{READY_PREFIX} port={} pid={} runtime={}{ws}",
+            "{READY_PREFIX} port={} pid={} runtime={}{ws}{metrics}",
             server.port(),
             std::process::id(),
             running.runtime()
@@ -365,6 +376,8 @@ pub struct Ready {
     pub runtime: Option<Runtime>,
     /// The WebSocket listener's address, when it has one.
     pub ws: Option<std::net::SocketAddr>,
+    /// The Prometheus exporter's address, when it has one.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Parses the `READY port=… pid=… [runtime=…] [ws=…]` line.
@@ -374,6 +387,7 @@ pub fn parse_ready(line: &str) -> Option<Ready> {
     let mut pid = None;
     let mut runtime = None;
     let mut ws = None;
+    let mut metrics = None;
     for part in rest.split_ascii_whitespace() {
         if let Some(v) = part.strip_prefix("port=") {
             port = v.parse().ok();
@@ -383,6 +397,8 @@ pub fn parse_ready(line: &str) -> Option<Ready> {
             runtime = Some(v.parse().ok()?);
         } else if let Some(v) = part.strip_prefix("ws=") {
             ws = Some(v.parse().ok()?);
+        } else if let Some(v) = part.strip_prefix("metrics=") {
+            metrics = Some(v.parse().ok()?);
         }
     }
     Some(Ready {
@@ -390,6 +406,7 @@ pub fn parse_ready(line: &str) -> Option<Ready> {
         pid: pid?,
         runtime,
         ws,
+        metrics,
     })
 }
 
@@ -405,6 +422,7 @@ mod tests {
                 pid,
                 runtime,
                 ws: None,
+                metrics: None,
             })
         };
         assert_eq!(
@@ -427,8 +445,14 @@ mod tests {
                 pid: 2,
                 runtime: Some(Runtime::Tokio),
                 ws: Some("127.0.0.1:4243".parse().unwrap()),
+                metrics: None,
             })
         );
+        assert_eq!(
+            parse_ready("READY port=1 pid=2 metrics=127.0.0.1:9464").and_then(|r| r.metrics),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(parse_ready("READY port=1 pid=2 metrics=x"), None);
         assert_eq!(parse_ready("READY port=1 pid=2 ws=nowhere"), None);
         assert_eq!(parse_ready("READY port=1 pid=2 runtime=epoll"), None);
         assert_eq!(parse_ready("READY port=4242"), None);

@@ -317,6 +317,7 @@ pub fn run(a: &SoakArgs) -> Result<SoakResult> {
         runtime: conduit::Runtime::Auto,
         login: serve::LoginSettings::default(),
         cluster: None,
+        metrics_addr: None,
     })?;
     let running = server
         .start()

@@ -19,6 +19,7 @@ use crate::redis;
 use crate::report::{self, Comparison, Machine, Summary};
 use crate::scale::{ScaleOptions, SCALE_CONNECT_CONCURRENCY};
 use crate::scenario::{self, RunResult, RunSpec, Scenario};
+use crate::scrape::{Scraper, SCRAPE_INTERVAL};
 use crate::target::{self, Implementation, ServerProcess, SpawnOptions, BENCH_PASSWORD};
 use crate::versus_redis::{self, RedisComparison};
 use crate::wire::{ConnectSpec, MAX_CONNECT_ATTEMPTS};
@@ -60,7 +61,13 @@ pub struct SuiteOptions {
     /// Only the scenarios with these report names (`rpc`, `broadcast-saturate-2sh`,
     /// …); all when empty.
     pub only: Vec<String>,
+    /// Also run our server with its Prometheus exporter on, scraped every second
+    /// ([`crate::scrape`]), side by side with it off: the target `conduit+metrics`.
+    pub with_metrics: bool,
 }
+
+/// The target name of our server with its exporter on (`--with-metrics`).
+pub const METRICS_TARGET: &str = "conduit+metrics";
 
 /// A run that failed outright.
 #[derive(Clone, Debug, Serialize)]
@@ -87,6 +94,8 @@ struct Peer {
     imp: Implementation,
     runtime: Option<Runtime>,
     codec: Codec,
+    /// Our server with its exporter on and scraped (`--with-metrics`).
+    metrics: bool,
 }
 
 impl Peer {
@@ -96,9 +105,18 @@ impl Peer {
         let runtime = self.runtime.filter(|r| *r != Runtime::Auto);
         format!(
             "{}/{}",
-            report::server_label(self.imp.name(), runtime.map(Runtime::name)),
+            report::server_label(self.target(), runtime.map(Runtime::name)),
             self.codec_name()
         )
+    }
+
+    /// The target name its results carry.
+    fn target(&self) -> &'static str {
+        if self.metrics {
+            METRICS_TARGET
+        } else {
+            self.imp.name()
+        }
     }
 
     /// The codec its clients speak (`resp` for Redis).
@@ -202,11 +220,17 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
     let mut peers: Vec<Peer> = Vec::new();
     for &codec in &opts.codecs {
         for &runtime in &opts.runtimes {
-            peers.push(Peer {
-                imp: Implementation::Conduit,
-                runtime: Some(runtime),
-                codec,
-            });
+            for metrics in [false, true] {
+                if metrics && !opts.with_metrics {
+                    continue;
+                }
+                peers.push(Peer {
+                    imp: Implementation::Conduit,
+                    runtime: Some(runtime),
+                    codec,
+                    metrics,
+                });
+            }
         }
     }
     if python.is_some() {
@@ -214,6 +238,7 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
             imp: Implementation::Netconduit,
             runtime: None,
             codec: Codec::V1,
+            metrics: false,
         });
     }
     if redis.is_some() {
@@ -221,6 +246,7 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
             imp: Implementation::Redis,
             runtime: None,
             codec: Codec::Native,
+            metrics: false,
         });
     }
     // The 2-shard and the scale runs measure our server alone.
@@ -283,7 +309,7 @@ pub fn run(opts: &SuiteOptions) -> Result<SuiteReport> {
                         let failure = Failure {
                             round,
                             scenario: name,
-                            target: peer.imp.name().into(),
+                            target: peer.target().into(),
                             runtime: peer.runtime.map(|r| r.name().into()),
                             codec: peer.codec_name().into(),
                             error: e.to_string(),
@@ -443,6 +469,7 @@ fn run_one(
         imp,
         runtime,
         codec,
+        metrics,
     } = peer;
     let mut scenario = plan.scenario.clone();
     let mut heartbeat = plan.heartbeat;
@@ -473,10 +500,23 @@ fn run_one(
             password: BENCH_PASSWORD.into(),
             python: python.clone(),
             runtime: runtime.unwrap_or_default(),
-            extra_args: Vec::new(),
+            extra_args: if metrics {
+                vec!["--metrics-addr".into(), "127.0.0.1:0".into()]
+            } else {
+                Vec::new()
+            },
             log_filter: None,
         },
     )?;
+    let scraper = match (metrics, server.metrics_addr) {
+        (false, _) => None,
+        (true, Some(addr)) => Some(Scraper::start(addr, SCRAPE_INTERVAL)?),
+        (true, None) => {
+            return Err(Error::Target(
+                "the server did not say where its metrics are".into(),
+            ))
+        }
+    };
     let spec = RunSpec {
         connect: ConnectSpec {
             addr: server.addr,
@@ -502,9 +542,14 @@ fn run_one(
     // What the server says it runs on, not what was asked: `auto` resolves there.
     let ran_on = server.runtime;
     let result = scenario::run(spec, loadgen_cpu);
+    // Every scrape of the run must have answered: the exporter ran all along.
+    let scraped = scraper.map(Scraper::stop).transpose();
     server.stop();
     let mut r = result?;
-    r.target = imp.name().into();
+    if scraped?.is_some_and(|n| n == 0) {
+        return Err(Error::Target("no scrape of the server's metrics".into()));
+    }
+    r.target = peer.target().into();
     r.runtime = ran_on.map(|rt| rt.name().into());
     r.scenario = plan.name();
     Ok(r)

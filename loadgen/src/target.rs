@@ -112,6 +112,8 @@ pub struct ServerProcess {
     pub ws_addr: Option<SocketAddr>,
     /// Its pid, for `/proc`.
     pub pid: u32,
+    /// Where its Prometheus exporter listens, when it has one (`serve --metrics-addr`).
+    pub metrics_addr: Option<SocketAddr>,
     /// The runtime backend it says it runs on (conduit: what `Auto` resolved to, or
     /// the backend asked for; `None` for netconduit).
     pub runtime: Option<Runtime>,
@@ -203,6 +205,7 @@ impl ServerProcess {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             ws_addr: None,
             pid: 0,
+            metrics_addr: None,
             runtime: None,
             log,
         };
@@ -211,6 +214,7 @@ impl ServerProcess {
                 proc.addr.set_port(ready.port);
                 proc.pid = ready.pid;
                 proc.ws_addr = ready.ws;
+                proc.metrics_addr = ready.metrics;
                 proc.runtime = ready.runtime;
                 Ok(proc)
             }

@@ -528,6 +528,7 @@ mod tests {
             runtime: Runtime::Auto,
             login: serve::LoginSettings::default(),
             cluster: None,
+            metrics_addr: None,
         }
     }
 
