@@ -57,6 +57,8 @@
 pub mod args;
 pub mod client;
 pub mod cluster;
+#[cfg(feature = "config")]
+pub mod config;
 mod convert;
 mod core;
 pub mod descriptor;

@@ -7,8 +7,9 @@ use std::time::Duration;
 /// Smallest `max_payload_bytes`: room for a heartbeat and an answer.
 const MIN_PAYLOAD_BYTES: usize = 1024;
 
-/// The broker a cluster's nodes share.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The broker a cluster's nodes share. Its `Debug` shows the URL without credentials
+/// ([`Broker::address`]), so a descriptor can be logged whole.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Broker {
     /// Redis (or Valkey) pub/sub at `url`: `redis://[user:password@]host:port[/db]`,
@@ -56,6 +57,16 @@ impl Broker {
             })
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Broker::Redis { .. } => "Redis",
+            Broker::Nats { .. } => "Nats",
+        };
+        f.debug_struct(name).field("url", &self.address()).finish()
     }
 }
 
