@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use conduit::config::{init_logging, Config, LogSettings};
 use conduit::Runtime;
 use conduit_protocol::Codec;
 
@@ -185,9 +186,41 @@ pub struct SuiteArgs {
     pub sources: Option<usize>,
 }
 
+/// The `serve` flags that set the server's descriptor: `--config` takes their place.
+const DESCRIPTOR_FLAGS: [&str; 22] = [
+    "metrics_addr",
+    "host",
+    "port",
+    "websocket_port",
+    "tls_cert",
+    "tls_key",
+    "shards",
+    "heartbeat_ms",
+    "password",
+    "recv_buffer_bytes",
+    "runtime",
+    "engine_defaults",
+    "max_connections",
+    "max_pending",
+    "max_pending_per_source",
+    "max_auth_failures_per_source",
+    "auth_failure_delay_ms",
+    "auth_timeout_ms",
+    "cluster_broker",
+    "cluster_url",
+    "node",
+    "cluster_name",
+];
+
 /// `serve` options.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Take every server setting from this TOML file (`conduit::config`: the fields of
+    /// `ServerDescriptor`, `CONDUIT_*` environment overrides on top) instead of the
+    /// flags, which are then refused — only --cpus and --stop-on-stdin-eof combine
+    /// with it. Its `[log]` section sets up the log.
+    #[arg(long, conflicts_with_all = DESCRIPTOR_FLAGS)]
+    pub config: Option<PathBuf>,
     /// Serve Prometheus metrics at `GET /metrics` on this address (port 0 picks one;
     /// the READY line says which as `metrics=HOST:PORT`).
     #[arg(long)]
@@ -299,19 +332,37 @@ fn seconds(name: &str, s: f64) -> Result<Duration> {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-    match dispatch(cli.command) {
+    let run = || -> Result<i32> {
+        // `serve --config`: the file is read once, for the log and the server.
+        let config = match &cli.command {
+            Command::Serve(a) => a.config.as_deref().map(load_config).transpose()?,
+            _ => None,
+        };
+        let log = config.as_ref().map_or_else(
+            || LogSettings::default().filter("warn"),
+            |c| c.log().clone(),
+        );
+        init_logging(&log).map_err(|e| Error::Args(e.to_string()))?;
+        match (cli.command, config) {
+            (Command::Serve(a), Some(config)) => {
+                serve::serve_descriptor(config.into_descriptor(), &a.cpus, a.stop_on_stdin_eof)
+                    .map(|()| 0)
+            }
+            (command, _) => dispatch(command),
+        }
+    };
+    match run() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("conduit-loadgen: {e}");
             2
         }
     }
+}
+
+/// The configuration file of `serve --config`.
+fn load_config(path: &std::path::Path) -> Result<Config> {
+    Config::from_file(path).map_err(|e| Error::Args(e.to_string()))
 }
 
 /// Runs one subcommand; `Ok(1)` means it ran but something was lost or failed.
@@ -321,6 +372,13 @@ pub fn dispatch(command: Command) -> Result<i32> {
         Command::Attack(a) => crate::attack::main(&a),
         Command::Cluster(a) => crate::cluster::main(&a),
         Command::Chart(a) => crate::chart::main(&a),
+        Command::Serve(a) if a.config.is_some() => {
+            let config = a.config.as_deref().map(load_config).transpose()?;
+            if let Some(config) = config {
+                serve::serve_descriptor(config.into_descriptor(), &a.cpus, a.stop_on_stdin_eof)?;
+            }
+            Ok(0)
+        }
         Command::Serve(a) => {
             let cluster = a.cluster();
             serve::serve(&ServeOptions {
@@ -410,6 +468,46 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// `serve --config`: the file replaces the descriptor flags, which are refused
+    /// beside it; the process flags combine with it.
+    #[test]
+    fn serve_config_excludes_the_descriptor_flags() {
+        let serve = |extra: &[&str]| {
+            let mut args = vec!["conduit-loadgen", "serve", "--config", "c.toml"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|c| c.command)
+        };
+        let ok = serve(&["--cpus", "0", "--stop-on-stdin-eof"]).unwrap();
+        assert!(
+            matches!(ok, Command::Serve(ref s) if s.config.as_deref() == Some("c.toml".as_ref()) && s.cpus == [0])
+        );
+        for flag in [
+            &["--port", "9"][..],
+            &["--password", "x"],
+            &["--engine-defaults"],
+        ] {
+            let e = serve(flag).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{flag:?}"
+            );
+        }
+        assert_eq!(DESCRIPTOR_FLAGS.len(), {
+            let cmd = Cli::command();
+            let serve = cmd.find_subcommand("serve").unwrap();
+            serve
+                .get_arguments()
+                .filter(|a| {
+                    !matches!(
+                        a.get_id().as_str(),
+                        "config" | "cpus" | "stop_on_stdin_eof" | "help"
+                    )
+                })
+                .count()
+        });
     }
 
     #[test]

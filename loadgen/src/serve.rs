@@ -15,7 +15,8 @@
 //! `READY port=<port> pid=<pid> runtime=<glommio|tokio>` on stdout once it accepts
 //! connections (and ` ws=<host:port>` with a WebSocket listener, `--websocket-port`) — the backend it actually runs on, so a suite records what it measured —
 //! and stops on SIGINT / SIGTERM, or when its stdin closes if asked to (so a suite that
-//! dies takes its servers with it).
+//! dies takes its servers with it). With `--config FILE` the server's settings come
+//! from that file alone ([`serve_descriptor`]): the descriptor flags are refused.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -215,6 +216,11 @@ pub fn build(opts: &ServeOptions) -> Result<Server> {
     if let Some((cert, key)) = &opts.tls {
         desc = desc.tls(conduit::tls::TlsSettings::from_pem_files(cert, key));
     }
+    build_with(desc)
+}
+
+/// The benchmark server's handlers on a server with the settings `desc`.
+pub fn build_with(desc: ServerDescriptor) -> Result<Server> {
     let server = Server::new(desc).map_err(|e| Error::Args(e.to_string()))?;
     server.rpc_with(
         RpcInfo::new("add")
@@ -278,7 +284,24 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
     if !opts.cpus.is_empty() {
         pin_process(&opts.cpus)?;
     }
-    let server = build(opts)?;
+    run(build(opts)?, opts.stop_on_stdin_eof)
+}
+
+/// `serve --config`: the benchmark server with the settings `desc` (from a file),
+/// pinned to `cpus` if any, until stopped.
+pub fn serve_descriptor(
+    desc: ServerDescriptor,
+    cpus: &[usize],
+    stop_on_stdin_eof: bool,
+) -> Result<()> {
+    if !cpus.is_empty() {
+        pin_process(cpus)?;
+    }
+    run(build_with(desc)?, stop_on_stdin_eof)
+}
+
+/// Starts `server`, prints the READY line and waits until it is stopped.
+fn run(server: Server, stop_on_stdin_eof: bool) -> Result<()> {
     let running = server
         .start()
         .map_err(|e| Error::Target(format!("server did not start: {e}")))?;
@@ -317,7 +340,7 @@ pub fn serve(opts: &ServeOptions) -> Result<()> {
                 on_signal.stop();
             }
         })?;
-    if opts.stop_on_stdin_eof {
+    if stop_on_stdin_eof {
         let on_eof = server.clone();
         std::thread::Builder::new()
             .name("serve-stdin".into())
