@@ -44,7 +44,7 @@ pub fn build(desc: ServerDescriptor, interval: Duration) -> conduit::Result<Serv
     reason = "tests/examples.rs includes this file as a module and calls `build`, not `main`"
 )]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_logging();
+    common::init_logging()?;
     let ms = std::env::var("STATUS_INTERVAL_MS")
         .ok()
         .and_then(|v| v.parse().ok())

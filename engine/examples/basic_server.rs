@@ -1,6 +1,7 @@
 //! The Server Guide's "Basic Server" and "Basic RPC": echo, add, get_status.
 //!
-//! `cargo run --example basic_server` (port 8080, password `secret`; `PORT` overrides).
+//! `cargo run --example basic_server` (port 8080, password `secret`; `PORT` overrides),
+//! or `-- --config FILE` for every setting from a file (`engine/examples/conduit.toml`).
 
 use conduit::{rpc, Server, ServerDescriptor, Value};
 
@@ -43,8 +44,8 @@ pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
     reason = "tests/examples.rs includes this file as a module and calls `build`, not `main`"
 )]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_logging();
-    let server = build(ServerDescriptor::new("secret").port(common::port(8080)))?;
+    let desc = common::descriptor(|| ServerDescriptor::new("secret").port(common::port(8080)))?;
+    let server = build(desc)?;
     server.run()?;
     Ok(())
 }

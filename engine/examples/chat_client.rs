@@ -171,7 +171,7 @@ pub fn run(
     reason = "tests/examples.rs includes this file as a module and calls `build`, not `main`"
 )]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_logging();
+    common::init_logging()?;
     let mut args = std::env::args().skip(1);
     let host = args.next().unwrap_or_else(|| "127.0.0.1".into());
     let port = args

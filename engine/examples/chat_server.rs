@@ -7,7 +7,9 @@
 //! `cargo run --release --example chat_server` (port 8080, password `chat_secret`;
 //! `PORT` overrides). Try it with two `chat_client`s. With `CLUSTER=redis://…` or
 //! `CLUSTER=nats://…` and `NODE=<id>` it runs as one node of a cluster: chat and
-//! channels reach users on every node (the user list stays this node's).
+//! channels reach users on every node (the user list stays this node's). With
+//! `-- --config FILE` every setting comes from the file instead (`PORT`, `CLUSTER` and
+//! `NODE` are then not read; `engine/examples/conduit.toml` is one).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -259,14 +261,16 @@ pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
     reason = "tests/examples.rs includes this file as a module and calls `build`, not `main`"
 )]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_logging();
-    let mut desc = ServerDescriptor::new("chat_secret")
-        .host("0.0.0.0")
-        .port(common::port(8080))
-        .name("ChatServer");
-    if let Some(cluster) = common::cluster() {
-        desc = desc.cluster(cluster);
-    }
+    let desc = common::descriptor(|| {
+        let desc = ServerDescriptor::new("chat_secret")
+            .host("0.0.0.0")
+            .port(common::port(8080))
+            .name("ChatServer");
+        match common::cluster() {
+            Some(cluster) => desc.cluster(cluster),
+            None => desc,
+        }
+    })?;
     build(desc)?.run()?;
     Ok(())
 }

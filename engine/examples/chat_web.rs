@@ -182,7 +182,7 @@ fn env_port(name: &str, default: u16) -> u16 {
     reason = "tests/browser.rs includes this file as a module and calls `start`, not `main`"
 )]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let _ = tracing_subscriber::fmt().try_init();
+    conduit::config::init_logging(&conduit::config::LogSettings::default())?;
     let mut secret = [0u8; 32];
     getrandom::getrandom(&mut secret).map_err(|e| format!("no random source: {e}"))?;
     let web = start(

@@ -4,7 +4,8 @@
 //! a player in a match reach only the players of that match; which match a player is
 //! in is kept on its connection (an extension).
 //!
-//! `cargo run --example game_server` (port 8080, password `secret`; `PORT` overrides).
+//! `cargo run --example game_server` (port 8080, password `secret`; `PORT` overrides),
+//! or `-- --config FILE` for every setting from a file (`engine/examples/conduit.toml`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -188,7 +189,7 @@ pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
     reason = "tests/examples.rs includes this file as a module and calls `build`, not `main`"
 )]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_logging();
-    build(ServerDescriptor::new("secret").port(common::port(8080)))?.run()?;
+    let desc = common::descriptor(|| ServerDescriptor::new("secret").port(common::port(8080)))?;
+    build(desc)?.run()?;
     Ok(())
 }

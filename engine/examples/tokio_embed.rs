@@ -99,7 +99,7 @@ pub fn build(desc: ServerDescriptor, scores: SocketAddr) -> conduit::Result<Serv
 )]
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_logging();
+    common::init_logging()?;
     let (scores, _) = scores_service().await?;
     let server = build(
         ServerDescriptor::new("secret").port(common::port(8080)),

@@ -136,7 +136,7 @@ pub fn build(desc: ServerDescriptor) -> conduit::Result<Server> {
     reason = "tests/examples.rs includes this file as a module and calls `build`, not `main`"
 )]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_logging();
+    common::init_logging()?;
     let server = build(ServerDescriptor::new("secret").port(common::port(8080)))?;
     server.run()?;
     Ok(())

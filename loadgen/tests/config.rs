@@ -2,18 +2,20 @@
 //! file and the environment, a client logs in with the configured password, and the
 //! log is JSON lines when the file asks for it.
 
-#![expect(
+#![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "a test that cannot set up or read its run should fail on the spot"
 )]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::process::{Child, Stdio};
 
 use conduit::client::blocking::Client;
 use conduit::{ClientDescriptor, Runtime, Value};
-use conduit_loadgen::serve::parse_ready;
+use conduit_loadgen::serve::{parse_ready, Ready};
 
 #[allow(
     dead_code,
@@ -23,8 +25,41 @@ mod common;
 
 use common::{exe, Scratch};
 
-/// Kills the server if the test fails before it stopped it.
+/// A `serve --config` child; killed if the test fails before it stopped it.
 struct Server(Child);
+
+impl Server {
+    /// Starts `serve --config <config>` with `env` added, returns it once READY.
+    fn start(config: &Path, env: &[(&str, &OsStr)]) -> (Server, Ready) {
+        let mut cmd = exe();
+        cmd.args(["serve", "--stop-on-stdin-eof", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .env_remove("CONDUIT_LOG_FORMAT")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut server = Server(cmd.spawn().expect("start conduit-loadgen serve"));
+        let mut stdout = BufReader::new(server.0.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let ready = parse_ready(&line).unwrap_or_else(|| panic!("no READY line: {line:?}"));
+        (server, ready)
+    }
+
+    /// Closes its stdin, which stops it; its whole log once it has exited.
+    fn stop(mut self) -> Vec<u8> {
+        drop(self.0.stdin.take());
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "{status}");
+        let mut log = Vec::new();
+        self.0.stderr.take().unwrap().read_to_end(&mut log).unwrap();
+        log
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -44,49 +79,33 @@ fn client(port: u16, password: &str) -> conduit::client::ClientResult<Client> {
     )
 }
 
+/// A loopback server on tokio, one shard, logging JSON at `info`, whose password is
+/// to come from `password_env` or an override.
+const CONFIG: &str = r#"
+host = "127.0.0.1"
+port = 0
+name = "configured"
+shards = 1
+runtime = "tokio"
+auth_failure_delay = "1ms"
+drain_timeout = "1s"
+# Unset: the environment's CONDUIT_PASSWORD_FILE replaces this source.
+password_env = "CONDUIT_TEST_SURELY_UNSET"
+
+[log]
+format = "json"
+filter = "info"
+"#;
+
 #[test]
 fn serve_takes_its_settings_from_a_file_and_the_environment() {
     let scratch = Scratch::new("config", "serve");
     let secret = scratch.file("password");
     std::fs::write(&secret, "from-a-file\n").unwrap();
     let config = scratch.file("conduit.toml");
-    std::fs::write(
-        &config,
-        r#"
-        host = "127.0.0.1"
-        port = 0
-        name = "configured"
-        shards = 1
-        runtime = "tokio"
-        auth_failure_delay = "1ms"
-        drain_timeout = "1s"
-        # Unset: the environment's CONDUIT_PASSWORD_FILE replaces this source.
-        password_env = "CONDUIT_TEST_SURELY_UNSET"
-
-        [log]
-        format = "json"
-        filter = "info"
-        "#,
-    )
-    .unwrap();
-    let mut server = Server(
-        exe()
-            .args(["serve", "--stop-on-stdin-eof", "--config"])
-            .arg(&config)
-            .env("CONDUIT_PASSWORD_FILE", &secret)
-            .env_remove("RUST_LOG")
-            .env_remove("CONDUIT_LOG_FORMAT")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start conduit-loadgen serve"),
-    );
-    let mut stdout = BufReader::new(server.0.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let ready = parse_ready(&line).unwrap_or_else(|| panic!("no READY line: {line:?}"));
-    assert_eq!(ready.runtime, Some(Runtime::Tokio), "{line}");
+    std::fs::write(&config, CONFIG).unwrap();
+    let (server, ready) = Server::start(&config, &[("CONDUIT_PASSWORD_FILE", secret.as_os_str())]);
+    assert_eq!(ready.runtime, Some(Runtime::Tokio));
 
     let c = client(ready.port, "from-a-file").expect("log in with the configured password");
     let sum = c
@@ -99,18 +118,7 @@ fn serve_takes_its_settings_from_a_file_and_the_environment() {
         "a wrong password is refused"
     );
 
-    // Closing stdin stops it; its log is complete once it exits.
-    drop(server.0.stdin.take());
-    let status = server.0.wait().unwrap();
-    assert!(status.success(), "{status}");
-    let mut log = Vec::new();
-    server
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_end(&mut log)
-        .unwrap();
+    let log = server.stop();
     assert!(!log.contains(&0x1b), "no ANSI escape codes in a pipe");
     let log = String::from_utf8(log).unwrap();
     assert!(!log.contains("from-a-file"), "the password is not logged");
@@ -124,6 +132,34 @@ fn serve_takes_its_settings_from_a_file_and_the_environment() {
         .unwrap_or_else(|| panic!("no `server running` line in {log}"));
     assert_eq!(running["level"], "INFO");
     assert_eq!(running["fields"]["name"], "configured");
+}
+
+/// `CONDUIT_LOG_FORMAT=text` overrides the file's `json`; text into a pipe has no
+/// colour codes.
+#[test]
+fn text_logs_into_a_pipe_have_no_colour_codes() {
+    let scratch = Scratch::new("config", "text");
+    let config = scratch.file("conduit.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let (server, _) = Server::start(
+        &config,
+        &[
+            ("CONDUIT_PASSWORD", "pw".as_ref()),
+            ("CONDUIT_LOG_FORMAT", "text".as_ref()),
+        ],
+    );
+    let log = server.stop();
+    assert!(!log.contains(&0x1b), "no ANSI escape codes in a pipe");
+    let log = String::from_utf8(log).unwrap();
+    let running = log
+        .lines()
+        .find(|l| l.contains("server running"))
+        .unwrap_or_else(|| panic!("no `server running` line in {log}"));
+    assert!(
+        running.contains(" INFO ") && running.contains("name=configured"),
+        "{running}"
+    );
+    assert!(serde_json::from_str::<serde_json::Value>(running).is_err());
 }
 
 #[test]
