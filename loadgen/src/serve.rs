@@ -16,7 +16,8 @@
 //! connections (and ` ws=<host:port>` with a WebSocket listener, `--websocket-port`) — the backend it actually runs on, so a suite records what it measured —
 //! and stops on SIGINT / SIGTERM, or when its stdin closes if asked to (so a suite that
 //! dies takes its servers with it). With `--config FILE` the server's settings come
-//! from that file alone ([`serve_descriptor`]): the descriptor flags are refused.
+//! from that file and its `CONDUIT_*` environment overrides ([`serve_descriptor`]);
+//! the descriptor flags are refused beside it.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;

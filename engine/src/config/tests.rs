@@ -177,6 +177,17 @@ fn unknown_keys_are_named_with_their_path() {
     assert!(e.to_string().contains("configuration text"), "{e}");
 }
 
+/// The keys the environment may override are exactly the file's top-level keys.
+#[test]
+fn the_override_keys_are_the_files_keys() {
+    match error("not_a_setting = 1") {
+        ConfigError::UnknownField { expected, .. } => {
+            assert_eq!(expected, file::TOP_LEVEL_KEYS)
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
 #[test]
 fn wrong_types_and_bad_values_name_the_field_and_reason() {
     let cases: &[(&str, &str, &str)] = &[
