@@ -79,8 +79,8 @@ fn client(port: u16, password: &str) -> conduit::client::ClientResult<Client> {
     )
 }
 
-/// A loopback server on tokio, one shard, logging JSON at `info`, whose password is
-/// to come from `password_env` or an override.
+/// A loopback server on tokio, one shard, logging JSON (the engine's connections at
+/// `debug`), whose password is to come from `password_env` or an override.
 const CONFIG: &str = r#"
 host = "127.0.0.1"
 port = 0
@@ -94,7 +94,7 @@ password_env = "CONDUIT_TEST_SURELY_UNSET"
 
 [log]
 format = "json"
-filter = "info"
+filter = "info,conduit=debug"
 "#;
 
 #[test]
@@ -132,6 +132,12 @@ fn serve_takes_its_settings_from_a_file_and_the_environment() {
         .unwrap_or_else(|| panic!("no `server running` line in {log}"));
     assert_eq!(running["level"], "INFO");
     assert_eq!(running["fields"]["name"], "configured");
+    // A connection's lines carry its span's fields.
+    assert!(
+        lines.iter().any(|l| l["span"]["peer"].is_string()
+            && l["spans"].as_array().is_some_and(|s| !s.is_empty())),
+        "no line with a connection's span in {log}"
+    );
 }
 
 /// `CONDUIT_LOG_FORMAT=text` overrides the file's `json`; text into a pipe has no
