@@ -89,7 +89,6 @@ fn a_file_sets_every_kind_of_setting() {
         recv_buffer_bytes = 8192
         allow_v1 = false
         trusted_proxies = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]
-        metrics_addr = "127.0.0.1:9464"
 
         [tls]
         cert_file = {cert:?}
@@ -129,10 +128,7 @@ fn a_file_sets_every_kind_of_setting() {
     assert!(!d.allow_v1 && d.allow_native);
     let nets: Vec<String> = d.trusted_proxies.iter().map(|n| n.to_string()).collect();
     assert_eq!(nets, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]);
-    assert_eq!(
-        d.metrics_addr,
-        Some("127.0.0.1:9464".parse::<SocketAddr>().unwrap())
-    );
+    assert_eq!(d.metrics_addr, None, "unset: the default");
     let tls = d.tls.as_ref().unwrap();
     assert_eq!((&tls.cert_chain, &tls.private_key), (&cert, &key));
     assert_eq!(tls.client_ca.as_ref(), Some(&ca));
@@ -151,6 +147,23 @@ fn a_file_sets_every_kind_of_setting() {
             .format(LogFormat::Json)
             .filter("info,conduit=debug")
     );
+}
+
+/// `metrics_addr` is read as an address; a build without the exporter refuses it, as
+/// the descriptor does.
+#[test]
+fn metrics_addr_is_an_address() {
+    let loaded = load("password = \"pw\"\nmetrics_addr = \"127.0.0.1:9464\"");
+    match (loaded, cfg!(feature = "prometheus")) {
+        (Ok(c), true) => {
+            let addr: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+            assert_eq!(c.descriptor.metrics_addr, Some(addr));
+        }
+        (Err(e), false) => {
+            assert!(matches!(&e, ConfigError::Invalid { field, .. } if field == "metrics_addr"));
+        }
+        (other, _) => panic!("{other:?}"),
+    }
 }
 
 #[test]
