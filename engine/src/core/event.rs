@@ -113,3 +113,18 @@ pub enum Outcome {
     /// A message handler returned; `Some` is sent back as `<type>_response`.
     Message(Option<Value>),
 }
+
+/// Counters of what the core refused to act on, for the glue to export.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoreCounters {
+    /// Results for calls the core does not know (stale or forged ids, or the
+    /// connection closed first); dropped.
+    pub stale_results: u64,
+    /// Frames the core could not queue (closing, or dropped by the slow-consumer
+    /// policy) or could not encode.
+    pub frames_not_sent: u64,
+    /// Messages whose type no handler takes; ignored as netconduit does.
+    pub unrouted_messages: u64,
+    /// Frames over the inbound rate limits (refused or dropped).
+    pub rate_limited: u64,
+}

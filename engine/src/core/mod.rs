@@ -40,7 +40,7 @@ use conduit_protocol::{
 };
 
 pub use close::{Close, CloseReason, PeerMisbehaved};
-pub use event::{Args, Call, CallId, CallKind, Event, Failure, Outcome};
+pub use event::{Args, Call, CallId, CallKind, CoreCounters, Event, Failure, Outcome};
 pub use notify::{LocalNotify, Signal};
 pub use outbound::{Delivery, Outbound};
 pub use rate::InboundRate;
@@ -118,21 +118,6 @@ impl CoreConfig {
     }
 }
 
-/// Counters of what the core refused to act on, for the glue to export.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CoreCounters {
-    /// Results for calls the core does not know (stale or forged ids, or the
-    /// connection closed first); dropped.
-    pub stale_results: u64,
-    /// Frames the core could not queue (closing, or dropped by the slow-consumer
-    /// policy) or could not encode.
-    pub frames_not_sent: u64,
-    /// Messages whose type no handler takes; ignored as netconduit does.
-    pub unrouted_messages: u64,
-    /// Frames over the inbound rate limits (refused or dropped).
-    pub rate_limited: u64,
-}
-
 /// A call the core started and waits on.
 #[derive(Debug)]
 struct Pending {
@@ -199,10 +184,7 @@ impl ConnCore {
         now: Instant,
         metrics: Arc<ShardMetrics>,
     ) -> ConnCore {
-        let out = Rc::new(Outbound::counted(
-            config.max_outbound_bytes,
-            metrics.clone(),
-        ));
+        let out = Rc::new(Outbound::new(config.max_outbound_bytes));
         ConnCore {
             handshake: Some(Box::new(ServerHandshake::new(
                 server_nonce,

@@ -14,13 +14,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use super::notify::{LocalNotify, Signal};
 use crate::descriptor::SlowConsumerPolicy;
-use crate::metrics::ShardMetrics;
 
 /// Result of queueing a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,15 +98,6 @@ pub struct Outbound {
     holding: Cell<bool>,
     /// A wake the hold kept back, given when it ends if anything is left to write.
     held_wake: Cell<bool>,
-    /// Frames and their bytes in the writer's unfinished batch: counted as sent when
-    /// the batch finishes, less what comes back unsent.
-    in_flight_frames: Cell<u64>,
-    in_flight_len: Cell<u64>,
-    /// What this queue holds as last told to its shard's `outbound_bytes`.
-    reported_bytes: Cell<usize>,
-    /// The shard's counters (frames and bytes sent, bytes held); none for a client's
-    /// queue.
-    metrics: Option<Arc<ShardMetrics>>,
 }
 
 impl Outbound {
@@ -126,39 +114,6 @@ impl Outbound {
             room: Signal::default(),
             holding: Cell::new(false),
             held_wake: Cell::new(false),
-            in_flight_frames: Cell::new(0),
-            in_flight_len: Cell::new(0),
-            reported_bytes: Cell::new(0),
-            metrics: None,
-        }
-    }
-
-    /// An empty queue whose traffic and holdings its shard's counters include.
-    pub(crate) fn counted(limit_bytes: usize, metrics: Arc<ShardMetrics>) -> Outbound {
-        let mut out = Outbound::new(limit_bytes);
-        out.metrics = Some(metrics);
-        out
-    }
-
-    /// Tells the shard's `outbound_bytes` what this queue holds now.
-    #[inline]
-    fn report(&self) {
-        if let Some(m) = &self.metrics {
-            let now = self.queued_bytes.get() + self.in_flight_bytes.get();
-            let before = self.reported_bytes.replace(now);
-            m.outbound_bytes.shift(now as i64 - before as i64);
-        }
-    }
-
-    /// Counts what the writer's batch sent: all of it less `back_frames` frames and
-    /// `back_len` bytes that came back unsent.
-    #[inline]
-    fn count_sent(&self, back_frames: u64, back_len: u64) {
-        let frames = self.in_flight_frames.replace(0);
-        let len = self.in_flight_len.replace(0);
-        if let Some(m) = &self.metrics {
-            m.frames_out.add(frames.saturating_sub(back_frames));
-            m.bytes_out.add(len.saturating_sub(back_len));
         }
     }
 
@@ -207,21 +162,14 @@ impl Outbound {
     pub fn unsent(&self, rest: impl DoubleEndedIterator<Item = Bytes>) {
         let mut q = self.frames.borrow_mut();
         let mut charged = 0;
-        let (mut back_frames, mut back_len) = (0, 0);
         for f in rest.rev() {
             charged += charge(&f);
-            back_frames += 1;
-            back_len += f.len() as u64;
             q.push_front(f);
         }
         drop(q);
-        // What was written is no longer held; what came back is queued again. A frame
-        // that went out in part comes back with its rest: its sent bytes count now, the
-        // frame when its rest goes.
-        self.count_sent(back_frames, back_len);
+        // What was written is no longer held; what came back is queued again.
         self.in_flight_bytes.set(0);
         self.queued_bytes.set(self.queued_bytes.get() + charged);
-        self.report();
         self.room.notify_all();
         self.ready.notify();
     }
@@ -272,7 +220,6 @@ impl Outbound {
         self.queued_bytes
             .set(self.queued_bytes.get() + charge(&frame));
         self.frames.borrow_mut().push_back(frame);
-        self.report();
         self.wake_writer();
     }
 
@@ -313,7 +260,6 @@ impl Outbound {
             return Push::Full;
         }
         self.queued_bytes.set(queued + cost);
-        self.report();
         let was_empty = {
             let mut q = self.frames.borrow_mut();
             let was_empty = q.is_empty();
@@ -374,9 +320,6 @@ impl Outbound {
         debug_assert!(cost <= self.queued_bytes.get(), "queued byte count drifted");
         self.queued_bytes.set(self.queued_bytes.get() - cost);
         self.in_flight_bytes.set(self.in_flight_bytes.get() + cost);
-        self.in_flight_frames.set(self.in_flight_frames.get() + 1);
-        self.in_flight_len
-            .set(self.in_flight_len.get() + f.len() as u64);
         Some(f)
     }
 
@@ -421,18 +364,12 @@ impl Outbound {
         self.queued_bytes.set(self.queued_bytes.get() - charged);
         self.in_flight_bytes
             .set(self.in_flight_bytes.get() + charged);
-        self.in_flight_frames
-            .set(self.in_flight_frames.get() + frames as u64);
-        self.in_flight_len
-            .set(self.in_flight_len.get() + taken as u64);
     }
 
     /// The writer handed every batch it took to the kernel (or gave up on them): their
     /// bytes no longer count against the limit.
     pub fn finish_batch(&self) {
-        self.count_sent(0, 0);
         self.in_flight_bytes.set(0);
-        self.report();
         self.room.notify_all();
     }
 
@@ -446,17 +383,7 @@ impl Outbound {
     pub fn clear(&self) {
         self.frames.borrow_mut().clear();
         self.queued_bytes.set(0);
-        self.report();
         self.room.notify_all();
-    }
-}
-
-impl Drop for Outbound {
-    fn drop(&mut self) {
-        // What a closed connection's queue held is no longer held by the shard.
-        if let Some(m) = &self.metrics {
-            m.outbound_bytes.shift(-(self.reported_bytes.get() as i64));
-        }
     }
 }
 

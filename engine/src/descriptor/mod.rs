@@ -2,6 +2,9 @@
 //! plus the limits a thread-per-core engine needs. Every limit is named here.
 
 pub(crate) mod cluster;
+mod password;
+
+pub use password::Password;
 
 use std::time::Duration;
 
@@ -31,43 +34,6 @@ pub enum RateLimitPolicy {
     Reject,
     /// The connection is closed with the reason "rate limit exceeded".
     Close,
-}
-
-/// A password: kept as given, never printed — `Debug` shows `"***"`, so a descriptor
-/// can be logged whole. Reads as a `&str`.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    /// The password itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-impl std::ops::Deref for Password {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Password {
-    fn from(s: String) -> Password {
-        Password(s)
-    }
-}
-
-impl From<&str> for Password {
-    fn from(s: &str) -> Password {
-        Password(s.to_owned())
-    }
 }
 
 /// Which runtime drives the shards (and a client's executor thread).
@@ -325,7 +291,7 @@ impl ServerDescriptor {
         ServerDescriptor {
             host: "0.0.0.0".to_owned(),
             port: 8080,
-            password: Password(password.into()),
+            password: Password::from(password.into()),
             auth_timeout: Duration::from_secs(30),
             max_connections: 1000,
             buffer_size: 65536,

@@ -1,6 +1,6 @@
 //! What a running server counts, and how it is read.
 //!
-//! Each shard counts into its own [`ShardMetrics`] (one writer, no shared atomic per
+//! Each shard counts into its own block of counters (one writer, no shared atomic per
 //! message: see `tally.rs`); nothing is aggregated until someone asks. Three readers:
 //! [`Router::stats`](crate::Router::stats) returns a [`Stats`] snapshot;
 //! [`Stats::publish`] writes the same figures into the `metrics` facade's recorder

@@ -107,7 +107,8 @@ pub(crate) struct ShardMetrics {
     /// Logins, by codec.
     pub logins: [Tally; 2],
     /// What this shard's connections' outbound queues hold, as charged against
-    /// `max_outbound_bytes` (queued and being written).
+    /// `max_outbound_bytes` (queued and being written), as of its last heartbeat tick
+    /// (at most a second old).
     pub outbound_bytes: Level,
     /// Connections closed, by [`CloseKind`].
     pub closes: [Tally; CLOSE_KINDS],

@@ -106,7 +106,8 @@ pub struct ShardStats {
     /// Broadcast and room deliveries queued to its connections.
     pub deliveries: u64,
     /// What its connections' outbound queues hold, as charged against
-    /// `max_outbound_bytes` (queued and being written).
+    /// `max_outbound_bytes` (queued and being written), as of the shard's last
+    /// heartbeat tick (at most a second old).
     pub outbound_bytes: u64,
     /// Connections closed, by reason.
     pub closes: CloseCounts,

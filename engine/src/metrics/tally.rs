@@ -47,6 +47,11 @@ impl Level {
         );
     }
 
+    /// Sets the level (a level its owner recomputes rather than tracks).
+    pub fn set(&self, v: u64) {
+        self.0.store(v as i64, Ordering::Relaxed);
+    }
+
     /// The level now; never below zero as read (a reader may see a moment where a
     /// decrease landed before its increase was visible, which cannot happen with one
     /// writer, but the clamp keeps a gauge sane whatever a future writer does).

@@ -12,6 +12,7 @@ use super::exec::sleep;
 use super::net::{SharedStream, MAX_IOVECS};
 use super::tls::TlsLayer;
 use crate::core::outbound::{Outbound, KEEP_FRAMES};
+use crate::metrics::ShardMetrics;
 
 /// Writes what `out` queues until it is closed and empty, then closes the write side.
 /// Frames held by the queue's gate (the v1 post-login hold) wait for its release or its
@@ -25,12 +26,16 @@ use crate::core::outbound::{Outbound, KEEP_FRAMES};
 /// With `tls`, what would have been written is encrypted first and the records are
 /// written (one write per batch); records the TLS layer has of its own (the reader
 /// notifies `out.ready` for them) go out too, and a close_notify ends the stream.
+///
+/// Protocol frames written, and their bytes (before WebSocket or TLS framing), are
+/// added to `tally` when given (a server connection's shard counters).
 pub(crate) async fn write_loop(
     out: &Outbound,
     stream: &SharedStream,
     max_batch_bytes: usize,
     websocket: bool,
     tls: Option<&TlsLayer>,
+    tally: Option<&ShardMetrics>,
 ) -> io::Result<()> {
     // Grows with bursts, up to MAX_IOVECS entries; released again when idle.
     let mut batch: Vec<Bytes> = Vec::new();
@@ -78,6 +83,7 @@ pub(crate) async fn write_loop(
             let mut framed = if websocket {
                 // Headers interleaved: half the iovecs each.
                 out.take_batch(&mut batch, MAX_IOVECS / 2, max_batch_bytes);
+                count(tally, &batch);
                 let headers = crate::ws::frame::headers_for(&batch);
                 let mut framed: Vec<Bytes> = Vec::with_capacity(batch.len() * 2);
                 for (h, f) in headers.into_iter().zip(batch.drain(..)) {
@@ -89,6 +95,7 @@ pub(crate) async fn write_loop(
                 framed
             } else {
                 out.take_batch(&mut batch, MAX_IOVECS, max_batch_bytes);
+                count(tally, &batch);
                 std::mem::take(&mut batch)
             };
             let written = match tls {
@@ -112,9 +119,13 @@ pub(crate) async fn write_loop(
             written
         } else {
             match out.take_single() {
-                Some(frame) => stream.write_frame(frame).await,
+                Some(frame) => {
+                    count(tally, std::slice::from_ref(&frame));
+                    stream.write_frame(frame).await
+                }
                 None => {
                     out.take_batch(&mut batch, MAX_IOVECS, max_batch_bytes);
+                    count(tally, &batch);
                     stream.write_batch(&mut batch).await
                 }
             }
@@ -148,19 +159,29 @@ pub(crate) async fn write_loop(
 /// back to the head of the queue for the writer; so does everything on an error, which
 /// the writer then meets itself and handles as always. `batch` is scratch room, left
 /// empty.
+///
+/// What it sends is added to `tally` like the writer's: a frame that went out whole
+/// counts here; one that went out in part counts its sent bytes here and, as a frame,
+/// when the writer finishes it.
 pub(crate) fn write_now(
     out: &Outbound,
     stream: &SharedStream,
     batch: &mut Vec<Bytes>,
     max_batch_bytes: usize,
+    tally: &ShardMetrics,
 ) {
     if !out.writer_idle() || out.is_empty() || out.gated_until().is_some() {
         return;
     }
     if let Some(mut frame) = out.take_single() {
         match stream.try_send(std::slice::from_ref(&frame)) {
-            Ok(n) if n >= frame.len() => out.finish_batch(),
+            Ok(n) if n >= frame.len() => {
+                tally.frames_out.inc();
+                tally.bytes_out.add(n as u64);
+                out.finish_batch();
+            }
             Ok(n) => {
+                tally.bytes_out.add(n as u64);
                 frame.advance(n);
                 out.unsent(std::iter::once(frame));
             }
@@ -177,13 +198,27 @@ pub(crate) fn write_now(
             Ok(n) if n > 0 => n,
             _ => break,
         };
+        tally.bytes_out.add(n as u64);
+        let before = first;
         first = super::net::sent(batch, first, n);
+        tally.frames_out.add((first - before) as u64);
     }
     if first == batch.len() {
         batch.clear();
         out.finish_batch();
     } else {
         out.unsent(batch.drain(first..));
+    }
+}
+
+/// Adds the frames of a batch about to be written to `tally`: the writer counts what
+/// it takes (a batch that fails to write ends its connection; its count hardly matters).
+#[inline]
+fn count(tally: Option<&ShardMetrics>, frames: &[Bytes]) {
+    if let Some(t) = tally {
+        t.frames_out.add(frames.len() as u64);
+        t.bytes_out
+            .add(frames.iter().map(|f| f.len() as u64).sum::<u64>());
     }
 }
 
@@ -294,7 +329,7 @@ mod tests {
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }
                 });
-                write_loop(&out, &stream, 256 * 1024, false, None)
+                write_loop(&out, &stream, 256 * 1024, false, None, None)
                     .await
                     .unwrap();
                 assert_eq!(out.pending_bytes(), 0);
@@ -317,8 +352,10 @@ mod tests {
         // Far more than the socket buffers hold, queued while the reader holds the
         // writer's wake-ups: the direct write sends what the socket takes, gives the
         // rest back, and the writer finishes it — every byte once, in order.
-        let (got, expect, left_after_direct) = with_pair(backend, |stream, mut peer| {
+        // The shard's counts of frames and bytes sent come out exact across the split.
+        let (got, expect, left_after_direct, tally) = with_pair(backend, |stream, mut peer| {
             Box::new(async move {
+                let tally = crate::metrics::ShardMetrics::new(0);
                 let out = Rc::new(Outbound::new(64 << 20));
                 let mut expect = Vec::new();
                 out.hold_wakes();
@@ -329,7 +366,7 @@ mod tests {
                     assert_eq!(out.push(Bytes::from(frame)), Push::Queued);
                 }
                 let mut batch = Vec::new();
-                write_now(&out, &stream, &mut batch, 256 * 1024);
+                write_now(&out, &stream, &mut batch, 256 * 1024, &tally);
                 let left = out.pending_bytes();
                 out.release_wakes();
                 assert!(batch.is_empty());
@@ -346,10 +383,11 @@ mod tests {
                         }
                     }
                 });
-                write_loop(&out, &stream, 256 * 1024, false, None)
+                write_loop(&out, &stream, 256 * 1024, false, None, Some(&tally))
                     .await
                     .unwrap();
-                (reader.join().unwrap(), expect, left)
+                let sent = (tally.frames_out.get(), tally.bytes_out.get());
+                (reader.join().unwrap(), expect, left, sent)
             })
         });
         assert!(
@@ -358,6 +396,11 @@ mod tests {
         );
         assert_eq!(got.len(), expect.len());
         assert!(got == expect, "bytes differ on {backend:?}");
+        assert_eq!(
+            tally,
+            (200, expect.len() as u64),
+            "frames and bytes counted once"
+        );
     }
 
     #[test]
@@ -380,7 +423,7 @@ mod tests {
                     .unwrap();
                 let _ = peer.shutdown(Shutdown::Read);
                 drop(peer);
-                let r = write_loop(&out, &stream, 256 * 1024, false, None).await;
+                let r = write_loop(&out, &stream, 256 * 1024, false, None, None).await;
                 (
                     r.map_err(|e| e.kind()),
                     out.is_closed(),
