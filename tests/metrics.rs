@@ -22,6 +22,13 @@ async fn add(a: i64, b: i64) -> i64 {
     a + b
 }
 
+/// Waits `ms` milliseconds before answering.
+#[rpc]
+async fn slow(ms: i64) -> i64 {
+    conduit::rt::sleep(Duration::from_millis(ms as u64)).await;
+    ms
+}
+
 /// `GET url`, the body as text.
 fn scrape(url: &str) -> String {
     ureq::get(url)
@@ -66,6 +73,7 @@ fn a_prometheus_scrape_follows_connections_calls_and_failed_logins() {
     let desc = test_descriptor(PW).metrics_addr("127.0.0.1:0".parse().unwrap());
     let server = Server::new(desc).unwrap();
     server.rpc(add);
+    server.rpc(slow);
     let (running, addr) = start(&server);
     let url = format!(
         "http://{}/metrics",
@@ -142,6 +150,17 @@ fn a_prometheus_scrape_follows_connections_calls_and_failed_logins() {
     let body = scrape(&url);
     let bad = [("reason", "bad_credentials")];
     assert_eq!(sum(&body, "conduit_auth_failures_total", &bad), 1.0);
+
+    // A handler that waits is timed from the request's read to its result.
+    b.rpc("slow", &Value::map().with("ms", 30)).unwrap();
+    let slow = server.stats().method("slow").unwrap().clone();
+    assert_eq!(slow.latency.count(), 1);
+    assert!(
+        slow.latency.sum_ns >= 30_000_000,
+        "{} ns for a 30 ms handler",
+        slow.latency.sum_ns
+    );
+    assert!(slow.latency.quantile_bound(1.0) >= Some(Duration::from_millis(50)));
 
     // The same figures through the API.
     let stats = server.stats();

@@ -44,8 +44,6 @@ pub struct Call<'a> {
     pub route: Cow<'a, str>,
     /// The arguments.
     pub args: Args<'a>,
-    /// The caller's correlation id (echoed in the reply; 0 for a v1 message).
-    pub correlation_id: u64,
     /// For an RPC, the method's slot in the shard's per-method counters (its
     /// registration order); 0 for a message.
     pub slot: u32,
@@ -63,7 +61,6 @@ impl Call<'_> {
                 route: Cow::Owned(self.route.into_owned()),
                 args: Args::Value(v),
                 slot: self.slot,
-                correlation_id: self.correlation_id,
             }),
             Args::Native(_) => None,
         }

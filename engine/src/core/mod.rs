@@ -211,6 +211,14 @@ impl ConnCore {
         }
     }
 
+    /// The correlation id of a call in flight (what its reply echoes), for its span.
+    pub fn correlation_of(&self, call: CallId) -> Option<u64> {
+        self.pending
+            .iter()
+            .find(|p| p.id == call)
+            .map(|p| p.correlation_id)
+    }
+
     /// The outbound queue the glue's writer drains (and broadcasts fan out into).
     pub fn outbound(&self) -> &Rc<Outbound> {
         &self.out
@@ -581,7 +589,6 @@ impl ConnCore {
             route,
             args,
             slot,
-            correlation_id,
         }))
     }
 

@@ -119,7 +119,7 @@ pub(super) fn admit(
 fn place(shard: &Rc<Shard>, stream: SharedStream, admission: Admission) {
     let home = shard.run.next_home();
     if home == shard.index {
-        spawn(serve(shard.clone(), stream, admission));
+        serve(shard.clone(), stream, admission);
         return;
     }
     let std = match stream.into_std() {
@@ -127,7 +127,7 @@ fn place(shard: &Rc<Shard>, stream: SharedStream, admission: Admission) {
         Err((stream, e)) => {
             tracing::debug!(shard = shard.index, "serving here, not handed over: {e}");
             if let Some(stream) = stream {
-                spawn(serve(shard.clone(), stream, admission));
+                serve(shard.clone(), stream, admission);
             }
             return;
         }
@@ -141,7 +141,7 @@ fn place(shard: &Rc<Shard>, stream: SharedStream, admission: Admission) {
     };
     if let BusMsg::Adopt { stream, admission } = e.into_inner() {
         match SharedStream::from_std(stream) {
-            Ok(stream) => spawn(serve(shard.clone(), stream, admission)),
+            Ok(stream) => serve(shard.clone(), stream, admission),
             Err(e) => tracing::warn!(shard = shard.index, "cannot take a connection back: {e}"),
         }
     }
@@ -152,7 +152,7 @@ fn place(shard: &Rc<Shard>, stream: SharedStream, admission: Admission) {
 /// the drain with the stop's reason, like every other connection.
 pub(super) fn adopt(shard: &Rc<Shard>, stream: std::net::TcpStream, admission: Admission) {
     match SharedStream::from_std(stream) {
-        Ok(stream) => spawn(serve(shard.clone(), stream, admission)),
+        Ok(stream) => serve(shard.clone(), stream, admission),
         Err(e) => tracing::warn!(shard = shard.index, "cannot adopt a connection: {e}"),
     }
 }

@@ -20,11 +20,12 @@ use crate::core::{
     Args, Call, CallKind, Close, CloseReason, ConnCore, Event, LocalNotify, Outcome,
 };
 use crate::dispatch::{self, contained};
+use crate::id::ConnectionId;
 use crate::router::{
     Admission, ConnMeta, Connection, FailBudget, SourceKey, AUTH_FAILURE_MEMORY,
     MAX_FAILING_SOURCES,
 };
-use crate::rt::exec::{sleep, spawn_task, Task};
+use crate::rt::exec::{sleep, spawn, spawn_task, Task};
 use crate::rt::net::SharedStream;
 use crate::rt::tls::TlsLayer;
 use crate::rt::writer::{write_loop, write_now};
@@ -52,38 +53,41 @@ fn random_bytes<const N: usize>() -> Option<[u8; N]> {
 /// Everything it does runs in its `conn` span (target `conduit::conn`: shard, peer, id,
 /// and codec once logged in), so each log line about it — the engine's and its
 /// handlers' — carries them.
-pub(super) async fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Admission) {
+pub(super) fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Admission) {
+    // Its id now, so its span names it from the first line (a connection whose setup
+    // fails leaves a gap in its shard's sequence, which nothing relies on).
+    let id = shard.next_id();
     let span = tracing::info_span!(
         target: "conduit::conn",
         "conn",
         shard = shard.index,
         peer = %admission.peer,
-        id = tracing::field::Empty,
+        %id,
         codec = tracing::field::Empty,
     );
     // Not wrapped when disabled: the wrapper's enter and exit on every poll were ~2 %
-    // of an RPC's cost in a profile, for a span nobody records.
+    // of an RPC's cost in a profile, for a span nobody records. Chosen here, at the
+    // spawn, not inside one async fn: a future holding either of two awaited futures
+    // was laid out with room for both (+850 bytes per idle connection, measured).
     if span.is_disabled() {
-        serve_in(shard, stream, admission, span).await;
+        spawn(serve_in(shard, stream, admission, id));
     } else {
-        serve_in(shard, stream, admission, span.clone())
-            .instrument(span)
-            .await;
+        spawn(serve_in(shard, stream, admission, id).instrument(span));
     }
 }
 
-/// [`serve`], inside the connection's span.
-async fn serve_in(shard: Rc<Shard>, stream: SharedStream, admission: Admission, span: Span) {
-    let Some((conn, early)) = Box::pin(open(&shard, stream, admission)).await else {
+/// [`serve`], inside the connection's span (the current one, when enabled).
+async fn serve_in(shard: Rc<Shard>, stream: SharedStream, admission: Admission, id: ConnectionId) {
+    let Some((conn, early)) = Box::pin(open(&shard, stream, admission, id)).await else {
         return;
     };
-    span.record("id", tracing::field::display(conn.meta.id));
     let mut unfinished = Unfinished {
         shard: shard.clone(),
         conn: conn.clone(),
         armed: true,
     };
     let writer = {
+        let span = Span::current();
         let conn = conn.clone();
         let shard_metrics = shard.metrics.clone();
         let max_batch = shard.router.descriptor().max_write_batch_bytes;
@@ -124,6 +128,7 @@ async fn open(
     shard: &Rc<Shard>,
     stream: SharedStream,
     admission: Admission,
+    id: ConnectionId,
 ) -> Option<(Rc<LocalConn>, Vec<u8>)> {
     // `auth_timeout` counts from here (past a PROXY header), through a TLS handshake
     // and a WebSocket upgrade, to the login.
@@ -169,7 +174,6 @@ async fn open(
         stream.shutdown_both();
         return None;
     };
-    let id = shard.next_id();
     let core = ConnCore::new(
         shard.core_config.clone(),
         id,
@@ -378,28 +382,22 @@ async fn handle_frames(
             Event::TokenRefreshed(token) => conn.meta.set_token(Some(token)),
             Event::Call(call) => {
                 let id = call.id;
-                let rpc = (call.kind == CallKind::Rpc).then_some(call.slot);
-                // Disabled (and free) unless `conduit::rpc` spans are enabled at info.
-                let span = match rpc {
-                    Some(_) => tracing::info_span!(
-                        target: "conduit::rpc",
-                        "rpc",
-                        method = %call.route,
-                        correlation_id = call.correlation_id,
-                    ),
-                    None => Span::none(),
-                };
                 let handle = shard.handle(conn);
                 let outcome = if matches!(call.args, Args::Native(_)) {
                     // In-place arguments: the handler is synchronous and borrows the
                     // receive buffer only while it runs.
-                    let _in_span = span.enter();
-                    Some(dispatch::run_in_place(&shard.registry, &handle, call))
+                    let _in_span = rpc_span(conn, &call).entered();
+                    let slot = (call.kind == CallKind::Rpc).then_some(call.slot);
+                    let outcome = dispatch::run_in_place(&shard.registry, &handle, call);
+                    if let Some(slot) = slot {
+                        timed(shard, slot, now.0, &outcome);
+                    }
+                    Some(outcome)
                 } else {
                     match call.into_owned() {
                         Some(call) => {
                             let (outcome, waited) =
-                                run_watched(shard, conn, decoder, &handle, call, span).await;
+                                run_watched(shard, conn, decoder, &handle, call, now.0).await;
                             if waited {
                                 now = (Instant::now(), wall_clock_ms());
                             }
@@ -411,13 +409,6 @@ async fn handle_frames(
                 let Some(outcome) = outcome else {
                     continue;
                 };
-                if let Some(slot) = rpc {
-                    // From the read (or the last wait) to the result: one clock read
-                    // per call, the price of a latency histogram.
-                    let ns = now.0.elapsed().as_nanos() as u64;
-                    let ok = matches!(outcome, Outcome::Rpc(Ok(_)));
-                    shard.metrics.method(slot).record(ns, ok);
-                }
                 let done = conn.core.borrow_mut().complete(id, outcome, now.1);
                 if let Some(close) = done {
                     return Some(close);
@@ -439,16 +430,11 @@ async fn run_watched(
     decoder: &mut FrameDecoder,
     handle: &Connection,
     call: Call<'static>,
-    span: Span,
+    read_at: Instant,
 ) -> (Option<Outcome>, bool) {
     // Boxed: an idle connection's task then reserves no room for handler state, and
     // most handlers finish on their first poll, before anything is watched.
-    let mut run: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + '_>> =
-        if span.is_disabled() {
-            Box::pin(dispatch::run(&shard.registry, handle, call))
-        } else {
-            Box::pin(dispatch::run(&shard.registry, handle, call).instrument(span))
-        };
+    let mut run = boxed_run(shard, conn, handle, call, read_at);
     if let Some(done) = futures_lite::future::poll_once(&mut run).await {
         return (Some(done), false);
     }
@@ -457,6 +443,58 @@ async fn run_watched(
         .unheld(Box::pin(watch(shard, conn, decoder, run)))
         .await;
     (watched, true)
+}
+
+/// The handler's future for `call`, boxed, inside its `rpc` span when that is enabled.
+/// Not async, so the span never takes room in a connection's future.
+///
+/// An RPC's latency, from `read_at` to its result, is recorded when the handler
+/// finishes (not when abandoned) — in the box, so the connection's own future keeps no
+/// room for it.
+fn boxed_run<'a>(
+    shard: &'a Shard,
+    conn: &LocalConn,
+    handle: &'a Connection,
+    call: Call<'static>,
+    read_at: Instant,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + 'a>> {
+    let span = rpc_span(conn, &call);
+    let slot = (call.kind == CallKind::Rpc).then_some(call.slot);
+    let run = async move {
+        let outcome = dispatch::run(&shard.registry, handle, call).await;
+        if let Some(slot) = slot {
+            timed(shard, slot, read_at, &outcome);
+        }
+        outcome
+    };
+    if span.is_disabled() {
+        Box::pin(run)
+    } else {
+        Box::pin(run.instrument(span))
+    }
+}
+
+/// Records an RPC's result and its time since `read_at` (one clock read per call: the
+/// price of a latency histogram).
+fn timed(shard: &Shard, slot: u32, read_at: Instant, outcome: &Outcome) {
+    let ns = read_at.elapsed().as_nanos() as u64;
+    let ok = matches!(outcome, Outcome::Rpc(Ok(_)));
+    shard.metrics.method(slot).record(ns, ok);
+}
+
+/// An RPC's span (target `conduit::rpc`: method, correlation id); disabled — and
+/// free: its fields are only read when it is enabled — for messages, and unless
+/// `conduit::rpc` is enabled at `info`.
+fn rpc_span(conn: &LocalConn, call: &Call<'_>) -> Span {
+    if call.kind != CallKind::Rpc {
+        return Span::none();
+    }
+    tracing::info_span!(
+        target: "conduit::rpc",
+        "rpc",
+        method = %call.route,
+        correlation_id = conn.core.borrow().correlation_of(call.id).unwrap_or(0),
+    )
 }
 
 /// Waits for a pending handler while watching its connection (see [`run_watched`]).
