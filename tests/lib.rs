@@ -574,6 +574,19 @@ pub fn start(server: &Server) -> (Running, SocketAddr) {
     (running, addr)
 }
 
+/// Polls `cond` every 5 ms until it holds (what a server does asynchronously, such as
+/// noticing a close); fails naming `what` after 10 s.
+pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// This process's resident set size in bytes (`VmRSS` in `/proc/self/status`; Linux
 /// only). The server under test runs in the test's process, so growth between two
 /// readings bounds what it allocated in between.

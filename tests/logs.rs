@@ -11,11 +11,10 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use conduit::{rpc, Server, Value};
 use conduit_protocol::Codec;
-use conduit_tests::{start, test_descriptor, TestClient};
+use conduit_tests::{start, test_descriptor, wait_until, TestClient};
 
 const PW: &str = "secret";
 
@@ -43,14 +42,6 @@ impl Write for Captured {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

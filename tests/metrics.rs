@@ -7,12 +7,12 @@
     reason = "a test fails loudly on the first unexpected error"
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conduit::metrics::{AuthFailureKind, CloseKind};
 use conduit::{rpc, Server, Value};
 use conduit_protocol::Codec;
-use conduit_tests::{matrix, start, test_descriptor, TestClient};
+use conduit_tests::{matrix, start, test_descriptor, wait_until, TestClient};
 
 const PW: &str = "secret";
 
@@ -56,16 +56,6 @@ fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             .then(|| value.parse::<f64>().ok())?
         })
         .sum()
-}
-
-/// Polls `cond` until it holds (the server notices a close asynchronously); fails
-/// after 10 s.
-fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[matrix]

@@ -5,7 +5,6 @@
 
 use ::metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 
-use super::shard::LATENCY_BOUNDS_NS;
 use super::{AuthFailureKind, CloseKind, RefusalKind, Stats};
 
 impl Stats {
@@ -70,17 +69,12 @@ impl Stats {
     /// The latency histograms as cumulative bucket counters.
     fn publish_latency(&self) {
         for m in &self.rpc {
-            let mut cumulative = 0;
-            for (i, c) in m.latency.counts.iter().enumerate() {
-                cumulative += c;
-                let le = LATENCY_BOUNDS_NS
-                    .get(i)
-                    .map_or_else(|| "+Inf".to_owned(), |&ns| seconds_label(ns));
+            for (le, cumulative) in m.latency.cumulative() {
                 let labels = [("method", m.name.clone()), ("le", le)];
                 counter!("conduit_rpc_duration_seconds_bucket", &labels).absolute(cumulative);
             }
             let labels = [("method", m.name.clone())];
-            counter!("conduit_rpc_duration_seconds_count", &labels).absolute(cumulative);
+            counter!("conduit_rpc_duration_seconds_count", &labels).absolute(m.latency.count());
             gauge!("conduit_rpc_duration_seconds_sum", &labels).set(m.latency.sum_ns as f64 / 1e9);
         }
     }

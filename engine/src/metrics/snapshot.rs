@@ -189,6 +189,20 @@ impl LatencyHistogram {
         (n > 0).then(|| Duration::from_nanos(self.sum_ns / n))
     }
 
+    /// Each bucket as Prometheus writes it: its `le` label (seconds, `+Inf` last) and
+    /// the calls at or under it (cumulative).
+    pub fn cumulative(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        let mut total = 0;
+        self.counts.iter().enumerate().map(move |(i, c)| {
+            total += c;
+            let le = LATENCY_BOUNDS_NS.get(i).map_or_else(
+                || "+Inf".to_owned(),
+                |&ns| super::publish::seconds_label(ns),
+            );
+            (le, total)
+        })
+    }
+
     /// The upper bound of the bucket holding quantile `q` (0..=1): the latency at most
     /// that share of calls stayed within, to the buckets' resolution. `None` when empty
     /// or when it falls in the overflow bucket (over 10 s).

@@ -3,8 +3,6 @@
 
 use std::fmt::Write as _;
 
-use super::publish::seconds_label;
-use super::shard::LATENCY_BOUNDS_NS;
 use super::Stats;
 
 /// Appends the RPC latency histograms of registered methods in Prometheus's text form.
@@ -25,20 +23,16 @@ pub(crate) fn render_latency(stats: &Stats, out: &mut String) {
     let _ = writeln!(out, "# TYPE {name} histogram");
     for m in methods {
         let method = escape(&m.name);
-        let mut cumulative = 0;
-        for (i, c) in m.latency.counts.iter().enumerate() {
-            cumulative += c;
-            let le = LATENCY_BOUNDS_NS
-                .get(i)
-                .map_or_else(|| "+Inf".to_owned(), |&ns| seconds_label(ns));
+        for (le, cumulative) in m.latency.cumulative() {
             let _ = writeln!(
                 out,
                 "{name}_bucket{{method=\"{method}\",le=\"{le}\"}} {cumulative}"
             );
         }
         let sum = m.latency.sum_ns as f64 / 1e9;
+        let count = m.latency.count();
         let _ = writeln!(out, "{name}_sum{{method=\"{method}\"}} {sum}");
-        let _ = writeln!(out, "{name}_count{{method=\"{method}\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_count{{method=\"{method}\"}} {count}");
     }
 }
 

@@ -205,7 +205,8 @@ fn guess_loop(
     g
 }
 
-/// When the server logged each failed login (`disconnected … reason=AuthFailed`),
+/// When the server logged each failed login (`disconnected … reason=AuthFailed`, at
+/// `debug` for `conduit::shard::conn`),
 /// seconds from `start` (by the time of day of the log's UTC timestamps).
 pub(super) fn server_failures(log: &std::path::Path, start: SystemTime) -> Result<Vec<f64>> {
     let text = std::fs::read_to_string(log)?;

@@ -327,7 +327,9 @@ pub fn run(a: &AttackArgs) -> Result<AttackReport> {
             python: None,
             runtime: a.runtime.into(),
             extra_args,
-            log_filter: Some("warn,conduit::shard::conn=info".into()),
+            // Each close is a `debug` line of its connection (with its reason): the
+            // brute-force report times the server's failed logins from them.
+            log_filter: Some("warn,conduit::shard::conn=debug".into()),
         },
     )?;
     server.runtime = proc.runtime.map(|r| r.name().to_owned());
