@@ -13,12 +13,11 @@ use conduit_protocol::{Codec, FrameDecoder};
 use futures_lite::FutureExt;
 use tracing::{Instrument, Span};
 
+use super::calls::{rpc_span, run_watched, timed};
 use super::local::{Held, LocalConn};
 use super::setup::{prepare, Prepared, Setup};
 use super::Shard;
-use crate::core::{
-    Args, Call, CallKind, Close, CloseReason, ConnCore, Event, LocalNotify, Outcome,
-};
+use crate::core::{Args, CallKind, Close, CloseReason, ConnCore, Event, LocalNotify};
 use crate::dispatch::{self, contained};
 use crate::id::ConnectionId;
 use crate::router::{
@@ -416,133 +415,6 @@ async fn handle_frames(
             }
         }
     }
-}
-
-/// Runs a handler while watching its connection: a close request abandons it — at
-/// once when the peer is cut off, after the drain timeout when the close flushes (a
-/// kick, a stop: in-flight calls are still answered) — and the socket is read on
-/// meanwhile (into the decoder, up to its limit), so a peer that goes away is noticed
-/// and its handler dropped. A call that never completes does not hold its connection
-/// past close. `None` when the handler was abandoned; with whether it had to wait.
-async fn run_watched(
-    shard: &Rc<Shard>,
-    conn: &Rc<LocalConn>,
-    decoder: &mut FrameDecoder,
-    handle: &Connection,
-    call: Call<'static>,
-    read_at: Instant,
-) -> (Option<Outcome>, bool) {
-    // Boxed: an idle connection's task then reserves no room for handler state, and
-    // most handlers finish on their first poll, before anything is watched.
-    let mut run = boxed_run(shard, conn, handle, call, read_at);
-    if let Some(done) = futures_lite::future::poll_once(&mut run).await {
-        return (Some(done), false);
-    }
-    // Boxed likewise: the watch exists only while a handler is pending.
-    let watched = conn
-        .unheld(Box::pin(watch(shard, conn, decoder, run)))
-        .await;
-    (watched, true)
-}
-
-/// The handler's future for `call`, boxed, inside its `rpc` span when that is enabled.
-/// Not async, so the span never takes room in a connection's future.
-///
-/// An RPC's latency, from `read_at` to its result, is recorded when the handler
-/// finishes (not when abandoned) — in the box, so the connection's own future keeps no
-/// room for it.
-fn boxed_run<'a>(
-    shard: &'a Shard,
-    conn: &LocalConn,
-    handle: &'a Connection,
-    call: Call<'static>,
-    read_at: Instant,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + 'a>> {
-    let span = rpc_span(conn, &call);
-    let slot = (call.kind == CallKind::Rpc).then_some(call.slot);
-    let run = async move {
-        let outcome = dispatch::run(&shard.registry, handle, call).await;
-        if let Some(slot) = slot {
-            timed(shard, slot, read_at, &outcome);
-        }
-        outcome
-    };
-    if span.is_disabled() {
-        Box::pin(run)
-    } else {
-        Box::pin(run.instrument(span))
-    }
-}
-
-/// Records an RPC's result and its time since `read_at` (one clock read per call: the
-/// price of a latency histogram).
-fn timed(shard: &Shard, slot: u32, read_at: Instant, outcome: &Outcome) {
-    let ns = read_at.elapsed().as_nanos() as u64;
-    let ok = matches!(outcome, Outcome::Rpc(Ok(_)));
-    shard.metrics.method(slot).record(ns, ok);
-}
-
-/// An RPC's span (target `conduit::rpc`: method, correlation id); disabled — and
-/// free: its fields are only read when it is enabled — for messages, and unless
-/// `conduit::rpc` is enabled at `info`.
-fn rpc_span(conn: &LocalConn, call: &Call<'_>) -> Span {
-    if call.kind != CallKind::Rpc {
-        return Span::none();
-    }
-    tracing::info_span!(
-        target: "conduit::rpc",
-        "rpc",
-        method = %call.route,
-        correlation_id = conn.core.borrow().correlation_of(call.id).unwrap_or(0),
-    )
-}
-
-/// Waits for a pending handler while watching its connection (see [`run_watched`]).
-async fn watch(
-    shard: &Rc<Shard>,
-    conn: &Rc<LocalConn>,
-    decoder: &mut FrameDecoder,
-    mut run: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + '_>>,
-) -> Option<Outcome> {
-    let closed = async {
-        conn.close_requested.wait().await;
-        None
-    };
-    let peer_gone = async {
-        let reason = loop {
-            let spare = decoder.spare();
-            if spare.is_empty() {
-                // A full buffer waits for the handler: the peer is throttled.
-                std::future::pending::<()>().await;
-            }
-            match conn.read(spare).await {
-                Ok(0) => break CloseReason::PeerClosed,
-                Ok(n) => {
-                    if let Err(reason) = conn.took(shard, decoder, n) {
-                        break reason;
-                    }
-                }
-                Err(e) => break CloseReason::Io(e.kind()),
-            }
-        };
-        conn.request_close(reason);
-        None
-    };
-    let step = async { Some((&mut run).await) }
-        .or(closed)
-        .or(peer_gone)
-        .await;
-    if step.is_some() {
-        return step;
-    }
-    if !conn.close.get()?.flushes() {
-        return None;
-    }
-    let grace = async {
-        sleep(shard.router.descriptor().drain_timeout).await;
-        None
-    };
-    async { Some((&mut run).await) }.or(grace).await
 }
 
 /// Registers a connection that just logged in and runs the connect hooks.

@@ -11,6 +11,7 @@
 //! written in the runtime-neutral primitives of `rt` and never names a backend.
 
 mod accept;
+mod calls;
 mod conn;
 mod launch;
 mod local;
