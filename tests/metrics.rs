@@ -187,3 +187,26 @@ fn a_metrics_address_in_use_fails_the_start_naming_the_setting() {
     assert!(err.contains("metrics_addr"), "{err}");
     assert!(!server.is_running());
 }
+
+#[test]
+fn calls_over_the_rate_limit_are_exported_once_their_connection_closes() {
+    let mut desc = test_descriptor(PW).metrics_addr("127.0.0.1:0".parse().unwrap());
+    desc.max_inbound_frames_per_s = Some(1);
+    let server = Server::new(desc).unwrap();
+    server.rpc(add);
+    let (running, addr) = start(&server);
+    let url = format!("http://{}/metrics", server.metrics_addr().expect("exporter"));
+    let mut c = TestClient::login(addr, Codec::Native, PW);
+    let args = Value::map().with("a", 1).with("b", 1);
+    let refused = (0..5)
+        .filter(|_| c.rpc("add", &args).unwrap().get("code") == Some(&Value::from(4290)))
+        .count();
+    assert!(refused >= 1, "a burst of 5 calls at 1/s is over the limit");
+    drop(c);
+    wait_until("the close counted", || {
+        server.stats().shards.iter().map(|s| s.rate_limited).sum::<u64>() == refused as u64
+    });
+    let body = scrape(&url);
+    assert_eq!(sum(&body, "conduit_rate_limited_total", &[]), refused as f64);
+    running.stop().unwrap();
+}

@@ -55,6 +55,12 @@ impl Stats {
         for kind in CloseKind::ALL {
             counter!("conduit_closes_total", "reason" => kind.label()).absolute(self.closes(kind));
         }
+        let sum = |f: fn(&super::ShardStats) -> u64| self.shards.iter().map(f).sum::<u64>();
+        counter!("conduit_slow_consumer_frames_total").absolute(sum(|s| s.slow_consumer_frames));
+        counter!("conduit_rate_limited_total").absolute(sum(|s| s.rate_limited));
+        counter!("conduit_frames_not_sent_total").absolute(sum(|s| s.frames_not_sent));
+        counter!("conduit_stale_results_total").absolute(sum(|s| s.stale_results));
+        counter!("conduit_broadcasts_failed_total").absolute(self.broadcasts_failed);
         counter!("conduit_slow_consumer_disconnects_total")
             .absolute(self.closes(CloseKind::SlowConsumer));
         counter!("conduit_heartbeat_closes_total")
@@ -135,6 +141,26 @@ pub fn describe() {
     describe_counter!(
         "conduit_heartbeat_closes_total",
         "Connections closed for heartbeat timeout."
+    );
+    describe_counter!(
+        "conduit_slow_consumer_frames_total",
+        "Frames that found a full outbound queue."
+    );
+    describe_counter!(
+        "conduit_rate_limited_total",
+        "Calls and messages over inbound rate limits (counted at each close)."
+    );
+    describe_counter!(
+        "conduit_frames_not_sent_total",
+        "Frames not queued: closing, dropped, not encodable (counted at each close)."
+    );
+    describe_counter!(
+        "conduit_stale_results_total",
+        "Handler results for calls no longer waited on (counted at each close)."
+    );
+    describe_counter!(
+        "conduit_broadcasts_failed_total",
+        "Broadcasts refused before any delivery."
     );
     describe_counter!(
         "conduit_rpc_calls_total",

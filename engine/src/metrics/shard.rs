@@ -110,6 +110,17 @@ pub(crate) struct ShardMetrics {
     /// `max_outbound_bytes` (queued and being written), as of its last heartbeat tick
     /// (at most a second old).
     pub outbound_bytes: Level,
+    /// Frames that found a full outbound queue (dropped, or their connection closed).
+    pub slow_consumer_frames: Tally,
+    /// Calls and messages over connections' inbound rate limits; added when each
+    /// connection closes (its core counts them).
+    pub rate_limited: Tally,
+    /// Frames the cores did not queue (closing, dropped by policy, not encodable);
+    /// added at each close.
+    pub frames_not_sent: Tally,
+    /// Handler results for calls their connection no longer waited on; added at each
+    /// close.
+    pub stale_results: Tally,
     /// Connections closed, by [`CloseKind`].
     pub closes: [Tally; CLOSE_KINDS],
     /// Failed logins, by [`AuthFailureKind`](super::AuthFailureKind).
@@ -133,6 +144,10 @@ impl ShardMetrics {
             connections: Default::default(),
             logins: Default::default(),
             outbound_bytes: Level::default(),
+            slow_consumer_frames: Tally::default(),
+            rate_limited: Tally::default(),
+            frames_not_sent: Tally::default(),
+            stale_results: Tally::default(),
             closes: Default::default(),
             auth_failures: Default::default(),
             refusals: Default::default(),

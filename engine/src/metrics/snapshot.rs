@@ -21,6 +21,9 @@ pub struct Stats {
     pub connections: u64,
     /// Rooms that have members.
     pub rooms: u64,
+    /// Broadcasts refused before any delivery (a name too long, a payload that does
+    /// not encode).
+    pub broadcasts_failed: u64,
     /// Per shard, in index order.
     pub shards: Vec<ShardStats>,
     /// Per RPC method: every registered one in registration order, then `listall`, then
@@ -109,6 +112,17 @@ pub struct ShardStats {
     /// `max_outbound_bytes` (queued and being written), as of the shard's last
     /// heartbeat tick (at most a second old).
     pub outbound_bytes: u64,
+    /// Frames that found a full outbound queue (dropped, or their connection closed).
+    pub slow_consumer_frames: u64,
+    /// Calls and messages over connections' inbound rate limits (counted as each
+    /// connection closes).
+    pub rate_limited: u64,
+    /// Frames the cores did not queue: closing, dropped by policy, not encodable
+    /// (counted as each connection closes).
+    pub frames_not_sent: u64,
+    /// Handler results for calls their connection no longer waited on (counted as
+    /// each connection closes).
+    pub stale_results: u64,
     /// Connections closed, by reason.
     pub closes: CloseCounts,
     /// Failed logins, by [`AuthFailureKind`] (index = kind as usize).
@@ -287,6 +301,10 @@ fn shard_stats(index: usize, s: &ShardMetrics) -> ShardStats {
         bytes_out: s.bytes_out.get(),
         deliveries: s.deliveries.get(),
         outbound_bytes: s.outbound_bytes.get(),
+        slow_consumer_frames: s.slow_consumer_frames.get(),
+        rate_limited: s.rate_limited.get(),
+        frames_not_sent: s.frames_not_sent.get(),
+        stale_results: s.stale_results.get(),
         closes: CloseCounts(closes),
         auth_failures,
         refused,

@@ -142,7 +142,7 @@ impl IntoFuture for Broadcast {
                     tracing::error!(name_len, "broadcast not sent: {e}");
                     router
                         .counts()
-                        .frames_not_sent
+                        .broadcasts_failed
                         .fetch_add(1, Ordering::Relaxed);
                     0
                 }

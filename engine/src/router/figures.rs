@@ -42,6 +42,10 @@ impl Router {
             uptime: self.uptime(),
             connections: self.connection_count() as u64,
             rooms: run.map_or(0, |r| r.rooms.count() as u64),
+            broadcasts_failed: self
+                .counts()
+                .broadcasts_failed
+                .load(std::sync::atomic::Ordering::Relaxed),
             shards,
             rpc,
         }

@@ -277,22 +277,10 @@ pub(crate) struct Stats {
     pub sources: Arc<Sources>,
     /// Failed logins per source, and their backoff.
     pub auth_failed: AuthFailures,
-    /// Connections refused at accept (any budget), ever.
-    pub refused: AtomicU64,
-    /// Connections from trusted proxies closed for their PROXY header (missing,
-    /// malformed, oversized or late), ever.
-    pub proxy_header_failures: AtomicU64,
-    /// Calls and messages over a connection's inbound rate limits, ever.
-    pub rate_limited: AtomicU64,
-    /// Failed logins, ever.
-    pub auth_failures: AtomicU64,
-    /// Frames that found a full outbound queue, ever.
-    pub slow_consumers: AtomicU64,
-    /// Frames the cores did not send (closing connections, policy drops, encoding
-    /// failures) and broadcasts no peer could receive, ever.
-    pub frames_not_sent: AtomicU64,
-    /// Handler results for calls their connection no longer waited on, ever.
-    pub stale_results: AtomicU64,
+    /// Broadcasts refused before any delivery (a name too long, a payload that does
+    /// not encode), ever: sent from any thread, so counted here, not by a shard.
+    /// Everything else is counted by the shards (`crate::metrics`).
+    pub broadcasts_failed: AtomicU64,
 }
 
 impl Stats {

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use conduit_protocol::clock::wall_clock_ms;
@@ -198,7 +197,6 @@ fn refuse(
         }
         return;
     };
-    stats.refused.fetch_add(1, Ordering::Relaxed);
     shard.metrics.refused(why.into());
     // Held by the shard, so a shard exiting before this task ends gives it back.
     let key = shard.hold_refusal(permit);

@@ -4,7 +4,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -457,7 +456,6 @@ async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer:
     let rooms = shard.run.rooms.leave_all(&conn.meta);
     if reason == CloseReason::AuthFailed {
         let stats = shard.router.counts();
-        stats.auth_failures.fetch_add(1, Ordering::Relaxed);
         // Counted now, before the brake: a guesser that gives up early still pays.
         let d = shard.router.descriptor();
         let budget = FailBudget {
@@ -519,17 +517,12 @@ async fn teardown(shard: &Rc<Shard>, conn: &Rc<LocalConn>, close: Close, writer:
     }
     conn.stream.shutdown_both();
     conn.out.clear();
+    // What its core refused or dropped, counted by its shard at its close.
     let counters = conn.core.borrow().counters();
-    let stats = shard.router.counts();
-    stats
-        .frames_not_sent
-        .fetch_add(counters.frames_not_sent, Ordering::Relaxed);
-    stats
-        .stale_results
-        .fetch_add(counters.stale_results, Ordering::Relaxed);
-    stats
-        .rate_limited
-        .fetch_add(counters.rate_limited, Ordering::Relaxed);
+    let m = &shard.metrics;
+    m.frames_not_sent.add(counters.frames_not_sent);
+    m.stale_results.add(counters.stale_results);
+    m.rate_limited.add(counters.rate_limited);
 
     shard.pool.borrow_mut().remove(&id);
     let listed = conn.held.borrow_mut().listed.take();

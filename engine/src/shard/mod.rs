@@ -22,7 +22,6 @@ mod websocket;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -233,17 +232,11 @@ impl Shard {
         match delivery {
             Delivery::Queued | Delivery::Closed => {}
             Delivery::Dropped => {
-                self.router
-                    .counts()
-                    .slow_consumers
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.slow_consumer_frames.inc();
                 tracing::debug!(conn = %conn.meta.id, "slow consumer: frame dropped");
             }
             Delivery::Disconnect => {
-                self.router
-                    .counts()
-                    .slow_consumers
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.slow_consumer_frames.inc();
                 tracing::debug!(conn = %conn.meta.id, "slow consumer: disconnecting");
                 static SLOW: crate::throttle::Throttle = crate::throttle::Throttle::new();
                 SLOW.warn(|| {

@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 
 use futures_lite::FutureExt;
 use ppp::{v1, v2};
@@ -175,7 +174,7 @@ async fn receive(
 /// header in a task of its own, then admits it under the client address the header
 /// carries (the proxy's own for `LOCAL` / `UNKNOWN`). Beyond `max_pending` headers being
 /// read at once it is closed at once, counted as refused; a missing, malformed,
-/// oversized or late header closes it, counted in `proxy_header_failures`.
+/// oversized or late header closes it, counted as a refusal (`proxy_header`).
 pub(super) fn read_header(
     shard: &Rc<Shard>,
     stream: SharedStream,
@@ -185,7 +184,6 @@ pub(super) fn read_header(
     let stats = shard.router.counts();
     let d = shard.router.descriptor();
     let Some(permit) = stats.proxy_headers.try_acquire(d.max_pending) else {
-        stats.refused.fetch_add(1, Ordering::Relaxed);
         shard
             .metrics
             .refused(crate::metrics::RefusalKind::TooManyPending);
@@ -218,11 +216,6 @@ pub(super) fn read_header(
                 super::accept::admit(&shard, stream, peer, first_bytes, transport);
             }
             Err(fault) => {
-                shard
-                    .router
-                    .counts()
-                    .proxy_header_failures
-                    .fetch_add(1, Ordering::Relaxed);
                 shard
                     .metrics
                     .refused(crate::metrics::RefusalKind::ProxyHeader);

@@ -4,7 +4,6 @@
 //! sized for it.
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_lite::FutureExt;
@@ -91,7 +90,6 @@ pub(super) async fn prepare(
                 let stats = shard.router.counts();
                 let moved = stats.move_source(&mut pending, client, desc.max_pending_per_source);
                 if let Err(why) = moved {
-                    stats.refused.fetch_add(1, Ordering::Relaxed);
                     shard.metrics.refused(why.into());
                     let reason = super::accept::refusal_reason(why).wire_text();
                     websocket::unavailable(stream, tls.as_deref(), reason).await;
