@@ -195,7 +195,10 @@ fn calls_over_the_rate_limit_are_exported_once_their_connection_closes() {
     let server = Server::new(desc).unwrap();
     server.rpc(add);
     let (running, addr) = start(&server);
-    let url = format!("http://{}/metrics", server.metrics_addr().expect("exporter"));
+    let url = format!(
+        "http://{}/metrics",
+        server.metrics_addr().expect("exporter")
+    );
     let mut c = TestClient::login(addr, Codec::Native, PW);
     let args = Value::map().with("a", 1).with("b", 1);
     let refused = (0..5)
@@ -204,9 +207,18 @@ fn calls_over_the_rate_limit_are_exported_once_their_connection_closes() {
     assert!(refused >= 1, "a burst of 5 calls at 1/s is over the limit");
     drop(c);
     wait_until("the close counted", || {
-        server.stats().shards.iter().map(|s| s.rate_limited).sum::<u64>() == refused as u64
+        server
+            .stats()
+            .shards
+            .iter()
+            .map(|s| s.rate_limited)
+            .sum::<u64>()
+            == refused as u64
     });
     let body = scrape(&url);
-    assert_eq!(sum(&body, "conduit_rate_limited_total", &[]), refused as f64);
+    assert_eq!(
+        sum(&body, "conduit_rate_limited_total", &[]),
+        refused as f64
+    );
     running.stop().unwrap();
 }
