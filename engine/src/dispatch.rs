@@ -87,6 +87,62 @@ fn panicked(conn: &Connection, method: &str) -> RpcError {
     RpcError::failed("internal error (handler panicked)")
 }
 
+/// An RPC whose handler takes decoded arguments, started: its own future (boxed by
+/// the registration, so it moves freely) and the method's name for its error text.
+pub(crate) struct StartedRpc<'r> {
+    /// The handler's future.
+    pub future: crate::handlers::LocalBoxFuture<Result<Value, RpcError>>,
+    /// The registered name (errors name the method).
+    pub name: &'r str,
+}
+
+/// Starts `call` when it is an RPC to a handler that takes decoded arguments (the
+/// common case) without running it: the glue polls the future itself and boxes
+/// nothing more when it finishes on its first poll. Any other call comes back as it
+/// went in, for [`run`]; a handler that panics while building its future is answered.
+pub(crate) fn start_rpc<'r>(
+    registry: &'r Registry,
+    conn: Connection,
+    call: Call<'static>,
+) -> Result<Result<StartedRpc<'r>, Outcome>, (Connection, Call<'static>)> {
+    let entry = match registry.rpcs.get(call.route.as_ref()) {
+        Some(entry) if call.kind == CallKind::Rpc && entry.archived.is_none() => entry,
+        _ => return Err((conn, call)),
+    };
+    let Args::Value(params) = call.args else {
+        return Ok(Err(Outcome::Rpc(Err(failure(
+            RpcError::failed("arguments arrived undecoded"),
+            &entry.info.name,
+        )))));
+    };
+    let name = entry.info.name.as_str();
+    let id = conn.id();
+    let rpc = RpcCall {
+        // The handle the glue made for this call: moved, not cloned again.
+        connection: conn,
+        method: call.route.into_owned(),
+        params,
+    };
+    match std::panic::catch_unwind(AssertUnwindSafe(|| (entry.call)(rpc))) {
+        Ok(future) => Ok(Ok(StartedRpc { future, name })),
+        Err(_) => Ok(Err(rpc_panicked(id, name))),
+    }
+}
+
+/// The outcome of a started RPC's result.
+pub(crate) fn rpc_outcome(result: Result<Value, RpcError>, name: &str) -> Outcome {
+    Outcome::Rpc(result.map_err(|e| failure(e, name)))
+}
+
+/// The outcome of a started RPC (of connection `id`) whose handler panicked.
+pub(crate) fn rpc_panicked(id: crate::id::ConnectionId, name: &str) -> Outcome {
+    tracing::error!(conn = %id, method = name, "RPC handler panicked");
+    Outcome::Rpc(Err(failure(
+        RpcError::failed("internal error (handler panicked)"),
+        name,
+    )))
+}
+
 /// Runs `call` for `conn` and returns its outcome.
 pub(crate) async fn run(registry: &Registry, conn: &Connection, call: Call<'_>) -> Outcome {
     match call.kind {

@@ -86,12 +86,10 @@ impl Encoder {
                 check_route(name)?;
                 self.v1().message(name, data)
             }
-            Codec::Native => self.native().frame(
-                FrameKind::Message,
-                correlation_id,
-                Some(name),
-                &ValueTree::from_value(data),
-            )?,
+            Codec::Native => ValueTree::with_flattened(data, |tree| {
+                self.native()
+                    .frame(FrameKind::Message, correlation_id, Some(name), tree)
+            })?,
         })
     }
 
@@ -107,10 +105,9 @@ impl Encoder {
                 check_route(method)?;
                 self.v1().rpc_request(correlation_id, method, params)
             }
-            Codec::Native => {
-                self.native()
-                    .rpc_request(correlation_id, method, &ValueTree::from_value(params))?
-            }
+            Codec::Native => ValueTree::with_flattened(params, |tree| {
+                self.native().rpc_request(correlation_id, method, tree)
+            })?,
         })
     }
 
@@ -118,9 +115,9 @@ impl Encoder {
     pub fn rpc_success(&self, correlation_id: u64, result: &Value) -> Result<Bytes, WireError> {
         self.check(match self.codec {
             Codec::V1 => self.v1().rpc_success(correlation_id, result),
-            Codec::Native => self
-                .native()
-                .rpc_response(correlation_id, &ValueTree::from_value(result))?,
+            Codec::Native => ValueTree::with_flattened(result, |tree| {
+                self.native().rpc_response(correlation_id, tree)
+            })?,
         })
     }
 

@@ -1,23 +1,16 @@
 //! The buffer every encoder writes a frame into, and how it is handed over: started
-//! small and given back its slack, so a queued frame holds about its own length (what
-//! the engine's outbound bound charges). A leaf: both codecs' encoders use it.
+//! small and given back its slack, so a queued frame holds its own length (what the
+//! engine's outbound bound charges). A leaf: both codecs' encoders use it.
 
 /// The buffer a frame starts in: a header and a small reply or message fit without
-/// growing it, and leave at most [`MAX_FRAME_SLACK_BYTES`] unused (so the common small
-/// frame is never reallocated to shed slack).
+/// growing it.
 pub const SMALL_FRAME_BYTES: usize = 64;
 
-/// Most unused capacity a frame's buffer keeps: more is given back before the frame
-/// leaves the encoder, so a queued frame holds about its own length in memory — what
-/// outbound limits charge it (with a fixed per-frame overhead; see the engine's
-/// `FRAME_OVERHEAD_BYTES`). Shrinking splits the allocation in place; nothing is copied.
-pub const MAX_FRAME_SLACK_BYTES: usize = 32;
-
-/// A finished frame buffer as `Bytes`, without more than [`MAX_FRAME_SLACK_BYTES`] of
-/// unused capacity.
+/// A finished frame buffer as `Bytes`, with no unused capacity. Shrinking splits the
+/// allocation in place (nothing is copied), and a buffer exactly full becomes `Bytes`
+/// without the shared-buffer record a partly full one needs: one allocation and one
+/// free fewer per frame, whose first clone (a broadcast) adds the record instead.
 pub(crate) fn seal(mut out: Vec<u8>) -> bytes::Bytes {
-    if out.capacity() - out.len() > MAX_FRAME_SLACK_BYTES {
-        out.shrink_to_fit();
-    }
+    out.shrink_to_fit();
     bytes::Bytes::from(out)
 }

@@ -180,6 +180,38 @@ impl ValueTree {
     }
 }
 
+/// Most nodes the per-thread scratch tree of [`ValueTree::with_flattened`] keeps
+/// allocated between uses (8 KiB): a larger value's nodes are given back.
+const SCRATCH_TREE_NODES: usize = 256;
+
+thread_local! {
+    /// The nodes of the value being encoded on this thread, reused: encoding a small
+    /// value then allocates no tree.
+    static SCRATCH_TREE: std::cell::RefCell<ValueTree> = const {
+        std::cell::RefCell::new(ValueTree { nodes: Vec::new() })
+    };
+}
+
+impl ValueTree {
+    /// Runs `f` on `value` flattened, in a tree reused across calls on this thread
+    /// (what the encoders use: a reply or a message then allocates no node vector).
+    pub fn with_flattened<R>(value: &Value, f: impl FnOnce(&ValueTree) -> R) -> R {
+        SCRATCH_TREE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut tree) => {
+                flatten(value, &mut tree.nodes);
+                let r = f(&tree);
+                tree.nodes.clear();
+                if tree.nodes.capacity() > SCRATCH_TREE_NODES {
+                    tree.nodes = Vec::new();
+                }
+                r
+            }
+            // Encoding from within an encoding (not done today): a tree of its own.
+            Err(_) => f(&ValueTree::from_value(value)),
+        })
+    }
+}
+
 impl From<&Value> for ValueTree {
     fn from(value: &Value) -> ValueTree {
         ValueTree::from_value(value)

@@ -16,6 +16,7 @@
 
 mod close;
 mod event;
+mod frame_queue;
 #[doc(hidden)]
 pub mod fuzz;
 mod notify;

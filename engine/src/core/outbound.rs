@@ -6,16 +6,16 @@
 //! the batch the writer has taken but the kernel has not yet accepted. Each frame is
 //! charged what it costs in memory, not just its length: its bytes plus
 //! [`FRAME_OVERHEAD_BYTES`] for its allocation, its `Bytes` handle and its queue slot
-//! (encoders hand over buffers with at most 32 bytes of slack). So a connection never
+//! (encoders hand over buffers with no slack). So a connection never
 //! pins more than about `limit_bytes` of memory for frames, however its socket behaves
 //! and however small its frames are (`tests/hostile.rs` checks it by RSS).
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::frame_queue::FrameQueue;
 use super::notify::{LocalNotify, Signal};
 use crate::descriptor::SlowConsumerPolicy;
 
@@ -77,7 +77,8 @@ fn charge(frame: &Bytes) -> usize {
 /// Frames waiting to be written, with what they are charged.
 #[derive(Debug)]
 pub struct Outbound {
-    frames: RefCell<VecDeque<Bytes>>,
+    /// The frames, oldest first.
+    frames: RefCell<FrameQueue>,
     /// What the queued frames are charged ([`charge`]).
     queued_bytes: Cell<usize>,
     /// What the batch the writer took and has not finished writing is charged.
@@ -104,7 +105,7 @@ impl Outbound {
     /// An empty queue holding at most `limit_bytes`, as charged.
     pub fn new(limit_bytes: usize) -> Outbound {
         Outbound {
-            frames: RefCell::new(VecDeque::new()),
+            frames: RefCell::new(FrameQueue::default()),
             queued_bytes: Cell::new(0),
             in_flight_bytes: Cell::new(0),
             limit_bytes,
@@ -309,8 +310,8 @@ impl Outbound {
             return None;
         }
         let f = q.pop_front()?;
-        if q.capacity() <= SMALL_QUEUE {
-            *q = VecDeque::new();
+        if q.ring_capacity() <= SMALL_QUEUE {
+            q.release_ring();
         }
         if let Some(mut g) = gate {
             g.frames_before -= 1;
@@ -347,11 +348,11 @@ impl Outbound {
                 batch.push(f);
             }
         }
-        if q.is_empty() && (q.capacity() > KEEP_FRAMES || q.capacity() <= SMALL_QUEUE) {
+        if q.is_empty() && (q.ring_capacity() > KEEP_FRAMES || q.ring_capacity() <= SMALL_QUEUE) {
             // A burst grew it, or it never held more than a few frames (a login, a
             // reply): an idle connection gives the memory back. Between the two, a busy
             // connection keeps its slots.
-            *q = VecDeque::new();
+            q.release_ring();
         }
         if let Some(mut g) = gate {
             g.frames_before -= frames;
@@ -511,7 +512,7 @@ mod tests {
         q.take_batch(&mut batch, 1000, usize::MAX);
         assert_eq!(batch.len(), 700);
         assert!(q.is_empty());
-        assert!(q.frames.borrow().capacity() <= KEEP_FRAMES);
+        assert!(q.frames.borrow().ring_capacity() <= KEEP_FRAMES);
         q.finish_batch();
         assert_eq!(q.pending_bytes(), 0);
     }

@@ -332,12 +332,10 @@ impl Drop for Registration {
 /// `recv` without blocking; `None` when the socket has nothing.
 fn try_recv(fd: RawFd, buf: &mut [u8]) -> Option<io::Result<usize>> {
     loop {
-        // SAFETY: `buf` is valid for writes of its length for the duration of the call.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n >= 0 {
-            return Some(Ok(n as usize));
-        }
-        let e = io::Error::last_os_error();
+        let e = match super::sys::recv(fd, buf, libc::MSG_DONTWAIT) {
+            Ok(n) => return Some(Ok(n)),
+            Err(e) => e,
+        };
         match e.kind() {
             io::ErrorKind::Interrupted => continue,
             io::ErrorKind::WouldBlock => return None,

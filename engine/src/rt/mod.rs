@@ -15,6 +15,7 @@ mod glommio;
 pub(crate) mod net;
 #[cfg(feature = "tokio")]
 pub mod service;
+mod sys;
 pub(crate) mod tls;
 #[cfg(feature = "tokio")]
 mod tokio;

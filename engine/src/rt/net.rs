@@ -285,7 +285,7 @@ impl SharedStream {
                 // one system call per request.
                 let mut drained = None;
                 let read = s.try_io(tokio::io::Interest::READABLE, || {
-                    let n = io::Read::read(&mut &*socket2::SockRef::from(&*s), buf)?;
+                    let n = super::sys::recv(s.as_raw_fd(), buf, 0)?;
                     if n > 0 && n < buf.len() {
                         drained = Some(n);
                         return Err(io::ErrorKind::WouldBlock.into());
@@ -444,7 +444,7 @@ impl SharedStream {
         let flags = libc::MSG_DONTWAIT;
         match frames {
             [] => Ok(0),
-            [one] => sock.send_with_flags(one, flags),
+            [one] => super::sys::send(sock.as_raw_fd(), one, flags),
             [first, second, ..] if first.len().max(second.len()) <= COALESCE_FRAME_BYTES => {
                 COALESCE_SCRATCH.with(|scratch| {
                     let mut buf = scratch.borrow_mut();
@@ -455,7 +455,7 @@ impl SharedStream {
                         }
                         buf.extend_from_slice(f);
                     }
-                    let sent = sock.send_with_flags(&buf, flags);
+                    let sent = super::sys::send(sock.as_raw_fd(), &buf, flags);
                     if buf.capacity() > COALESCE_BYTES {
                         *buf = Vec::new();
                     }

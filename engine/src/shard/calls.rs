@@ -2,7 +2,9 @@
 //! latency histogram, and a handler that waits watched — its connection read on, a
 //! close abandoning it — so a call that never completes never holds a connection.
 
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use conduit_protocol::FrameDecoder;
@@ -26,24 +28,101 @@ pub(super) async fn run_watched(
     shard: &Rc<Shard>,
     conn: &Rc<LocalConn>,
     decoder: &mut FrameDecoder,
-    handle: &Connection,
+    handle: Connection,
     call: Call<'static>,
     read_at: Instant,
 ) -> (Option<Outcome>, bool) {
-    // Boxed: an idle connection's task then reserves no room for handler state, and
-    // most handlers finish on their first poll, before anything is watched.
-    let mut run = boxed_run(shard, conn, handle, call, read_at);
-    if let Some(done) = futures_lite::future::poll_once(&mut run).await {
-        return (Some(done), false);
-    }
-    // Boxed likewise: the watch exists only while a handler is pending.
+    // Started and polled once synchronously, in one poll of the connection's task:
+    // most handlers finish there, and nothing is boxed beyond the handler's own future.
+    let mut call = Some((handle, call));
+    let first = std::future::poll_fn(|cx| {
+        let (handle, call) = call.take().expect("polled once: it is ready at once");
+        Poll::Ready(first_poll(shard, conn, handle, call, read_at, cx))
+    })
+    .await;
+    let run = match first {
+        Ok(done) => return (Some(done), false),
+        Err(run) => run,
+    };
+    // Boxed: the watch exists only while a handler is pending, so an idle
+    // connection's task reserves no room for it.
     let watched = conn
         .unheld(Box::pin(watch(shard, conn, decoder, run)))
         .await;
     (watched, true)
 }
 
-/// The handler's future for `call`, boxed, inside its `rpc` span when that is enabled.
+/// A pending handler's future, with its timing (and span) around it.
+type Running<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + 'a>>;
+
+/// Starts `call` and polls it once: its outcome (timed) when it finished, else the
+/// future to wait for.
+fn first_poll<'a>(
+    shard: &'a Shard,
+    conn: &LocalConn,
+    handle: Connection,
+    call: Call<'static>,
+    read_at: Instant,
+    cx: &mut Context<'_>,
+) -> Result<Outcome, Running<'a>> {
+    let span = rpc_span(conn, &call);
+    let slot = (call.kind == CallKind::Rpc).then_some(call.slot);
+    let entered = span.enter();
+    let id = handle.id();
+    let started = match dispatch::start_rpc(&shard.registry, handle, call) {
+        Ok(started) => started,
+        Err((handle, call)) => {
+            // Messages and in-place methods called with decoded arguments: the
+            // general path, boxed whole.
+            drop(entered);
+            let mut run = boxed_run(shard, handle, call, read_at, span);
+            return match run.as_mut().poll(cx) {
+                Poll::Ready(done) => Ok(done),
+                Poll::Pending => Err(run),
+            };
+        }
+    };
+    let (mut future, name) = match started {
+        Ok(s) => (s.future, s.name),
+        Err(done) => {
+            if let Some(slot) = slot {
+                timed(shard, slot, read_at, &done);
+            }
+            return Ok(done);
+        }
+    };
+    let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
+    let done = match polled {
+        Ok(Poll::Ready(result)) => dispatch::rpc_outcome(result, name),
+        Err(_) => dispatch::rpc_panicked(id, name),
+        Ok(Poll::Pending) => {
+            drop(entered);
+            let rest = async move {
+                let done = match AssertUnwindSafe(future).catch_unwind().await {
+                    Ok(result) => dispatch::rpc_outcome(result, name),
+                    Err(_) => dispatch::rpc_panicked(id, name),
+                };
+                if let Some(slot) = slot {
+                    timed(shard, slot, read_at, &done);
+                }
+                done
+            };
+            return Err(if span.is_disabled() {
+                Box::pin(rest)
+            } else {
+                Box::pin(rest.instrument(span))
+            });
+        }
+    };
+    drop(entered);
+    if let Some(slot) = slot {
+        timed(shard, slot, read_at, &done);
+    }
+    Ok(done)
+}
+
+/// The general path: the handler's future for `call` (a message, or an in-place method
+/// called with decoded arguments), boxed whole, inside `span` when that is enabled.
 /// Not async, so the span never takes room in a connection's future.
 ///
 /// An RPC's latency, from `read_at` to its result, is recorded when the handler
@@ -51,15 +130,14 @@ pub(super) async fn run_watched(
 /// room for it.
 fn boxed_run<'a>(
     shard: &'a Shard,
-    conn: &LocalConn,
-    handle: &'a Connection,
+    handle: Connection,
     call: Call<'static>,
     read_at: Instant,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + 'a>> {
-    let span = rpc_span(conn, &call);
+    span: Span,
+) -> Running<'a> {
     let slot = (call.kind == CallKind::Rpc).then_some(call.slot);
     let run = async move {
-        let outcome = dispatch::run(&shard.registry, handle, call).await;
+        let outcome = dispatch::run(&shard.registry, &handle, call).await;
         if let Some(slot) = slot {
             timed(shard, slot, read_at, &outcome);
         }
@@ -100,7 +178,7 @@ async fn watch(
     shard: &Rc<Shard>,
     conn: &Rc<LocalConn>,
     decoder: &mut FrameDecoder,
-    mut run: std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + '_>>,
+    mut run: Running<'_>,
 ) -> Option<Outcome> {
     let closed = async {
         conn.close_requested.wait().await;

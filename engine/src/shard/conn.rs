@@ -356,7 +356,7 @@ async fn handle_frames(
     // The time the bytes were read, for every frame among them: read again only after
     // a step that waited (two clock reads per frame were a measurable share of a
     // request's cost).
-    let mut now = (Instant::now(), wall_clock_ms());
+    let mut now = shard.clock.now();
     loop {
         // Kicked (or cut off) while frames were still buffered: handle none of them.
         if let Some(r) = conn.close.get() {
@@ -375,7 +375,7 @@ async fn handle_frames(
                 // Boxed: the hooks' futures are sized only while they run.
                 let hooks = Box::pin(logged_in(shard, conn, codec, client_name.as_deref()));
                 conn.unheld(hooks).await;
-                now = (Instant::now(), wall_clock_ms());
+                now = shard.clock.now();
             }
             Event::TokenRefreshed(token) => conn.meta.set_token(Some(token)),
             Event::Call(call) => {
@@ -395,9 +395,9 @@ async fn handle_frames(
                     match call.into_owned() {
                         Some(call) => {
                             let (outcome, waited) =
-                                run_watched(shard, conn, decoder, &handle, call, now.0).await;
+                                run_watched(shard, conn, decoder, handle, call, now.0).await;
                             if waited {
-                                now = (Instant::now(), wall_clock_ms());
+                                now = shard.clock.now();
                             }
                             outcome
                         }

@@ -12,6 +12,7 @@
 
 mod accept;
 mod calls;
+mod clock;
 mod conn;
 mod launch;
 mod local;
@@ -23,10 +24,9 @@ mod websocket;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ahash::AHashMap;
-use conduit_protocol::clock::wall_clock_ms;
 use futures_lite::FutureExt;
 
 use self::launch::Setup;
@@ -98,6 +98,9 @@ pub(crate) struct Shard {
     /// Scratch room for a reader's direct write of several frames
     /// (`rt::writer::write_now`): used within one synchronous call, so one per shard.
     direct_batch: RefCell<Vec<bytes::Bytes>>,
+    /// The time connections stamp their frames with: one clock read per batch of
+    /// frames, the wall time derived from an anchor each heartbeat tick renews.
+    clock: clock::ShardClock,
     /// A descriptor kept open for the moment the process has none left: closed to
     /// accept one connection and tell it "server full", then opened again.
     reserve: RefCell<Option<std::fs::File>>,
@@ -349,6 +352,7 @@ async fn shard_main(setup: Setup) {
         next_proxy_read: Cell::new(0),
         recv: recv::RecvPool::default(),
         direct_batch: RefCell::new(Vec::new()),
+        clock: clock::ShardClock::new(),
         reserve: RefCell::new(std::fs::File::open("/dev/null").ok()),
     });
     router::enter_shard(&shard.router, shard.run.clone(), shard.clone());
@@ -520,8 +524,7 @@ async fn heartbeat_loop(shard: Rc<Shard>) {
     let period = (c.heartbeat_interval.min(c.auth_timeout) / 4).clamp(TICK_MIN, TICK_MAX);
     loop {
         sleep(period).await;
-        let now = Instant::now();
-        let ts = wall_clock_ms();
+        let (now, ts) = shard.clock.reanchor();
         // No await below: the pool stays borrowed for one synchronous pass.
         let pool = shard.pool.borrow();
         let mut queued = 0;
