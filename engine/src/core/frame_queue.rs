@@ -1,7 +1,8 @@
 //! The order frames wait in for one connection: the oldest in a slot of its own, the
-//! rest in a ring. A connection that sends one reply at a time (request/response)
-//! then queues and takes it without touching the heap, where a ring alone was
-//! allocated and given back on every reply (an idle connection keeps no ring).
+//! rest in a ring allocated only while more than one waits. A reply to one request, or
+//! one broadcast to an idle receiver, is then queued and taken without touching the
+//! heap, where a ring alone was allocated and given back for every such frame; and an
+//! idle connection holds 40 bytes here, not the 32 of an empty ring plus a slot.
 
 use std::collections::VecDeque;
 
@@ -12,32 +13,32 @@ use bytes::Bytes;
 pub(super) struct FrameQueue {
     /// The oldest frame.
     first: Option<Bytes>,
-    /// Every later frame, oldest first.
-    rest: VecDeque<Bytes>,
+    /// Every later frame, oldest first; boxed so an idle connection pays a pointer.
+    rest: Option<Box<VecDeque<Bytes>>>,
 }
 
 impl FrameQueue {
     /// Appends `frame`.
     pub fn push_back(&mut self, frame: Bytes) {
         if self.first.is_none() {
-            debug_assert!(self.rest.is_empty());
+            debug_assert!(self.rest.as_ref().is_none_or(|r| r.is_empty()));
             self.first = Some(frame);
         } else {
-            self.rest.push_back(frame);
+            self.rest.get_or_insert_default().push_back(frame);
         }
     }
 
     /// Puts `frame` before every other.
     pub fn push_front(&mut self, frame: Bytes) {
         if let Some(old) = self.first.replace(frame) {
-            self.rest.push_front(old);
+            self.rest.get_or_insert_default().push_front(old);
         }
     }
 
     /// Takes the oldest frame.
     pub fn pop_front(&mut self) -> Option<Bytes> {
         let frame = self.first.take()?;
-        self.first = self.rest.pop_front();
+        self.first = self.rest.as_mut().and_then(|r| r.pop_front());
         Some(frame)
     }
 
@@ -48,7 +49,7 @@ impl FrameQueue {
 
     /// How many frames wait.
     pub fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |r| r.len())
     }
 
     /// Whether none waits.
@@ -58,19 +59,21 @@ impl FrameQueue {
 
     /// Slots the ring holds allocated.
     pub fn ring_capacity(&self) -> usize {
-        self.rest.capacity()
+        self.rest.as_ref().map_or(0, |r| r.capacity())
     }
 
     /// Gives the ring's memory back (when empty: an idle connection holds none).
     pub fn release_ring(&mut self) {
-        debug_assert!(self.rest.is_empty());
-        self.rest = VecDeque::new();
+        debug_assert!(self.rest.as_ref().is_none_or(|r| r.is_empty()));
+        self.rest = None;
     }
 
     /// Drops every frame.
     pub fn clear(&mut self) {
         self.first = None;
-        self.rest.clear();
+        if let Some(r) = &mut self.rest {
+            r.clear();
+        }
     }
 }
 
@@ -90,6 +93,7 @@ mod tests {
     fn first_in_first_out_across_the_slot_and_the_ring() {
         let mut q = FrameQueue::default();
         assert!(q.is_empty() && q.front().is_none());
+        assert_eq!(std::mem::size_of::<FrameQueue>(), 40);
         q.push_back(f(1));
         assert_eq!(q.ring_capacity(), 0, "one frame needs no ring");
         q.push_back(f(2));
