@@ -36,7 +36,11 @@ pub(super) async fn run_watched(
     // most handlers finish there, and nothing is boxed beyond the handler's own future.
     let mut call = Some((handle, call));
     let first = std::future::poll_fn(|cx| {
-        let (handle, call) = call.take().expect("polled once: it is ready at once");
+        let Some((handle, call)) = call.take() else {
+            // Ready on its first poll, so never polled again.
+            debug_assert!(false, "the first poll of a call polled twice");
+            return Poll::Pending;
+        };
         Poll::Ready(first_poll(shard, conn, handle, call, read_at, cx))
     })
     .await;
