@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use conduit::{Codec, ConnectionId, RpcError, RpcInfo, Server, ServerDescriptor, Value};
+use conduit::{Codec, ConnectionId, RpcError, RpcInfo, RpcMethod, Server, ServerDescriptor, Value};
 use conduit_protocol::v1::{self, V1Payload};
 use conduit_protocol::FrameKind;
 use conduit_tests::forge::{auth_frame, message_frame};
@@ -314,6 +314,26 @@ fn peers_that_reset_mid_frame_leak_no_slot() {
 
 // ---- handler panics and errors -------------------------------------------------------------
 
+/// An RPC future that is ready at once and panics when dropped.
+struct PanicsOnDrop;
+
+impl std::future::Future for PanicsOnDrop {
+    type Output = Result<Value, RpcError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(Ok(Value::from("ready")))
+    }
+}
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("deliberate panic dropping an RPC future");
+    }
+}
+
 #[matrix]
 fn handler_panics_and_errors_under_load_are_isolated() {
     quiet_deliberate_panics();
@@ -333,6 +353,18 @@ fn handler_panics_and_errors_under_load_are_isolated() {
         }
         async move { Ok::<_, RpcError>(Value::Nil) }
     });
+    // … after it waited once (its future boxed and watched) …
+    server.rpc_with(RpcInfo::new("boom_later"), |_call| async move {
+        conduit::rt::sleep(Duration::from_millis(1)).await;
+        if true {
+            panic!("deliberate panic in an RPC future that waited");
+        }
+        Ok::<_, RpcError>(Value::Nil)
+    });
+    // … and while its finished future is dropped.
+    server.rpc(RpcMethod::new(RpcInfo::new("boom_on_drop"), |_call| {
+        PanicsOnDrop
+    }));
     server.rpc_with(RpcInfo::new("fail"), |_call| async move {
         Err::<Value, _>(RpcError::new(1234, "deliberate failure"))
     });
@@ -371,7 +403,8 @@ fn handler_panics_and_errors_under_load_are_isolated() {
                     match r % 4 {
                         0 => assert_eq!(add(&mut c, n, 1), Value::from(n + 1)),
                         1 | 2 => {
-                            let method = if r % 4 == 1 { "boom" } else { "boom_now" };
+                            let method =
+                                ["boom", "boom_now", "boom_later", "boom_on_drop"][(r / 4 + i) % 4];
                             let e = c.rpc(method, &Value::map()).unwrap();
                             assert_eq!(e.get("success"), Some(&Value::from(false)), "{e}");
                             assert_eq!(e.get("code"), Some(&Value::from(1001)), "{e}");

@@ -1,7 +1,8 @@
 //! Runs the handler a connection core asked for and turns what it returns into the
 //! core's [`Outcome`]. Runtime-neutral: both backends call it. Panics, in the handler's
-//! body or while it builds its future, are contained here: they answer the caller
-//! (code 1001) and never take the shard down.
+//! body or while it builds its future, are contained — here, or for an RPC the glue
+//! polls itself ([`start_rpc`]) in the glue, with [`rpc_panicked`]: they answer the
+//! caller (code 1001) and never take the shard down.
 
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
@@ -100,11 +101,11 @@ pub(crate) struct StartedRpc<'r> {
 /// common case) without running it: the glue polls the future itself and boxes
 /// nothing more when it finishes on its first poll. Any other call comes back as it
 /// went in, for [`run`]; a handler that panics while building its future is answered.
-pub(crate) fn start_rpc<'r>(
+pub(crate) fn start_rpc<'r, 'c>(
     registry: &'r Registry,
     conn: Connection,
-    call: Call<'static>,
-) -> Result<Result<StartedRpc<'r>, Outcome>, (Connection, Call<'static>)> {
+    call: Call<'c>,
+) -> Result<Result<StartedRpc<'r>, Outcome>, (Connection, Call<'c>)> {
     let entry = match registry.rpcs.get(call.route.as_ref()) {
         Some(entry) if call.kind == CallKind::Rpc && entry.archived.is_none() => entry,
         _ => return Err((conn, call)),
@@ -149,7 +150,24 @@ pub(crate) async fn run(registry: &Registry, conn: &Connection, call: Call<'_>) 
         CallKind::Message => {
             Outcome::Message(run_message(registry, conn, &call.route, call.args).await)
         }
-        CallKind::Rpc => Outcome::Rpc(run_rpc(registry, conn, call.route, call.args).await),
+        CallKind::Rpc => match start_rpc(registry, conn.clone(), call) {
+            Ok(Ok(started)) => {
+                let id = conn.id();
+                let future = started.future;
+                // Awaited inside the catch, so its drop is caught too.
+                #[allow(
+                    clippy::redundant_async_block,
+                    reason = "the block drops the future inside the poll the catch wraps"
+                )]
+                let run = AssertUnwindSafe(async move { future.await });
+                match run.catch_unwind().await {
+                    Ok(result) => rpc_outcome(result, started.name),
+                    Err(_) => rpc_panicked(id, started.name),
+                }
+            }
+            Ok(Err(done)) => done,
+            Err((_, call)) => Outcome::Rpc(run_rpc(registry, conn, call.route, call.args).await),
+        },
     }
 }
 
@@ -187,6 +205,8 @@ async fn run_message(
     reply
 }
 
+/// An RPC that [`start_rpc`] does not start: an in-place method (with native or
+/// decoded arguments) or an unknown one.
 async fn run_rpc(
     registry: &Registry,
     conn: &Connection,
@@ -221,18 +241,9 @@ async fn run_rpc(
             std::panic::catch_unwind(AssertUnwindSafe(|| archived(&call, raw)))
                 .unwrap_or_else(|_| Err(panicked(conn, name)))
         }
-        (None, Args::Value(params)) => {
-            let call = RpcCall {
-                connection: conn.clone(),
-                method: method.into_owned(),
-                params,
-            };
-            contained(|| (entry.call)(call))
-                .await
-                .unwrap_or_else(|_| Err(panicked(conn, name)))
-        }
-        // The core decodes arguments for methods that do not read them in place.
-        (None, Args::Native(_)) => Err(RpcError::failed("arguments arrived undecoded")),
+        // Decoded arguments go through `start_rpc`; the core decodes arguments for
+        // methods that do not read them in place.
+        (None, _) => Err(RpcError::failed("arguments arrived undecoded")),
     };
     result.map_err(|e| failure(e, name))
 }

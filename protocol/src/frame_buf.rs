@@ -8,8 +8,9 @@ pub const SMALL_FRAME_BYTES: usize = 64;
 
 /// A finished frame buffer as `Bytes`, with no unused capacity. Shrinking splits the
 /// allocation in place (nothing is copied), and a buffer exactly full becomes `Bytes`
-/// without the shared-buffer record a partly full one needs: one allocation and one
-/// free fewer per frame, whose first clone (a broadcast) adds the record instead.
+/// without the shared-buffer record a partly full one would need: a frame that is
+/// never cloned (a reply) has no record; the first clone of one (a broadcast's) adds
+/// it.
 pub(crate) fn seal(mut out: Vec<u8>) -> bytes::Bytes {
     out.shrink_to_fit();
     bytes::Bytes::from(out)

@@ -195,9 +195,11 @@ thread_local! {
 impl ValueTree {
     /// Runs `f` on `value` flattened, in a tree reused across calls on this thread
     /// (what the encoders use: a reply or a message then allocates no node vector).
-    pub fn with_flattened<R>(value: &Value, f: impl FnOnce(&ValueTree) -> R) -> R {
+    pub(crate) fn with_flattened<R>(value: &Value, f: impl FnOnce(&ValueTree) -> R) -> R {
         SCRATCH_TREE.with(|cell| match cell.try_borrow_mut() {
             Ok(mut tree) => {
+                // Cleared first too: a panic in `f` must not leave nodes for the next.
+                tree.nodes.clear();
                 flatten(value, &mut tree.nodes);
                 let r = f(&tree);
                 tree.nodes.clear();
@@ -206,7 +208,7 @@ impl ValueTree {
                 }
                 r
             }
-            // Encoding from within an encoding (not done today): a tree of its own.
+            // An encoding from within an encoding: a tree of its own.
             Err(_) => f(&ValueTree::from_value(value)),
         })
     }
@@ -686,5 +688,30 @@ mod tests {
             split_route(&[1, 0xff, 0, 0, 0, 0, 0, 0]),
             Err(WireError::InvalidUtf8(_))
         ));
+    }
+
+    #[test]
+    fn the_scratch_tree_encodes_what_a_fresh_tree_does() {
+        let enc = Encoder::new(42);
+        let fresh = |v: &Value| enc.rpc_response(9, &ValueTree::from_value(v)).unwrap();
+        let reused = |v: &Value| ValueTree::with_flattened(v, |t| enc.rpc_response(9, t)).unwrap();
+        // Twice each, in turns: nothing of one value stays for the next.
+        for v in [sample(), Value::Int(3), sample(), Value::Nil] {
+            assert_eq!(reused(&v), fresh(&v));
+        }
+        // A nested encoding gets a tree of its own and the same bytes.
+        let (outer, inner) = ValueTree::with_flattened(&sample(), |t| {
+            (enc.rpc_response(9, t).unwrap(), reused(&Value::Int(3)))
+        });
+        assert_eq!((outer, inner), (fresh(&sample()), fresh(&Value::Int(3))));
+        // A panic while the tree is out leaves nothing behind.
+        let _ = std::panic::catch_unwind(|| {
+            ValueTree::with_flattened(&sample(), |_| panic!("encoder failed"))
+        });
+        assert_eq!(reused(&Value::Int(3)), fresh(&Value::Int(3)));
+        // A large value's nodes are not kept.
+        let big = Value::from_iter(0..(SCRATCH_TREE_NODES as i64 * 2));
+        assert_eq!(reused(&big), fresh(&big));
+        SCRATCH_TREE.with(|t| assert_eq!(t.borrow().nodes.capacity(), 0));
     }
 }

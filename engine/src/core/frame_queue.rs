@@ -1,8 +1,8 @@
 //! The order frames wait in for one connection: the oldest in a slot of its own, the
 //! rest in a ring allocated only while more than one waits. A reply to one request, or
-//! one broadcast to an idle receiver, is then queued and taken without touching the
-//! heap, where a ring alone was allocated and given back for every such frame; and an
-//! idle connection holds 40 bytes here, not the 32 of an empty ring plus a slot.
+//! one broadcast to an idle receiver, is queued and taken without touching the heap;
+//! an idle connection holds 40 bytes here (a slot and a pointer; an unboxed ring
+//! beside the slot would make it 64).
 
 use std::collections::VecDeque;
 

@@ -516,4 +516,37 @@ mod tests {
         q.finish_batch();
         assert_eq!(q.pending_bytes(), 0);
     }
+
+    #[test]
+    fn one_frame_at_a_time_needs_no_ring_and_unsent_frames_keep_their_order() {
+        let q = Outbound::new(1 << 20);
+        // A reply at a time, taken either way: no ring is ever allocated.
+        for _ in 0..3 {
+            q.push(Bytes::from_static(b"reply"));
+            assert_eq!(q.take_single(), Some(Bytes::from_static(b"reply")));
+            q.finish_batch();
+            q.push(Bytes::from_static(b"reply"));
+            let mut batch = Vec::new();
+            q.take_batch(&mut batch, 8, usize::MAX);
+            assert_eq!(batch.len(), 1);
+            q.finish_batch();
+            assert_eq!(q.frames.borrow().ring_capacity(), 0);
+        }
+        // Frames given back go before what was queued meanwhile (slot and ring both
+        // in use), and their charge moves back.
+        for f in [&b"a"[..], b"b", b"c"] {
+            q.push(Bytes::from_static(f));
+        }
+        let mut batch = Vec::new();
+        q.take_batch(&mut batch, 2, usize::MAX);
+        q.push(Bytes::from_static(b"d"));
+        q.unsent(batch.drain(..));
+        assert_eq!(
+            (q.pending_bytes(), q.queued_bytes()),
+            (cost(4, 4), cost(4, 4))
+        );
+        q.take_batch(&mut batch, 8, usize::MAX);
+        let order: Vec<&[u8]> = batch.iter().map(|b| &b[..]).collect();
+        assert_eq!(order, [&b"a"[..], b"b", b"c", b"d"]);
+    }
 }

@@ -15,10 +15,10 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<
     let n = unsafe {
         libc::syscall(
             libc::SYS_recvfrom,
-            fd,
+            libc::c_long::from(fd),
             buf.as_mut_ptr(),
             buf.len(),
-            flags,
+            libc::c_long::from(flags),
             std::ptr::null_mut::<libc::sockaddr>(),
             std::ptr::null_mut::<libc::socklen_t>(),
         )
@@ -40,12 +40,12 @@ pub(crate) fn send(fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usiz
     let n = unsafe {
         libc::syscall(
             libc::SYS_sendto,
-            fd,
+            libc::c_long::from(fd),
             buf.as_ptr(),
             buf.len(),
-            flags,
+            libc::c_long::from(flags),
             std::ptr::null::<libc::sockaddr>(),
-            0 as libc::socklen_t,
+            0 as libc::c_long,
         )
     };
     #[cfg(not(target_os = "linux"))]

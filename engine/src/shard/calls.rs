@@ -33,15 +33,12 @@ pub(super) async fn run_watched(
     read_at: Instant,
 ) -> (Option<Outcome>, bool) {
     // Started and polled once synchronously, in one poll of the connection's task:
-    // most handlers finish there, and nothing is boxed beyond the handler's own future.
+    // most handlers finish there, and an RPC with decoded arguments (the common call)
+    // then needs no box beyond the handler's own future.
     let mut call = Some((handle, call));
-    let first = std::future::poll_fn(|cx| {
-        let Some((handle, call)) = call.take() else {
-            // Ready on its first poll, so never polled again.
-            debug_assert!(false, "the first poll of a call polled twice");
-            return Poll::Pending;
-        };
-        Poll::Ready(first_poll(shard, conn, handle, call, read_at, cx))
+    let first = std::future::poll_fn(|cx| match call.take() {
+        Some((handle, call)) => Poll::Ready(first_poll(shard, conn, handle, call, read_at, cx)),
+        None => unreachable!("ready on its first poll, so never polled again"),
     })
     .await;
     let run = match first {
@@ -76,8 +73,8 @@ fn first_poll<'a>(
     let started = match dispatch::start_rpc(&shard.registry, handle, call) {
         Ok(started) => started,
         Err((handle, call)) => {
-            // Messages and in-place methods called with decoded arguments: the
-            // general path, boxed whole.
+            // Messages, in-place methods called with decoded arguments and unknown
+            // methods: the general path, boxed whole.
             drop(entered);
             let mut run = boxed_run(shard, handle, call, read_at, span);
             return match run.as_mut().poll(cx) {
@@ -97,12 +94,16 @@ fn first_poll<'a>(
     };
     let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
     let done = match polled {
-        Ok(Poll::Ready(result)) => dispatch::rpc_outcome(result, name),
-        Err(_) => dispatch::rpc_panicked(id, name),
         Ok(Poll::Pending) => {
             drop(entered);
             let rest = async move {
-                let done = match AssertUnwindSafe(future).catch_unwind().await {
+                // Awaited inside the catch, so its drop is caught too.
+                #[allow(
+                    clippy::redundant_async_block,
+                    reason = "the block drops the future inside the poll the catch wraps"
+                )]
+                let run = AssertUnwindSafe(async move { future.await });
+                let done = match run.catch_unwind().await {
                     Ok(result) => dispatch::rpc_outcome(result, name),
                     Err(_) => dispatch::rpc_panicked(id, name),
                 };
@@ -116,6 +117,15 @@ fn first_poll<'a>(
             } else {
                 Box::pin(rest.instrument(span))
             });
+        }
+        polled => {
+            // Dropped inside a catch as well: a future whose drop panics is answered
+            // like one whose poll did.
+            let dropped = std::panic::catch_unwind(AssertUnwindSafe(move || drop(future)));
+            match (polled, dropped) {
+                (Ok(Poll::Ready(result)), Ok(())) => dispatch::rpc_outcome(result, name),
+                _ => dispatch::rpc_panicked(id, name),
+            }
         }
     };
     drop(entered);

@@ -1,9 +1,10 @@
 //! A shard's clock: the monotonic time and the wall-clock milliseconds frame headers
 //! carry, from one clock read. The wall time is the monotonic time past an anchor
 //! taken from the real wall clock on every heartbeat tick, so a request pays one
-//! clock read instead of two (each a measurable share of an RPC's cost); a wall-clock
-//! step shows within one tick period, and between ticks the two clocks drift apart by
-//! at most the clock's slew rate (well under a millisecond per second).
+//! clock read instead of two (each a measurable share of an RPC's cost). The two
+//! clocks advance together; a step of the wall clock (set by hand, or by a time
+//! daemon) shows from the next tick, and a renewed anchor may read up to 1 ms behind
+//! the derived time before it (frame timestamps are informational).
 
 use std::cell::Cell;
 use std::time::Instant;
