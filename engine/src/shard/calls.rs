@@ -4,7 +4,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use conduit_protocol::FrameDecoder;
@@ -18,43 +18,45 @@ use crate::dispatch;
 use crate::router::Connection;
 use crate::rt::exec::sleep;
 
-/// Runs a handler while watching its connection: a close request abandons it — at
-/// once when the peer is cut off, after the drain timeout when the close flushes (a
-/// kick, a stop: in-flight calls are still answered) — and the socket is read on
-/// meanwhile (into the decoder, up to its limit), so a peer that goes away is noticed
-/// and its handler dropped. A call that never completes does not hold its connection
-/// past close. `None` when the handler was abandoned; with whether it had to wait.
-pub(super) async fn run_watched(
-    shard: &Rc<Shard>,
-    conn: &Rc<LocalConn>,
-    decoder: &mut FrameDecoder,
+/// Starts a handler and polls it once, right here: most handlers finish there (its
+/// outcome, timed), and an RPC with decoded arguments (the common call) then needs no
+/// box beyond the handler's own future. Synchronous, so nothing of the call is kept in
+/// the connection's future (an idle connection's task does not grow by it). The poll
+/// uses a waker that does nothing: a handler that must wait comes back as the future
+/// to pass to [`wait`], which polls it again at once with the task's own waker — in
+/// the same turn, so no wake-up is lost.
+pub(super) fn start<'a>(
+    shard: &'a Shard,
+    conn: &LocalConn,
     handle: Connection,
     call: Call<'static>,
     read_at: Instant,
-) -> (Option<Outcome>, bool) {
-    // Started and polled once synchronously, in one poll of the connection's task:
-    // most handlers finish there, and an RPC with decoded arguments (the common call)
-    // then needs no box beyond the handler's own future.
-    let mut call = Some((handle, call));
-    let first = std::future::poll_fn(|cx| match call.take() {
-        Some((handle, call)) => Poll::Ready(first_poll(shard, conn, handle, call, read_at, cx)),
-        None => unreachable!("ready on its first poll, so never polled again"),
-    })
-    .await;
-    let run = match first {
-        Ok(done) => return (Some(done), false),
-        Err(run) => run,
-    };
+) -> Result<Outcome, Running<'a>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    first_poll(shard, conn, handle, call, read_at, &mut cx)
+}
+
+/// Waits for a handler that did not finish on its first poll while watching its
+/// connection: a close request abandons it — at once when the peer is cut off, after
+/// the drain timeout when the close flushes (a kick, a stop: in-flight calls are still
+/// answered) — and the socket is read on meanwhile (into the decoder, up to its
+/// limit), so a peer that goes away is noticed and its handler dropped. A call that
+/// never completes does not hold its connection past close. `None` when the handler
+/// was abandoned.
+pub(super) async fn wait(
+    shard: &Rc<Shard>,
+    conn: &Rc<LocalConn>,
+    decoder: &mut FrameDecoder,
+    run: Running<'_>,
+) -> Option<Outcome> {
     // Boxed: the watch exists only while a handler is pending, so an idle
     // connection's task reserves no room for it.
-    let watched = conn
-        .unheld(Box::pin(watch(shard, conn, decoder, run)))
-        .await;
-    (watched, true)
+    conn.unheld(Box::pin(watch(shard, conn, decoder, run)))
+        .await
 }
 
 /// A pending handler's future, with its timing (and span) around it.
-type Running<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + 'a>>;
+pub(super) type Running<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + 'a>>;
 
 /// Starts `call` and polls it once: its outcome (timed) when it finished, else the
 /// future to wait for.
@@ -187,7 +189,7 @@ pub(super) fn rpc_span(conn: &LocalConn, call: &Call<'_>) -> Span {
     )
 }
 
-/// Waits for a pending handler while watching its connection (see [`run_watched`]).
+/// Waits for a pending handler while watching its connection (see [`wait`]).
 async fn watch(
     shard: &Rc<Shard>,
     conn: &Rc<LocalConn>,

@@ -12,7 +12,7 @@ use conduit_protocol::{Codec, FrameDecoder};
 use futures_lite::FutureExt;
 use tracing::{Instrument, Span};
 
-use super::calls::{rpc_span, run_watched, timed};
+use super::calls::{self, rpc_span, timed};
 use super::local::{Held, LocalConn};
 use super::setup::{prepare, Prepared, Setup};
 use super::Shard;
@@ -393,14 +393,14 @@ async fn handle_frames(
                     Some(outcome)
                 } else {
                     match call.into_owned() {
-                        Some(call) => {
-                            let (outcome, waited) =
-                                run_watched(shard, conn, decoder, handle, call, now.0).await;
-                            if waited {
+                        Some(call) => match calls::start(shard, conn, handle, call, now.0) {
+                            Ok(done) => Some(done),
+                            Err(running) => {
+                                let outcome = calls::wait(shard, conn, decoder, running).await;
                                 now = shard.clock.now();
+                                outcome
                             }
-                            outcome
-                        }
+                        },
                         None => None,
                     }
                 };
