@@ -47,6 +47,7 @@ pub mod handshake;
 pub mod header;
 pub mod msgpack;
 pub mod native;
+mod scratch_tree;
 pub mod v1;
 pub mod value;
 

@@ -26,10 +26,7 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<
     #[cfg(not(target_os = "linux"))]
     // SAFETY: as above.
     let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) } as libc::c_long;
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    byte_count(n)
 }
 
 /// `send(fd, buf, flags)`.
@@ -51,10 +48,12 @@ pub(crate) fn send(fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usiz
     #[cfg(not(target_os = "linux"))]
     // SAFETY: as above.
     let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), flags) } as libc::c_long;
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    byte_count(n)
+}
+
+/// A system call's byte count, or the error `errno` holds when it returned -1.
+fn byte_count(n: libc::c_long) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 #[cfg(test)]
