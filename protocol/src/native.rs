@@ -458,11 +458,12 @@ impl Encoder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::decoder::{DecoderLimits, FrameDecoder};
 
-    fn sample() -> Value {
+    /// A value with every kind in it (other modules' tests use it too).
+    pub(crate) fn sample() -> Value {
         Value::map()
             .with("message", "hi")
             .with("n", -7)

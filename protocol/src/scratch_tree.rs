@@ -41,15 +41,8 @@ impl ValueTree {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::native::tests::sample;
     use crate::native::Encoder;
-
-    fn sample() -> Value {
-        Value::map()
-            .with("message", "hi")
-            .with("n", -7)
-            .with("list", Value::from_iter([1, 2, 3]))
-            .with("nested", Value::map().with("x", Value::Nil))
-    }
 
     #[test]
     fn the_scratch_tree_encodes_what_a_fresh_tree_does() {
