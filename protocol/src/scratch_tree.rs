@@ -63,6 +63,11 @@ mod tests {
             ValueTree::with_flattened(&sample(), |_| panic!("encoder failed"))
         });
         assert_eq!(reused(&Value::Int(3)), fresh(&Value::Int(3)));
+        // What the retained bound is in bytes (its doc says 8 KiB).
+        assert_eq!(
+            SCRATCH_TREE_NODES * std::mem::size_of::<crate::native::Node>(),
+            8 << 10
+        );
         // A large value's nodes are not kept.
         let big = Value::from_iter(0..(SCRATCH_TREE_NODES as i64 * 2));
         assert_eq!(reused(&big), fresh(&big));

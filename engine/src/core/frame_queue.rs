@@ -72,12 +72,10 @@ impl FrameQueue {
         self.rest = None;
     }
 
-    /// Drops every frame.
+    /// Drops every frame, and the ring with them.
     pub fn clear(&mut self) {
         self.first = None;
-        if let Some(r) = &mut self.rest {
-            r.clear();
-        }
+        self.rest = None;
     }
 }
 
@@ -112,7 +110,9 @@ mod tests {
         q.push_front(f(9));
         q.push_front(f(8));
         assert_eq!(q.len(), 2);
+        assert!(q.ring_capacity() > 0);
         q.clear();
+        assert_eq!(q.ring_capacity(), 0, "a cleared queue holds no ring");
         assert!(q.is_empty());
         assert_eq!(q.len(), 0);
         q.release_ring();
