@@ -128,6 +128,10 @@ pub enum BusMsg {
         stream: std::net::TcpStream,
         admission: super::Admission,
     },
+    /// Messages one shard thread sent this shard in a row, gathered by its lane
+    /// (`lanes.rs`): served in order, as if each had come alone. Never nested, never
+    /// holds a `Control`.
+    Batch(Vec<BusMsg>),
     /// A lifecycle step; the reply carries the step's outcome.
     Control {
         step: Control,

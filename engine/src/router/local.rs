@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use super::lanes::Lanes;
 use super::{Filter, Frames, Router, RouterInner, RunState};
 use crate::error::Result;
 use crate::id::ConnectionId;
@@ -29,6 +30,9 @@ struct Local {
     router: *const RouterInner,
     run: Arc<RunState>,
     shard: Rc<dyn LocalShard>,
+    /// This thread's lanes to the run's other shards: everything it sends them goes
+    /// through these, in order.
+    lanes: Rc<Lanes>,
 }
 
 thread_local! {
@@ -40,10 +44,18 @@ pub(crate) fn enter_shard(router: &Router, run: Arc<RunState>, shard: Rc<dyn Loc
     LOCAL.with(|l| {
         *l.borrow_mut() = Some(Local {
             router: Arc::as_ptr(&router.inner),
+            lanes: Lanes::new(&run.bus, &run.batch_room),
             run,
             shard,
         })
     });
+}
+
+/// Hands what this thread's shard queued for other shards (see `lanes`) to their
+/// buses now, where they have room: `true` when nothing is left (or the thread runs
+/// no shard). Cheap when the lanes are empty, as they are between bursts.
+pub(crate) fn hand_over_lanes() -> bool {
+    LOCAL.with(|l| l.borrow().as_ref().is_none_or(|l| l.lanes.hand_over()))
 }
 
 /// Removes this thread's shard.
@@ -59,6 +71,25 @@ impl Router {
                 .as_ref()
                 .filter(|l| std::ptr::eq(l.router, Arc::as_ptr(&self.inner)))
                 .map(|l| (l.run.clone(), l.shard.clone()))
+        })
+    }
+
+    /// Resolves once what this thread's shard sent other shards is on their buses (at
+    /// once off a shard).
+    pub(crate) async fn settle_lanes(&self) {
+        if let Some(lanes) = self.lanes() {
+            lanes.settled().await;
+        }
+    }
+
+    /// This thread's lanes to the other shards of this router's run, if this thread
+    /// runs one of its shards.
+    pub(super) fn lanes(&self) -> Option<Rc<Lanes>> {
+        LOCAL.with(|l| {
+            l.borrow()
+                .as_ref()
+                .filter(|l| std::ptr::eq(l.router, Arc::as_ptr(&self.inner)))
+                .map(|l| l.lanes.clone())
         })
     }
 }

@@ -12,6 +12,7 @@ mod broadcast;
 pub(crate) mod bus;
 mod connection;
 mod figures;
+mod lanes;
 mod local;
 #[cfg_attr(
     not(any(feature = "redis", feature = "nats")),
@@ -24,6 +25,7 @@ mod stats;
 
 use std::any::{Any, TypeId};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
@@ -36,7 +38,8 @@ pub use broadcast::Broadcast;
 pub(crate) use bus::{BusMsg, Control, Filter, Frames};
 pub(crate) use connection::ConnMeta;
 pub use connection::Connection;
-pub(crate) use local::{enter_shard, leave_shard, LocalShard};
+use lanes::Lanes;
+pub(crate) use local::{enter_shard, hand_over_lanes, leave_shard, LocalShard};
 #[cfg_attr(
     not(any(feature = "redis", feature = "nats")),
     allow(dead_code, unused_imports, reason = "used by the cluster adapters")
@@ -72,6 +75,12 @@ pub(crate) struct RoomHooks {
 pub(crate) struct RunState {
     /// Each shard's inbound bus.
     pub bus: Vec<flume::Sender<BusMsg>>,
+    /// Room for requests in batches on each shard's bus (`lanes`): a lane takes a
+    /// permit per request before handing a batch over, the shard gives them back once
+    /// it has served the batch. So batches hold at most `bus_capacity` requests on a
+    /// bus, as single requests do, and a lifecycle step queued behind them waits for
+    /// no more than that.
+    pub batch_room: Vec<Arc<async_lock::Semaphore>>,
     /// Each shard's logged-in connections, readable from any thread (written by the
     /// owner at login and close only).
     directory: Vec<RwLock<AHashMap<ConnectionId, Arc<ConnMeta>>>>,
@@ -107,6 +116,10 @@ impl RunState {
     ) -> RunState {
         let shards = bus.len();
         RunState {
+            batch_room: bus
+                .iter()
+                .map(|b| Arc::new(async_lock::Semaphore::new(b.capacity().unwrap_or(1))))
+                .collect(),
             bus,
             directory: (0..shards).map(|_| RwLock::default()).collect(),
             addr: OnceLock::new(),
@@ -204,6 +217,7 @@ fn encode_for(run: &RunState, id: ConnectionId, name: &str, data: &Value) -> Res
 /// the request still queued drops it (and its reply sender) only once every holder of
 /// the run is gone.
 async fn ask<T>(
+    lanes: Option<Rc<Lanes>>,
     run: Arc<RunState>,
     shard: usize,
     make: impl FnOnce(flume::Sender<T>) -> BusMsg,
@@ -211,10 +225,17 @@ async fn ask<T>(
     let bus = run.bus.get(shard).ok_or(Error::Closed)?.clone();
     drop(run);
     let (tx, rx) = flume::bounded(1);
-    bus.send_async(make(tx))
-        .await
-        .map_err(|_| Error::NotRunning)?;
-    drop(bus);
+    let sent = match lanes {
+        // On a shard thread: after what this thread sent that shard before.
+        Some(lanes) => {
+            drop(bus);
+            lanes.send(shard, make(tx)).await
+        }
+        None => bus.send_async(make(tx)).await.is_ok(),
+    };
+    if !sent {
+        return Err(Error::NotRunning);
+    }
     Ok(rx.recv_async().await.ok())
 }
 
@@ -502,6 +523,7 @@ impl Router {
             return 0;
         };
         let local = self.local().map(|(_, s)| s);
+        let lanes = self.lanes();
         let (tx, rx) = if exact {
             let (tx, rx) = flume::bounded(run.bus.len());
             (Some(tx), Some(rx))
@@ -524,7 +546,11 @@ impl Router {
                 filter: filter.clone(),
                 reply: tx.clone(),
             };
-            if bus.send_async(msg).await.is_ok() {
+            let sent = match &lanes {
+                Some(lanes) => lanes.send(i, msg).await,
+                None => bus.send_async(msg).await.is_ok(),
+            };
+            if sent {
                 if exact {
                     pending += 1;
                 } else {
@@ -562,7 +588,7 @@ impl Router {
         if self.local().is_some_and(|(_, s)| s.index() == shard) {
             return Ok(run.apply_room_change(meta, room, join)?);
         }
-        let asked = ask(run, shard, |reply| BusMsg::Room {
+        let asked = ask(self.lanes(), run, shard, |reply| BusMsg::Room {
             meta: meta.clone(),
             room: room.to_owned(),
             join,
@@ -616,7 +642,7 @@ impl Router {
         }
         let run = self.run_state().ok_or(Error::NotRunning)?;
         let frames = Arc::new(encode_for(&run, id, name, data)?);
-        ask(run, id.shard(), |reply| BusMsg::Send {
+        ask(self.lanes(), run, id.shard(), |reply| BusMsg::Send {
             to: id,
             frames,
             reply,
@@ -660,7 +686,7 @@ impl Router {
         let done = if let Some((_, s)) = self.local().filter(|(_, s)| s.index() == id.shard()) {
             s.kick_local(id, last.as_deref())
         } else {
-            let asked = ask(run, id.shard(), |reply| BusMsg::Kick {
+            let asked = ask(self.lanes(), run, id.shard(), |reply| BusMsg::Kick {
                 to: id,
                 last,
                 reply,

@@ -76,6 +76,13 @@ pub(crate) async fn write_loop(
             }
             out.open_gate();
         }
+        // What this shard sent the other shards goes on their buses before anything it
+        // writes to a socket (a reply saying a broadcast was sent, say) — at once when
+        // their buses have room. When one is full the write does not wait for it: the
+        // shard's writers would run at the pace of the slowest other shard, however
+        // little their own connections depend on it (the lane's flush task and the
+        // senders' wait for lane space carry that backpressure instead).
+        crate::router::hand_over_lanes();
         // A lone frame (a reply, one broadcast) is written as it is; everything else
         // queued since the last wake-up (up to the batch limits) goes out in one
         // gathered write while the socket takes it.
@@ -173,6 +180,8 @@ pub(crate) fn write_now(
     if !out.writer_idle() || out.is_empty() || out.gated_until().is_some() {
         return;
     }
+    // As in `write_loop`.
+    crate::router::hand_over_lanes();
     if let Some(mut frame) = out.take_single() {
         match stream.try_send(std::slice::from_ref(&frame)) {
             Ok(n) if n >= frame.len() => {

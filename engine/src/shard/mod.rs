@@ -42,7 +42,8 @@ use crate::rt::exec::{sleep, spawn, spawn_task, yield_if_needed, yield_now, Task
 use crate::rt::net::{Listener, SharedStream};
 use crate::ws::Transport;
 
-/// Bus messages served in a row before the bus lets the shard's other tasks run.
+/// Bus entries (a request, or a batch of another shard's) served in a row before the
+/// bus lets the shard's other tasks run.
 const BUS_BATCH: u32 = 64;
 /// Memory glommio may use for each shard's io_uring buffers (measured: ≤ 2 MiB).
 const IO_MEMORY_BYTES: usize = 256 * 1024;
@@ -397,7 +398,27 @@ async fn shard_main(setup: Setup) {
 /// Serves the shard's bus until `Control::Exit`.
 async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
     let mut served: u32 = 0;
-    while let Ok(msg) = bus.recv_async().await {
+    // The rest of a batch another shard thread's lane sent (`router::lanes`), served
+    // message by message before the next receive.
+    let mut batch = Vec::new().into_iter();
+    let room = shard.run.batch_room[shard.index].clone();
+    loop {
+        let msg = match batch.next() {
+            Some(msg) => msg,
+            None => match bus.recv_async().await {
+                Ok(BusMsg::Batch(msgs)) => {
+                    // The batch's permits are given back now that it is off the bus;
+                    // it is served before the next receive, with the shard's turns
+                    // between, so what the shard holds of batches stays within
+                    // `bus_capacity` requests plus the one it serves.
+                    room.add_permits(msgs.len());
+                    batch = msgs.into_iter();
+                    continue;
+                }
+                Ok(msg) => msg,
+                Err(_) => return,
+            },
+        };
         match msg {
             BusMsg::Broadcast {
                 frames,
@@ -424,6 +445,10 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
             } => {
                 let _ = reply.try_send(shard.run.apply_room_change(&meta, &room, join));
             }
+            BusMsg::Batch(_) => {
+                debug_assert!(false, "a bus batch inside a batch");
+                tracing::error!(shard = shard.index, "a bus batch inside a batch, dropped");
+            }
             BusMsg::Control { step, reply } => {
                 if step == Control::Exit {
                     let _ = reply.send(Ok(()));
@@ -434,6 +459,9 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
                 let s = shard.clone();
                 spawn(async move {
                     let r = control(&s, step).await;
+                    // What the step's hooks sent other shards is on their buses
+                    // before the next step (a drain, say) can reach them.
+                    s.router.settle_lanes().await;
                     let _ = reply.send(r);
                 });
             }
@@ -441,8 +469,13 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
         // A receive that finds a message ready never yields, so a busy bus would keep
         // writers, readers and the heartbeat from running (and the queues it fills from
         // draining) for as long as other shards keep it busy.
-        served = served.wrapping_add(1);
-        if served.is_multiple_of(BUS_BATCH) {
+        // Counted by bus entry: a lane's batch (one burst of another shard's, at most
+        // `BUS_BATCH_MESSAGES`) is fanned out whole before the writers run, unless the
+        // time slice ends, so each receiver gets the burst in one write.
+        if batch.len() == 0 {
+            served = served.wrapping_add(1);
+        }
+        if batch.len() == 0 && served.is_multiple_of(BUS_BATCH) {
             yield_now().await;
         } else {
             yield_if_needed().await;
