@@ -225,8 +225,16 @@ async fn read_loop(
 /// and empty.
 async fn write_loop(conn: Rc<Conn>) {
     let tls = conn.tls.as_ref();
-    if let Err(e) =
-        writer::write_loop(&conn.out, &conn.stream, MAX_BATCH_BYTES, false, tls, None).await
+    if let Err(e) = writer::write_loop(
+        &conn.out,
+        &conn.stream,
+        MAX_BATCH_BYTES,
+        false,
+        tls,
+        None,
+        || {},
+    )
+    .await
     {
         conn.request_close(DisconnectReason::Io(e.to_string()));
     }

@@ -17,7 +17,8 @@
 //! Bounds: a lane holds at most [`BUS_BATCH_MESSAGES`]; a sender that finds it full
 //! waits until the flush task has taken them. The flush task waits for room on the bus
 //! — a permit per request of a batch (`RunState::batch_room`, `bus_capacity` of them,
-//! given back by the shard once it has served the batch) and an entry of the channel —
+//! given back by the shard as it takes the batch off the bus) and an entry of the
+//! channel —
 //! so a bus holds no more batched requests than it held single ones, and backpressure
 //! from a slow shard reaches the senders as before.
 
@@ -46,7 +47,7 @@ struct Lane {
     /// The shard's bus.
     bus: flume::Sender<BusMsg>,
     /// Room for batched requests on that bus (`RunState::batch_room`): a permit per
-    /// request of a batch, given back by the shard once it has served the batch.
+    /// request of a batch, given back by the shard as it takes the batch off the bus.
     bus_room: Arc<Semaphore>,
     /// Messages waiting for the flush task, oldest first; at most
     /// [`BUS_BATCH_MESSAGES`].
@@ -184,6 +185,10 @@ impl Lane {
     /// The lane's messages as one bus entry, and how many they are (`None` when
     /// empty); senders waiting for room are woken.
     fn take(&self) -> Option<(BusMsg, u64)> {
+        // The common case on a writer's hand-over: nothing queued, nobody to wake.
+        if self.queue.borrow().is_empty() {
+            return None;
+        }
         let mut batch = std::mem::take(&mut *self.queue.borrow_mut());
         self.space.notify_all();
         let n = batch.len() as u64;

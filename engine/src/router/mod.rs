@@ -75,11 +75,9 @@ pub(crate) struct RoomHooks {
 pub(crate) struct RunState {
     /// Each shard's inbound bus.
     pub bus: Vec<flume::Sender<BusMsg>>,
-    /// Room for requests in batches on each shard's bus (`lanes`): a lane takes a
-    /// permit per request before handing a batch over, the shard gives them back once
-    /// it has served the batch. So batches hold at most `bus_capacity` requests on a
-    /// bus, as single requests do, and a lifecycle step queued behind them waits for
-    /// no more than that.
+    /// Room for batched requests on each shard's bus: a permit per request of a batch
+    /// (see `lanes`), so batches hold at most `bus_capacity` requests on a bus, as
+    /// single ones do, and a lifecycle step queued behind them waits for no more.
     pub batch_room: Vec<Arc<async_lock::Semaphore>>,
     /// Each shard's logged-in connections, readable from any thread (written by the
     /// owner at login and close only).

@@ -29,6 +29,9 @@ use crate::metrics::ShardMetrics;
 ///
 /// Protocol frames written, and their bytes (before WebSocket or TLS framing), are
 /// added to `tally` when given (a server connection's shard counters).
+///
+/// `before_write` runs before each write: a shard hands over what it queued for the
+/// other shards (so a reply does not overtake a broadcast sent before it).
 pub(crate) async fn write_loop(
     out: &Outbound,
     stream: &SharedStream,
@@ -36,6 +39,7 @@ pub(crate) async fn write_loop(
     websocket: bool,
     tls: Option<&TlsLayer>,
     tally: Option<&ShardMetrics>,
+    before_write: fn(),
 ) -> io::Result<()> {
     // Grows with bursts, up to MAX_IOVECS entries; released again when idle.
     let mut batch: Vec<Bytes> = Vec::new();
@@ -76,13 +80,7 @@ pub(crate) async fn write_loop(
             }
             out.open_gate();
         }
-        // What this shard sent the other shards goes on their buses before anything it
-        // writes to a socket (a reply saying a broadcast was sent, say) — at once when
-        // their buses have room. When one is full the write does not wait for it: the
-        // shard's writers would run at the pace of the slowest other shard, however
-        // little their own connections depend on it (the lane's flush task and the
-        // senders' wait for lane space carry that backpressure instead).
-        crate::router::hand_over_lanes();
+        before_write();
         // A lone frame (a reply, one broadcast) is written as it is; everything else
         // queued since the last wake-up (up to the batch limits) goes out in one
         // gathered write while the socket takes it.
@@ -165,7 +163,7 @@ pub(crate) async fn write_loop(
 /// writing) and no gate holds the head of the queue. What the socket does not take goes
 /// back to the head of the queue for the writer; so does everything on an error, which
 /// the writer then meets itself and handles as always. `batch` is scratch room, left
-/// empty.
+/// empty. `before_write` as in [`write_loop`].
 ///
 /// What it sends is added to `tally` like the writer's: a frame that went out whole
 /// counts here; one that went out in part counts its sent bytes here and, as a frame,
@@ -176,12 +174,12 @@ pub(crate) fn write_now(
     batch: &mut Vec<Bytes>,
     max_batch_bytes: usize,
     tally: &ShardMetrics,
+    before_write: fn(),
 ) {
     if !out.writer_idle() || out.is_empty() || out.gated_until().is_some() {
         return;
     }
-    // As in `write_loop`.
-    crate::router::hand_over_lanes();
+    before_write();
     if let Some(mut frame) = out.take_single() {
         match stream.try_send(std::slice::from_ref(&frame)) {
             Ok(n) if n >= frame.len() => {
@@ -338,7 +336,7 @@ mod tests {
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }
                 });
-                write_loop(&out, &stream, 256 * 1024, false, None, None)
+                write_loop(&out, &stream, 256 * 1024, false, None, None, || {})
                     .await
                     .unwrap();
                 assert_eq!(out.pending_bytes(), 0);
@@ -375,7 +373,7 @@ mod tests {
                     assert_eq!(out.push(Bytes::from(frame)), Push::Queued);
                 }
                 let mut batch = Vec::new();
-                write_now(&out, &stream, &mut batch, 256 * 1024, &tally);
+                write_now(&out, &stream, &mut batch, 256 * 1024, &tally, || {});
                 let left = out.pending_bytes();
                 out.release_wakes();
                 assert!(batch.is_empty());
@@ -392,7 +390,7 @@ mod tests {
                         }
                     }
                 });
-                write_loop(&out, &stream, 256 * 1024, false, None, Some(&tally))
+                write_loop(&out, &stream, 256 * 1024, false, None, Some(&tally), || {})
                     .await
                     .unwrap();
                 let sent = (tally.frames_out.get(), tally.bytes_out.get());
@@ -432,7 +430,7 @@ mod tests {
                     .unwrap();
                 let _ = peer.shutdown(Shutdown::Read);
                 drop(peer);
-                let r = write_loop(&out, &stream, 256 * 1024, false, None, None).await;
+                let r = write_loop(&out, &stream, 256 * 1024, false, None, None, || {}).await;
                 (
                     r.map_err(|e| e.kind()),
                     out.is_closed(),

@@ -75,6 +75,14 @@ pub(super) fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Admission
 }
 
 /// [`serve`], inside the connection's span (the current one, when enabled).
+/// Run before each write to a connection's socket: what this shard queued for the
+/// other shards goes on their buses first (at once when they have room; a full bus is
+/// not waited for, or the shard's writers would run at the pace of the slowest other
+/// shard), so a reply saying a broadcast was sent does not overtake the broadcast.
+fn hand_over() {
+    crate::router::hand_over_lanes();
+}
+
 async fn serve_in(shard: Rc<Shard>, stream: SharedStream, admission: Admission, id: ConnectionId) {
     let Some((conn, early)) = Box::pin(open(&shard, stream, admission, id)).await else {
         return;
@@ -93,7 +101,16 @@ async fn serve_in(shard: Rc<Shard>, stream: SharedStream, admission: Admission, 
             let ws = conn.ws.is_some();
             let tls = conn.tls.as_deref();
             let tally = Some(&*shard_metrics);
-            if let Err(e) = write_loop(&conn.out, &conn.stream, max_batch, ws, tls, tally).await {
+            let written = write_loop(
+                &conn.out,
+                &conn.stream,
+                max_batch,
+                ws,
+                tls,
+                tally,
+                hand_over,
+            );
+            if let Err(e) = written.await {
                 conn.request_close(CloseReason::Io(e.kind()));
             }
         };
@@ -330,7 +347,8 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<LocalConn>, decoder: &mut FrameD
                         if closed.is_none() {
                             let max = shard.router.descriptor().max_write_batch_bytes;
                             let mut batch = shard.direct_batch.borrow_mut();
-                            write_now(&conn.out, &conn.stream, &mut batch, max, &shard.metrics);
+                            let metrics = &shard.metrics;
+                            write_now(&conn.out, &conn.stream, &mut batch, max, metrics, hand_over);
                         }
                         conn.out.release_wakes();
                     }
