@@ -170,7 +170,8 @@ pub struct ServerDescriptor {
     pub max_payload_values: usize,
     /// Capacity of each shard's inbound bus channel (broadcasts, sends and kicks from
     /// other shards or threads), in entries: one request, or the requests one shard
-    /// thread sent it in a row, at most [`BUS_BATCH_MESSAGES`]. Default 4096.
+    /// thread sent it in a row, at most [`BUS_BATCH_MESSAGES`]; batched requests on a
+    /// bus are also at most this many. Default 4096.
     pub bus_capacity: usize,
     /// Most connections being refused at once (each gets a reason frame if it speaks
     /// within the auth timeout); beyond it, excess connections are closed at once.
@@ -280,9 +281,10 @@ pub const DEFAULT_METRICS_ADDR: std::net::SocketAddr =
 pub const MAX_PAYLOAD_DEPTH: usize = 128;
 
 /// Most requests (broadcasts, sends, kicks, room changes) one shard thread hands
-/// another shard's bus as one entry: what its tasks send that shard while they run
-/// (a burst of broadcasts from one read, say) crosses together, and a task that has
-/// queued this many waits until they are on the bus.
+/// another shard's bus as one entry (fewer when `bus_capacity` is smaller): what its
+/// tasks send that shard while they run (a burst of broadcasts from one read, say)
+/// crosses together, and a task that finds this many queued waits until they are
+/// taken for the bus.
 pub const BUS_BATCH_MESSAGES: usize = 256;
 
 /// The longest PROXY protocol v2 header accepted from a trusted proxy, in bytes: the

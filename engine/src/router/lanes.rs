@@ -16,19 +16,16 @@
 //!
 //! Bounds: a lane holds at most [`BUS_BATCH_MESSAGES`]; a sender that finds it full
 //! waits until the flush task has taken them. The flush task waits for room on the bus
-//! — a permit per request of a batch (`RunState::batch_room`, `bus_capacity` of them,
-//! given back by the shard as it takes the batch off the bus) and an entry of the
-//! channel —
-//! so a bus holds no more batched requests than it held single ones, and backpressure
-//! from a slow shard reaches the senders as before.
+//! — a permit per request of a batch from the bus's room (`bus_room.rs`), all at once,
+//! and an entry of the channel — so backpressure from a slow shard reaches the senders
+//! as before.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use std::sync::Arc;
 
-use async_lock::Semaphore;
-
+use super::bus_room::BusRoom;
 use super::BusMsg;
 use crate::core::Signal;
 use crate::descriptor::BUS_BATCH_MESSAGES;
@@ -44,11 +41,15 @@ pub(crate) struct Lanes {
 
 /// One shard's lane.
 struct Lane {
-    /// The shard's bus.
-    bus: flume::Sender<BusMsg>,
-    /// Room for batched requests on that bus (`RunState::batch_room`): a permit per
-    /// request of a batch, given back by the shard as it takes the batch off the bus.
-    bus_room: Arc<Semaphore>,
+    /// The shard's bus; `None` once the lanes are closed (the thread's shard is
+    /// leaving), so nothing here keeps the bus alive.
+    bus: RefCell<Option<flume::Sender<BusMsg>>>,
+    /// Room for batched requests on that bus: a permit per request of a batch, given
+    /// back by the shard as it takes the batch off the bus.
+    bus_room: Arc<BusRoom>,
+    /// The most requests one batch carries: `BUS_BATCH_MESSAGES`, or fewer when the
+    /// bus's room is smaller (a batch never waits for more permits than there are).
+    batch_max: usize,
     /// Messages waiting for the flush task, oldest first; at most
     /// [`BUS_BATCH_MESSAGES`].
     queue: RefCell<Vec<BusMsg>>,
@@ -70,15 +71,16 @@ struct Lane {
 impl Lanes {
     /// Lanes to the shards whose buses are `bus`, with room for `bus_room` batched
     /// requests on each.
-    pub(crate) fn new(bus: &[flume::Sender<BusMsg>], bus_room: &[Arc<Semaphore>]) -> Rc<Lanes> {
+    pub(crate) fn new(bus: &[flume::Sender<BusMsg>], bus_room: &[Arc<BusRoom>]) -> Rc<Lanes> {
         assert_eq!(bus.len(), bus_room.len(), "a room per bus");
         Rc::new(Lanes {
             lanes: bus
                 .iter()
                 .zip(bus_room)
                 .map(|(b, r)| Lane {
-                    bus: b.clone(),
+                    bus: RefCell::new(Some(b.clone())),
                     bus_room: r.clone(),
+                    batch_max: BUS_BATCH_MESSAGES.min(r.capacity()),
                     queue: RefCell::new(Vec::new()),
                     flushing: Cell::new(false),
                     sending: Cell::new(false),
@@ -101,7 +103,7 @@ impl Lanes {
             // Created before the check, so a flush between the check and the wait is
             // not missed.
             let room = lane.space.wait();
-            if lane.bus.is_disconnected() {
+            if !lane.open() {
                 return false;
             }
             if lane.queue.borrow().len() < BUS_BATCH_MESSAGES {
@@ -121,7 +123,8 @@ impl Lanes {
     /// nothing is left in any lane (what is left goes with its flush task). Called by
     /// the shard's writers before they write, so nothing this shard writes to a socket
     /// (a handler's reply, say) gets ahead of what it sent other shards before it —
-    /// unless a bus is full, when the writer does not wait.
+    /// unless that shard is backed up (its bus or its room for batches full), when the
+    /// writer does not wait.
     pub(crate) fn hand_over(self: &Rc<Self>) -> bool {
         let mut all = true;
         for (shard, lane) in self.lanes.iter().enumerate() {
@@ -132,10 +135,14 @@ impl Lanes {
             let Some((entry, n)) = lane.take() else {
                 continue;
             };
-            let sent = if lane.try_reserve(&entry) {
-                lane.bus.try_send(entry).inspect_err(|e| match e {
+            let Some(bus) = lane.bus.borrow().clone() else {
+                lane.handed_over(n);
+                continue;
+            };
+            let sent = if lane.bus_room.try_take(permits(&entry)) {
+                bus.try_send(entry).inspect_err(|e| match e {
                     flume::TrySendError::Full(m) | flume::TrySendError::Disconnected(m) => {
-                        lane.unreserve(m)
+                        lane.bus_room.give_back(permits(m))
                     }
                 })
             } else {
@@ -160,6 +167,19 @@ impl Lanes {
             }
         }
         all
+    }
+
+    /// Closes the lanes as the thread's shard leaves: what the buses take at once goes
+    /// on them, the rest is dropped (a request's asker sees its reply channel close),
+    /// and the buses are let go, so a flush task the executor never runs again keeps
+    /// none of them alive. Sends from now on fail.
+    pub(crate) fn close(self: &Rc<Self>) {
+        self.hand_over();
+        for lane in self.lanes.iter() {
+            lane.bus.borrow_mut().take();
+            lane.drop_queue();
+        }
+        self.idle.notify_all();
     }
 
     /// Resolves once every message sent before the call is on its shard's bus (or
@@ -189,7 +209,14 @@ impl Lane {
         if self.queue.borrow().is_empty() {
             return None;
         }
-        let mut batch = std::mem::take(&mut *self.queue.borrow_mut());
+        let mut batch = {
+            let mut queue = self.queue.borrow_mut();
+            if queue.len() <= self.batch_max {
+                std::mem::take(&mut *queue)
+            } else {
+                queue.drain(..self.batch_max).collect()
+            }
+        };
         self.space.notify_all();
         let n = batch.len() as u64;
         match batch.len() {
@@ -204,39 +231,28 @@ impl Lane {
         self.handed.set(self.handed.get() + n);
     }
 
-    /// Takes a permit on the bus per request of `entry` if it is a batch and the
-    /// permits are there at once; `false` (and none taken) otherwise.
-    fn try_reserve(&self, entry: &BusMsg) -> bool {
-        let BusMsg::Batch(msgs) = entry else {
-            return true;
-        };
-        for taken in 0..msgs.len() {
-            match self.bus_room.try_acquire() {
-                Some(permit) => permit.forget(),
-                None => {
-                    self.bus_room.add_permits(taken);
-                    return false;
-                }
-            }
-        }
-        true
+    /// Whether the lane's bus may still take messages.
+    fn open(&self) -> bool {
+        self.bus
+            .borrow()
+            .as_ref()
+            .is_some_and(|b| !b.is_disconnected())
     }
 
-    /// Waits for a permit on the bus per request of `entry` if it is a batch.
-    async fn reserve(&self, entry: &BusMsg) {
-        if let BusMsg::Batch(msgs) = entry {
-            for _ in 0..msgs.len() {
-                self.bus_room.acquire().await.forget();
-            }
-        }
+    /// Drops what the lane holds (its bus is gone), counting it as handed over.
+    fn drop_queue(&self) {
+        let dropped = std::mem::take(&mut *self.queue.borrow_mut());
+        self.handed_over(dropped.len() as u64);
+        self.space.notify_all();
     }
+}
 
-    /// Gives back what [`try_reserve`](Self::try_reserve) or
-    /// [`reserve`](Self::reserve) took for `entry`, which did not go on the bus.
-    fn unreserve(&self, entry: &BusMsg) {
-        if let BusMsg::Batch(msgs) = entry {
-            self.bus_room.add_permits(msgs.len());
-        }
+/// Permits on its bus's room that `entry` takes: one per request of a batch (a single
+/// request takes a place in the channel only, as any thread's does).
+fn permits(entry: &BusMsg) -> usize {
+    match entry {
+        BusMsg::Batch(msgs) => msgs.len(),
+        _ => 0,
     }
 }
 
@@ -251,16 +267,23 @@ async fn flush(lanes: Rc<Lanes>, shard: usize) {
     let lane = &lanes.lanes[shard];
     while let Some((entry, n)) = lane.take() {
         lane.sending.set(true);
-        lane.reserve(&entry).await;
-        let sent = lane.bus.send_async(entry).await.map_err(|e| {
-            lane.unreserve(&e.0);
-        });
+        let bus = lane.bus.borrow().clone();
+        let need = permits(&entry);
+        let sent = match bus {
+            Some(bus) if lane.bus_room.take(need).await => match bus.send_async(entry).await {
+                Ok(()) => true,
+                Err(_) => {
+                    lane.bus_room.give_back(need);
+                    false
+                }
+            },
+            // Closed lanes, or a shard gone while the batch waited for room.
+            _ => false,
+        };
         lane.sending.set(false);
         lane.handed_over(n);
-        if sent.is_err() {
-            let dropped = std::mem::take(&mut *lane.queue.borrow_mut());
-            lane.handed_over(dropped.len() as u64);
-            lane.space.notify_all();
+        if !sent {
+            lane.drop_queue();
             lanes.idle.notify_all();
             break;
         }
@@ -284,42 +307,21 @@ mod tests {
     use super::*;
     use crate::id::ConnectionId;
     use crate::router::Frames;
-    use crate::rt::{Backend, RtThread, ThreadSpec};
+    use crate::rt::testing::backends;
+    use crate::rt::Backend;
 
-    fn backends() -> Vec<Backend> {
-        [
-            #[cfg(feature = "glommio")]
-            Backend::Glommio,
-            #[cfg(feature = "tokio")]
-            Backend::Tokio,
-        ]
-        .into_iter()
-        .filter(|b| crate::rt::choose(b.runtime(), 1).is_ok())
-        .collect()
-    }
-
-    /// Runs `body` on a fresh thread of `backend`.
+    /// Runs the future `body` builds on a fresh thread of `backend`.
     fn on<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
         backend: Backend,
         body: impl FnOnce() -> F + Send + 'static,
     ) -> T {
-        let spec = ThreadSpec {
-            name: "lanes-test".into(),
-            cpu: None,
-            preempt_timer: Duration::from_millis(10),
-            io_memory: 64 * 1024,
-            ring_depth: 128,
-        };
-        RtThread::start(backend, spec, body)
-            .unwrap()
-            .join()
-            .unwrap()
+        crate::rt::testing::on(backend, "lanes-test", body)
     }
 
     /// Room for `permits` batched requests on each of `buses` buses.
-    fn rooms(buses: usize, permits: usize) -> Vec<Arc<Semaphore>> {
+    fn rooms(buses: usize, permits: usize) -> Vec<Arc<BusRoom>> {
         (0..buses)
-            .map(|_| Arc::new(Semaphore::new(permits)))
+            .map(|_| Arc::new(BusRoom::new(permits)))
             .collect()
     }
 
@@ -394,10 +396,14 @@ mod tests {
         const SENT: u64 = 3 * BUS_BATCH_MESSAGES as u64 + 5;
         for backend in backends() {
             let (tx, rx) = flume::bounded(1);
+            let room = rooms(1, 2 * BUS_BATCH_MESSAGES);
+            let shard_room = room[0].clone();
             let drain = std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(50));
                 let mut got = Vec::new();
                 while let Ok(entry) = rx.recv() {
+                    // As the shard does: the batch's permits back as it is taken.
+                    shard_room.give_back(permits(&entry));
                     let (nums, _) = numbers(entry);
                     assert!(nums.len() <= BUS_BATCH_MESSAGES);
                     got.extend(nums);
@@ -405,7 +411,7 @@ mod tests {
                 got
             });
             on(backend, move || async move {
-                let lanes = Lanes::new(&[tx], &rooms(1, 1024));
+                let lanes = Lanes::new(&[tx], &room);
                 for seq in 0..SENT {
                     assert!(lanes.send(0, numbered(seq)).await);
                     assert!(lanes.lanes[0].queue.borrow().len() <= BUS_BATCH_MESSAGES);
@@ -450,6 +456,106 @@ mod tests {
                 vec![(vec![id(3)], false), ((4..6).map(id).collect(), true)],
                 "{backend:?}"
             );
+        }
+    }
+
+    /// A bus whose room is smaller than a burst, shared by three shard threads: each
+    /// batch waits for all its permits at once (none holds part of the room), so all
+    /// of them get through, each thread's in its order, none larger than the room.
+    #[test]
+    fn a_room_smaller_than_a_burst_shared_by_three_threads_lets_everything_through() {
+        const ROOM: usize = 8;
+        const EACH: u64 = 100;
+        for backend in backends() {
+            let (tx, rx) = flume::bounded::<BusMsg>(2);
+            let room = rooms(1, ROOM);
+            let shard_room = room[0].clone();
+            let drain = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Ok(entry) = rx.recv() {
+                    let taken = permits(&entry);
+                    assert!(taken <= ROOM, "a batch of {taken} on a room of {ROOM}");
+                    shard_room.give_back(taken);
+                    got.extend(numbers(entry).0);
+                }
+                got
+            });
+            let senders: Vec<_> = (0..3u64)
+                .map(|t| {
+                    let (tx, room) = (tx.clone(), room.clone());
+                    std::thread::spawn(move || {
+                        on(backend, move || async move {
+                            let lanes = Lanes::new(&[tx], &room);
+                            for seq in 0..EACH {
+                                assert!(lanes.send(0, numbered(t * 1000 + seq)).await);
+                            }
+                            lanes.settled().await;
+                        })
+                    })
+                })
+                .collect();
+            drop(tx);
+            for s in senders {
+                s.join().unwrap();
+            }
+            let got = drain.join().unwrap();
+            assert_eq!(got.len(), 3 * EACH as usize, "{backend:?}");
+            for t in 0..3u64 {
+                let mine: Vec<_> = got
+                    .iter()
+                    .copied()
+                    .filter(|&raw| (0..EACH).any(|seq| id(t * 1000 + seq) == raw))
+                    .collect();
+                let sent: Vec<_> = (0..EACH).map(|seq| id(t * 1000 + seq)).collect();
+                assert_eq!(mine, sent, "{backend:?}: thread {t}'s order");
+            }
+        }
+    }
+
+    /// The shard goes away while a batch waits for room on its bus: the wait ends, the
+    /// lane's messages are dropped, later sends fail, and settling does not hang.
+    #[test]
+    fn a_shard_gone_while_a_batch_waits_for_room_ends_the_wait() {
+        for backend in backends() {
+            let (sent, later) = on(backend, || async {
+                let (tx, rx) = flume::bounded(4);
+                let room = rooms(1, 4);
+                assert!(room[0].try_take(4), "the room is full");
+                let lanes = Lanes::new(&[tx], &room);
+                for seq in 0..3 {
+                    assert!(lanes.send(0, numbered(seq)).await);
+                }
+                crate::rt::exec::yield_now().await;
+                // What the shard's end does: its room closes, its bus goes.
+                room[0].close();
+                drop(rx);
+                lanes.settled().await;
+                let left = lanes.lanes[0].queue.borrow().len();
+                let later = lanes.send(0, numbered(9)).await;
+                (left, later)
+            });
+            assert_eq!((sent, later), (0, false), "{backend:?}");
+        }
+    }
+
+    /// Closing the lanes (the thread's shard leaving) hands over what fits, drops the
+    /// rest and lets the buses go: the receiver sees every sender gone.
+    #[test]
+    fn closed_lanes_hand_over_what_fits_and_let_the_bus_go() {
+        for backend in backends() {
+            let (got, gone) = on(backend, || async {
+                let (tx, rx) = flume::bounded(4);
+                let lanes = Lanes::new(&[tx], &rooms(1, 16));
+                for seq in 0..3 {
+                    assert!(lanes.send(0, numbered(seq)).await);
+                }
+                lanes.close();
+                let got: Vec<_> = rx.drain().map(numbers).collect();
+                let refused = !lanes.send(0, numbered(4)).await;
+                (got, refused && rx.is_disconnected())
+            });
+            assert_eq!(got, vec![((0..3).map(id).collect(), true)], "{backend:?}");
+            assert!(gone, "{backend:?}");
         }
     }
 

@@ -58,9 +58,12 @@ pub(crate) fn hand_over_lanes() -> bool {
     LOCAL.with(|l| l.borrow().as_ref().is_none_or(|l| l.lanes.hand_over()))
 }
 
-/// Removes this thread's shard.
+/// Removes this thread's shard, closing its lanes (what the other shards' buses take
+/// at once goes on them; nothing left keeps a bus alive).
 pub(crate) fn leave_shard() {
-    LOCAL.with(|l| l.borrow_mut().take());
+    if let Some(local) = LOCAL.with(|l| l.borrow_mut().take()) {
+        local.lanes.close();
+    }
 }
 
 impl Router {

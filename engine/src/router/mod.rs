@@ -10,6 +10,7 @@
 
 mod broadcast;
 pub(crate) mod bus;
+pub(crate) mod bus_room;
 mod connection;
 mod figures;
 mod lanes;
@@ -36,6 +37,7 @@ use conduit_protocol::Value;
 
 pub use broadcast::Broadcast;
 pub(crate) use bus::{BusMsg, Control, Filter, Frames};
+use bus_room::BusRoom;
 pub(crate) use connection::ConnMeta;
 pub use connection::Connection;
 use lanes::Lanes;
@@ -75,10 +77,8 @@ pub(crate) struct RoomHooks {
 pub(crate) struct RunState {
     /// Each shard's inbound bus.
     pub bus: Vec<flume::Sender<BusMsg>>,
-    /// Room for batched requests on each shard's bus: a permit per request of a batch
-    /// (see `lanes`), so batches hold at most `bus_capacity` requests on a bus, as
-    /// single ones do, and a lifecycle step queued behind them waits for no more.
-    pub batch_room: Vec<Arc<async_lock::Semaphore>>,
+    /// Room for batched requests on each shard's bus: `bus_capacity` of them at most.
+    pub batch_room: Vec<Arc<BusRoom>>,
     /// Each shard's logged-in connections, readable from any thread (written by the
     /// owner at login and close only).
     directory: Vec<RwLock<AHashMap<ConnectionId, Arc<ConnMeta>>>>,
@@ -116,7 +116,7 @@ impl RunState {
         RunState {
             batch_room: bus
                 .iter()
-                .map(|b| Arc::new(async_lock::Semaphore::new(b.capacity().unwrap_or(1))))
+                .map(|b| Arc::new(BusRoom::new(b.capacity().unwrap_or(1))))
                 .collect(),
             bus,
             directory: (0..shards).map(|_| RwLock::default()).collect(),

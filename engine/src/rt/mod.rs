@@ -227,3 +227,60 @@ impl<T: Send + 'static> RtThread<T> {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        reason = "tests fail loudly on the first unexpected error"
+    )]
+    //! What the crate's tests of the glue share: the backends to run on and a thread of
+    //! one to run in.
+
+    use std::future::Future;
+    use std::time::Duration;
+
+    use super::{Backend, RtThread, ThreadSpec};
+
+    /// The backends this build has and this machine can run (glommio needs io_uring);
+    /// each one skipped says why.
+    pub(crate) fn backends() -> Vec<Backend> {
+        let all = [
+            #[cfg(feature = "glommio")]
+            Backend::Glommio,
+            #[cfg(feature = "tokio")]
+            Backend::Tokio,
+        ];
+        all.into_iter()
+            .filter(|b| match super::choose(b.runtime(), 1) {
+                Ok(_) => true,
+                Err(e) => {
+                    eprintln!("skipped on {b:?}: {e}");
+                    false
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the future `body` builds on a fresh thread of `backend` named `name`, and
+    /// returns its output.
+    pub(crate) fn on<T, F, G>(backend: Backend, name: &str, body: G) -> T
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + 'static,
+        G: FnOnce() -> F + Send + 'static,
+    {
+        let spec = ThreadSpec {
+            name: name.into(),
+            cpu: None,
+            preempt_timer: Duration::from_millis(10),
+            io_memory: 64 * 1024,
+            ring_depth: 128,
+        };
+        RtThread::start(backend, spec, body)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+}

@@ -245,33 +245,14 @@ mod tests {
     use std::io::Read;
     use std::net::Shutdown;
     use std::rc::Rc;
-    use std::time::Duration;
 
     use bytes::Bytes;
 
     use super::*;
     use crate::core::outbound::Push;
     use crate::rt::net::Listener;
-    use crate::rt::{Backend, RtThread, ThreadSpec};
-
-    /// The backends this build has and this machine can run (glommio needs io_uring).
-    fn backends() -> Vec<Backend> {
-        let all = [
-            #[cfg(feature = "glommio")]
-            Backend::Glommio,
-            #[cfg(feature = "tokio")]
-            Backend::Tokio,
-        ];
-        all.into_iter()
-            .filter(|b| match crate::rt::choose(b.runtime(), 1) {
-                Ok(_) => true,
-                Err(e) => {
-                    eprintln!("skipped on {b:?}: {e}");
-                    false
-                }
-            })
-            .collect()
-    }
+    use crate::rt::testing::backends;
+    use crate::rt::Backend;
 
     /// Runs `body` with a connected (server stream, blocking peer socket) pair on a
     /// fresh thread of `backend`.
@@ -281,14 +262,7 @@ mod tests {
             + Send
             + 'static,
     ) -> T {
-        let spec = ThreadSpec {
-            name: "writer-test".into(),
-            cpu: None,
-            preempt_timer: Duration::from_millis(10),
-            io_memory: 64 * 1024,
-            ring_depth: 128,
-        };
-        RtThread::start(backend, spec, move || async move {
+        crate::rt::testing::on(backend, "writer-test", move || async move {
             let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = std_listener.local_addr().unwrap();
             let listener = Listener::from_fd(std_listener.into()).unwrap();
@@ -296,9 +270,6 @@ mod tests {
             let stream = listener.accept().await.unwrap();
             Box::into_pin(body(stream, peer)).await
         })
-        .unwrap()
-        .join()
-        .unwrap()
     }
 
     #[test]

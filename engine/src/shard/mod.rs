@@ -402,6 +402,9 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
     // message by message before the next receive.
     let mut batch = Vec::new().into_iter();
     let room = shard.run.batch_room[shard.index].clone();
+    // However the loop ends (an exit, a panic), lanes waiting for room on this bus stop
+    // waiting: nobody would give it back.
+    let _close = CloseRoom(room.clone());
     loop {
         let msg = match batch.next() {
             Some(msg) => msg,
@@ -411,7 +414,7 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
                     // it is served before the next receive, with the shard's turns
                     // between, so what the shard holds of batches stays within
                     // `bus_capacity` requests plus the one it serves.
-                    room.add_permits(msgs.len());
+                    room.give_back(msgs.len());
                     batch = msgs.into_iter();
                     continue;
                 }
@@ -480,6 +483,15 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
         } else {
             yield_if_needed().await;
         }
+    }
+}
+
+/// Closes a bus's room when dropped (see `bus_loop`).
+struct CloseRoom(Arc<router::bus_room::BusRoom>);
+
+impl Drop for CloseRoom {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
