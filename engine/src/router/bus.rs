@@ -5,12 +5,16 @@
 //! receiver in order. flume's async receive parks the shard's executor and is woken by
 //! the sender (glommio wakers are thread-safe), so an idle shard does not poll.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use ahash::AHashSet;
 use bytes::Bytes;
 use conduit_protocol::{Codec, Encoder, Value, WireError};
 
+use super::lanes::Lanes;
+use super::RunState;
+use crate::error::{Error, Result};
 use crate::id::ConnectionId;
 
 /// One message frame encoded once per codec in use, shared by every receiver.
@@ -137,4 +141,37 @@ pub enum BusMsg {
         step: Control,
         reply: crossbeam_channel::Sender<Result<(), String>>,
     },
+}
+
+/// Sends `shard` the request `make` builds around a reply channel and waits for the
+/// answer: `Ok(None)` when the shard went away without answering, `Err(NotRunning)`
+/// when its bus is closed. The run is not held while waiting: a shard that exits with
+/// the request still queued drops it (and its reply sender) only once every holder of
+/// the run is gone.
+pub(super) async fn ask<T>(
+    lanes: Option<Rc<Lanes>>,
+    run: Arc<RunState>,
+    shard: usize,
+    make: impl FnOnce(flume::Sender<T>) -> BusMsg,
+) -> Result<Option<T>> {
+    if shard >= run.bus.len() {
+        return Err(Error::Closed);
+    }
+    let (tx, rx) = flume::bounded(1);
+    let sent = match lanes {
+        // On a shard thread: after what this thread sent that shard before.
+        Some(lanes) => {
+            drop(run);
+            lanes.send(shard, make(tx)).await
+        }
+        None => {
+            let bus = run.bus[shard].clone();
+            drop(run);
+            bus.send_async(make(tx)).await.is_ok()
+        }
+    };
+    if !sent {
+        return Err(Error::NotRunning);
+    }
+    Ok(rx.recv_async().await.ok())
 }

@@ -52,10 +52,14 @@ pub(crate) fn enter_shard(router: &Router, run: Arc<RunState>, shard: Rc<dyn Loc
 }
 
 /// Hands what this thread's shard queued for other shards (see `lanes`) to their
-/// buses now, where they have room: `true` when nothing is left (or the thread runs
-/// no shard). Cheap when the lanes are empty, as they are between bursts.
-pub(crate) fn hand_over_lanes() -> bool {
-    LOCAL.with(|l| l.borrow().as_ref().is_none_or(|l| l.lanes.hand_over()))
+/// buses now, where they have room (what is left goes with the lanes' flush tasks).
+/// Cheap when the lanes are empty, as they are between bursts.
+pub(crate) fn hand_over_lanes() {
+    LOCAL.with(|l| {
+        if let Some(l) = l.borrow().as_ref() {
+            l.lanes.hand_over();
+        }
+    })
 }
 
 /// Removes this thread's shard, closing its lanes (what the other shards' buses take

@@ -26,7 +26,6 @@ mod stats;
 
 use std::any::{Any, TypeId};
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
@@ -36,11 +35,11 @@ use conduit_protocol::clock::wall_clock_ms;
 use conduit_protocol::Value;
 
 pub use broadcast::Broadcast;
+use bus::ask;
 pub(crate) use bus::{BusMsg, Control, Filter, Frames};
 use bus_room::BusRoom;
 pub(crate) use connection::ConnMeta;
 pub use connection::Connection;
-use lanes::Lanes;
 pub(crate) use local::{enter_shard, hand_over_lanes, leave_shard, LocalShard};
 #[cfg_attr(
     not(any(feature = "redis", feature = "nats")),
@@ -207,34 +206,6 @@ fn encode_for(run: &RunState, id: ConnectionId, name: &str, data: &Value) -> Res
         .and_then(|m| m.codec())
         .ok_or(Error::Closed)?;
     Ok(Frames::message(name, data, wall_clock_ms(), Some(codec))?)
-}
-
-/// Sends `shard` the request `make` builds around a reply channel and waits for the
-/// answer: `Ok(None)` when the shard went away without answering, `Err(NotRunning)`
-/// when its bus is closed. The run is not held while waiting: a shard that exits with
-/// the request still queued drops it (and its reply sender) only once every holder of
-/// the run is gone.
-async fn ask<T>(
-    lanes: Option<Rc<Lanes>>,
-    run: Arc<RunState>,
-    shard: usize,
-    make: impl FnOnce(flume::Sender<T>) -> BusMsg,
-) -> Result<Option<T>> {
-    let bus = run.bus.get(shard).ok_or(Error::Closed)?.clone();
-    drop(run);
-    let (tx, rx) = flume::bounded(1);
-    let sent = match lanes {
-        // On a shard thread: after what this thread sent that shard before.
-        Some(lanes) => {
-            drop(bus);
-            lanes.send(shard, make(tx)).await
-        }
-        None => bus.send_async(make(tx)).await.is_ok(),
-    };
-    if !sent {
-        return Err(Error::NotRunning);
-    }
-    Ok(rx.recv_async().await.ok())
 }
 
 /// A logged-in connection's place in the directory and the connection count; both are

@@ -432,7 +432,7 @@ mod tests {
 
     use super::*;
     use crate::rt::net::{Listener, SharedStream};
-    use crate::rt::{Backend, RtThread, ThreadSpec};
+    use crate::rt::Backend;
 
     /// Runs `make`'s future on a fresh glommio thread; `None` where this machine cannot
     /// run glommio (no io_uring).
@@ -443,19 +443,7 @@ mod tests {
             eprintln!("skipped: {e}");
             return None;
         }
-        let spec = ThreadSpec {
-            name: "epoll-test".into(),
-            cpu: None,
-            preempt_timer: Duration::from_millis(10),
-            io_memory: 64 * 1024,
-            ring_depth: 128,
-        };
-        Some(
-            RtThread::start(Backend::Glommio, spec, make)
-                .unwrap()
-                .join()
-                .unwrap(),
-        )
+        Some(crate::rt::testing::on(Backend::Glommio, "epoll-test", make))
     }
 
     /// A listener on the current thread and its address.

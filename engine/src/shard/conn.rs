@@ -80,7 +80,7 @@ pub(super) fn serve(shard: Rc<Shard>, stream: SharedStream, admission: Admission
 /// not waited for, or the shard's writers would run at the pace of the slowest other
 /// shard), so a reply saying a broadcast was sent does not overtake the broadcast.
 fn hand_over() {
-    crate::router::hand_over_lanes();
+    crate::router::hand_over_lanes()
 }
 
 async fn serve_in(shard: Rc<Shard>, stream: SharedStream, admission: Admission, id: ConnectionId) {

@@ -477,12 +477,12 @@ async fn bus_loop(shard: &Rc<Shard>, bus: flume::Receiver<BusMsg>) {
         // time slice ends, so each receiver gets the burst in one write.
         if batch.len() == 0 {
             served = served.wrapping_add(1);
+            if served.is_multiple_of(BUS_BATCH) {
+                yield_now().await;
+                continue;
+            }
         }
-        if batch.len() == 0 && served.is_multiple_of(BUS_BATCH) {
-            yield_now().await;
-        } else {
-            yield_if_needed().await;
-        }
+        yield_if_needed().await;
     }
 }
 
