@@ -106,7 +106,7 @@ pub(crate) fn start_rpc<'r, 'c>(
     conn: Connection,
     call: Call<'c>,
 ) -> Result<Result<StartedRpc<'r>, Outcome>, (Connection, Call<'c>)> {
-    let entry = match registry.rpcs.get(call.route.as_ref()) {
+    let entry = match registry.rpc_at(call.slot, call.route.as_ref()) {
         Some(entry) if call.kind == CallKind::Rpc && entry.archived.is_none() => entry,
         _ => return Err((conn, call)),
     };

@@ -457,6 +457,10 @@ pub(crate) struct Registry {
     pub rpcs: AHashMap<String, RpcEntry>,
     /// Registration order, for `listall`.
     pub rpc_order: Vec<String>,
+    /// The methods in route-table slot order, filled by [`freeze`](Self::freeze): a
+    /// call finds its handler by the slot its route lookup gave, without hashing its
+    /// name a second time.
+    pub by_slot: Vec<RpcEntry>,
     pub on_startup: Vec<LifecycleHook>,
     pub on_shutdown: Vec<LifecycleHook>,
     pub on_connect: Vec<ConnHook>,
@@ -508,6 +512,25 @@ impl Registry {
 }
 
 impl Registry {
+    /// Fixes the slot order (see [`by_slot`](Self::by_slot)) once registration ends.
+    pub fn freeze(&mut self) {
+        self.by_slot = self
+            .rpc_order
+            .iter()
+            .filter_map(|name| self.rpcs.get(name))
+            .cloned()
+            .collect();
+    }
+
+    /// The RPC method `name`, found through its route-table `slot` when the registry
+    /// is frozen and the slot holds it, else by name.
+    pub fn rpc_at(&self, slot: u32, name: &str) -> Option<&RpcEntry> {
+        match self.by_slot.get(slot as usize) {
+            Some(entry) if entry.info.name == name => Some(entry),
+            _ => self.rpcs.get(name),
+        }
+    }
+
     /// What the connection core needs to know of these handlers.
     pub fn route_table(&self) -> crate::core::RouteTable {
         use crate::core::ArgForm;
@@ -531,5 +554,44 @@ impl Registry {
             }),
             self.listall(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frozen_registry_finds_methods_by_their_route_slot_and_by_name_otherwise() {
+        let mut r = Registry::default();
+        for name in ["add", "echo"] {
+            let m = RpcMethod::new(RpcInfo::new(name), |_| async { Ok(Value::Nil) });
+            r.rpcs.insert(name.to_owned(), m);
+            r.rpc_order.push(name.to_owned());
+        }
+        // Not frozen yet: by name.
+        assert_eq!(
+            r.rpc_at(0, "echo").map(|m| m.info.name.as_str()),
+            Some("echo")
+        );
+        r.freeze();
+        let table = r.route_table();
+        for name in ["add", "echo"] {
+            let (_, slot) = table.rpc_slot(name).unwrap();
+            assert_eq!(
+                r.rpc_at(slot, name).map(|m| m.info.name.as_str()),
+                Some(name)
+            );
+        }
+        // A slot that holds another method, or none: found by name all the same.
+        assert_eq!(
+            r.rpc_at(0, "echo").map(|m| m.info.name.as_str()),
+            Some("echo")
+        );
+        assert_eq!(
+            r.rpc_at(9, "add").map(|m| m.info.name.as_str()),
+            Some("add")
+        );
+        assert!(r.rpc_at(0, "nope").is_none());
     }
 }

@@ -36,6 +36,30 @@ pub const NATIVE_ALIGN: usize = 8;
 /// Longest route name (message type or RPC method), in bytes.
 pub const MAX_ROUTE_BYTES: usize = 255;
 
+/// Largest frame (bytes, header included) built in the per-thread scratch buffer and
+/// copied out; a larger one is built in a buffer of its own. Also about the most the
+/// scratch buffer keeps allocated between frames (at most twice this).
+pub const SCRATCH_FRAME_BYTES: usize = 4096;
+
+/// Most serializer arena (bytes) a thread keeps between frames: a frame that needed
+/// more leaves a fresh arena behind.
+pub const SCRATCH_ARENA_BYTES: usize = 64 << 10;
+
+/// What the encoders of one thread reuse from frame to frame.
+#[derive(Default)]
+struct FrameScratch {
+    /// The frame being built.
+    buf: Vec<u8>,
+    /// rkyv's scratch space while it serializes (kept here rather than in rkyv's own
+    /// per-thread arena, which is taken out, shrunk and put back on every frame).
+    arena: rkyv::ser::allocator::Arena,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<FrameScratch> =
+        std::cell::RefCell::new(FrameScratch::default());
+}
+
 /// Length of a nonce in the native handshake.
 pub const NONCE_LEN: usize = 32;
 
@@ -334,8 +358,8 @@ impl Encoder {
         Encoder { timestamp_ms }
     }
 
-    fn start(route: Option<&str>) -> Result<Vec<u8>, WireError> {
-        let mut out = Vec::with_capacity(crate::frame_buf::SMALL_FRAME_BYTES);
+    /// Writes a header's room and `route` (if any, padded) into `out`, which is empty.
+    fn start_in(out: &mut Vec<u8>, route: Option<&str>) -> Result<(), WireError> {
         out.extend_from_slice(&[0u8; HEADER_LEN]);
         if let Some(name) = route {
             if name.len() > MAX_ROUTE_BYTES {
@@ -348,15 +372,16 @@ impl Encoder {
             out.extend_from_slice(name.as_bytes());
             out.resize(out.len().next_multiple_of(NATIVE_ALIGN), 0);
         }
-        Ok(out)
+        Ok(())
     }
 
-    fn finish(
+    /// Pads the payload in `out` and writes its header.
+    fn finish_in(
         &self,
-        mut out: Vec<u8>,
+        out: &mut Vec<u8>,
         kind: FrameKind,
         correlation_id: u64,
-    ) -> Result<Bytes, WireError> {
+    ) -> Result<(), WireError> {
         let unpadded = out.len() - HEADER_LEN;
         out.resize(out.len().next_multiple_of(NATIVE_ALIGN), 0);
         let length = u32::try_from(out.len() - HEADER_LEN).map_err(|_| WireError::Oversize {
@@ -369,10 +394,16 @@ impl Encoder {
         h.correlation_id = correlation_id;
         h.timestamp_ms = self.timestamp_ms;
         out[..HEADER_LEN].copy_from_slice(&h.encode());
-        Ok(crate::frame_buf::seal(out))
+        Ok(())
     }
 
     /// A frame of `kind` whose payload is `route` (if any) followed by `body`.
+    ///
+    /// Built in this thread's scratch buffer and serializer arena (see
+    /// [`SCRATCH_FRAME_BYTES`]) and copied out at its exact length: a small frame
+    /// costs one allocation, never a buffer grown and then shrunk. A larger frame, or
+    /// one encoded while the scratch is in use (from within an encoding), is built in
+    /// a buffer of its own, which becomes the frame.
     pub fn frame<T: NativeBody>(
         &self,
         kind: FrameKind,
@@ -380,10 +411,40 @@ impl Encoder {
         route: Option<&str>,
         body: &T,
     ) -> Result<Bytes, WireError> {
-        let out = Self::start(route)?;
-        let out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(body, out)
-            .map_err(|e| WireError::Encode(e.to_string()))?;
-        self.finish(out, kind, correlation_id)
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => {
+                let FrameScratch { buf, arena } = &mut *scratch;
+                let mut out = std::mem::take(buf);
+                out.clear();
+                Self::start_in(&mut out, route)?;
+                let mut out = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+                    body,
+                    out,
+                    arena.acquire(),
+                )
+                .map_err(|e| WireError::Encode(e.to_string()))?;
+                if arena.capacity() > SCRATCH_ARENA_BYTES {
+                    *arena = rkyv::ser::allocator::Arena::new();
+                }
+                self.finish_in(&mut out, kind, correlation_id)?;
+                if out.len() > SCRATCH_FRAME_BYTES {
+                    return Ok(crate::frame_buf::seal(out));
+                }
+                let frame = Bytes::copy_from_slice(&out);
+                if out.capacity() <= 2 * SCRATCH_FRAME_BYTES {
+                    *buf = out;
+                }
+                Ok(frame)
+            }
+            Err(_) => {
+                let mut out = Vec::with_capacity(crate::frame_buf::SMALL_FRAME_BYTES);
+                Self::start_in(&mut out, route)?;
+                let mut out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(body, out)
+                    .map_err(|e| WireError::Encode(e.to_string()))?;
+                self.finish_in(&mut out, kind, correlation_id)?;
+                Ok(crate::frame_buf::seal(out))
+            }
+        })
     }
 
     /// A frame with no payload (PING, PONG, …).
@@ -473,6 +534,36 @@ pub(crate) mod tests {
             .with("raw", vec![1u8, 2, 3])
             .with("list", Value::from_iter([1, 2, 3]))
             .with("nested", Value::map().with("x", Value::Nil))
+    }
+
+    #[test]
+    fn frames_built_in_the_scratch_match_frames_built_alone() {
+        let enc = Encoder::new(42);
+        let big = Value::from_iter((0..2000).map(|i| format!("item {i}")));
+        for v in [Value::Int(3), sample(), big] {
+            let tree = ValueTree::from_value(&v);
+            let scratch = enc.message("chat", &tree).unwrap();
+            // With the scratch in use (an encoding inside an encoding): a buffer of
+            // its own, the same bytes.
+            let alone = SCRATCH.with(|cell| {
+                let _held = cell.borrow_mut();
+                enc.message("chat", &tree).unwrap()
+            });
+            assert_eq!(scratch, alone);
+            let mut d = FrameDecoder::new(DecoderLimits::default());
+            d.feed(&scratch);
+            let f = d.next_frame().unwrap().unwrap();
+            let (name, body) = split_route(f.payload).unwrap();
+            assert_eq!(name, "chat");
+            let got = access::<ArchivedValueTree>(body).unwrap();
+            assert_eq!(got.to_value(ValueLimits::default()).unwrap(), v);
+        }
+        // What the scratch keeps between frames stays within its bounds.
+        SCRATCH.with(|cell| {
+            let scratch = cell.borrow();
+            assert!(scratch.buf.capacity() <= 2 * SCRATCH_FRAME_BYTES);
+            assert!(scratch.arena.capacity() <= SCRATCH_ARENA_BYTES);
+        });
     }
 
     #[test]

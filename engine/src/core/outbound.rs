@@ -75,30 +75,34 @@ fn charge(frame: &Bytes) -> usize {
 }
 
 /// Frames waiting to be written, with what they are charged.
+///
+/// `repr(C)`, fields in this order: what every queued reply reads and writes first,
+/// the wake-ups after.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Outbound {
-    /// The frames, oldest first.
-    frames: RefCell<FrameQueue>,
-    /// What the queued frames are charged ([`charge`]).
-    queued_bytes: Cell<usize>,
-    /// What the batch the writer took and has not finished writing is charged.
-    in_flight_bytes: Cell<usize>,
-    /// Most bytes that may wait here (the slow-consumer limit).
-    limit_bytes: usize,
-    /// No more frames are accepted once set.
-    closed: Cell<bool>,
-    /// Frames after a point are held until a release or a deadline.
-    gate: Cell<Option<Gate>>,
-    /// Wakes the writer.
-    pub ready: LocalNotify,
-    /// Wakes senders waiting for room ([`push_waiting`](Self::push_waiting)).
-    room: Signal,
     /// Set while the connection's reader acts on what it read and will write the
     /// replies itself ([`hold_wakes`](Self::hold_wakes)): queueing then does not wake
     /// the writer.
     holding: Cell<bool>,
     /// A wake the hold kept back, given when it ends if anything is left to write.
     held_wake: Cell<bool>,
+    /// No more frames are accepted once set.
+    closed: Cell<bool>,
+    /// What the queued frames are charged ([`charge`]).
+    queued_bytes: Cell<usize>,
+    /// What the batch the writer took and has not finished writing is charged.
+    in_flight_bytes: Cell<usize>,
+    /// Most bytes that may wait here (the slow-consumer limit).
+    limit_bytes: usize,
+    /// Frames after a point are held until a release or a deadline.
+    gate: Cell<Option<Gate>>,
+    /// The frames, oldest first.
+    frames: RefCell<FrameQueue>,
+    /// Wakes the writer.
+    pub ready: LocalNotify,
+    /// Wakes senders waiting for room ([`push_waiting`](Self::push_waiting)).
+    room: Signal,
 }
 
 impl Outbound {

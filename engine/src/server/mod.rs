@@ -473,6 +473,7 @@ impl Server {
         };
         registry.on_startup = bind(&setup.on_startup);
         registry.on_shutdown = bind(&setup.on_shutdown);
+        registry.freeze();
         drop(setup);
         let value_limits = ValueLimits {
             max_depth: desc.max_payload_depth,

@@ -15,26 +15,30 @@ use crate::rt::net::SharedStream;
 use crate::rt::tls::TlsLayer;
 
 /// A connection as its owning shard holds it.
+///
+/// `repr(C)`, fields in this order: what the reader touches on every read comes
+/// first (one cache line), then the core (itself ordered hot first).
+#[repr(C)]
 pub(crate) struct LocalConn {
-    /// What any thread may read of it (id, codec, login, closed).
-    pub meta: Arc<ConnMeta>,
-    /// Every protocol decision; borrowed only for synchronous steps, never across an
-    /// await, so the heartbeat tick and the reader never collide.
-    pub core: RefCell<ConnCore>,
-    /// The core's outbound queue, which broadcasts fan out into.
-    pub out: Rc<Outbound>,
     /// The socket, shared by the reader and the writer.
     pub(super) stream: SharedStream,
+    /// The core's outbound queue, which broadcasts fan out into.
+    pub out: Rc<Outbound>,
+    /// What any thread may read of it (id, codec, login, closed).
+    pub meta: Arc<ConnMeta>,
     /// The WebSocket framing state, for a connection that came through the WebSocket
     /// listener (boxed: most connections have none, and it would size every one).
     pub(super) ws: Option<Box<WsConn>>,
     /// The TLS layer, below the WebSocket framing, when the server speaks TLS (boxed,
     /// likewise: over a kilobyte).
     pub(super) tls: Option<Box<TlsLayer>>,
-    /// First reason anyone asked this connection to close for.
-    pub(super) close: Cell<Option<CloseReason>>,
     /// Wakes the reader (and abandons a running handler) when a close is requested.
     pub(super) close_requested: LocalNotify,
+    /// First reason anyone asked this connection to close for.
+    pub(super) close: Cell<Option<CloseReason>>,
+    /// Every protocol decision; borrowed only for synchronous steps, never across an
+    /// await, so the heartbeat tick and the reader never collide.
+    pub core: RefCell<ConnCore>,
     /// Position in the shard's dense list of logged-in connections.
     pub slot: Cell<usize>,
     /// The `max_connections` slot and, once logged in, the directory entry and count:
@@ -134,6 +138,30 @@ impl LocalConn {
                 Ok(())
             }
             Some(ws) => ws.ingest(decoder, n, &self.out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_reader_touches_on_every_read_comes_before_the_core() {
+        use std::mem::{offset_of, size_of};
+        // Behind the `Rc`'s two counts: within the first two cache lines.
+        let rc_counts = 2 * size_of::<usize>();
+        let end = offset_of!(LocalConn, close) + size_of::<Cell<Option<CloseReason>>>();
+        assert!(rc_counts + end <= 128, "{end}");
+        for field in [
+            offset_of!(LocalConn, stream),
+            offset_of!(LocalConn, out),
+            offset_of!(LocalConn, meta),
+            offset_of!(LocalConn, ws),
+            offset_of!(LocalConn, tls),
+            offset_of!(LocalConn, close_requested),
+        ] {
+            assert!(field < offset_of!(LocalConn, core));
         }
     }
 }

@@ -476,6 +476,25 @@ fn inbound_rate_limits_reject_calls_or_close_in_virtual_time() {
     });
 }
 
+#[test]
+fn what_every_request_touches_sits_in_the_cores_first_two_cache_lines() {
+    use std::mem::{offset_of, size_of};
+    // The fields a frame reads or writes, each ending within 128 bytes.
+    let hot = [
+        offset_of!(ConnCore, config) + size_of::<Arc<CoreConfig>>(),
+        offset_of!(ConnCore, out) + size_of::<Rc<Outbound>>(),
+        offset_of!(ConnCore, now) + size_of::<Instant>(),
+        offset_of!(ConnCore, last_received) + size_of::<Instant>(),
+        offset_of!(ConnCore, pending) + size_of::<SmallVec<[Pending; 1]>>(),
+        offset_of!(ConnCore, next_call) + size_of::<u64>(),
+        offset_of!(ConnCore, closed) + size_of::<Option<CloseReason>>(),
+        offset_of!(ConnCore, codec) + size_of::<Option<Codec>>(),
+        offset_of!(ConnCore, authenticated) + 1,
+        offset_of!(ConnCore, full_frame_limit) + 1,
+    ];
+    assert!(hot.iter().all(|end| *end <= 128), "{hot:?}");
+}
+
 /// Read by the tests only: the glue ticks every connection of a shard from one timer.
 impl ConnCore {
     /// The next moment [`on_tick`](Self::on_tick) has something to do. The glue ticks
