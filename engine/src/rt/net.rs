@@ -426,11 +426,21 @@ impl SharedStream {
         match &*self.0.borrow() {
             #[cfg(feature = "glommio")]
             Stream::Glommio(_, s) => Self::send_raw(&socket2::SockRef::from(s), frames),
-            // Through `try_io`, so a full socket clears tokio's write readiness.
+            // Straight to the socket: tokio's write readiness is consulted only when
+            // the socket is full, and then cleared (through `try_io`, which keeps a
+            // writable event newer than what it saw), so the wait that follows is for
+            // a real writable event. Asking it first on every send cost more than the
+            // rare wait.
             #[cfg(feature = "tokio")]
-            Stream::Tokio(s) => s.try_io(tokio::io::Interest::WRITABLE, || {
-                Self::send_raw(&socket2::SockRef::from(s), frames)
-            }),
+            Stream::Tokio(s) => {
+                let sent = Self::send_raw(&socket2::SockRef::from(s), frames);
+                if matches!(&sent, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                    let _ = s.try_io(tokio::io::Interest::WRITABLE, || {
+                        Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+                    });
+                }
+                sent
+            }
         }
     }
 
