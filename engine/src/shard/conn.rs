@@ -16,7 +16,7 @@ use super::calls::{self, rpc_span, timed};
 use super::local::{Held, LocalConn};
 use super::setup::{prepare, Prepared, Setup};
 use super::Shard;
-use crate::core::{Args, CallKind, Close, CloseReason, ConnCore, Event, LocalNotify};
+use crate::core::{Args, CallId, CallKind, Close, CloseReason, ConnCore, Event, LocalNotify};
 use crate::dispatch::{self, contained};
 use crate::id::ConnectionId;
 use crate::router::{
@@ -342,7 +342,14 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<LocalConn>, decoder: &mut FrameD
                     if direct {
                         conn.out.hold_wakes();
                     }
-                    let closed = handle_frames(shard, conn, decoder).await;
+                    // A plain function handles the frames until one must wait (a
+                    // login's hooks, a handler still pending after its first poll);
+                    // only then does an async step (boxed: the common path keeps no
+                    // state of it in the connection's task) wait and go on.
+                    let closed = match handle_now(shard, conn, decoder) {
+                        Step::Done(close) => close,
+                        step => Box::pin(handle_waiting(shard, conn, decoder, step)).await,
+                    };
                     if direct {
                         if closed.is_none() {
                             let max = shard.router.descriptor().max_write_batch_bytes;
@@ -365,35 +372,93 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<LocalConn>, decoder: &mut FrameD
     }
 }
 
-/// Acts on every whole frame buffered; `Some` ends the connection.
+/// Where a synchronous pass over the buffered frames stopped.
+enum Step<'s> {
+    /// No whole frame left; `Some` ends the connection.
+    Done(Option<Close>),
+    /// A peer just logged in: its connect hooks run (they may wait).
+    LoggedIn {
+        codec: Codec,
+        client_name: Option<String>,
+    },
+    /// Call `id`'s handler did not finish on its first poll.
+    Pending {
+        id: CallId,
+        running: calls::Running<'s>,
+    },
+}
+
+/// Acts on every whole frame buffered; `Some` ends the connection (see the read
+/// loop, which does the same inline).
 async fn handle_frames(
     shard: &Rc<Shard>,
     conn: &Rc<LocalConn>,
     decoder: &mut FrameDecoder,
 ) -> Option<Close> {
-    // The time the bytes were read, for every frame among them: read again only after
-    // a step that waited (two clock reads per frame were a measurable share of a
-    // request's cost).
-    let mut now = shard.clock.now();
+    match handle_now(shard, conn, decoder) {
+        Step::Done(close) => close,
+        step => Box::pin(handle_waiting(shard, conn, decoder, step)).await,
+    }
+}
+
+/// Waits for what stopped [`handle_now`], then handles the frames after it.
+async fn handle_waiting<'s>(
+    shard: &'s Rc<Shard>,
+    conn: &Rc<LocalConn>,
+    decoder: &mut FrameDecoder,
+    mut step: Step<'s>,
+) -> Option<Close> {
+    loop {
+        match step {
+            Step::Done(close) => return close,
+            Step::LoggedIn { codec, client_name } => {
+                // Boxed: the hooks' futures are sized only while they run.
+                let hooks = Box::pin(logged_in(shard, conn, codec, client_name.as_deref()));
+                conn.unheld(hooks).await;
+            }
+            Step::Pending { id, running } => {
+                let outcome = calls::wait(shard, conn, decoder, running).await;
+                if let Some(outcome) = outcome {
+                    let now = shard.clock.now();
+                    let done = conn.core.borrow_mut().complete(id, outcome, now.1);
+                    if let Some(close) = done {
+                        return Some(close);
+                    }
+                }
+            }
+        }
+        step = handle_now(shard, conn, decoder);
+    }
+}
+
+/// Handles buffered frames until none is left or one must wait.
+fn handle_now<'s>(
+    shard: &'s Rc<Shard>,
+    conn: &Rc<LocalConn>,
+    decoder: &mut FrameDecoder,
+) -> Step<'s> {
+    // The time the bytes were read (or the last wait ended), for every frame among
+    // them: two clock reads per frame were a measurable share of a request's cost.
+    let now = shard.clock.now();
     loop {
         // Kicked (or cut off) while frames were still buffered: handle none of them.
         if let Some(r) = conn.close.get() {
-            return Some(conn.core.borrow_mut().close(r, wall_clock_ms()));
+            return Step::Done(Some(conn.core.borrow_mut().close(r, wall_clock_ms())));
         }
         let event = conn.core.borrow_mut().poll_event(decoder, now.0, now.1);
-        match event? {
+        let Some(event) = event else {
+            return Step::Done(None);
+        };
+        match event {
             Event::Handled => {}
-            Event::Close(close) => return Some(close),
+            Event::Close(close) => return Step::Done(Some(close)),
             Event::Authenticated {
                 codec,
                 client_name,
                 token,
             } => {
                 conn.meta.set_token(token);
-                // Boxed: the hooks' futures are sized only while they run.
-                let hooks = Box::pin(logged_in(shard, conn, codec, client_name.as_deref()));
-                conn.unheld(hooks).await;
-                now = shard.clock.now();
+                return Step::LoggedIn { codec, client_name };
             }
             Event::TokenRefreshed(token) => conn.meta.set_token(Some(token)),
             Event::Call(call) => {
@@ -408,26 +473,19 @@ async fn handle_frames(
                     if let Some(slot) = slot {
                         timed(shard, slot, now.0, &outcome);
                     }
-                    Some(outcome)
+                    outcome
                 } else {
-                    match call.into_owned() {
-                        Some(call) => match calls::start(shard, conn, handle, call, now.0) {
-                            Ok(done) => Some(done),
-                            Err(running) => {
-                                let outcome = calls::wait(shard, conn, decoder, running).await;
-                                now = shard.clock.now();
-                                outcome
-                            }
-                        },
-                        None => None,
+                    let Some(call) = call.into_owned() else {
+                        continue;
+                    };
+                    match calls::start(shard, conn, handle, call, now.0) {
+                        Ok(done) => done,
+                        Err(running) => return Step::Pending { id, running },
                     }
-                };
-                let Some(outcome) = outcome else {
-                    continue;
                 };
                 let done = conn.core.borrow_mut().complete(id, outcome, now.1);
                 if let Some(close) = done {
-                    return Some(close);
+                    return Step::Done(Some(close));
                 }
             }
         }
