@@ -36,30 +36,6 @@ pub const NATIVE_ALIGN: usize = 8;
 /// Longest route name (message type or RPC method), in bytes.
 pub const MAX_ROUTE_BYTES: usize = 255;
 
-/// Largest frame (bytes, header included) built in the per-thread scratch buffer and
-/// copied out; a larger one is built in a buffer of its own. Also about the most the
-/// scratch buffer keeps allocated between frames (at most twice this).
-pub const SCRATCH_FRAME_BYTES: usize = 4096;
-
-/// Most serializer arena (bytes) a thread keeps between frames: a frame that needed
-/// more leaves a fresh arena behind.
-pub const SCRATCH_ARENA_BYTES: usize = 64 << 10;
-
-/// What the encoders of one thread reuse from frame to frame.
-#[derive(Default)]
-struct FrameScratch {
-    /// The frame being built.
-    buf: Vec<u8>,
-    /// rkyv's scratch space while it serializes (kept here rather than in rkyv's own
-    /// per-thread arena, which is taken out, shrunk and put back on every frame).
-    arena: rkyv::ser::allocator::Arena,
-}
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<FrameScratch> =
-        std::cell::RefCell::new(FrameScratch::default());
-}
-
 /// Length of a nonce in the native handshake.
 pub const NONCE_LEN: usize = 32;
 
@@ -397,13 +373,8 @@ impl Encoder {
         Ok(())
     }
 
-    /// A frame of `kind` whose payload is `route` (if any) followed by `body`.
-    ///
-    /// Built in this thread's scratch buffer and serializer arena (see
-    /// [`SCRATCH_FRAME_BYTES`]) and copied out at its exact length: a small frame
-    /// costs one allocation, never a buffer grown and then shrunk. A larger frame, or
-    /// one encoded while the scratch is in use (from within an encoding), is built in
-    /// a buffer of its own, which becomes the frame.
+    /// A frame of `kind` whose payload is `route` (if any) followed by `body` (built in
+    /// the thread's scratch, see [`crate::frame_buf`]).
     pub fn frame<T: NativeBody>(
         &self,
         kind: FrameKind,
@@ -411,39 +382,19 @@ impl Encoder {
         route: Option<&str>,
         body: &T,
     ) -> Result<Bytes, WireError> {
-        SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => {
-                let FrameScratch { buf, arena } = &mut *scratch;
-                let mut out = std::mem::take(buf);
-                out.clear();
-                Self::start_in(&mut out, route)?;
-                let mut out = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+        crate::frame_buf::build(|mut out, arena| {
+            Self::start_in(&mut out, route)?;
+            let out = match arena {
+                Some(arena) => rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
                     body,
                     out,
                     arena.acquire(),
-                )
-                .map_err(|e| WireError::Encode(e.to_string()))?;
-                if arena.capacity() > SCRATCH_ARENA_BYTES {
-                    *arena = rkyv::ser::allocator::Arena::new();
-                }
-                self.finish_in(&mut out, kind, correlation_id)?;
-                if out.len() > SCRATCH_FRAME_BYTES {
-                    return Ok(crate::frame_buf::seal(out));
-                }
-                let frame = Bytes::copy_from_slice(&out);
-                if out.capacity() <= 2 * SCRATCH_FRAME_BYTES {
-                    *buf = out;
-                }
-                Ok(frame)
-            }
-            Err(_) => {
-                let mut out = Vec::with_capacity(crate::frame_buf::SMALL_FRAME_BYTES);
-                Self::start_in(&mut out, route)?;
-                let mut out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(body, out)
-                    .map_err(|e| WireError::Encode(e.to_string()))?;
-                self.finish_in(&mut out, kind, correlation_id)?;
-                Ok(crate::frame_buf::seal(out))
-            }
+                ),
+                None => rkyv::api::high::to_bytes_in::<_, rancor::Error>(body, out),
+            };
+            let mut out = out.map_err(|e| WireError::Encode(e.to_string()))?;
+            self.finish_in(&mut out, kind, correlation_id)?;
+            Ok(out)
         })
     }
 
@@ -545,10 +496,7 @@ pub(crate) mod tests {
             let scratch = enc.message("chat", &tree).unwrap();
             // With the scratch in use (an encoding inside an encoding): a buffer of
             // its own, the same bytes.
-            let alone = SCRATCH.with(|cell| {
-                let _held = cell.borrow_mut();
-                enc.message("chat", &tree).unwrap()
-            });
+            let alone = crate::frame_buf::with_scratch_held(|| enc.message("chat", &tree).unwrap());
             assert_eq!(scratch, alone);
             let mut d = FrameDecoder::new(DecoderLimits::default());
             d.feed(&scratch);
@@ -558,12 +506,6 @@ pub(crate) mod tests {
             let got = access::<ArchivedValueTree>(body).unwrap();
             assert_eq!(got.to_value(ValueLimits::default()).unwrap(), v);
         }
-        // What the scratch keeps between frames stays within its bounds.
-        SCRATCH.with(|cell| {
-            let scratch = cell.borrow();
-            assert!(scratch.buf.capacity() <= 2 * SCRATCH_FRAME_BYTES);
-            assert!(scratch.arena.capacity() <= SCRATCH_ARENA_BYTES);
-        });
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::io::Read;
 use bytes::Bytes;
 
 use crate::error::WireError;
-use crate::frame_buf::SMALL_FRAME_BYTES;
 use crate::header::{Codec, Flags, FrameKind, Header, HEADER_LEN};
 use crate::msgpack::{self, ValueLimits};
 use crate::value::Value;
@@ -267,22 +266,25 @@ impl Encoder {
         correlation_id: u64,
         write: impl FnOnce(&mut Vec<u8>),
     ) -> Bytes {
-        let mut out = Vec::with_capacity(SMALL_FRAME_BYTES);
-        out.extend_from_slice(&[0u8; HEADER_LEN]);
-        write(&mut out);
-        let mut h = Header::new(Codec::V1, kind);
-        if self.compress && out.len() - HEADER_LEN > COMPRESS_THRESHOLD_BYTES {
-            if let Some(packed) = deflate(&out[HEADER_LEN..]) {
-                out.truncate(HEADER_LEN);
-                out.extend_from_slice(&packed);
-                h.flags = Flags(Flags::COMPRESSED);
+        let built = crate::frame_buf::build(|mut out, _| {
+            out.extend_from_slice(&[0u8; HEADER_LEN]);
+            write(&mut out);
+            let mut h = Header::new(Codec::V1, kind);
+            if self.compress && out.len() - HEADER_LEN > COMPRESS_THRESHOLD_BYTES {
+                if let Some(packed) = deflate(&out[HEADER_LEN..]) {
+                    out.truncate(HEADER_LEN);
+                    out.extend_from_slice(&packed);
+                    h.flags = Flags(Flags::COMPRESSED);
+                }
             }
-        }
-        h.length = (out.len() - HEADER_LEN) as u32;
-        h.correlation_id = correlation_id;
-        h.timestamp_ms = self.timestamp_ms;
-        out[..HEADER_LEN].copy_from_slice(&h.encode());
-        crate::frame_buf::seal(out)
+            h.length = (out.len() - HEADER_LEN) as u32;
+            h.correlation_id = correlation_id;
+            h.timestamp_ms = self.timestamp_ms;
+            out[..HEADER_LEN].copy_from_slice(&h.encode());
+            Ok::<_, std::convert::Infallible>(out)
+        });
+        let Ok(frame) = built;
+        frame
     }
 
     /// A frame with no payload (PING, PONG, …).
