@@ -756,3 +756,80 @@ fn archived_message_handlers_read_native_data_in_place() {
     let err = server.start().unwrap_err().to_string();
     assert!(err.contains("reads its data in place"), "{err}");
 }
+
+/// The data of an RPC reply frame in `codec`.
+fn reply_data(codec: Codec, f: &conduit_tests::OwnedFrame) -> Value {
+    match codec {
+        Codec::V1 => match f.v1() {
+            conduit_protocol::v1::V1Payload::RpcResponse { result, .. } => ok(&result).clone(),
+            other => panic!("not a reply: {other:?}"),
+        },
+        Codec::Native => {
+            assert_eq!(f.header.kind, FrameKind::RpcResponse);
+            f.native_value()
+        }
+    }
+}
+
+#[matrix]
+fn calls_in_one_write_behind_a_waiting_handler_are_answered_in_order() {
+    let server = server();
+    server.rpc_with(RpcInfo::new("slow"), |_| async {
+        conduit::rt::sleep(std::time::Duration::from_millis(20)).await;
+        Ok::<_, RpcError>(Value::from("slow"))
+    });
+    let (running, addr) = start(&server);
+    let add = |a: i64, b: i64| Value::map().with("a", a).with("b", b);
+    for codec in [Codec::V1, Codec::Native] {
+        let mut c = TestClient::login(addr, codec, PW);
+        // A waiting handler, then calls that finish at once, twice over: the ones
+        // behind each wait are handled after it, in the order sent.
+        let mut write = Vec::new();
+        for (corr, method, args) in [
+            (1, "slow", Value::map()),
+            (2, "add", add(1, 2)),
+            (3, "add", add(3, 4)),
+            (4, "slow", Value::map()),
+            (5, "add", add(5, 6)),
+        ] {
+            write.extend(conduit_tests::forge::rpc_frame(codec, corr, method, &args));
+        }
+        c.send_raw(&write).unwrap();
+        let want = [
+            Value::from("slow"),
+            Value::from(3),
+            Value::from(7),
+            Value::from("slow"),
+            Value::from(11),
+        ];
+        for (corr, want) in (1..).zip(want) {
+            let f = c.next_app_frame().unwrap();
+            assert_eq!(f.header.correlation_id, corr, "{codec:?}");
+            assert_eq!(reply_data(codec, &f), want, "{codec:?} call {corr}");
+        }
+    }
+    running.stop().unwrap();
+}
+
+#[matrix]
+fn a_call_in_the_login_write_runs_after_connect_hooks_that_wait() {
+    let server = server();
+    server.on_client_connect(|c| async move {
+        conduit::rt::sleep(std::time::Duration::from_millis(20)).await;
+        c.send_message("welcome", Value::map()).await.unwrap();
+    });
+    let (running, addr) = start(&server);
+    // v1 logs in with one frame, so a call can ride in the same write.
+    let mut c = TestClient::connect(addr, Codec::V1).unwrap();
+    let mut write = conduit_tests::forge::auth_frame(Codec::V1, PW, "test", "1");
+    let args = Value::map().with("a", 2).with("b", 3);
+    write.extend(conduit_tests::forge::rpc_frame(Codec::V1, 9, "add", &args));
+    c.send_raw(&write).unwrap();
+    assert_eq!(c.next_frame().unwrap().header.kind, FrameKind::AuthSuccess);
+    let (name, _) = c.next_message().unwrap();
+    assert_eq!(name, "welcome", "the hook ran first");
+    let f = c.next_app_frame().unwrap();
+    assert_eq!(f.header.correlation_id, 9);
+    assert_eq!(reply_data(Codec::V1, &f), Value::from(5));
+    running.stop().unwrap();
+}

@@ -22,7 +22,7 @@ pub(crate) fn run_in_place(registry: &Registry, conn: &Connection, call: Call<'_
         return run_message_in_place(registry, conn, call);
     }
     let method = call.route;
-    let result = match (registry.rpcs.get(method.as_ref()), call.args) {
+    let result = match (registry.rpc_at(call.slot, method.as_ref()), call.args) {
         (Some(entry), Args::Native(bytes)) => match &entry.archived {
             Some(archived) => {
                 let rpc = RpcCall {

@@ -512,7 +512,9 @@ impl Registry {
 }
 
 impl Registry {
-    /// Fixes the slot order (see [`by_slot`](Self::by_slot)) once registration ends.
+    /// Fixes the slot order (see [`by_slot`](Self::by_slot)) once registration ends;
+    /// a registry changed after this is frozen again (a replaced method would else be
+    /// found by slot as it was).
     pub fn freeze(&mut self) {
         self.by_slot = self
             .rpc_order

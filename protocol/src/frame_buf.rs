@@ -2,12 +2,13 @@
 //! holds exactly its own length (what the engine's outbound bound charges). A leaf:
 //! both codecs' encoders use it.
 //!
-//! A frame is built in the thread's scratch buffer (and, for the native codec, with
-//! the thread's serializer arena as rkyv's scratch space) and copied out at its exact
-//! length: one allocation per frame, never a buffer grown and then shrunk. A frame
-//! larger than [`SCRATCH_FRAME_BYTES`], or one encoded while the scratch is in use
-//! (an encoding inside an encoding), is built in a buffer of its own, which becomes
-//! the frame.
+//! A frame is written into the thread's scratch buffer (for the native codec with the
+//! thread's serializer arena as rkyv's scratch space). One of at most
+//! [`SCRATCH_FRAME_BYTES`] is copied out at its exact length — one allocation, never a
+//! buffer grown and then shrunk — and the scratch kept for the next; a larger one
+//! becomes the frame itself (shrunk to its length, the next frame starting a new
+//! scratch buffer). A frame encoded while the scratch is in use (an encoding inside an
+//! encoding) is built in a buffer of its own.
 
 use std::cell::RefCell;
 
@@ -32,7 +33,8 @@ struct FrameScratch {
     /// The frame being built.
     buf: Vec<u8>,
     /// rkyv's scratch space while it serializes (kept here rather than in rkyv's own
-    /// per-thread arena, which is taken out, shrunk and put back on every frame).
+    /// per-thread arena, which is taken out of its thread-local and put back on every
+    /// frame).
     arena: Arena,
 }
 
@@ -40,20 +42,23 @@ thread_local! {
     static SCRATCH: RefCell<FrameScratch> = RefCell::new(FrameScratch::default());
 }
 
-/// A frame `build` writes: it gets an empty buffer (and the thread's serializer arena,
+/// A frame `write` builds: it gets an empty buffer (and the thread's serializer arena,
 /// when the scratch is free) and returns the buffer holding the whole frame.
 pub(crate) fn build<E>(
-    build: impl FnOnce(Vec<u8>, Option<&mut Arena>) -> Result<Vec<u8>, E>,
+    write: impl FnOnce(Vec<u8>, Option<&mut Arena>) -> Result<Vec<u8>, E>,
 ) -> Result<bytes::Bytes, E> {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut scratch) => {
             let FrameScratch { buf, arena } = &mut *scratch;
             let mut out = std::mem::take(buf);
             out.clear();
-            let out = build(out, Some(arena))?;
-            if arena.capacity() > SCRATCH_ARENA_BYTES {
+            let written = write(out, Some(arena));
+            // Its largest block is what the arena keeps (the others go at the next
+            // use): bounded whether or not the frame was written.
+            if arena.shrink() > SCRATCH_ARENA_BYTES {
                 *arena = Arena::new();
             }
+            let out = written?;
             if out.len() > SCRATCH_FRAME_BYTES {
                 return Ok(seal(out));
             }
@@ -64,7 +69,7 @@ pub(crate) fn build<E>(
             Ok(frame)
         }
         // In use: an encoding inside an encoding gets a buffer of its own.
-        Err(_) => build(Vec::with_capacity(SMALL_FRAME_BYTES), None).map(seal),
+        Err(_) => write(Vec::with_capacity(SMALL_FRAME_BYTES), None).map(seal),
     })
 }
 
@@ -85,6 +90,15 @@ pub(crate) fn with_scratch_held<R>(f: impl FnOnce() -> R) -> R {
     SCRATCH.with(|cell| {
         let _held = cell.borrow_mut();
         f()
+    })
+}
+
+/// What this thread's scratch keeps allocated: buffer bytes and arena bytes.
+#[cfg(test)]
+pub(crate) fn scratch_capacities() -> (usize, usize) {
+    SCRATCH.with(|cell| {
+        let scratch = cell.borrow();
+        (scratch.buf.capacity(), scratch.arena.capacity())
     })
 }
 
@@ -110,10 +124,17 @@ mod tests {
         // An error leaves the scratch usable.
         assert_eq!(build(|_, _| Err::<Vec<u8>, _>("no")), Err("no"));
         assert_eq!(build(write(3)).unwrap(), vec![0u8, 1, 2]);
-        SCRATCH.with(|cell| {
-            let scratch = cell.borrow();
-            assert!(scratch.buf.capacity() <= 2 * SCRATCH_FRAME_BYTES);
-            assert!(scratch.arena.capacity() <= SCRATCH_ARENA_BYTES);
-        });
+        let (buf, _) = scratch_capacities();
+        assert!(buf <= 2 * SCRATCH_FRAME_BYTES);
+        // A small frame left in a buffer grown large (a payload compressed after it
+        // was written) is copied out, and the large buffer not kept.
+        let shrunk = build(|mut out, _| -> Result<Vec<u8>, ()> {
+            out.resize(100_000, 7);
+            out.truncate(5);
+            Ok(out)
+        })
+        .unwrap();
+        assert_eq!(shrunk.as_ref(), &[7u8; 5]);
+        assert!(scratch_capacities().0 <= 2 * SCRATCH_FRAME_BYTES);
     }
 }

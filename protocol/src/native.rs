@@ -506,6 +506,12 @@ pub(crate) mod tests {
             let got = access::<ArchivedValueTree>(body).unwrap();
             assert_eq!(got.to_value(ValueLimits::default()).unwrap(), v);
         }
+        // A value whose serialization needs more scratch space than the thread keeps
+        // leaves a fresh arena behind.
+        let huge = ValueTree::from_value(&Value::from_iter((0..20_000).map(|i| format!("{i}"))));
+        enc.message("chat", &huge).unwrap();
+        let (_, arena) = crate::frame_buf::scratch_capacities();
+        assert!(arena <= crate::frame_buf::SCRATCH_ARENA_BYTES, "{arena}");
     }
 
     #[test]

@@ -443,3 +443,27 @@ fn deflate(payload: &[u8]) -> Option<Vec<u8>> {
     let packed = z.finish().ok()?;
     (packed.len() < payload.len()).then_some(packed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_built_in_the_scratch_match_frames_built_alone() {
+        let big = Value::map().with("text", "compressible ".repeat(2000));
+        for compress in [false, true] {
+            let enc = Encoder {
+                timestamp_ms: 7,
+                compress,
+            };
+            for v in [Value::Int(3), Value::map().with("x", "y"), big.clone()] {
+                let scratch = enc.message("chat", &v);
+                let alone = crate::frame_buf::with_scratch_held(|| enc.message("chat", &v));
+                assert_eq!(scratch, alone);
+                let h = Header::decode(scratch[..HEADER_LEN].try_into().unwrap()).unwrap();
+                assert_eq!(h.length as usize, scratch.len() - HEADER_LEN);
+                assert_eq!(h.flags.0 & Flags::COMPRESSED != 0, compress && v == big);
+            }
+        }
+    }
+}

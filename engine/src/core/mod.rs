@@ -149,8 +149,8 @@ pub struct ConnCore {
     now: Instant,
     /// Latest time a frame arrived (never moves backwards).
     last_received: Instant,
-    /// Calls started and not yet completed: the first inline, in the core's hot
-    /// lines (a client with one call in flight never touches a separate allocation).
+    /// Calls started and not yet completed: one inline, in the core's hot lines (the
+    /// glue runs one at a time, see [`MAX_CALLS_IN_FLIGHT`], so no call allocates).
     pending: SmallVec<[Pending; 1]>,
     /// The next call id.
     next_call: u64,

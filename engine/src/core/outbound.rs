@@ -403,6 +403,24 @@ mod tests {
     }
 
     #[test]
+    fn what_queueing_and_taking_a_reply_touch_comes_first() {
+        use std::mem::{offset_of, size_of};
+        // Behind the `Rc`'s two counts, within the first 128 bytes.
+        let rc_counts = 2 * size_of::<usize>();
+        let ends = [
+            offset_of!(Outbound, holding) + 1,
+            offset_of!(Outbound, held_wake) + 1,
+            offset_of!(Outbound, closed) + 1,
+            offset_of!(Outbound, queued_bytes) + size_of::<usize>(),
+            offset_of!(Outbound, in_flight_bytes) + size_of::<usize>(),
+            offset_of!(Outbound, limit_bytes) + size_of::<usize>(),
+            offset_of!(Outbound, gate) + size_of::<Cell<Option<Gate>>>(),
+            offset_of!(Outbound, frames) + size_of::<RefCell<FrameQueue>>(),
+        ];
+        assert!(ends.iter().all(|end| rc_counts + end <= 128), "{ends:?}");
+    }
+
+    #[test]
     fn limit_and_batches() {
         let q = Outbound::new(cost(2, 10));
         assert_eq!(q.push(Bytes::from_static(b"abcd")), Push::Queued);

@@ -426,21 +426,21 @@ impl SharedStream {
         match &*self.0.borrow() {
             #[cfg(feature = "glommio")]
             Stream::Glommio(_, s) => Self::send_raw(&socket2::SockRef::from(s), frames),
-            // Straight to the socket: tokio's write readiness is consulted only when
-            // the socket is full, and then cleared (through `try_io`, which keeps a
-            // writable event newer than what it saw), so the wait that follows is for
-            // a real writable event. Asking it first on every send cost more than the
-            // rare wait.
+            // Straight to the socket; only when it is full is the send made again
+            // through `try_io`, which notes tokio's write readiness before it sends
+            // and clears it if the send still finds no room — so the wait that
+            // follows is for a writable event newer than that send, even when
+            // tokio's driver runs on another thread (an application's runtime under
+            // the client). Asking tokio first on every send cost more than the rare
+            // second send.
             #[cfg(feature = "tokio")]
-            Stream::Tokio(s) => {
-                let sent = Self::send_raw(&socket2::SockRef::from(s), frames);
-                if matches!(&sent, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-                    let _ = s.try_io(tokio::io::Interest::WRITABLE, || {
-                        Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-                    });
-                }
-                sent
-            }
+            Stream::Tokio(s) => match Self::send_raw(&socket2::SockRef::from(s), frames) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => s
+                    .try_io(tokio::io::Interest::WRITABLE, || {
+                        Self::send_raw(&socket2::SockRef::from(s), frames)
+                    }),
+                sent => sent,
+            },
         }
     }
 

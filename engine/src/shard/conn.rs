@@ -346,7 +346,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<LocalConn>, decoder: &mut FrameD
                     // login's hooks, a handler still pending after its first poll);
                     // only then does an async step (boxed: the common path keeps no
                     // state of it in the connection's task) wait and go on.
-                    let closed = match handle_now(shard, conn, decoder) {
+                    let closed = match handle_now(shard, conn, decoder, shard.clock.now()) {
                         Step::Done(close) => close,
                         step => Box::pin(handle_waiting(shard, conn, decoder, step)).await,
                     };
@@ -374,7 +374,8 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<LocalConn>, decoder: &mut FrameD
 
 /// Where a synchronous pass over the buffered frames stopped.
 enum Step<'s> {
-    /// No whole frame left; `Some` ends the connection.
+    /// Nothing more to do now: no whole frame left, or the connection ends (`Some`:
+    /// a close was asked for, or the core closed it).
     Done(Option<Close>),
     /// A peer just logged in: its connect hooks run (they may wait).
     LoggedIn {
@@ -395,7 +396,7 @@ async fn handle_frames(
     conn: &Rc<LocalConn>,
     decoder: &mut FrameDecoder,
 ) -> Option<Close> {
-    match handle_now(shard, conn, decoder) {
+    match handle_now(shard, conn, decoder, shard.clock.now()) {
         Step::Done(close) => close,
         step => Box::pin(handle_waiting(shard, conn, decoder, step)).await,
     }
@@ -424,22 +425,24 @@ async fn handle_waiting<'s>(
                     if let Some(close) = done {
                         return Some(close);
                     }
+                    step = handle_now(shard, conn, decoder, now);
+                    continue;
                 }
             }
         }
-        step = handle_now(shard, conn, decoder);
+        step = handle_now(shard, conn, decoder, shard.clock.now());
     }
 }
 
-/// Handles buffered frames until none is left or one must wait.
+/// Handles buffered frames until none is left or one must wait. `now` is the time
+/// the bytes were read (or the last wait ended), used for every frame among them: two
+/// clock reads per frame were a measurable share of a request's cost.
 fn handle_now<'s>(
     shard: &'s Rc<Shard>,
     conn: &Rc<LocalConn>,
     decoder: &mut FrameDecoder,
+    now: (Instant, u64),
 ) -> Step<'s> {
-    // The time the bytes were read (or the last wait ended), for every frame among
-    // them: two clock reads per frame were a measurable share of a request's cost.
-    let now = shard.clock.now();
     loop {
         // Kicked (or cut off) while frames were still buffered: handle none of them.
         if let Some(r) = conn.close.get() {

@@ -17,7 +17,8 @@ use crate::rt::tls::TlsLayer;
 /// A connection as its owning shard holds it.
 ///
 /// `repr(C)`, fields in this order: what the reader touches on every read comes
-/// first (one cache line), then the core (itself ordered hot first).
+/// first (within the first 128 bytes of the allocation), then the core (itself ordered
+/// hot first).
 #[repr(C)]
 pub(crate) struct LocalConn {
     /// The socket, shared by the reader and the writer.
