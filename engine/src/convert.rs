@@ -1,6 +1,6 @@
 //! Typed values to and from the dynamic [`Value`] both codecs carry, through serde
-//! (`serde_json` as the bridge), so any `Deserialize` type can be an argument and any
-//! `Serialize` type a result.
+//! (`conduit_protocol::value_serde`, no intermediate form), so any `Deserialize` type
+//! can be an argument and any `Serialize` type a result.
 
 use conduit_protocol::Value;
 use serde::de::DeserializeOwned;
@@ -8,8 +8,7 @@ use serde::Serialize;
 
 /// `value` as a `T`, or serde's description of why not.
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, String> {
-    let json = serde_json::to_value(&value).map_err(|e| e.to_string())?;
-    serde_json::from_value(json).map_err(|e| e.to_string())
+    conduit_protocol::value_serde::from_value(&value).map_err(|e| e.to_string())
 }
 
 /// Message data as a [`Value`]: a `Value` as it is (moved, no copy), anything else
@@ -27,6 +26,5 @@ pub fn into_value<T: Serialize + 'static>(data: T) -> Result<Value, String> {
 
 /// `t` as a [`Value`].
 pub fn to_value<T: Serialize + ?Sized>(t: &T) -> Result<Value, String> {
-    let json = serde_json::to_value(t).map_err(|e| e.to_string())?;
-    serde_json::from_value(json).map_err(|e| e.to_string())
+    conduit_protocol::value_serde::to_value(t).map_err(|e| e.to_string())
 }

@@ -10,6 +10,7 @@ use std::panic::AssertUnwindSafe;
 use conduit_protocol::Value;
 use futures_lite::FutureExt;
 
+use crate::args::Params;
 use crate::core::{Args, Call, CallKind, Failure, Outcome};
 use crate::handlers::{RawArgs, Registry, RpcCall, RpcError};
 use crate::router::Connection;
@@ -88,7 +89,7 @@ fn panicked(conn: &Connection, method: &str) -> RpcError {
     RpcError::failed("internal error (handler panicked)")
 }
 
-/// An RPC whose handler takes decoded arguments, started: its own future (boxed by
+/// An RPC whose handler takes decoded or typed arguments, started: its own future (boxed by
 /// the registration, so it moves freely) and the method's name for its error text.
 pub(crate) struct StartedRpc<'r> {
     /// The handler's future.
@@ -97,8 +98,8 @@ pub(crate) struct StartedRpc<'r> {
     pub name: &'r str,
 }
 
-/// Starts `call` when it is an RPC to a handler that takes decoded arguments (the
-/// common case) without running it: the glue polls the future itself and boxes
+/// Starts `call` when it is an RPC to a handler that takes typed or decoded arguments
+/// (the common case) without running it: the glue polls the future itself and boxes
 /// nothing more when it finishes on its first poll. Any other call comes back as it
 /// went in, for [`run`]; a handler that panics while building its future is answered.
 pub(crate) fn start_rpc<'r, 'c>(
@@ -110,14 +111,35 @@ pub(crate) fn start_rpc<'r, 'c>(
         Some(entry) if call.kind == CallKind::Rpc && entry.archived.is_none() => entry,
         _ => return Err((conn, call)),
     };
-    let Args::Value(params) = call.args else {
-        return Ok(Err(Outcome::Rpc(Err(failure(
-            RpcError::failed("arguments arrived undecoded"),
-            &entry.info.name,
-        )))));
-    };
     let name = entry.info.name.as_str();
     let id = conn.id();
+    if let Some(typed) = &entry.typed {
+        let params = match &call.args {
+            Args::Tree(tree) => Params::in_place(conn, name, tree),
+            Args::Value(v) => Params::decoded(conn, name, v),
+            Args::Native(_) => {
+                return Ok(Err(rpc_outcome(
+                    Err(RpcError::failed("arguments arrived undecoded")),
+                    name,
+                )))
+            }
+        };
+        // The arguments are taken here, while `call` still lends them; the body's
+        // future owns what it took.
+        return Ok(
+            match std::panic::catch_unwind(AssertUnwindSafe(|| typed(params))) {
+                Ok(Ok(future)) => Ok(StartedRpc { future, name }),
+                Ok(Err(e)) => Err(rpc_outcome(Err(e), name)),
+                Err(_) => Err(rpc_panicked(id, name)),
+            },
+        );
+    }
+    let Args::Value(params) = call.args else {
+        return Ok(Err(rpc_outcome(
+            Err(RpcError::failed("arguments arrived undecoded")),
+            name,
+        )));
+    };
     let rpc = RpcCall {
         // The handle the glue made for this call: moved, not cloned again.
         connection: conn,
@@ -183,7 +205,7 @@ async fn run_message(
     let data = match args {
         Args::Value(v) => v,
         // The core decodes message payloads before routing them.
-        Args::Native(_) => return None,
+        Args::Native(_) | Args::Tree(_) => return None,
     };
     let mut reply = None;
     // Every handler but the last gets a copy; the last takes the value itself.
@@ -234,12 +256,19 @@ async fn run_rpc(
                 method: method.into_owned(),
                 params: Value::Nil,
             };
-            let raw = match args {
-                Args::Native(bytes) => RawArgs::Native(bytes),
-                Args::Value(v) => RawArgs::Value(v),
-            };
-            std::panic::catch_unwind(AssertUnwindSafe(|| archived(&call, raw)))
-                .unwrap_or_else(|_| Err(panicked(conn, name)))
+            match args {
+                Args::Native(bytes) => Some(RawArgs::Native(bytes)),
+                Args::Value(v) => Some(RawArgs::Value(v)),
+                // Trees go to typed methods only.
+                Args::Tree(_) => None,
+            }
+            .map_or_else(
+                || Err(RpcError::failed("arguments arrived undecoded")),
+                |raw| {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| archived(&call, raw)))
+                        .unwrap_or_else(|_| Err(panicked(conn, name)))
+                },
+            )
         }
         // Decoded arguments go through `start_rpc`; the core decodes arguments for
         // methods that do not read them in place.

@@ -8,10 +8,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ahash::AHashMap;
-use conduit_protocol::v1::codes;
 use conduit_protocol::Value;
 
-use crate::router::{Connection, Router};
+pub use crate::call::{RpcCall, RpcError};
+use crate::router::Connection;
 pub use crate::rt::exec::LocalBoxFuture;
 
 /// What a message handler may return: `()` for no reply, or a value sent back to the
@@ -67,88 +67,6 @@ pub(crate) fn message_error_value(e: &RpcError, name: &str) -> Value {
         .with("error", e.wire_message(name))
         .with("details", e.details.clone().unwrap_or(Value::Nil))
 }
-
-/// An RPC failure as the client sees it: a code and a message (netconduit's codes: 4000
-/// unknown method, 2000 validation, 1001 any other failure), with optional details.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RpcError {
-    /// netconduit error code.
-    pub code: i64,
-    /// Human-readable text.
-    pub message: String,
-    /// Structured details (e.g. every validation violation).
-    pub details: Option<Value>,
-    /// Whether the dispatcher prefixes the message with `Error in <method>: `, as
-    /// netconduit does for exceptions raised by a handler.
-    pub(crate) in_method: bool,
-}
-
-impl RpcError {
-    /// An error sent exactly as given.
-    pub fn new(code: i64, message: impl Into<String>) -> RpcError {
-        RpcError {
-            code,
-            message: message.into(),
-            details: None,
-            in_method: false,
-        }
-    }
-
-    /// A handler failure (code 1001); the client sees `Error in <method>: <message>`.
-    pub fn failed(message: impl std::fmt::Display) -> RpcError {
-        RpcError {
-            code: codes::INTERNAL,
-            message: message.to_string(),
-            details: None,
-            in_method: true,
-        }
-    }
-
-    /// An argument problem (code 2000).
-    pub fn validation(message: impl Into<String>, details: Option<Value>) -> RpcError {
-        RpcError {
-            code: codes::VALIDATION,
-            message: message.into(),
-            details,
-            in_method: false,
-        }
-    }
-
-    /// Attaches details.
-    pub fn with_details(mut self, details: Value) -> RpcError {
-        self.details = Some(details);
-        self
-    }
-
-    /// The text the client receives for a call to `method`.
-    pub fn wire_message(&self, method: &str) -> String {
-        if self.in_method {
-            format!("Error in {method}: {}", self.message)
-        } else {
-            self.message.clone()
-        }
-    }
-}
-
-impl From<&str> for RpcError {
-    fn from(s: &str) -> RpcError {
-        RpcError::failed(s)
-    }
-}
-
-impl From<String> for RpcError {
-    fn from(s: String) -> RpcError {
-        RpcError::failed(s)
-    }
-}
-
-impl std::fmt::Display for RpcError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (code {})", self.message, self.code)
-    }
-}
-
-impl std::error::Error for RpcError {}
 
 /// One parameter of an RPC method, as `listall` describes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -240,42 +158,6 @@ impl RpcInfo {
     }
 }
 
-/// The caller's side of an RPC: who called, and with what.
-#[derive(Clone, Debug)]
-pub struct RpcCall {
-    /// The calling connection.
-    pub connection: Connection,
-    /// The method called.
-    pub method: String,
-    /// The arguments (a map of name to value).
-    pub params: Value,
-}
-
-impl RpcCall {
-    /// A call with no client behind it: for unit tests of handlers and in-process
-    /// benchmarks. Its connection reports itself as not connected, and sends to it fail.
-    pub fn standalone(server: &Router, method: impl Into<String>, params: Value) -> RpcCall {
-        let meta = crate::router::ConnMeta::new(
-            crate::id::ConnectionId::from_u64(0),
-            std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-        );
-        meta.set_closed();
-        RpcCall {
-            connection: Connection {
-                meta: Arc::new(meta),
-                router: server.clone(),
-            },
-            method: method.into(),
-            params,
-        }
-    }
-
-    /// The server.
-    pub fn server(&self) -> &Router {
-        self.connection.server()
-    }
-}
-
 pub(crate) type MessageFn =
     Arc<dyn Fn(Connection, Value) -> LocalBoxFuture<Option<Value>> + Send + Sync>;
 pub(crate) type RpcFn =
@@ -293,7 +175,17 @@ pub struct RpcMethod {
     /// Set for methods that read native arguments in place (see
     /// [`RpcMethod::archived`]); `call` then serves only direct calls.
     pub(crate) archived: Option<ArchivedFn>,
+    /// Set for methods that take typed arguments (see [`RpcMethod::typed`]): started
+    /// from the arguments where they arrived, native ones still in the receive
+    /// buffer; `call` then serves only direct calls.
+    pub(crate) typed: Option<TypedFn>,
 }
+
+/// Starts a typed method: takes its arguments from the [`Params`](crate::call::Params)
+/// and returns its body's future, or the validation error.
+pub(crate) type TypedFn = Arc<
+    dyn for<'a> Fn(crate::call::Params<'a>) -> Result<crate::call::Started, RpcError> + Send + Sync,
+>;
 
 /// The arguments of a call to an archived method, as they arrived.
 pub(crate) enum RawArgs<'a> {
@@ -317,6 +209,34 @@ impl RpcMethod {
             info,
             call: Arc::new(move |c| Box::pin(handler(c))),
             archived: None,
+            typed: None,
+        }
+    }
+
+    /// A method whose typed arguments are taken from the call's
+    /// [`Params`](crate::call::Params) where they arrived — a native caller's straight
+    /// from the receive buffer, with no [`Value`] built — before its body starts:
+    /// `start` takes them (through [`Args`](crate::args::Args)) and returns the body's
+    /// future, or the call's validation error. What `#[rpc]` functions expand to.
+    pub fn typed<F>(info: RpcInfo, start: F) -> RpcMethod
+    where
+        F: for<'a> Fn(crate::call::Params<'a>) -> Result<crate::call::Started, RpcError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let start: TypedFn = Arc::new(start);
+        let direct = start.clone();
+        RpcMethod {
+            info,
+            call: Arc::new(
+                move |c: RpcCall| match direct(crate::call::Params::of_call(&c)) {
+                    Ok(body) => body,
+                    Err(e) => Box::pin(async move { Err(e) }),
+                },
+            ),
+            archived: None,
+            typed: Some(start),
         }
     }
 
@@ -390,6 +310,7 @@ impl RpcMethod {
                 Box::pin(async move { r })
             }),
             archived: Some(run),
+            typed: None,
         }
     }
 
@@ -543,12 +464,17 @@ impl Registry {
                 ArgForm::Value
             }
         };
+        let method_form = |m: &RpcMethod| match (&m.archived, &m.typed) {
+            (Some(_), _) => ArgForm::InPlace,
+            (None, Some(_)) => ArgForm::Typed,
+            (None, None) => ArgForm::Value,
+        };
         crate::core::RouteTable::with_message_forms(
             // In registration order: a method's position is its counters' slot.
             self.rpc_order
                 .iter()
                 .filter_map(|name| self.rpcs.get(name).map(|m| (name, m)))
-                .map(|(name, m)| (name.clone(), form(m.archived.is_some()))),
+                .map(|(name, m)| (name.clone(), method_form(m))),
             self.messages.keys().map(|name| {
                 // `start` refuses a type read in place with other handlers.
                 let in_place = self.archived_messages.contains_key(name);

@@ -55,6 +55,7 @@
 // What `#[rpc]` expands to; not an API of its own.
 #[doc(hidden)]
 pub mod args;
+mod call;
 pub mod client;
 pub mod cluster;
 #[cfg(feature = "config")]

@@ -23,8 +23,7 @@ use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use conduit::cluster::{Broker, ClusterDescriptor};
-use conduit::handlers::RpcInfo;
-use conduit::{RpcError, Runtime, Server, ServerDescriptor, Value};
+use conduit::{Runtime, Server, ServerDescriptor, Value};
 
 use crate::payload::{BENCH_BROADCAST, BENCH_JOIN, BENCH_ROOM_BROADCAST, ROOM_KEY, TICK};
 use crate::{Error, Result};
@@ -220,25 +219,17 @@ pub fn build(opts: &ServeOptions) -> Result<Server> {
     build_with(desc)
 }
 
+/// Adds two integers (wrapping, so any two `int`s have an answer). Written as users
+/// write a method, so the `rpc` scenario measures the path they get.
+#[conduit::rpc]
+async fn add(a: i64, b: i64) -> i64 {
+    a.wrapping_add(b)
+}
+
 /// The benchmark server's handlers on a server with the settings `desc`.
 pub fn build_with(desc: ServerDescriptor) -> Result<Server> {
     let server = Server::new(desc).map_err(|e| Error::Args(e.to_string()))?;
-    server.rpc_with(
-        RpcInfo::new("add")
-            .doc("Adds two integers.")
-            .param("a", "int")
-            .param("b", "int")
-            .returns("int"),
-        |call| async move {
-            let arg = |k: &str| {
-                call.params
-                    .get(k)
-                    .and_then(Value::as_i64)
-                    .ok_or_else(|| RpcError::validation(format!("`{k}` must be an int"), None))
-            };
-            Ok::<_, RpcError>(Value::Int(arg("a")?.wrapping_add(arg("b")?)))
-        },
-    );
+    server.rpc(add);
     server.on(BENCH_BROADCAST, |client, data: Value| async move {
         client
             .server()

@@ -48,14 +48,18 @@ pub mod header;
 pub mod msgpack;
 pub mod native;
 mod scratch_tree;
+mod tree_check;
 pub mod v1;
 pub mod value;
+#[cfg(feature = "serde")]
+pub mod value_serde;
 
 pub use decoder::{DecoderLimits, Frame, FrameDecoder, RecvBuf};
 pub use encode::Encoder;
 pub use error::WireError;
 pub use header::{Codec, Flags, FrameKind, Header, HEADER_LEN, MAGIC};
 pub use msgpack::ValueLimits;
+pub use tree_check::MapEntries;
 pub use value::Value;
 
 /// The protocol version string netconduit reports (`__protocol_version__`).

@@ -15,7 +15,8 @@ use syn::{
 /// as `#[rpc("other_name")]`; its doc comment is `listall`'s description.
 ///
 /// **Parameters** are the schema. Each named parameter is taken from the call's
-/// parameter map by its name and converted to its type through serde; before the body
+/// parameter map by its name and read as its type through serde — a native caller's
+/// straight from the receive buffer, with no `Value` built in between; before the body
 /// runs, every missing, unexpected, wrongly typed or out-of-range argument is collected
 /// and answered together as code 2000 with `details.errors = [{field, message, type}]`.
 ///
@@ -255,7 +256,8 @@ fn expand(mut func: ItemFn, rename: Option<String>) -> syn::Result<Tokens> {
         }
     }
 
-    // Argument extraction.
+    // Argument extraction: everything is taken from `__params` (where the arguments
+    // arrived) before the body's future is made, so that future owns what it needs.
     let mut extract = Vec::new();
     let mut pass = Vec::new();
     let mut checks = Vec::new();
@@ -263,11 +265,17 @@ fn expand(mut func: ItemFn, rename: Option<String>) -> syn::Result<Tokens> {
     for (i, p) in params.iter().enumerate() {
         let var = format_ident!("__arg{}", i);
         match p {
-            Param::Connection => pass.push(quote! { __call.connection.clone() }),
-            Param::Call => pass.push(quote! { __call.clone() }),
+            Param::Connection => {
+                extract.push(quote! { let #var = __params.connection().clone(); });
+                pass.push(quote! { #var });
+            }
+            Param::Call => {
+                extract.push(quote! { let #var = __params.to_call()?; });
+                pass.push(quote! { #var });
+            }
             Param::State(ty) => {
                 extract.push(quote! {
-                    let #var: #ty = <#ty as ::conduit::args::FromCall>::from_call(&__call)?;
+                    let #var: #ty = <#ty as ::conduit::args::FromCall>::from_params(&__params)?;
                 });
                 pass.push(quote! { #var });
             }
@@ -333,14 +341,22 @@ fn expand(mut func: ItemFn, rename: Option<String>) -> syn::Result<Tokens> {
             #[allow(clippy::all, clippy::pedantic, missing_docs, reason = "the user's function, kept as written inside the generated one")]
             #func
 
-            ::conduit::RpcMethod::new(#info, |__call: ::conduit::RpcCall| async move {
-                let mut __args = ::conduit::args::Args::new(&__call)?;
-                #(#extract)*
-                __args.finish()?;
-                #unpack
-                let __out = #impl_name(#(#pass),*).await;
-                #convert
-            })
+            ::conduit::RpcMethod::typed(
+                #info,
+                |__params: ::conduit::args::Params<'_>| -> ::core::result::Result<
+                    ::conduit::args::Started,
+                    ::conduit::RpcError,
+                > {
+                    let mut __args = ::conduit::args::Args::from_params(&__params)?;
+                    #(#extract)*
+                    __args.finish()?;
+                    #unpack
+                    ::core::result::Result::Ok(::std::boxed::Box::pin(async move {
+                        let __out = #impl_name(#(#pass),*).await;
+                        #convert
+                    }))
+                },
+            )
         }
     })
 }

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use conduit_protocol::native::ArchivedValueTree;
 use conduit_protocol::{Codec, Value};
 
 use std::sync::Arc;
@@ -31,6 +32,9 @@ pub enum Args<'a> {
     Value(Value),
     /// A native archive still in the receive buffer, 8-byte aligned (in-place methods).
     Native(&'a [u8]),
+    /// A native value tree still in the receive buffer, validated and checked against
+    /// the value limits (typed methods).
+    Tree(&'a ArchivedValueTree),
 }
 
 /// A handler to run.
@@ -62,7 +66,7 @@ impl Call<'_> {
                 args: Args::Value(v),
                 slot: self.slot,
             }),
-            Args::Native(_) => None,
+            Args::Native(_) | Args::Tree(_) => None,
         }
     }
 }

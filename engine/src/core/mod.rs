@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use smallvec::SmallVec;
 
 use conduit_protocol::handshake::{HandshakeError, ServerCredentials, ServerHandshake, ServerStep};
-use conduit_protocol::native::{self, ArchivedValueTree};
+use conduit_protocol::native;
 use conduit_protocol::v1::{self, codes, V1Limits, V1Payload};
 use conduit_protocol::{
     auth, Codec, DecoderLimits, Encoder, Frame, FrameDecoder, FrameKind, Value, ValueLimits,
@@ -564,11 +564,9 @@ impl ConnCore {
         let args = match (body, form) {
             (Body::Native(bytes), ArgForm::InPlace) => Args::Native(bytes),
             (Body::Value(v), _) => Args::Value(v),
-            (Body::Native(bytes), ArgForm::Value) => {
-                let decoded = native::access::<ArchivedValueTree>(bytes)
-                    .and_then(|tree| tree.to_value(self.config.value_limits));
-                match decoded {
-                    Ok(v) => Args::Value(v),
+            (Body::Native(bytes), form) => {
+                match routes::native_args(bytes, form, self.config.value_limits) {
+                    Ok(args) => args,
                     Err(e) => {
                         return Some(Event::Close(self.misbehaved((&e).into(), timestamp_ms)))
                     }

@@ -3,16 +3,23 @@
 //! fate without calling into the application.
 
 use ahash::AHashMap;
-use conduit_protocol::Value;
+use conduit_protocol::native::{self, ArchivedValueTree};
+use conduit_protocol::{Value, ValueLimits, WireError};
+
+use super::Args;
 
 /// How an RPC method (or a message handler) takes its arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArgForm {
-    /// A decoded [`Value`] map (every `#[rpc]` function).
+    /// A decoded [`Value`] map (`Server::rpc_with`, `RpcMethod::new`).
     Value,
     /// Native callers' archive read in place; netconduit-v1 callers still send a map
     /// (see `RpcMethod::archived`).
     InPlace,
+    /// Typed arguments taken from where they arrived (see `RpcMethod::typed`): a
+    /// native caller's value tree is checked against the value limits and handed over
+    /// in place ([`Args::Tree`](super::Args::Tree)); a v1 caller's map is decoded.
+    Typed,
 }
 
 /// The routes of one server, frozen while it runs.
@@ -75,5 +82,22 @@ impl RouteTable {
     /// The `listall` answer.
     pub fn listall(&self) -> &Value {
         &self.listall
+    }
+}
+
+/// A native call's arguments as `form` takes them (not [`ArgForm::InPlace`], whose
+/// archive goes to its handler as it is): a value tree validated, then checked
+/// against `limits` and lent ([`ArgForm::Typed`]) or decoded into a [`Value`].
+pub(super) fn native_args(
+    bytes: &[u8],
+    form: ArgForm,
+    limits: ValueLimits,
+) -> Result<Args<'_>, WireError> {
+    let tree = native::access::<ArchivedValueTree>(bytes)?;
+    if form == ArgForm::Typed {
+        tree.check(limits)?;
+        Ok(Args::Tree(tree))
+    } else {
+        Ok(Args::Value(tree.to_value(limits)?))
     }
 }

@@ -225,7 +225,7 @@ impl Server {
         let error_name = format!("{name}_error");
         let handler = Arc::new(handler);
         self.on(name, move |c: Connection, v: Value| {
-            let typed = crate::args::typed_message::<T>(&c, &msg_name, v, validate);
+            let typed = crate::args::typed_message::<T>(&msg_name, &v, validate);
             let (handler, error_name) = (handler.clone(), error_name.clone());
             let msg_name2 = msg_name.clone();
             async move {

@@ -29,7 +29,7 @@ pub(super) fn start<'a>(
     shard: &'a Shard,
     conn: &LocalConn,
     handle: Connection,
-    call: Call<'static>,
+    call: Call<'_>,
     read_at: Instant,
 ) -> Result<Outcome, Running<'a>> {
     let mut cx = Context::from_waker(Waker::noop());
@@ -64,7 +64,7 @@ fn first_poll<'a>(
     shard: &'a Shard,
     conn: &LocalConn,
     handle: Connection,
-    call: Call<'static>,
+    call: Call<'_>,
     read_at: Instant,
     cx: &mut Context<'_>,
 ) -> Result<Outcome, Running<'a>> {
@@ -76,8 +76,18 @@ fn first_poll<'a>(
         Ok(started) => started,
         Err((handle, call)) => {
             // Messages, in-place methods called with decoded arguments and unknown
-            // methods: the general path, boxed whole.
+            // methods: the general path, boxed whole, without borrows of the receive
+            // buffer (the connection reads on while it waits).
             drop(entered);
+            let Some(call) = call.into_owned() else {
+                // Arguments in the buffer reach only the handlers that take them.
+                let done = Outcome::Rpc(Err(crate::core::Failure {
+                    code: conduit_protocol::v1::codes::INTERNAL,
+                    message: "arguments arrived undecoded".into(),
+                    details: None,
+                }));
+                return Ok(done);
+            };
             let mut run = boxed_run(shard, handle, call, read_at, span);
             return match run.as_mut().poll(cx) {
                 Poll::Ready(done) => Ok(done),

@@ -478,9 +478,6 @@ fn handle_now<'s>(
                     }
                     outcome
                 } else {
-                    let Some(call) = call.into_owned() else {
-                        continue;
-                    };
                     match calls::start(shard, conn, handle, call, now.0) {
                         Ok(done) => done,
                         Err(running) => return Step::Pending { id, running },

@@ -13,8 +13,8 @@ mod pair;
 use std::time::Duration;
 
 use bytes::Bytes;
-use conduit_protocol::native::{self, ValueTree};
-use conduit_protocol::{Codec, Encoder, FrameKind, Header, Value};
+use conduit_protocol::native::{self, Node, ValueTree};
+use conduit_protocol::{Codec, Encoder, FrameKind, Header, Value, ValueLimits};
 
 use self::pair::{config, Pair, Seen, MS};
 use super::*;
@@ -409,6 +409,68 @@ proptest::proptest! {
             proptest::prop_assert!(!p.server.is_authenticated());
             let _ = p.received();
         }
+    }
+}
+
+#[test]
+fn typed_methods_get_native_arguments_in_place_checked_under_the_limits() {
+    both(|codec| {
+        let mut p = Pair::logged_in(codec);
+        p.received();
+        let args = Value::map()
+            .with("a", 2)
+            .with("b", Value::Array(vec![Value::from("x")]));
+        // Native callers' tree is lent as it arrived; v1 callers' map is decoded.
+        let form = if codec == Codec::Native {
+            "tree"
+        } else {
+            "value"
+        };
+        assert_eq!(
+            p.rpc(7, "typed", &args),
+            Ok(Value::map().with("form", form).with("args", args.clone()))
+        );
+    });
+    // A tree the limits refuse closes the connection, as one for a decoded method
+    // does: checked before the application sees it.
+    let limits = ValueLimits::default();
+    let mut deep = Value::Nil;
+    for _ in 0..=limits.max_depth {
+        deep = Value::Array(vec![deep]);
+    }
+    for method in ["typed", "add"] {
+        let mut p = Pair::logged_in(Codec::Native);
+        p.received();
+        let frame = p.enc().rpc_request(3, method, &deep).unwrap();
+        p.send(&frame);
+        assert_eq!(
+            p.seen.last(),
+            Some(&Seen::Closed(CloseReason::Misbehaved(
+                PeerMisbehaved::PayloadTooComplex
+            ))),
+            "{method}"
+        );
+    }
+    // So does a map whose key is not a string.
+    let bad = ValueTree {
+        nodes: vec![Node::Map(1), Node::Int(1), Node::Int(2)],
+    };
+    let frame = native::Encoder::new(0)
+        .rpc_request(4, "typed", &bad)
+        .unwrap();
+    let mut p = Pair::logged_in(Codec::Native);
+    p.received();
+    p.send(&frame);
+    assert!(
+        matches!(
+            p.seen.last(),
+            Some(Seen::Closed(CloseReason::Misbehaved(_)))
+        ),
+        "{:?}",
+        p.seen
+    );
+    while let Value::Array(mut items) = deep {
+        deep = items.pop().unwrap_or_default();
     }
 }
 

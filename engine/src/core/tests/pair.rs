@@ -24,6 +24,7 @@ pub(super) fn config(tweak: impl FnOnce(&mut CoreConfig)) -> Arc<CoreConfig> {
                 ("add".to_owned(), ArgForm::Value),
                 ("fail".to_owned(), ArgForm::Value),
                 ("never".to_owned(), ArgForm::Value),
+                ("typed".to_owned(), ArgForm::Typed),
             ],
             ["chat".to_owned()],
             Value::map().with("count", 3),
@@ -199,14 +200,20 @@ impl Pair {
                 Event::Call(call) => {
                     self.seen
                         .push(Seen::Call(call.kind, call.route.clone().into_owned()));
-                    let args = match call.args {
-                        Args::Value(v) => v,
-                        Args::Native(_) => Value::Nil,
+                    let (form, args) = match call.args {
+                        Args::Value(v) => ("value", v),
+                        Args::Tree(tree) => {
+                            ("tree", tree.to_value(ValueLimits::default()).unwrap())
+                        }
+                        Args::Native(_) => ("native", Value::Nil),
                     };
                     let outcome = match (call.kind, call.route.as_ref()) {
                         (CallKind::Rpc, "add") => {
                             let n = |k| args.get(k).and_then(Value::as_i64).unwrap_or(0);
                             Outcome::Rpc(Ok(Value::from(n("a") + n("b"))))
+                        }
+                        (CallKind::Rpc, "typed") => {
+                            Outcome::Rpc(Ok(Value::map().with("form", form).with("args", args)))
                         }
                         (CallKind::Rpc, "never") => {
                             self.parked.push(call.id);

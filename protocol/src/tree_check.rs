@@ -1,0 +1,177 @@
+//! A native value tree checked and read where it lies: its shape against the
+//! [`ValueLimits`] without rebuilding a [`Value`](crate::Value), and a root map's
+//! entries found by key — what reading typed arguments in place needs.
+
+use crate::error::WireError;
+use crate::msgpack::ValueLimits;
+use crate::native::{ArchivedNode, ArchivedValueTree};
+
+const SHORT: WireError = WireError::Shape {
+    kind: "value tree",
+    problem: "fewer nodes than the containers claim",
+};
+
+impl ArchivedValueTree {
+    /// Checks what [`to_value`](Self::to_value) checks — node and value budget, depth,
+    /// string map keys, containers no larger than what follows, nothing left over —
+    /// with the same errors, in the same order, without building anything (recursing
+    /// as deep as the tree nests, at most `limits.max_depth`, as `to_value` does).
+    pub fn check(&self, limits: ValueLimits) -> Result<(), WireError> {
+        let nodes = self.nodes.as_slice();
+        if nodes.len() > limits.max_values.saturating_mul(2) {
+            return Err(WireError::Shape {
+                kind: "value tree",
+                problem: "too many nodes",
+            });
+        }
+        let mut cursor = 0usize;
+        // Every node but a map key is a value (as in MessagePack decoding).
+        let mut budget = limits.max_values;
+        check_node(nodes, &mut cursor, 0, limits.max_depth, &mut budget)?;
+        if cursor != nodes.len() {
+            return Err(WireError::Shape {
+                kind: "value tree",
+                problem: "nodes left over after the root",
+            });
+        }
+        Ok(())
+    }
+
+    /// A root map's entries, in wire order: each key and the index of its value's
+    /// node (for [`from_tree`](crate::value_serde::from_tree)). `None` when the root is
+    /// not a map. Meant for a tree [`check`](Self::check) accepted; on any other it
+    /// stops early rather than read past the nodes.
+    pub fn map_entries(&self) -> Option<MapEntries<'_>> {
+        let nodes = self.nodes.as_slice();
+        match nodes.first() {
+            Some(ArchivedNode::Map(n)) => Some(MapEntries {
+                nodes,
+                cursor: 1,
+                left: n.to_native() as usize,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The Python name of the root's type (`dict`, `list`, `NoneType`, …), as
+    /// [`Value::type_name`](crate::Value::type_name) gives it.
+    pub fn root_type_name(&self) -> &'static str {
+        match self.nodes.first() {
+            None | Some(ArchivedNode::Nil) => "NoneType",
+            Some(ArchivedNode::Bool(_)) => "bool",
+            Some(ArchivedNode::Int(_) | ArchivedNode::UInt(_)) => "int",
+            Some(ArchivedNode::Float(_)) => "float",
+            Some(ArchivedNode::Str(_)) => "str",
+            Some(ArchivedNode::Bin(_)) => "bytes",
+            Some(ArchivedNode::Array(_)) => "list",
+            Some(ArchivedNode::Map(_)) => "dict",
+        }
+    }
+}
+
+/// The entries of a root map (see [`ArchivedValueTree::map_entries`]).
+pub struct MapEntries<'a> {
+    nodes: &'a [ArchivedNode],
+    /// The next key's node.
+    cursor: usize,
+    /// Entries not yet given.
+    left: usize,
+}
+
+impl MapEntries<'_> {
+    /// Entries not yet given (what the map claims: a tree `check` accepted holds them).
+    pub fn remaining(&self) -> usize {
+        self.left
+    }
+}
+
+impl<'a> Iterator for MapEntries<'a> {
+    type Item = (&'a str, usize);
+
+    fn next(&mut self) -> Option<(&'a str, usize)> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let ArchivedNode::Str(key) = self.nodes.get(self.cursor)? else {
+            self.left = 0;
+            return None;
+        };
+        let value = self.cursor + 1;
+        // Past the value's subtree: every turn passes one node, so this ends.
+        let mut owed: usize = 1;
+        let mut at = value;
+        while owed > 0 {
+            let children = match self.nodes.get(at) {
+                Some(ArchivedNode::Array(n)) => n.to_native() as usize,
+                Some(ArchivedNode::Map(n)) => (n.to_native() as usize).saturating_mul(2),
+                Some(_) => 0,
+                None => {
+                    self.left = 0;
+                    return None;
+                }
+            };
+            at += 1;
+            owed = owed - 1 + children;
+        }
+        self.cursor = at;
+        Some((key.as_str(), value))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
+    }
+}
+
+/// [`ArchivedValueTree::check`] of the subtree at `cursor`, `depth` containers deep:
+/// `to_value`'s `node` without the building.
+fn check_node(
+    nodes: &[ArchivedNode],
+    cursor: &mut usize,
+    depth: usize,
+    max_depth: usize,
+    budget: &mut usize,
+) -> Result<(), WireError> {
+    *budget = budget.checked_sub(1).ok_or(WireError::Shape {
+        kind: "value tree",
+        problem: "more values than the limit",
+    })?;
+    let node = nodes.get(*cursor).ok_or(SHORT)?;
+    *cursor += 1;
+    let remaining = nodes.len() - *cursor;
+    match node {
+        ArchivedNode::Array(n) => {
+            let n = n.to_native() as usize;
+            if depth >= max_depth {
+                return Err(WireError::TooDeep { max: max_depth });
+            }
+            if n > remaining {
+                return Err(SHORT);
+            }
+            for _ in 0..n {
+                check_node(nodes, cursor, depth + 1, max_depth, budget)?;
+            }
+        }
+        ArchivedNode::Map(n) => {
+            let n = n.to_native() as usize;
+            if depth >= max_depth {
+                return Err(WireError::TooDeep { max: max_depth });
+            }
+            if n > remaining / 2 {
+                return Err(SHORT);
+            }
+            for _ in 0..n {
+                if !matches!(nodes.get(*cursor), Some(ArchivedNode::Str(_))) {
+                    return Err(WireError::Shape {
+                        kind: "value tree",
+                        problem: "map key is not a string",
+                    });
+                }
+                *cursor += 1;
+                check_node(nodes, cursor, depth + 1, max_depth, budget)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
