@@ -28,17 +28,22 @@ impl Proc {
 }
 
 /// utime + stime in clock ticks, from the text of `/proc/<pid>/stat`.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    parse_stat_user_system_ticks(stat).map(|(user, system)| user + system)
+}
+
+/// utime and stime apart, in clock ticks, from the text of `/proc/<pid>/stat`.
 ///
 /// The command name (field 2) is in parentheses and may itself contain spaces and
 /// parentheses, so fields are counted from the *last* `)`.
-pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+pub fn parse_stat_user_system_ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
     // After the name: state(3) ppid(4) pgrp(5) session(6) tty_nr(7) tpgid(8)
     // flags(9) minflt(10) cminflt(11) majflt(12) cmajflt(13) utime(14) stime(15).
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// Nanoseconds on CPU, the first field of a `schedstat` file.
@@ -78,9 +83,15 @@ pub fn cpu_ns(p: Proc) -> Option<u64> {
 
 /// utime + stime of `p` in nanoseconds (clock-tick resolution).
 pub fn stat_cpu_ns(p: Proc) -> Option<u64> {
+    stat_user_system_ns(p).map(|(user, system)| user + system)
+}
+
+/// utime and stime of `p` apart, in nanoseconds (clock-tick resolution).
+pub fn stat_user_system_ns(p: Proc) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(p.dir().join("stat")).ok()?;
-    let ticks = parse_stat_ticks(&text)?;
-    Some(ticks * (1_000_000_000 / clock_ticks_per_second()))
+    let (user, system) = parse_stat_user_system_ticks(&text)?;
+    let tick_ns = 1_000_000_000 / clock_ticks_per_second();
+    Some((user * tick_ns, system * tick_ns))
 }
 
 /// Sum of `/proc/<pid>/task/*/schedstat` run times, in nanoseconds.
@@ -156,6 +167,9 @@ pub struct CpuMark {
     /// The server's utime + stime from `/proc/<pid>/stat`, ns (clock-tick
     /// resolution): a cross-check of `server_ns`.
     pub server_stat_ns: Option<u64>,
+    /// The user-space part of `server_stat_ns` (utime): what separates the
+    /// server's own work from the kernel's.
+    pub server_user_ns: Option<u64>,
     /// This process's CPU time, ns.
     pub own_ns: Option<u64>,
 }
@@ -163,9 +177,11 @@ pub struct CpuMark {
 impl CpuMark {
     /// Reads both now.
     pub fn take(server: Option<u32>) -> CpuMark {
+        let stat = server.and_then(|pid| stat_user_system_ns(Proc::Pid(pid)));
         CpuMark {
             server_ns: server.and_then(|pid| cpu_ns(Proc::Pid(pid))),
-            server_stat_ns: server.and_then(|pid| stat_cpu_ns(Proc::Pid(pid))),
+            server_stat_ns: stat.map(|(user, system)| user + system),
+            server_user_ns: stat.map(|(user, _)| user),
             own_ns: cpu_ns(Proc::SelfProc),
         }
     }
@@ -181,6 +197,11 @@ impl CpuMark {
     /// Server utime + stime seconds used since `earlier`.
     pub fn stat_since(&self, earlier: &CpuMark) -> Option<f64> {
         seconds_between(self.server_stat_ns, earlier.server_stat_ns)
+    }
+
+    /// Server utime seconds (user space alone) used since `earlier`.
+    pub fn user_since(&self, earlier: &CpuMark) -> Option<f64> {
+        seconds_between(self.server_user_ns, earlier.server_user_ns)
     }
 }
 
@@ -216,6 +237,7 @@ mod tests {
                     250 37 0 0 20 0 3 0 123456 10000000 900 18446744073709551615 \
                     1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
         assert_eq!(parse_stat_ticks(line), Some(287));
+        assert_eq!(parse_stat_user_system_ticks(line), Some((250, 37)));
         assert_eq!(parse_stat_ticks("1 (x) S 1 2"), None);
         assert_eq!(parse_stat_ticks("no parens"), None);
     }

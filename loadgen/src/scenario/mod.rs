@@ -171,6 +171,9 @@ pub struct RunResult {
     pub server_cpu_s: Option<f64>,
     /// The same from utime + stime of `/proc/<pid>/stat` (10 ms resolution), seconds.
     pub server_cpu_stat_s: Option<f64>,
+    /// The user-space part of `server_cpu_stat_s` (utime), seconds: the rest is
+    /// the kernel's work on the server's behalf.
+    pub server_user_stat_s: Option<f64>,
     /// Server CPU as a percentage of one core over the measured phase.
     pub server_core_pct: Option<f64>,
     /// Server CPU per operation, microseconds.
@@ -230,6 +233,7 @@ impl RunResult {
             fanout: None,
             server_cpu_s: None,
             server_cpu_stat_s: None,
+            server_user_stat_s: None,
             server_core_pct: None,
             server_cpu_us_per_op: None,
             server_cpu_us_per_message: None,
@@ -253,6 +257,7 @@ impl RunResult {
         let secs = elapsed.as_secs_f64().max(1e-9);
         self.server_cpu_s = server;
         self.server_cpu_stat_s = after.stat_since(before);
+        self.server_user_stat_s = after.user_since(before);
         self.server_core_pct = server.map(|s| 100.0 * s / secs);
         self.server_cpu_us_per_op = server
             .filter(|_| self.ops > 0)
