@@ -9,7 +9,7 @@
 //! caller's tree in the receive buffer, or a decoded [`Value`] map — so any
 //! `Deserialize` type can be a parameter and any `Serialize` type a result.
 
-use conduit_protocol::value_serde::{self, VALUE_DEPTH_MAX};
+use conduit_protocol::value_serde;
 use conduit_protocol::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -42,8 +42,9 @@ pub trait FromCall: Sized {
     fn from_call(call: &RpcCall) -> Result<Self, RpcError>;
 
     /// Extracts it from a call's [`Params`] (what `#[rpc]` methods see). By default
-    /// through the whole call ([`Params::to_call`]); implement it when the connection
-    /// or the server is all it needs, so no call is built.
+    /// through the whole call ([`Params::to_call`]: the arguments copied, or decoded
+    /// from the tree, once per parameter of this type); implement it when the
+    /// connection or the server is all it needs, so no call is built.
     fn from_params(params: &Params<'_>) -> Result<Self, RpcError> {
         Self::from_call(&params.to_call()?)
     }
@@ -88,6 +89,12 @@ impl FieldError {
             .with("type", self.kind.as_str())
     }
 }
+
+/// How deep typed arguments are followed: no bound of its own. A native caller's tree
+/// was checked against the server's `ValueLimits` by the connection core and a v1
+/// caller's map decoded under them, so a configured `max_depth` holds here as well;
+/// a direct call's `Value` is the caller's own.
+const ARGUMENT_DEPTH: usize = usize::MAX;
 
 /// Where one argument is.
 #[derive(Clone, Copy)]
@@ -238,11 +245,11 @@ impl<'a> Args<'a> {
 
     fn decode<T: DeserializeOwned>(&self, loc: Loc<'a>) -> Result<T, String> {
         let r = match (loc, self.source) {
-            (Loc::Value(v), _) => value_serde::from_value(v),
+            (Loc::Value(v), _) => value_serde::from_value_within(v, ARGUMENT_DEPTH),
             (Loc::Node(node), Some(Source::Tree(tree))) => {
-                value_serde::from_tree(tree, node, VALUE_DEPTH_MAX)
+                value_serde::from_tree(tree, node, ARGUMENT_DEPTH)
             }
-            (Loc::Node(_), _) => return Err("arguments arrived undecoded".to_owned()),
+            (Loc::Node(_), _) => return Err(crate::call::undecoded().message),
         };
         r.map_err(|e| e.to_string())
     }
@@ -292,8 +299,8 @@ impl<'a> Args<'a> {
     pub fn flatten<T: DeserializeOwned>(&mut self) -> Option<T> {
         self.took_all = true;
         let all = match self.source {
-            Some(Source::Value(v)) => value_serde::from_value(v),
-            Some(Source::Tree(tree)) => value_serde::from_tree(tree, 0, VALUE_DEPTH_MAX),
+            Some(Source::Value(v)) => value_serde::from_value_within(v, ARGUMENT_DEPTH),
+            Some(Source::Tree(tree)) => value_serde::from_tree(tree, 0, ARGUMENT_DEPTH),
             // No parameters: an empty map (a struct of optional fields).
             None => value_serde::from_value(&Value::Map(Vec::new())),
         };
@@ -305,7 +312,9 @@ impl<'a> Args<'a> {
                     .split('`')
                     .nth(1)
                     .filter(|_| {
-                        message.starts_with("missing field") || message.starts_with("unknown field")
+                        ["missing field", "unknown field", "duplicate field"]
+                            .iter()
+                            .any(|p| message.starts_with(p))
                     })
                     .unwrap_or("params")
                     .to_owned();

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use conduit_protocol::native::ArchivedValueTree;
 use conduit_protocol::v1::codes;
-use conduit_protocol::value_serde::VALUE_DEPTH_MAX;
 use conduit_protocol::Value;
 
 use crate::router::{Connection, Router};
@@ -202,8 +201,9 @@ impl<'a> Params<'a> {
         let params = match self.source {
             Source::Value(v) => v.clone(),
             Source::Tree(tree) => tree
+                // Checked against the server's limits by the connection core.
                 .to_value(conduit_protocol::ValueLimits {
-                    max_depth: VALUE_DEPTH_MAX,
+                    max_depth: usize::MAX,
                     max_values: usize::MAX,
                 })
                 .map_err(|e| RpcError::failed(format!("cannot decode the arguments: {e}")))?,
@@ -218,3 +218,10 @@ impl<'a> Params<'a> {
 
 /// A started `#[rpc]` method: its body's future, arguments already taken.
 pub type Started = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, RpcError>>>>;
+
+/// The answer to a call whose arguments reached a handler that does not take them in
+/// that form — never expected: the route table and the registry come from the same
+/// registration.
+pub(crate) fn undecoded() -> RpcError {
+    RpcError::failed("arguments arrived undecoded")
+}

@@ -11,6 +11,7 @@ use conduit_protocol::Value;
 use futures_lite::FutureExt;
 
 use crate::args::Params;
+use crate::call::undecoded;
 use crate::core::{Args, Call, CallKind, Failure, Outcome};
 use crate::handlers::{RawArgs, Registry, RpcCall, RpcError};
 use crate::router::Connection;
@@ -36,9 +37,9 @@ pub(crate) fn run_in_place(registry: &Registry, conn: &Connection, call: Call<'_
                 }))
                 .unwrap_or_else(|_| Err(panicked(conn, &method)))
             }
-            None => Err(RpcError::failed("arguments arrived undecoded")),
+            None => Err(undecoded()),
         },
-        _ => Err(RpcError::failed("arguments arrived undecoded")),
+        _ => Err(undecoded()),
     };
     Outcome::Rpc(result.map_err(|e| failure(e, &method)))
 }
@@ -117,12 +118,7 @@ pub(crate) fn start_rpc<'r, 'c>(
         let params = match &call.args {
             Args::Tree(tree) => Params::in_place(conn, name, tree),
             Args::Value(v) => Params::decoded(conn, name, v),
-            Args::Native(_) => {
-                return Ok(Err(rpc_outcome(
-                    Err(RpcError::failed("arguments arrived undecoded")),
-                    name,
-                )))
-            }
+            Args::Native(_) => return Ok(Err(rpc_outcome(Err(undecoded()), name))),
         };
         // The arguments are taken here, while `call` still lends them; the body's
         // future owns what it took.
@@ -135,10 +131,7 @@ pub(crate) fn start_rpc<'r, 'c>(
         );
     }
     let Args::Value(params) = call.args else {
-        return Ok(Err(rpc_outcome(
-            Err(RpcError::failed("arguments arrived undecoded")),
-            name,
-        )));
+        return Ok(Err(rpc_outcome(Err(undecoded()), name)));
     };
     let rpc = RpcCall {
         // The handle the glue made for this call: moved, not cloned again.
@@ -263,16 +256,15 @@ async fn run_rpc(
                 Args::Tree(_) => None,
             }
             .map_or_else(
-                || Err(RpcError::failed("arguments arrived undecoded")),
+                || Err(undecoded()),
                 |raw| {
                     std::panic::catch_unwind(AssertUnwindSafe(|| archived(&call, raw)))
                         .unwrap_or_else(|_| Err(panicked(conn, name)))
                 },
             )
         }
-        // Decoded arguments go through `start_rpc`; the core decodes arguments for
-        // methods that do not read them in place.
-        (None, _) => Err(RpcError::failed("arguments arrived undecoded")),
+        // Methods that take typed or decoded arguments go through `start_rpc`.
+        (None, _) => Err(undecoded()),
     };
     result.map_err(|e| failure(e, name))
 }

@@ -219,7 +219,7 @@ pub fn build(opts: &ServeOptions) -> Result<Server> {
     build_with(desc)
 }
 
-/// Adds two integers (wrapping, so any two `int`s have an answer). Written as users
+/// Adds two integers (wrapping, so any two 64-bit integers have an answer). Written as users
 /// write a method, so the `rpc` scenario measures the path they get.
 #[conduit::rpc]
 async fn add(a: i64, b: i64) -> i64 {

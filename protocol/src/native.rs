@@ -212,45 +212,19 @@ pub(crate) fn flatten(value: &Value, out: &mut Vec<Node>) {
 }
 
 impl ArchivedValueTree {
-    /// Rebuilds the [`Value`], enforcing `limits` (depth, and the value budget).
+    /// Rebuilds the [`Value`], enforcing `limits` (depth, and the value budget): the
+    /// tree is [`check`](Self::check)ed first, then built.
     pub fn to_value(&self, limits: ValueLimits) -> Result<Value, WireError> {
-        if self.nodes.len() > limits.max_values.saturating_mul(2) {
-            return Err(WireError::Shape {
-                kind: "value tree",
-                problem: "too many nodes",
-            });
-        }
+        self.check(limits)?;
         let mut cursor = 0usize;
-        // Every node but a map key is a value (as in MessagePack decoding).
-        let mut budget = limits.max_values;
-        let v = self.node(&mut cursor, 0, limits.max_depth, &mut budget)?;
-        if cursor != self.nodes.len() {
-            return Err(WireError::Shape {
-                kind: "value tree",
-                problem: "nodes left over after the root",
-            });
-        }
-        Ok(v)
+        self.build(&mut cursor)
     }
 
-    fn node(
-        &self,
-        cursor: &mut usize,
-        depth: usize,
-        max_depth: usize,
-        budget: &mut usize,
-    ) -> Result<Value, WireError> {
-        const SHORT: WireError = WireError::Shape {
-            kind: "value tree",
-            problem: "fewer nodes than the containers claim",
-        };
-        *budget = budget.checked_sub(1).ok_or(WireError::Shape {
-            kind: "value tree",
-            problem: "more values than the limit",
-        })?;
-        let node = self.nodes.get(*cursor).ok_or(SHORT)?;
+    /// The subtree at `cursor` as a [`Value`], on a checked tree: its recursion is as
+    /// deep as the tree nests, which the check bounded.
+    fn build(&self, cursor: &mut usize) -> Result<Value, WireError> {
+        let node = self.nodes.get(*cursor).ok_or(crate::tree_check::SHORT)?;
         *cursor += 1;
-        let remaining = self.nodes.len() - *cursor;
         Ok(match node {
             ArchivedNode::Nil => Value::Nil,
             ArchivedNode::Bool(b) => Value::Bool(*b),
@@ -261,39 +235,21 @@ impl ArchivedValueTree {
             ArchivedNode::Bin(b) => Value::Bin(b.as_slice().to_vec()),
             ArchivedNode::Array(n) => {
                 let n = n.to_native() as usize;
-                if depth >= max_depth {
-                    return Err(WireError::TooDeep { max: max_depth });
-                }
-                if n > remaining {
-                    return Err(SHORT);
-                }
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(self.node(cursor, depth + 1, max_depth, budget)?);
+                    items.push(self.build(cursor)?);
                 }
                 Value::Array(items)
             }
             ArchivedNode::Map(n) => {
                 let n = n.to_native() as usize;
-                if depth >= max_depth {
-                    return Err(WireError::TooDeep { max: max_depth });
-                }
-                if n > remaining / 2 {
-                    return Err(SHORT);
-                }
                 let mut entries = Vec::with_capacity(n);
                 for _ in 0..n {
-                    let key = match self.nodes.get(*cursor) {
-                        Some(ArchivedNode::Str(s)) => s.as_str().to_owned(),
-                        _ => {
-                            return Err(WireError::Shape {
-                                kind: "value tree",
-                                problem: "map key is not a string",
-                            })
-                        }
+                    let Some(ArchivedNode::Str(key)) = self.nodes.get(*cursor) else {
+                        return Err(crate::tree_check::NOT_A_STRING_KEY);
                     };
                     *cursor += 1;
-                    entries.push((key, self.node(cursor, depth + 1, max_depth, budget)?));
+                    entries.push((key.as_str().to_owned(), self.build(cursor)?));
                 }
                 Value::Map(entries)
             }

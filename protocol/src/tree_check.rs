@@ -6,16 +6,24 @@ use crate::error::WireError;
 use crate::msgpack::ValueLimits;
 use crate::native::{ArchivedNode, ArchivedValueTree};
 
-const SHORT: WireError = WireError::Shape {
+/// A container claims more nodes than follow it.
+pub(crate) const SHORT: WireError = WireError::Shape {
     kind: "value tree",
     problem: "fewer nodes than the containers claim",
 };
 
+/// A map's key node is not a string.
+pub(crate) const NOT_A_STRING_KEY: WireError = WireError::Shape {
+    kind: "value tree",
+    problem: "map key is not a string",
+};
+
 impl ArchivedValueTree {
-    /// Checks what [`to_value`](Self::to_value) checks — node and value budget, depth,
-    /// string map keys, containers no larger than what follows, nothing left over —
-    /// with the same errors, in the same order, without building anything (recursing
-    /// as deep as the tree nests, at most `limits.max_depth`, as `to_value` does).
+    /// Checks a tree against `limits` without building anything — node and value
+    /// budget, depth, string map keys, containers no larger than what follows, nothing
+    /// left over — recursing as deep as the tree nests, at most `limits.max_depth`.
+    /// What [`to_value`](Self::to_value) checks first, and what a typed method's
+    /// arguments pass before they are read in place.
     pub fn check(&self, limits: ValueLimits) -> Result<(), WireError> {
         let nodes = self.nodes.as_slice();
         if nodes.len() > limits.max_values.saturating_mul(2) {
@@ -98,23 +106,11 @@ impl<'a> Iterator for MapEntries<'a> {
             return None;
         };
         let value = self.cursor + 1;
-        // Past the value's subtree: every turn passes one node, so this ends.
-        let mut owed: usize = 1;
-        let mut at = value;
-        while owed > 0 {
-            let children = match self.nodes.get(at) {
-                Some(ArchivedNode::Array(n)) => n.to_native() as usize,
-                Some(ArchivedNode::Map(n)) => (n.to_native() as usize).saturating_mul(2),
-                Some(_) => 0,
-                None => {
-                    self.left = 0;
-                    return None;
-                }
-            };
-            at += 1;
-            owed = owed - 1 + children;
-        }
-        self.cursor = at;
+        let Some(end) = subtree_end(self.nodes, value) else {
+            self.left = 0;
+            return None;
+        };
+        self.cursor = end;
         Some((key.as_str(), value))
     }
 
@@ -123,8 +119,24 @@ impl<'a> Iterator for MapEntries<'a> {
     }
 }
 
-/// [`ArchivedValueTree::check`] of the subtree at `cursor`, `depth` containers deep:
-/// `to_value`'s `node` without the building.
+/// Where the subtree at `start` ends (the index after its last node); `None` when its
+/// containers claim more nodes than there are. Iterative: every turn passes one node.
+pub(crate) fn subtree_end(nodes: &[ArchivedNode], start: usize) -> Option<usize> {
+    let mut owed: usize = 1;
+    let mut at = start;
+    while owed > 0 {
+        let children = match nodes.get(at)? {
+            ArchivedNode::Array(n) => n.to_native() as usize,
+            ArchivedNode::Map(n) => (n.to_native() as usize).checked_mul(2)?,
+            _ => 0,
+        };
+        at += 1;
+        owed = (owed - 1).checked_add(children)?;
+    }
+    Some(at)
+}
+
+/// [`ArchivedValueTree::check`] of the subtree at `cursor`, `depth` containers deep.
 fn check_node(
     nodes: &[ArchivedNode],
     cursor: &mut usize,
@@ -162,10 +174,7 @@ fn check_node(
             }
             for _ in 0..n {
                 if !matches!(nodes.get(*cursor), Some(ArchivedNode::Str(_))) {
-                    return Err(WireError::Shape {
-                        kind: "value tree",
-                        problem: "map key is not a string",
-                    });
+                    return Err(NOT_A_STRING_KEY);
                 }
                 *cursor += 1;
                 check_node(nodes, cursor, depth + 1, max_depth, budget)?;

@@ -53,20 +53,27 @@ pub struct Call<'a> {
     pub slot: u32,
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
     /// The call without borrows of the receive buffer, so the glue may read on while
-    /// the handler runs; `None` for arguments read in place (their handlers are
-    /// synchronous and finish before the buffer is touched again).
-    pub fn into_owned(self) -> Option<Call<'static>> {
-        match self.args {
-            Args::Value(v) => Some(Call {
-                id: self.id,
-                kind: self.kind,
-                route: Cow::Owned(self.route.into_owned()),
+    /// the handler runs. Arguments still in the buffer (in-place and typed methods:
+    /// their arguments are taken synchronously, before the buffer is touched again)
+    /// cannot be owned: the call comes back as it was.
+    pub fn into_owned(self) -> Result<Call<'static>, Call<'a>> {
+        match self {
+            Call {
+                id,
+                kind,
+                route,
                 args: Args::Value(v),
-                slot: self.slot,
+                slot,
+            } => Ok(Call {
+                id,
+                kind,
+                route: Cow::Owned(route.into_owned()),
+                args: Args::Value(v),
+                slot,
             }),
-            Args::Native(_) | Args::Tree(_) => None,
+            other => Err(other),
         }
     }
 }

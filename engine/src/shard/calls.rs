@@ -79,14 +79,15 @@ fn first_poll<'a>(
             // methods: the general path, boxed whole, without borrows of the receive
             // buffer (the connection reads on while it waits).
             drop(entered);
-            let Some(call) = call.into_owned() else {
+            let call = match call.into_owned() {
+                Ok(call) => call,
                 // Arguments in the buffer reach only the handlers that take them.
-                let done = Outcome::Rpc(Err(crate::core::Failure {
-                    code: conduit_protocol::v1::codes::INTERNAL,
-                    message: "arguments arrived undecoded".into(),
-                    details: None,
-                }));
-                return Ok(done);
+                Err(call) => {
+                    return Ok(dispatch::rpc_outcome(
+                        Err(crate::call::undecoded()),
+                        &call.route,
+                    ))
+                }
             };
             let mut run = boxed_run(shard, handle, call, read_at, span);
             return match run.as_mut().poll(cx) {

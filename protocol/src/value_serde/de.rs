@@ -14,6 +14,7 @@ use serde::forward_to_deserialize_any;
 
 use super::DataError;
 use crate::native::{ArchivedNode, ArchivedValueTree};
+use crate::tree_check::subtree_end;
 use crate::Value;
 
 /// Deepest nesting [`from_value`] follows. A `Value` in memory was bounded by
@@ -21,15 +22,25 @@ use crate::Value;
 /// absurdly deep one from overflowing the stack.
 pub const VALUE_DEPTH_MAX: usize = 256;
 
-/// `value` as a `T`; strings and bytes in `T` may borrow from it.
+/// `value` as a `T`, nested at most [`VALUE_DEPTH_MAX`] deep; strings and bytes in
+/// `T` may borrow from it.
 pub fn from_value<'de, T: de::Deserialize<'de>>(value: &'de Value) -> Result<T, DataError> {
+    from_value_within(value, VALUE_DEPTH_MAX)
+}
+
+/// `value` as a `T`, nested at most `max_depth` deep (for a value already bounded by
+/// the limits it was decoded under).
+pub fn from_value_within<'de, T: de::Deserialize<'de>>(
+    value: &'de Value,
+    max_depth: usize,
+) -> Result<T, DataError> {
     let mut de = De {
         walk: ValueWalk {
             root: Some(value),
             stack: Vec::new(),
         },
         depth: 0,
-        max_depth: VALUE_DEPTH_MAX,
+        max_depth,
     };
     T::deserialize(&mut de)
 }
@@ -73,8 +84,8 @@ enum Node<'de> {
 impl Node<'_> {
     fn unexpected(&self) -> Unexpected<'_> {
         match *self {
-            // As netconduit's other clients word it (`serde_json` too).
-            Node::Nil => Unexpected::Other("null"),
+            // Worded `null` by `DataError::invalid_type`.
+            Node::Nil => Unexpected::Unit,
             Node::Bool(b) => Unexpected::Bool(b),
             Node::Int(i) => Unexpected::Signed(i),
             Node::UInt(u) => Unexpected::Unsigned(u),
@@ -131,17 +142,7 @@ impl<'de> Walk<'de> for TreeWalk<'de> {
     }
 
     fn skip(&mut self) -> Result<(), DataError> {
-        // Iterative: every turn consumes one node, so this ends within the tree.
-        let mut left: usize = 1;
-        while left > 0 {
-            left -= 1;
-            let children = match self.next()? {
-                Node::Array(n) => n,
-                Node::Map(n) => n.checked_mul(2).ok_or_else(short)?,
-                _ => 0,
-            };
-            left = left.checked_add(children).ok_or_else(short)?;
-        }
+        self.cursor = subtree_end(self.nodes, self.cursor).ok_or_else(short)?;
         Ok(())
     }
 }
@@ -279,11 +280,15 @@ impl<'de, W: Walk<'de>> De<W> {
             de: self,
             left: len,
         };
-        let v = visitor.visit_seq(&mut access)?;
-        if access.left > 0 {
+        let v = visitor.visit_seq(&mut access);
+        let left = access.left;
+        // Left on every path, so a visitor that recovers from an element's error
+        // keeps the count true.
+        self.depth -= 1;
+        let v = v?;
+        if left > 0 {
             return Err(de::Error::invalid_length(len, &"fewer elements in array"));
         }
-        self.depth -= 1;
         Ok(v)
     }
 
@@ -293,28 +298,15 @@ impl<'de, W: Walk<'de>> De<W> {
             de: self,
             left: len,
         };
-        let v = visitor.visit_map(&mut access)?;
-        if access.left > 0 {
+        let v = visitor.visit_map(&mut access);
+        let left = access.left;
+        self.depth -= 1;
+        let v = v?;
+        if left > 0 {
             return Err(de::Error::invalid_length(len, &"fewer elements in map"));
         }
-        self.depth -= 1;
         Ok(v)
     }
-}
-
-/// Scalars: a nil is refused as `null` (the visitor alone would say "unit value");
-/// anything else goes to the visitor as it is.
-macro_rules! not_null {
-    ($($method:ident)*) => {
-        $(
-            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DataError> {
-                if self.walk.take_nil() {
-                    return Err(de::Error::invalid_type(Unexpected::Other("null"), &visitor));
-                }
-                self.deserialize_any(visitor)
-            }
-        )*
-    };
 }
 
 impl<'de, W: Walk<'de>> Deserializer<'de> for &mut De<W> {
@@ -345,7 +337,13 @@ impl<'de, W: Walk<'de>> Deserializer<'de> for &mut De<W> {
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DataError> {
         match self.walk.next()? {
             // Bytes read as a sequence (a `Vec<u8>` without `serde_bytes`).
-            Node::Bin(b) => visitor.visit_seq(de::value::SeqDeserializer::new(b.iter().copied())),
+            Node::Bin(b) => {
+                let mut bytes = de::value::SeqDeserializer::new(b.iter().copied());
+                let v = visitor.visit_seq(&mut bytes)?;
+                // Every byte read, as for an array: 3 bytes do not fill a `[u8; 2]`.
+                bytes.end()?;
+                Ok(v)
+            }
             Node::Array(n) => self.seq(n, visitor),
             other => Err(de::Error::invalid_type(other.unexpected(), &visitor)),
         }
@@ -395,9 +393,9 @@ impl<'de, W: Walk<'de>> Deserializer<'de> for &mut De<W> {
                         ))
                     }
                 };
-                let v = visitor.visit_enum(Enum { de: self, variant })?;
+                let v = visitor.visit_enum(Enum { de: self, variant });
                 self.depth -= 1;
-                Ok(v)
+                v
             }
             Node::Map(_) => Err(de::Error::invalid_value(
                 Unexpected::Map,
@@ -415,25 +413,9 @@ impl<'de, W: Walk<'de>> Deserializer<'de> for &mut De<W> {
         visitor.visit_unit()
     }
 
-    not_null! {
-        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
-        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
-        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
-        deserialize_string deserialize_bytes deserialize_byte_buf deserialize_map
-        deserialize_identifier
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, DataError> {
-        self.deserialize_map(visitor)
-    }
-
     forward_to_deserialize_any! {
-        unit unit_struct
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct map struct identifier
     }
 }
 

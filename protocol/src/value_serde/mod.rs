@@ -5,16 +5,19 @@
 //! `Value` (or any other intermediate) first.
 //!
 //! The data model is MessagePack's, as netconduit's: maps have string keys (integer,
-//! boolean and char keys are written as their text), enums are externally tagged (a
-//! unit variant is its name; any other `{name: content}`), bytes are `Bin` (and read
-//! back as bytes or as a sequence of integers), `()` and `None` are nil.
+//! finite float, boolean and char keys are written as their text), enums are
+//! externally tagged (a unit variant is its name; any other `{name: content}`), bytes
+//! are `Bin` (read back as bytes, or as a sequence of integers by a type that asks
+//! for one — though a type that buffers its input first, such as an untagged enum or a
+//! `#[serde(flatten)]` field, keeps them as bytes), `()` and `None` are nil. Errors
+//! read as `serde_json` words them: a nil is `null`.
 
 mod de;
 mod ser;
 
 use std::fmt;
 
-pub use de::{from_tree, from_value, VALUE_DEPTH_MAX};
+pub use de::{from_tree, from_value, from_value_within, VALUE_DEPTH_MAX};
 pub use ser::{to_value, ValueSerializer};
 
 /// Why typed data could not be read from, or written as, a value. Its text is serde's
@@ -41,6 +44,19 @@ impl std::error::Error for DataError {}
 impl serde::de::Error for DataError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
         DataError(msg.to_string())
+    }
+
+    fn invalid_type(
+        unexpected: serde::de::Unexpected<'_>,
+        expected: &dyn serde::de::Expected,
+    ) -> Self {
+        // A nil is `null` to the data's senders (and in `serde_json`'s wording), not
+        // serde's "unit value": visitors report it as `Unexpected::Unit`.
+        let unexpected = match unexpected {
+            serde::de::Unexpected::Unit => serde::de::Unexpected::Other("null"),
+            other => other,
+        };
+        DataError(format!("invalid type: {unexpected}, expected {expected}"))
     }
 }
 

@@ -5,8 +5,9 @@ use serde::ser::{self, Impossible, Serialize};
 use super::DataError;
 use crate::Value;
 
-/// `t` as a [`Value`]. Maps and structs keep their order; integer, boolean and char
-/// map keys become their text; an integer beyond `i64` and `u64` is an error.
+/// `t` as a [`Value`]. Maps and structs keep their order; integer, finite float,
+/// boolean and char map keys become their text; an integer beyond `i64` and `u64` is
+/// an error.
 pub fn to_value<T: Serialize + ?Sized>(t: &T) -> Result<Value, DataError> {
     t.serialize(ValueSerializer)
 }
@@ -315,8 +316,8 @@ impl ser::SerializeStructVariant for Entries {
     }
 }
 
-/// A map key: strings as they are; integers, booleans and chars as their text;
-/// anything else refused (maps on the wire have string keys).
+/// A map key: strings as they are; integers, finite floats, booleans and chars as
+/// their text; anything else refused (maps on the wire have string keys).
 struct KeySerializer;
 
 fn key_must_be_a_string() -> DataError {
@@ -368,11 +369,17 @@ impl ser::Serializer for KeySerializer {
     ) -> Result<String, DataError> {
         value.serialize(self)
     }
-    fn serialize_f32(self, _v: f32) -> Result<String, DataError> {
-        Err(key_must_be_a_string())
+    fn serialize_f32(self, v: f32) -> Result<String, DataError> {
+        self.serialize_f64(v.into())
     }
-    fn serialize_f64(self, _v: f64) -> Result<String, DataError> {
-        Err(key_must_be_a_string())
+    fn serialize_f64(self, v: f64) -> Result<String, DataError> {
+        // A finite float's text, as `serde_json` writes one; NaN and infinities have
+        // none a reader would parse back.
+        if v.is_finite() {
+            Ok(v.to_string())
+        } else {
+            Err(key_must_be_a_string())
+        }
     }
     fn serialize_bytes(self, _v: &[u8]) -> Result<String, DataError> {
         Err(key_must_be_a_string())

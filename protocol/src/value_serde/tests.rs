@@ -194,6 +194,26 @@ fn leftover_elements_and_deep_nesting_are_errors_not_crashes() {
 }
 
 #[test]
+fn bytes_read_as_a_sequence_must_all_be_read() {
+    let three = Value::Bin(vec![1, 2, 3]);
+    assert_eq!(from_value::<[u8; 3]>(&three).unwrap(), [1, 2, 3]);
+    assert_eq!(from_value::<Vec<u8>>(&three).unwrap(), vec![1, 2, 3]);
+    assert!(from_value::<[u8; 2]>(&three).is_err());
+    assert!(from_value::<(u8, u8)>(&three).is_err());
+    let bytes = archive(&three);
+    let tree = access::<ArchivedValueTree>(&bytes).unwrap();
+    assert!(from_tree::<[u8; 2]>(tree, 0, 64).is_err());
+}
+
+#[test]
+fn float_keys_are_written_as_text_when_finite() {
+    use serde::Serializer;
+    let v = ValueSerializer.collect_map([(1.5f64, 1)]).unwrap();
+    assert_eq!(v, Value::map().with("1.5", 1));
+    assert!(ValueSerializer.collect_map([(f64::NAN, 1)]).is_err());
+}
+
+#[test]
 fn a_tree_that_claims_more_than_it_holds_is_an_error() {
     let bytes = archive_nodes(vec![Node::Map(3), Node::Str("a".into()), Node::Int(1)]);
     let tree = access::<ArchivedValueTree>(&bytes).unwrap();
@@ -236,6 +256,70 @@ fn any_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// The checks a value tree must pass, written plainly over the unarchived nodes (the
+/// decoder's rules: budget, then depth, then room, keys strings, nothing left over).
+fn reference_check(nodes: &[Node], limits: ValueLimits) -> Result<(), crate::WireError> {
+    use crate::WireError;
+    let shape = |problem| WireError::Shape {
+        kind: "value tree",
+        problem,
+    };
+    fn walk(
+        nodes: &[Node],
+        at: &mut usize,
+        depth: usize,
+        limits: ValueLimits,
+        budget: &mut usize,
+    ) -> Result<(), WireError> {
+        let short = WireError::Shape {
+            kind: "value tree",
+            problem: "fewer nodes than the containers claim",
+        };
+        *budget = budget.checked_sub(1).ok_or(WireError::Shape {
+            kind: "value tree",
+            problem: "more values than the limit",
+        })?;
+        let node = nodes.get(*at).ok_or(short.clone())?;
+        *at += 1;
+        let left = nodes.len() - *at;
+        let (n, map) = match node {
+            Node::Array(n) => (*n as usize, false),
+            Node::Map(n) => (*n as usize, true),
+            _ => return Ok(()),
+        };
+        if depth >= limits.max_depth {
+            return Err(WireError::TooDeep {
+                max: limits.max_depth,
+            });
+        }
+        if (map && n > left / 2) || (!map && n > left) {
+            return Err(short);
+        }
+        for _ in 0..n {
+            if map {
+                if !matches!(nodes.get(*at), Some(Node::Str(_))) {
+                    return Err(WireError::Shape {
+                        kind: "value tree",
+                        problem: "map key is not a string",
+                    });
+                }
+                *at += 1;
+            }
+            walk(nodes, at, depth + 1, limits, budget)?;
+        }
+        Ok(())
+    }
+    if nodes.len() > limits.max_values * 2 {
+        return Err(shape("too many nodes"));
+    }
+    let (mut at, mut budget) = (0, limits.max_values);
+    walk(nodes, &mut at, 0, limits, &mut budget)?;
+    if at != nodes.len() {
+        return Err(shape("nodes left over after the root"));
+    }
+    Ok(())
+}
+
 /// Any node sequence, mostly malformed.
 fn any_nodes() -> impl Strategy<Value = Vec<Node>> {
     let node = prop_oneof![
@@ -270,11 +354,17 @@ proptest! {
     }
 
     #[test]
-    fn check_agrees_with_decoding(nodes in any_nodes(), depth in 1usize..4, values in 1usize..10) {
+    fn check_agrees_with_a_reference_and_decoding(
+        nodes in any_nodes(),
+        depth in 1usize..4,
+        values in 1usize..10,
+    ) {
+        let limits = ValueLimits { max_depth: depth, max_values: values };
+        let want = reference_check(&nodes, limits);
         let bytes = archive_nodes(nodes);
         let tree = access::<ArchivedValueTree>(&bytes).unwrap();
-        let limits = ValueLimits { max_depth: depth, max_values: values };
-        prop_assert_eq!(tree.check(limits), tree.to_value(limits).map(drop));
+        prop_assert_eq!(tree.check(limits), want.clone());
+        prop_assert_eq!(tree.to_value(limits).map(drop), want);
         if tree.check(limits).is_ok() {
             prop_assert_eq!(
                 from_tree::<Value>(tree, 0, depth).ok(),
