@@ -197,49 +197,30 @@ impl Items {
     }
 }
 
-impl ser::SerializeSeq for Items {
-    type Ok = Value;
-    type Error = DataError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), DataError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Value, DataError> {
-        Ok(self.done())
-    }
+/// The four sequence-like serde traits, each adding its element to [`Items`].
+macro_rules! items_impl {
+    ($($trait:ident::$method:ident),*) => {
+        $(
+            impl ser::$trait for Items {
+                type Ok = Value;
+                type Error = DataError;
+                fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), DataError> {
+                    self.push(value)
+                }
+                fn end(self) -> Result<Value, DataError> {
+                    Ok(self.done())
+                }
+            }
+        )*
+    };
 }
 
-impl ser::SerializeTuple for Items {
-    type Ok = Value;
-    type Error = DataError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), DataError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Value, DataError> {
-        Ok(self.done())
-    }
-}
-
-impl ser::SerializeTupleStruct for Items {
-    type Ok = Value;
-    type Error = DataError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), DataError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Value, DataError> {
-        Ok(self.done())
-    }
-}
-
-impl ser::SerializeTupleVariant for Items {
-    type Ok = Value;
-    type Error = DataError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), DataError> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Value, DataError> {
-        Ok(self.done())
-    }
-}
+items_impl!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 /// A map, struct or struct variant being written.
 pub struct Entries {
@@ -286,35 +267,29 @@ impl ser::SerializeMap for Entries {
     }
 }
 
-impl ser::SerializeStruct for Entries {
-    type Ok = Value;
-    type Error = DataError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), DataError> {
-        self.field(key, value)
-    }
-    fn end(self) -> Result<Value, DataError> {
-        Ok(self.done())
-    }
+/// The two struct-like serde traits, each adding its field to [`Entries`].
+macro_rules! fields_impl {
+    ($($trait:ident),*) => {
+        $(
+            impl ser::$trait for Entries {
+                type Ok = Value;
+                type Error = DataError;
+                fn serialize_field<T: Serialize + ?Sized>(
+                    &mut self,
+                    key: &'static str,
+                    value: &T,
+                ) -> Result<(), DataError> {
+                    self.field(key, value)
+                }
+                fn end(self) -> Result<Value, DataError> {
+                    Ok(self.done())
+                }
+            }
+        )*
+    };
 }
 
-impl ser::SerializeStructVariant for Entries {
-    type Ok = Value;
-    type Error = DataError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), DataError> {
-        self.field(key, value)
-    }
-    fn end(self) -> Result<Value, DataError> {
-        Ok(self.done())
-    }
-}
+fields_impl!(SerializeStruct, SerializeStructVariant);
 
 /// A map key: strings as they are; integers, finite floats, booleans and chars as
 /// their text; anything else refused (maps on the wire have string keys).
