@@ -228,6 +228,11 @@ fn take(value: Value, key: &str) -> Value {
     }
 }
 
+/// Kept out of line (and cold): inlined under LTO, the decompressor's state (tens of
+/// KiB) became part of `decode`'s stack frame, probed page by page on every frame —
+/// about 12 written cache lines per uncompressed call (cachegrind).
+#[cold]
+#[inline(never)]
 fn inflate(payload: &[u8], max: usize) -> Result<Vec<u8>, WireError> {
     let mut out = Vec::new();
     flate2::read::ZlibDecoder::new(payload)
@@ -436,6 +441,10 @@ impl Encoder {
     }
 }
 
+/// Out of line and cold, like [`inflate`]: its compressor state stays off the stack
+/// of every frame's encoding.
+#[cold]
+#[inline(never)]
 fn deflate(payload: &[u8]) -> Option<Vec<u8>> {
     use std::io::Write;
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(6));
