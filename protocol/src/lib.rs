@@ -48,19 +48,19 @@ pub mod header;
 pub mod msgpack;
 pub mod native;
 mod scratch_tree;
-mod tree_check;
 pub mod v1;
 pub mod value;
 #[cfg(feature = "serde")]
 pub mod value_serde;
+mod value_tree;
 
 pub use decoder::{DecoderLimits, Frame, FrameDecoder, RecvBuf};
 pub use encode::Encoder;
 pub use error::WireError;
 pub use header::{Codec, Flags, FrameKind, Header, HEADER_LEN, MAGIC};
 pub use msgpack::ValueLimits;
-pub use tree_check::MapEntries;
 pub use value::Value;
+pub use value_tree::MapEntries;
 
 /// The protocol version string netconduit reports (`__protocol_version__`).
 pub const NETCONDUIT_PROTOCOL_VERSION: &str = "1.0";

@@ -27,7 +27,6 @@ use rkyv::{Archive, Deserialize, Portable, Serialize};
 
 use crate::error::WireError;
 use crate::header::{Codec, FrameKind, Header, HEADER_LEN};
-use crate::msgpack::ValueLimits;
 use crate::value::Value;
 
 /// Alignment every native payload (and so every archive body) starts at.
@@ -211,52 +210,6 @@ pub(crate) fn flatten(value: &Value, out: &mut Vec<Node>) {
     }
 }
 
-impl ArchivedValueTree {
-    /// Rebuilds the [`Value`], enforcing `limits` (depth, and the value budget): the
-    /// tree is [`check`](Self::check)ed first, then built.
-    pub fn to_value(&self, limits: ValueLimits) -> Result<Value, WireError> {
-        self.check(limits)?;
-        let mut cursor = 0usize;
-        self.build(&mut cursor)
-    }
-
-    /// The subtree at `cursor` as a [`Value`], on a checked tree: its recursion is as
-    /// deep as the tree nests, which the check bounded.
-    fn build(&self, cursor: &mut usize) -> Result<Value, WireError> {
-        let node = self.nodes.get(*cursor).ok_or(crate::tree_check::SHORT)?;
-        *cursor += 1;
-        Ok(match node {
-            ArchivedNode::Nil => Value::Nil,
-            ArchivedNode::Bool(b) => Value::Bool(*b),
-            ArchivedNode::Int(i) => Value::Int(i.to_native()),
-            ArchivedNode::UInt(u) => Value::from(u.to_native()),
-            ArchivedNode::Float(f) => Value::Float(f.to_native()),
-            ArchivedNode::Str(s) => Value::Str(s.as_str().to_owned()),
-            ArchivedNode::Bin(b) => Value::Bin(b.as_slice().to_vec()),
-            ArchivedNode::Array(n) => {
-                let n = n.to_native() as usize;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(self.build(cursor)?);
-                }
-                Value::Array(items)
-            }
-            ArchivedNode::Map(n) => {
-                let n = n.to_native() as usize;
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let Some(ArchivedNode::Str(key)) = self.nodes.get(*cursor) else {
-                        return Err(crate::tree_check::NOT_A_STRING_KEY);
-                    };
-                    *cursor += 1;
-                    entries.push((key.as_str().to_owned(), self.build(cursor)?));
-                }
-                Value::Map(entries)
-            }
-        })
-    }
-}
-
 /// Validates `body` as an archived `A` and returns it, read in place.
 pub fn access<A: NativeArchived>(body: &[u8]) -> Result<&A, WireError> {
     rkyv::access::<A, rancor::Error>(body).map_err(|e| WireError::Archive(e.to_string()))
@@ -429,6 +382,7 @@ impl Encoder {
 pub(crate) mod tests {
     use super::*;
     use crate::decoder::{DecoderLimits, FrameDecoder};
+    use crate::msgpack::ValueLimits;
 
     /// A value with every kind in it (other modules' tests use it too).
     pub(crate) fn sample() -> Value {

@@ -14,7 +14,7 @@ use serde::forward_to_deserialize_any;
 
 use super::DataError;
 use crate::native::{ArchivedNode, ArchivedValueTree};
-use crate::tree_check::subtree_end;
+use crate::value_tree::subtree_end;
 use crate::Value;
 
 /// Deepest nesting [`from_value`] follows. A `Value` in memory was bounded by

@@ -1,10 +1,12 @@
 //! A native value tree checked and read where it lies: its shape against the
-//! [`ValueLimits`] without rebuilding a [`Value`](crate::Value), and a root map's
-//! entries found by key — what reading typed arguments in place needs.
+//! [`ValueLimits`] without building anything, a root map's entries found by key —
+//! what reading typed arguments in place needs — and, once checked, the whole tree
+//! rebuilt as a [`Value`].
 
 use crate::error::WireError;
 use crate::msgpack::ValueLimits;
 use crate::native::{ArchivedNode, ArchivedValueTree};
+use crate::value::Value;
 
 /// A container claims more nodes than follow it.
 pub(crate) const SHORT: WireError = WireError::Shape {
@@ -74,6 +76,52 @@ impl ArchivedValueTree {
             Some(ArchivedNode::Array(_)) => "list",
             Some(ArchivedNode::Map(_)) => "dict",
         }
+    }
+}
+
+impl ArchivedValueTree {
+    /// Rebuilds the [`Value`], enforcing `limits` (depth, and the value budget): the
+    /// tree is [`check`](Self::check)ed first, then built.
+    pub fn to_value(&self, limits: ValueLimits) -> Result<Value, WireError> {
+        self.check(limits)?;
+        let mut cursor = 0usize;
+        self.build(&mut cursor)
+    }
+
+    /// The subtree at `cursor` as a [`Value`], on a checked tree: its recursion is as
+    /// deep as the tree nests, which the check bounded.
+    fn build(&self, cursor: &mut usize) -> Result<Value, WireError> {
+        let node = self.nodes.get(*cursor).ok_or(SHORT)?;
+        *cursor += 1;
+        Ok(match node {
+            ArchivedNode::Nil => Value::Nil,
+            ArchivedNode::Bool(b) => Value::Bool(*b),
+            ArchivedNode::Int(i) => Value::Int(i.to_native()),
+            ArchivedNode::UInt(u) => Value::from(u.to_native()),
+            ArchivedNode::Float(f) => Value::Float(f.to_native()),
+            ArchivedNode::Str(s) => Value::Str(s.as_str().to_owned()),
+            ArchivedNode::Bin(b) => Value::Bin(b.as_slice().to_vec()),
+            ArchivedNode::Array(n) => {
+                let n = n.to_native() as usize;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.build(cursor)?);
+                }
+                Value::Array(items)
+            }
+            ArchivedNode::Map(n) => {
+                let n = n.to_native() as usize;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let Some(ArchivedNode::Str(key)) = self.nodes.get(*cursor) else {
+                        return Err(NOT_A_STRING_KEY);
+                    };
+                    *cursor += 1;
+                    entries.push((key.as_str().to_owned(), self.build(cursor)?));
+                }
+                Value::Map(entries)
+            }
+        })
     }
 }
 
