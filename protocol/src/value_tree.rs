@@ -9,13 +9,13 @@ use crate::native::{ArchivedNode, ArchivedValueTree};
 use crate::value::Value;
 
 /// A container claims more nodes than follow it.
-pub(crate) const SHORT: WireError = WireError::Shape {
+const SHORT: WireError = WireError::Shape {
     kind: "value tree",
     problem: "fewer nodes than the containers claim",
 };
 
 /// A map's key node is not a string.
-pub(crate) const NOT_A_STRING_KEY: WireError = WireError::Shape {
+const NOT_A_STRING_KEY: WireError = WireError::Shape {
     kind: "value tree",
     problem: "map key is not a string",
 };
@@ -24,9 +24,15 @@ impl ArchivedValueTree {
     /// Checks a tree against `limits` without building anything — node and value
     /// budget, depth, string map keys, containers no larger than what follows, nothing
     /// left over — recursing as deep as the tree nests, at most `limits.max_depth`.
-    /// What [`to_value`](Self::to_value) checks first, and what a typed method's
-    /// arguments pass before they are read in place.
+    /// What [`to_value`](Self::to_value) checks as it builds, and what a typed
+    /// method's arguments pass before they are read in place.
     pub fn check(&self, limits: ValueLimits) -> Result<(), WireError> {
+        self.walk::<false>(limits).map(drop)
+    }
+
+    /// [`check`](Self::check), then — with `BUILD` — the tree as a [`Value`], in the
+    /// same pass: one set of rules for both.
+    fn walk<const BUILD: bool>(&self, limits: ValueLimits) -> Result<Value, WireError> {
         let nodes = self.nodes.as_slice();
         if nodes.len() > limits.max_values.saturating_mul(2) {
             return Err(WireError::Shape {
@@ -37,14 +43,14 @@ impl ArchivedValueTree {
         let mut cursor = 0usize;
         // Every node but a map key is a value (as in MessagePack decoding).
         let mut budget = limits.max_values;
-        check_node(nodes, &mut cursor, 0, limits.max_depth, &mut budget)?;
+        let v = walk_node::<BUILD>(nodes, &mut cursor, 0, limits.max_depth, &mut budget)?;
         if cursor != nodes.len() {
             return Err(WireError::Shape {
                 kind: "value tree",
                 problem: "nodes left over after the root",
             });
         }
-        Ok(())
+        Ok(v)
     }
 
     /// A root map's entries, in wire order: each key and the index of its value's
@@ -80,48 +86,10 @@ impl ArchivedValueTree {
 }
 
 impl ArchivedValueTree {
-    /// Rebuilds the [`Value`], enforcing `limits` (depth, and the value budget): the
-    /// tree is [`check`](Self::check)ed first, then built.
+    /// Rebuilds the [`Value`], enforcing `limits` (depth, and the value budget) as
+    /// [`check`](Self::check) does, in one pass.
     pub fn to_value(&self, limits: ValueLimits) -> Result<Value, WireError> {
-        self.check(limits)?;
-        let mut cursor = 0usize;
-        self.build(&mut cursor)
-    }
-
-    /// The subtree at `cursor` as a [`Value`], on a checked tree: its recursion is as
-    /// deep as the tree nests, which the check bounded.
-    fn build(&self, cursor: &mut usize) -> Result<Value, WireError> {
-        let node = self.nodes.get(*cursor).ok_or(SHORT)?;
-        *cursor += 1;
-        Ok(match node {
-            ArchivedNode::Nil => Value::Nil,
-            ArchivedNode::Bool(b) => Value::Bool(*b),
-            ArchivedNode::Int(i) => Value::Int(i.to_native()),
-            ArchivedNode::UInt(u) => Value::from(u.to_native()),
-            ArchivedNode::Float(f) => Value::Float(f.to_native()),
-            ArchivedNode::Str(s) => Value::Str(s.as_str().to_owned()),
-            ArchivedNode::Bin(b) => Value::Bin(b.as_slice().to_vec()),
-            ArchivedNode::Array(n) => {
-                let n = n.to_native() as usize;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(self.build(cursor)?);
-                }
-                Value::Array(items)
-            }
-            ArchivedNode::Map(n) => {
-                let n = n.to_native() as usize;
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let Some(ArchivedNode::Str(key)) = self.nodes.get(*cursor) else {
-                        return Err(NOT_A_STRING_KEY);
-                    };
-                    *cursor += 1;
-                    entries.push((key.as_str().to_owned(), self.build(cursor)?));
-                }
-                Value::Map(entries)
-            }
-        })
+        self.walk::<true>(limits)
     }
 }
 
@@ -184,14 +152,16 @@ pub(crate) fn subtree_end(nodes: &[ArchivedNode], start: usize) -> Option<usize>
     Some(at)
 }
 
-/// [`ArchivedValueTree::check`] of the subtree at `cursor`, `depth` containers deep.
-fn check_node(
+/// The subtree at `cursor`, `depth` containers deep, checked — and with `BUILD` made
+/// a [`Value`] (without, every node stands as `Nil` and nothing is allocated).
+/// Recursion is as deep as the tree nests, at most `max_depth`.
+fn walk_node<const BUILD: bool>(
     nodes: &[ArchivedNode],
     cursor: &mut usize,
     depth: usize,
     max_depth: usize,
     budget: &mut usize,
-) -> Result<(), WireError> {
+) -> Result<Value, WireError> {
     *budget = budget.checked_sub(1).ok_or(WireError::Shape {
         kind: "value tree",
         problem: "more values than the limit",
@@ -199,7 +169,7 @@ fn check_node(
     let node = nodes.get(*cursor).ok_or(SHORT)?;
     *cursor += 1;
     let remaining = nodes.len() - *cursor;
-    match node {
+    Ok(match node {
         ArchivedNode::Array(n) => {
             let n = n.to_native() as usize;
             if depth >= max_depth {
@@ -208,9 +178,14 @@ fn check_node(
             if n > remaining {
                 return Err(SHORT);
             }
+            let mut items = Vec::with_capacity(if BUILD { n } else { 0 });
             for _ in 0..n {
-                check_node(nodes, cursor, depth + 1, max_depth, budget)?;
+                let item = walk_node::<BUILD>(nodes, cursor, depth + 1, max_depth, budget)?;
+                if BUILD {
+                    items.push(item);
+                }
             }
+            Value::Array(items)
         }
         ArchivedNode::Map(n) => {
             let n = n.to_native() as usize;
@@ -220,15 +195,26 @@ fn check_node(
             if n > remaining / 2 {
                 return Err(SHORT);
             }
+            let mut entries = Vec::with_capacity(if BUILD { n } else { 0 });
             for _ in 0..n {
-                if !matches!(nodes.get(*cursor), Some(ArchivedNode::Str(_))) {
+                let Some(ArchivedNode::Str(key)) = nodes.get(*cursor) else {
                     return Err(NOT_A_STRING_KEY);
-                }
+                };
                 *cursor += 1;
-                check_node(nodes, cursor, depth + 1, max_depth, budget)?;
+                let value = walk_node::<BUILD>(nodes, cursor, depth + 1, max_depth, budget)?;
+                if BUILD {
+                    entries.push((key.as_str().to_owned(), value));
+                }
             }
+            Value::Map(entries)
         }
-        _ => {}
-    }
-    Ok(())
+        _ if !BUILD => Value::Nil,
+        ArchivedNode::Nil => Value::Nil,
+        ArchivedNode::Bool(b) => Value::Bool(*b),
+        ArchivedNode::Int(i) => Value::Int(i.to_native()),
+        ArchivedNode::UInt(u) => Value::from(u.to_native()),
+        ArchivedNode::Float(f) => Value::Float(f.to_native()),
+        ArchivedNode::Str(s) => Value::Str(s.as_str().to_owned()),
+        ArchivedNode::Bin(b) => Value::Bin(b.as_slice().to_vec()),
+    })
 }
