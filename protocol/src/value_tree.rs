@@ -27,12 +27,13 @@ impl ArchivedValueTree {
     /// What [`to_value`](Self::to_value) checks as it builds, and what a typed
     /// method's arguments pass before they are read in place.
     pub fn check(&self, limits: ValueLimits) -> Result<(), WireError> {
-        self.walk::<false>(limits).map(drop)
+        self.walk::<Check>(limits)
     }
 
-    /// [`check`](Self::check), then — with `BUILD` — the tree as a [`Value`], in the
-    /// same pass: one set of rules for both.
-    fn walk<const BUILD: bool>(&self, limits: ValueLimits) -> Result<Value, WireError> {
+    /// The tree checked against `limits` and made into what `S` makes of it, in one
+    /// pass: one set of rules for [`check`](Self::check) and
+    /// [`to_value`](Self::to_value).
+    fn walk<S: Sink>(&self, limits: ValueLimits) -> Result<S::Out, WireError> {
         let nodes = self.nodes.as_slice();
         if nodes.len() > limits.max_values.saturating_mul(2) {
             return Err(WireError::Shape {
@@ -43,7 +44,7 @@ impl ArchivedValueTree {
         let mut cursor = 0usize;
         // Every node but a map key is a value (as in MessagePack decoding).
         let mut budget = limits.max_values;
-        let v = walk_node::<BUILD>(nodes, &mut cursor, 0, limits.max_depth, &mut budget)?;
+        let v = walk_node::<S>(nodes, &mut cursor, 0, limits.max_depth, &mut budget)?;
         if cursor != nodes.len() {
             return Err(WireError::Shape {
                 kind: "value tree",
@@ -89,7 +90,7 @@ impl ArchivedValueTree {
     /// Rebuilds the [`Value`], enforcing `limits` (depth, and the value budget) as
     /// [`check`](Self::check) does, in one pass.
     pub fn to_value(&self, limits: ValueLimits) -> Result<Value, WireError> {
-        self.walk::<true>(limits)
+        self.walk::<Build>(limits)
     }
 }
 
@@ -152,16 +153,86 @@ pub(crate) fn subtree_end(nodes: &[ArchivedNode], start: usize) -> Option<usize>
     Some(at)
 }
 
-/// The subtree at `cursor`, `depth` containers deep, checked — and with `BUILD` made
-/// a [`Value`] (without, every node stands as `Nil` and nothing is allocated).
-/// Recursion is as deep as the tree nests, at most `max_depth`.
-fn walk_node<const BUILD: bool>(
+/// What a walk of a tree makes of it, node by node: nothing ([`Check`]: every
+/// method compiles away) or a [`Value`] ([`Build`]).
+trait Sink {
+    type Out;
+    type Items;
+    type Entries;
+    fn leaf(node: &ArchivedNode) -> Self::Out;
+    fn items(n: usize) -> Self::Items;
+    fn item(items: &mut Self::Items, item: Self::Out);
+    fn array(items: Self::Items) -> Self::Out;
+    fn entries(n: usize) -> Self::Entries;
+    fn entry(entries: &mut Self::Entries, key: &str, value: Self::Out);
+    fn map(entries: Self::Entries) -> Self::Out;
+}
+
+/// A walk that only checks.
+struct Check;
+
+impl Sink for Check {
+    type Out = ();
+    type Items = ();
+    type Entries = ();
+    fn leaf(_: &ArchivedNode) {}
+    fn items(_: usize) {}
+    fn item((): &mut (), (): ()) {}
+    fn array((): ()) {}
+    fn entries(_: usize) {}
+    fn entry((): &mut (), _: &str, (): ()) {}
+    fn map((): ()) {}
+}
+
+/// A walk that builds the [`Value`].
+struct Build;
+
+impl Sink for Build {
+    type Out = Value;
+    type Items = Vec<Value>;
+    type Entries = Vec<(String, Value)>;
+    fn leaf(node: &ArchivedNode) -> Value {
+        match node {
+            ArchivedNode::Bool(b) => Value::Bool(*b),
+            ArchivedNode::Int(i) => Value::Int(i.to_native()),
+            ArchivedNode::UInt(u) => Value::from(u.to_native()),
+            ArchivedNode::Float(f) => Value::Float(f.to_native()),
+            ArchivedNode::Str(s) => Value::Str(s.as_str().to_owned()),
+            ArchivedNode::Bin(b) => Value::Bin(b.as_slice().to_vec()),
+            // Containers do not come here.
+            ArchivedNode::Nil | ArchivedNode::Array(_) | ArchivedNode::Map(_) => Value::Nil,
+        }
+    }
+    fn items(n: usize) -> Vec<Value> {
+        // `n` fits in the nodes that follow: checked before.
+        Vec::with_capacity(n)
+    }
+    fn item(items: &mut Vec<Value>, item: Value) {
+        items.push(item);
+    }
+    fn array(items: Vec<Value>) -> Value {
+        Value::Array(items)
+    }
+    fn entries(n: usize) -> Vec<(String, Value)> {
+        Vec::with_capacity(n)
+    }
+    fn entry(entries: &mut Vec<(String, Value)>, key: &str, value: Value) {
+        entries.push((key.to_owned(), value));
+    }
+    fn map(entries: Vec<(String, Value)>) -> Value {
+        Value::Map(entries)
+    }
+}
+
+/// The subtree at `cursor`, `depth` containers deep, checked and made into what `S`
+/// makes of it. Recursion is as deep as the tree nests, at most `max_depth`.
+fn walk_node<S: Sink>(
     nodes: &[ArchivedNode],
     cursor: &mut usize,
     depth: usize,
     max_depth: usize,
     budget: &mut usize,
-) -> Result<Value, WireError> {
+) -> Result<S::Out, WireError> {
     *budget = budget.checked_sub(1).ok_or(WireError::Shape {
         kind: "value tree",
         problem: "more values than the limit",
@@ -178,14 +249,12 @@ fn walk_node<const BUILD: bool>(
             if n > remaining {
                 return Err(SHORT);
             }
-            let mut items = Vec::with_capacity(if BUILD { n } else { 0 });
+            let mut items = S::items(n);
             for _ in 0..n {
-                let item = walk_node::<BUILD>(nodes, cursor, depth + 1, max_depth, budget)?;
-                if BUILD {
-                    items.push(item);
-                }
+                let item = walk_node::<S>(nodes, cursor, depth + 1, max_depth, budget)?;
+                S::item(&mut items, item);
             }
-            Value::Array(items)
+            S::array(items)
         }
         ArchivedNode::Map(n) => {
             let n = n.to_native() as usize;
@@ -195,26 +264,17 @@ fn walk_node<const BUILD: bool>(
             if n > remaining / 2 {
                 return Err(SHORT);
             }
-            let mut entries = Vec::with_capacity(if BUILD { n } else { 0 });
+            let mut entries = S::entries(n);
             for _ in 0..n {
                 let Some(ArchivedNode::Str(key)) = nodes.get(*cursor) else {
                     return Err(NOT_A_STRING_KEY);
                 };
                 *cursor += 1;
-                let value = walk_node::<BUILD>(nodes, cursor, depth + 1, max_depth, budget)?;
-                if BUILD {
-                    entries.push((key.as_str().to_owned(), value));
-                }
+                let value = walk_node::<S>(nodes, cursor, depth + 1, max_depth, budget)?;
+                S::entry(&mut entries, key.as_str(), value);
             }
-            Value::Map(entries)
+            S::map(entries)
         }
-        _ if !BUILD => Value::Nil,
-        ArchivedNode::Nil => Value::Nil,
-        ArchivedNode::Bool(b) => Value::Bool(*b),
-        ArchivedNode::Int(i) => Value::Int(i.to_native()),
-        ArchivedNode::UInt(u) => Value::from(u.to_native()),
-        ArchivedNode::Float(f) => Value::Float(f.to_native()),
-        ArchivedNode::Str(s) => Value::Str(s.as_str().to_owned()),
-        ArchivedNode::Bin(b) => Value::Bin(b.as_slice().to_vec()),
+        leaf => S::leaf(leaf),
     })
 }
