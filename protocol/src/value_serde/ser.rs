@@ -12,6 +12,10 @@ pub fn to_value<T: Serialize + ?Sized>(t: &T) -> Result<Value, DataError> {
     t.serialize(ValueSerializer)
 }
 
+/// Most elements or entries reserved up front from a sequence's or map's length
+/// hint; beyond it they grow as they come.
+const RESERVED_ITEMS_MAX: usize = 1024;
+
 /// The serializer behind [`to_value`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ValueSerializer;
@@ -131,7 +135,7 @@ impl ser::Serializer for ValueSerializer {
     fn serialize_seq(self, len: Option<usize>) -> Result<Items, DataError> {
         Ok(Items {
             // The hint is the caller's own data's length; capped all the same.
-            items: Vec::with_capacity(len.unwrap_or(0).min(1024)),
+            items: Vec::with_capacity(len.unwrap_or(0).min(RESERVED_ITEMS_MAX)),
             variant: None,
         })
     }
@@ -154,7 +158,7 @@ impl ser::Serializer for ValueSerializer {
     }
     fn serialize_map(self, len: Option<usize>) -> Result<Entries, DataError> {
         Ok(Entries {
-            entries: Vec::with_capacity(len.unwrap_or(0).min(1024)),
+            entries: Vec::with_capacity(len.unwrap_or(0).min(RESERVED_ITEMS_MAX)),
             key: None,
             variant: None,
         })
